@@ -1,0 +1,53 @@
+//! The converter's in-memory model description, shared by every reader and the
+//! writer: hyperparameters, canonical tensors with lazy sources, tokenizer,
+//! chat template and metadata.
+
+use ember_runtime::format::{DType, HyperParams, Metadata};
+use ember_runtime::tokenizer::TokenizerSpec;
+
+use crate::error::Result;
+
+/// A tensor's data in the input checkpoint, decoded on demand so that a
+/// converter never holds more than one tensor in f32 at a time.
+pub trait TensorSource: Send + Sync {
+    /// The source storage type for summaries, e.g. `"q4_1"`, `"bf16"`.
+    fn source_dtype(&self) -> String;
+    /// The `.ember` dtype that stores the source values exactly, if any
+    /// (f32, f16 and bf16 sources); `None` for quantized sources.
+    fn native_dtype(&self) -> Option<DType>;
+    /// Decodes to f32, row-major, exactly `shape.iter().product()` elements.
+    fn to_f32(&self) -> Result<Vec<f32>>;
+}
+
+/// One tensor under its canonical `.ember` name (see `ember_runtime::format::names`).
+pub struct IrTensor {
+    pub name: String,
+    /// Outermost first; matrices are `[out, in]`.
+    pub shape: Vec<u64>,
+    pub source: Box<dyn TensorSource>,
+}
+
+/// A whole model, ready to be written.
+pub struct ModelIr {
+    pub hparams: HyperParams,
+    /// In any order; the writer emits them in canonical order.
+    pub tensors: Vec<IrTensor>,
+    pub tokenizer: TokenizerSpec,
+    pub chat_template: Option<String>,
+    pub metadata: Metadata,
+}
+
+/// A source holding f32 values already in memory (tests, llama2.c).
+pub struct F32Source(pub Vec<f32>);
+
+impl TensorSource for F32Source {
+    fn source_dtype(&self) -> String {
+        "f32".into()
+    }
+    fn native_dtype(&self) -> Option<DType> {
+        Some(DType::F32)
+    }
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        Ok(self.0.clone())
+    }
+}

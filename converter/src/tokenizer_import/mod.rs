@@ -1,0 +1,1 @@
+//! Builds `TokenizerSpec`s from the tokenizer formats found next to checkpoints.

@@ -1,0 +1,618 @@
+//! The `.ember` file format, version 1: the single definition of the on-disk
+//! structures. FORMAT.md is the normative prose; this module is its code.
+//! The converter writes files from these structs, the loader reads them.
+//!
+//! Layout (all integers and floats little-endian, always):
+//! ```text
+//! [0, 512)               Header (fixed size, see `Header`)
+//! directory              tensor_count x DirEntry (128 bytes each)
+//! tokenizer              postcard(TokenizerSpec)
+//! chat_template          UTF-8 text (may be empty)
+//! metadata               postcard(Vec<(String, String)>)
+//! zero padding           up to data.offset (a multiple of DATA_ALIGNMENT)
+//! data                   tensor bytes, each tensor at a multiple of tensor_alignment
+//! ```
+//! `header_checksum` is the CRC-32 (IEEE) of every byte in `[0, data.offset)` with
+//! the checksum field itself taken as zero. Each directory entry carries the CRC-32
+//! of its tensor's bytes, checked by `ember verify`.
+
+use bytemuck::{Pod, Zeroable};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::tokenizer::TokenizerSpec;
+
+/// Magic bytes at offset 0. Like PNG's: a non-ASCII first byte, then the name,
+/// then CR LF, ^Z, LF so that text-mode transfers are detected.
+pub const MAGIC: [u8; 8] = [0x89, b'E', b'M', b'B', b'\r', b'\n', 0x1A, b'\n'];
+/// Structural version. Readers refuse any other major version.
+pub const VERSION_MAJOR: u16 = 1;
+/// Additive version: new dtype ids, new metadata keys, new optional fields that old
+/// readers may ignore. Readers accept any minor of their major.
+pub const VERSION_MINOR: u16 = 0;
+/// Size in bytes of `Header`.
+pub const HEADER_SIZE: usize = 512;
+/// Size in bytes of one `DirEntry`.
+pub const DIR_ENTRY_SIZE: usize = 128;
+/// Smallest permitted tensor alignment (a cache line, and enough for any SIMD load).
+pub const MIN_TENSOR_ALIGNMENT: u64 = 64;
+/// The data section starts at a multiple of this (a page), so the mapped tensors
+/// sit on page boundaries and can be advised / locked per region.
+pub const DATA_ALIGNMENT: u64 = 4096;
+/// Maximum tensor rank.
+pub const MAX_DIMS: usize = 4;
+/// Length of the NUL-padded tensor name field.
+pub const NAME_LEN: usize = 64;
+/// Upper bound on the number of tensors, so a corrupt count cannot make a reader
+/// allocate unboundedly.
+pub const MAX_TENSORS: u64 = 1 << 20;
+
+/// Byte offset of `Header::header_checksum`, zeroed while checksumming.
+pub const CHECKSUM_FIELD_OFFSET: usize = 24;
+
+/// A byte range of the file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Section {
+    /// Absolute byte offset from the start of the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl Section {
+    /// One past the last byte; `None` on overflow.
+    pub fn end(&self) -> Option<u64> {
+        self.offset.checked_add(self.len)
+    }
+}
+
+/// Model architecture ids (`HyperParams::architecture`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Architecture {
+    /// Decoder-only Llama family (Llama, Mistral, Qwen2, SmolLM, llama2.c): RMSNorm,
+    /// RoPE, grouped-query attention, gated FFN.
+    Llama = 1,
+}
+
+impl Architecture {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Llama),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+        }
+    }
+}
+
+/// FFN activation ids (`HyperParams::activation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Activation {
+    /// SiLU-gated (SwiGLU): `down(silu(gate(x)) * up(x))`.
+    Silu = 1,
+    /// GELU (tanh approximation) gated (GeGLU). Reserved for Gemma-style models.
+    GeluTanh = 2,
+}
+
+impl Activation {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Silu),
+            2 => Some(Self::GeluTanh),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Silu => "silu",
+            Self::GeluTanh => "gelu_tanh",
+        }
+    }
+}
+
+/// How RoPE pairs the elements of a head vector (`HyperParams::rope_pairing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RopePairing {
+    /// Rotate adjacent pairs `(2i, 2i+1)`: llama2.c, Meta's original code, and GGUF
+    /// (whose converter permutes Q/K rows into this order).
+    Interleaved = 1,
+    /// Rotate `(i, i + rot_dim/2)` ("rotate_half"): Hugging Face transformers layout.
+    Half = 2,
+}
+
+impl RopePairing {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Interleaved),
+            2 => Some(Self::Half),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interleaved => "interleaved",
+            Self::Half => "half",
+        }
+    }
+}
+
+/// RoPE frequency scaling (`HyperParams::rope_scaling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RopeScaling {
+    None = 0,
+    /// Positions divided by `rope_scaling_factor` (linear interpolation).
+    Linear = 1,
+    /// Llama 3.1 frequency-dependent scaling (factor, low/high frequency factors,
+    /// original context).
+    Llama3 = 2,
+}
+
+impl RopeScaling {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::None),
+            1 => Some(Self::Linear),
+            2 => Some(Self::Llama3),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Linear => "linear",
+            Self::Llama3 => "llama3",
+        }
+    }
+}
+
+/// Normalization ids (`HyperParams::norm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum NormKind {
+    /// `x / sqrt(mean(x^2) + eps) * weight`.
+    RmsNorm = 1,
+}
+
+impl NormKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::RmsNorm),
+            _ => None,
+        }
+    }
+}
+
+/// `HyperParams::flags` bits.
+pub mod flags {
+    /// The output projection reuses `tok_embeddings` (no `output` tensor).
+    pub const TIED_OUTPUT: u32 = 1 << 0;
+    /// `layers.N.bq/bk/bv` exist (Qwen2).
+    pub const QKV_BIAS: u32 = 1 << 1;
+    /// `layers.N.bo` exists.
+    pub const ATTN_OUT_BIAS: u32 = 1 << 2;
+    /// `layers.N.b_gate/b_up/b_down` exist.
+    pub const MLP_BIAS: u32 = 1 << 3;
+    /// All bits a v1 reader understands; others must be zero.
+    pub const KNOWN: u32 = TIED_OUTPUT | QKV_BIAS | ATTN_OUT_BIAS | MLP_BIAS;
+}
+
+/// Model hyperparameters, stored inside the header. 128 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct HyperParams {
+    /// `Architecture` id.
+    pub architecture: u32,
+    /// `Activation` id.
+    pub activation: u32,
+    /// Model width (residual stream size).
+    pub dim: u32,
+    pub n_layers: u32,
+    /// Query heads.
+    pub n_heads: u32,
+    /// Key/value heads; divides `n_heads` (grouped-query attention).
+    pub n_kv_heads: u32,
+    /// Per-head size; `n_heads * head_dim` need not equal `dim`.
+    pub head_dim: u32,
+    /// Hidden size of the feed-forward block.
+    pub ffn_dim: u32,
+    pub vocab_size: u32,
+    /// Longest context the model was trained for.
+    pub max_context: u32,
+    /// Attention window in tokens (Mistral); 0 = full causal attention.
+    pub sliding_window: u32,
+    /// `RopePairing` id.
+    pub rope_pairing: u32,
+    /// Number of leading head dimensions that RoPE rotates (= head_dim for full rotary).
+    pub rope_dim: u32,
+    /// RoPE base frequency.
+    pub rope_theta: f32,
+    /// `RopeScaling` id.
+    pub rope_scaling: u32,
+    pub rope_scaling_factor: f32,
+    pub rope_low_freq_factor: f32,
+    pub rope_high_freq_factor: f32,
+    /// Context length before scaling (Llama 3 scaling).
+    pub rope_original_context: u32,
+    /// `NormKind` id.
+    pub norm: u32,
+    pub norm_eps: f32,
+    /// `flags::*` bits.
+    pub flags: u32,
+    pub reserved: [u32; 10],
+}
+
+const _: () = assert!(core::mem::size_of::<HyperParams>() == 128);
+
+impl HyperParams {
+    pub fn tied_output(&self) -> bool {
+        self.flags & flags::TIED_OUTPUT != 0
+    }
+    pub fn qkv_bias(&self) -> bool {
+        self.flags & flags::QKV_BIAS != 0
+    }
+    pub fn attn_out_bias(&self) -> bool {
+        self.flags & flags::ATTN_OUT_BIAS != 0
+    }
+    pub fn mlp_bias(&self) -> bool {
+        self.flags & flags::MLP_BIAS != 0
+    }
+    /// Width of the concatenated query heads.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads as usize * self.head_dim as usize
+    }
+    /// Width of the concatenated key (or value) heads.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads as usize * self.head_dim as usize
+    }
+
+    /// Checks internal consistency (ids known, sizes positive and compatible).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::BadHyperParams(what.to_string()));
+        if Architecture::from_u32(self.architecture).is_none() {
+            return Err(Error::UnknownId { what: "architecture", id: self.architecture });
+        }
+        if Activation::from_u32(self.activation).is_none() {
+            return Err(Error::UnknownId { what: "activation", id: self.activation });
+        }
+        if RopePairing::from_u32(self.rope_pairing).is_none() {
+            return Err(Error::UnknownId { what: "rope pairing", id: self.rope_pairing });
+        }
+        if RopeScaling::from_u32(self.rope_scaling).is_none() {
+            return Err(Error::UnknownId { what: "rope scaling", id: self.rope_scaling });
+        }
+        if NormKind::from_u32(self.norm).is_none() {
+            return Err(Error::UnknownId { what: "norm", id: self.norm });
+        }
+        if self.flags & !flags::KNOWN != 0 {
+            return bad("unknown flag bits set");
+        }
+        // Generous limits: they exist so that a corrupt file cannot request absurd
+        // buffer sizes, not to restrict real models.
+        const LIMIT: u32 = 1 << 20;
+        for (name, v) in [
+            ("dim", self.dim),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("ffn_dim", self.ffn_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_context", self.max_context),
+        ] {
+            if v == 0 {
+                return Err(Error::BadHyperParams(format!("{name} is zero")));
+            }
+            if v > LIMIT * 16 {
+                return Err(Error::BadHyperParams(format!("{name} = {v} is implausibly large")));
+            }
+        }
+        if self.n_layers > 4096 || self.n_heads > 4096 || self.head_dim > 4096 {
+            return bad("layer / head counts implausibly large");
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return Err(Error::BadHyperParams(format!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                self.n_heads, self.n_kv_heads
+            )));
+        }
+        if self.rope_dim == 0 || self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
+            return Err(Error::BadHyperParams(format!(
+                "rope_dim {} must be even and in 1..=head_dim ({})",
+                self.rope_dim, self.head_dim
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad("rope_theta must be finite and positive");
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad("norm_eps must be finite and non-negative");
+        }
+        if self.rope_scaling != RopeScaling::None as u32
+            && !(self.rope_scaling_factor.is_finite() && self.rope_scaling_factor > 0.0)
+        {
+            return bad("rope_scaling_factor must be finite and positive");
+        }
+        Ok(())
+    }
+}
+
+/// The fixed-size file header at offset 0. 512 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct Header {
+    /// `MAGIC`.
+    pub magic: [u8; 8],
+    pub version_major: u16,
+    pub version_minor: u16,
+    /// `HEADER_SIZE`.
+    pub header_size: u32,
+    /// Total file length in bytes: a shorter file is truncated.
+    pub file_size: u64,
+    /// CRC-32 of `[0, data.offset)` with this field read as zero.
+    pub header_checksum: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+    /// Every tensor offset is a multiple of this; power of two >= 64.
+    pub tensor_alignment: u64,
+    pub tensor_count: u64,
+    /// `tensor_count * DIR_ENTRY_SIZE` bytes of `DirEntry`.
+    pub directory: Section,
+    /// postcard-encoded `TokenizerSpec`.
+    pub tokenizer: Section,
+    /// UTF-8 Jinja chat template; empty if the model has none.
+    pub chat_template: Section,
+    /// postcard-encoded `Vec<(String, String)>`.
+    pub metadata: Section,
+    /// Tensor data; offset is a multiple of `DATA_ALIGNMENT`.
+    pub data: Section,
+    pub hparams: HyperParams,
+    pub reserved: [u8; 256],
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() == HEADER_SIZE);
+const _: () = assert!(core::mem::offset_of!(Header, header_checksum) == CHECKSUM_FIELD_OFFSET);
+
+/// Tensor element types (`DirEntry::dtype`). Ids are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum DType {
+    F32 = 0,
+    F16 = 1,
+    BF16 = 2,
+}
+
+/// Dtype ids reserved for the quantized block types of the next format minor
+/// versions (q8_0, q4_0, a 4-bit type with offsets). Readers of this version
+/// reject them as unknown.
+pub const RESERVED_QUANT_DTYPE_IDS: core::ops::RangeInclusive<u32> = 16..=31;
+
+impl DType {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::F32),
+            1 => Some(Self::F16),
+            2 => Some(Self::BF16),
+            _ => None,
+        }
+    }
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(Self::F32),
+            "f16" => Some(Self::F16),
+            "bf16" => Some(Self::BF16),
+            _ => None,
+        }
+    }
+    /// Bytes needed for `n` elements, `None` on overflow.
+    pub fn bytes_for(self, n: u64) -> Option<u64> {
+        n.checked_mul(self.size() as u64)
+    }
+}
+
+/// One tensor directory entry. 128 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct DirEntry {
+    /// UTF-8 name, NUL-padded; see `names` for the canonical names.
+    pub name: [u8; NAME_LEN],
+    /// `DType` id.
+    pub dtype: u32,
+    /// Rank, 1..=MAX_DIMS.
+    pub n_dims: u32,
+    /// Shape, outermost first (row-major; a matrix is `[rows = out, cols = in]`).
+    /// Entries past `n_dims` are zero.
+    pub shape: [u64; MAX_DIMS],
+    /// Absolute file offset of the first byte.
+    pub offset: u64,
+    /// Byte length, = element count x dtype size.
+    pub nbytes: u64,
+    /// CRC-32 (IEEE) of the tensor's bytes.
+    pub checksum: u32,
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<DirEntry>() == DIR_ENTRY_SIZE);
+
+impl DirEntry {
+    /// The name as text (without padding), or an error if it is not valid UTF-8.
+    pub fn name_str(&self) -> Result<&str> {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        core::str::from_utf8(&self.name[..end]).map_err(|_| Error::BadTensorName)
+    }
+    /// Shape as a slice of its `n_dims` leading entries (caller checked n_dims).
+    pub fn dims(&self) -> &[u64] {
+        &self.shape[..(self.n_dims as usize).min(MAX_DIMS)]
+    }
+    /// Encodes `name` into the fixed field; errors if too long or containing NUL.
+    pub fn encode_name(name: &str) -> Result<[u8; NAME_LEN]> {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > NAME_LEN || b.contains(&0) {
+            return Err(Error::BadTensorName);
+        }
+        let mut out = [0u8; NAME_LEN];
+        out[..b.len()].copy_from_slice(b);
+        Ok(out)
+    }
+}
+
+/// Canonical tensor names. Matrices are `[out, in]`; vectors `[n]`.
+pub mod names {
+    /// `[vocab, dim]` token embeddings.
+    pub const TOK_EMBEDDINGS: &str = "tok_embeddings";
+    /// `[dim]` final norm weight.
+    pub const NORM: &str = "norm";
+    /// `[vocab, dim]` output projection (absent when tied).
+    pub const OUTPUT: &str = "output";
+    /// Per-layer tensor name: `layers.{layer}.{suffix}`.
+    pub fn layer(layer: usize, suffix: &str) -> String {
+        format!("layers.{layer}.{suffix}")
+    }
+    /// Per-layer suffixes and their shapes:
+    /// `attn_norm [dim]`, `wq [q_dim, dim]`, `wk [kv_dim, dim]`, `wv [kv_dim, dim]`,
+    /// `wo [dim, q_dim]`, `bq [q_dim]`, `bk [kv_dim]`, `bv [kv_dim]`, `bo [dim]`,
+    /// `ffn_norm [dim]`, `w_gate [ffn, dim]`, `w_up [ffn, dim]`, `w_down [dim, ffn]`,
+    /// `b_gate [ffn]`, `b_up [ffn]`, `b_down [dim]`.
+    pub const ATTN_NORM: &str = "attn_norm";
+    pub const WQ: &str = "wq";
+    pub const WK: &str = "wk";
+    pub const WV: &str = "wv";
+    pub const WO: &str = "wo";
+    pub const BQ: &str = "bq";
+    pub const BK: &str = "bk";
+    pub const BV: &str = "bv";
+    pub const BO: &str = "bo";
+    pub const FFN_NORM: &str = "ffn_norm";
+    pub const W_GATE: &str = "w_gate";
+    pub const W_UP: &str = "w_up";
+    pub const W_DOWN: &str = "w_down";
+    pub const B_GATE: &str = "b_gate";
+    pub const B_UP: &str = "b_up";
+    pub const B_DOWN: &str = "b_down";
+}
+
+/// The tensors a model with these hyperparameters must contain, with their shapes,
+/// in canonical file order. The loader requires exactly this set; the converter
+/// writes exactly this set.
+pub fn expected_tensors(hp: &HyperParams) -> Vec<(String, Vec<u64>)> {
+    let dim = hp.dim as u64;
+    let q = hp.q_dim() as u64;
+    let kv = hp.kv_dim() as u64;
+    let ffn = hp.ffn_dim as u64;
+    let vocab = hp.vocab_size as u64;
+    let mut out = vec![(names::TOK_EMBEDDINGS.to_string(), vec![vocab, dim])];
+    for l in 0..hp.n_layers as usize {
+        let mut push = |s: &str, shape: Vec<u64>| out.push((names::layer(l, s), shape));
+        push(names::ATTN_NORM, vec![dim]);
+        push(names::WQ, vec![q, dim]);
+        push(names::WK, vec![kv, dim]);
+        push(names::WV, vec![kv, dim]);
+        push(names::WO, vec![dim, q]);
+        if hp.qkv_bias() {
+            push(names::BQ, vec![q]);
+            push(names::BK, vec![kv]);
+            push(names::BV, vec![kv]);
+        }
+        if hp.attn_out_bias() {
+            push(names::BO, vec![dim]);
+        }
+        push(names::FFN_NORM, vec![dim]);
+        push(names::W_GATE, vec![ffn, dim]);
+        push(names::W_UP, vec![ffn, dim]);
+        push(names::W_DOWN, vec![dim, ffn]);
+        if hp.mlp_bias() {
+            push(names::B_GATE, vec![ffn]);
+            push(names::B_UP, vec![ffn]);
+            push(names::B_DOWN, vec![dim]);
+        }
+    }
+    out.push((names::NORM.to_string(), vec![dim]));
+    if !hp.tied_output() {
+        out.push((names::OUTPUT.to_string(), vec![vocab, dim]));
+    }
+    out
+}
+
+/// Free-form metadata: ordered string key/value pairs (postcard-encoded).
+/// Well-known keys: `source.kind`, `source.file`, `converter.version`, `model.name`,
+/// `license`.
+pub type Metadata = Vec<(String, String)>;
+
+/// CRC-32 of the header and every section before the data, with the checksum
+/// field taken as zero. `prefix` is the file's `[0, data.offset)`.
+pub fn header_checksum(prefix: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let split = CHECKSUM_FIELD_OFFSET.min(prefix.len());
+    h.update(&prefix[..split]);
+    let after = (CHECKSUM_FIELD_OFFSET + 4).min(prefix.len());
+    if prefix.len() > CHECKSUM_FIELD_OFFSET {
+        h.update(&[0u8; 4][..after - split]);
+    }
+    h.update(&prefix[after..]);
+    h.finalize()
+}
+
+/// CRC-32 of a tensor's bytes.
+pub fn tensor_checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// Rounds `v` up to a multiple of `align` (a power of two); `None` on overflow.
+pub fn align_up(v: u64, align: u64) -> Option<u64> {
+    debug_assert!(align.is_power_of_two());
+    v.checked_add(align - 1).map(|x| x & !(align - 1))
+}
+
+/// Encodes the tokenizer section.
+pub fn encode_tokenizer(spec: &TokenizerSpec) -> Vec<u8> {
+    postcard::to_stdvec(spec).expect("serializing to a Vec cannot fail")
+}
+
+/// Decodes the tokenizer section.
+pub fn decode_tokenizer(bytes: &[u8]) -> Result<TokenizerSpec> {
+    postcard::from_bytes(bytes).map_err(|e| Error::BadSection {
+        section: "tokenizer",
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes the metadata section.
+pub fn encode_metadata(meta: &Metadata) -> Vec<u8> {
+    postcard::to_stdvec(meta).expect("serializing to a Vec cannot fail")
+}
+
+/// Decodes the metadata section.
+pub fn decode_metadata(bytes: &[u8]) -> Result<Metadata> {
+    postcard::from_bytes(bytes).map_err(|e| Error::BadSection {
+        section: "metadata",
+        reason: e.to_string(),
+    })
+}
+
+/// Serializable mirror used by `--json` outputs of inspect.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct VersionInfo {
+    pub major: u16,
+    pub minor: u16,
+}
