@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod gguf;
+pub mod hf;
 pub mod ir;
 pub mod tokenizer_import;
 
