@@ -1,5 +1,8 @@
 //! Ember converter: reads llama2.c, GGUF and Hugging Face checkpoints into a
 //! common in-memory description (`ir`) and writes `.ember` files (`writer`).
+//!
+//! Readers and the writer meet only at `ModelIr`; adding an input format means
+//! adding a reader that produces one.
 
 #![forbid(unsafe_code)]
 
@@ -7,6 +10,125 @@ pub mod error;
 pub mod gguf;
 pub mod hf;
 pub mod ir;
+pub mod llama2c;
 pub mod tokenizer_import;
+pub mod writer;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 pub use error::{ConvertError, Result};
+pub use writer::{DTypeChoice, WriteSummary};
+
+/// The kind of checkpoint an input path holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// A llama2.c `.bin` checkpoint (needs a tokenizer file).
+    Llama2c,
+    /// A GGUF file.
+    Gguf,
+    /// A Hugging Face directory with config.json.
+    HuggingFace,
+}
+
+impl InputKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama2c => "llama2.c",
+            Self::Gguf => "GGUF",
+            Self::HuggingFace => "Hugging Face",
+        }
+    }
+}
+
+/// Options for `convert`.
+#[derive(Debug, Default)]
+pub struct ConvertOptions<'a> {
+    pub dtype: DTypeChoice,
+    /// Tokenizer file for inputs that do not carry one (llama2.c `.bin`).
+    pub tokenizer: Option<PathBuf>,
+    /// Show a progress bar for large outputs.
+    pub progress: bool,
+    /// Abort flag (e.g. set by a Ctrl-C handler).
+    pub interrupt: Option<&'a AtomicBool>,
+}
+
+/// What `convert` did.
+#[derive(Clone, Debug)]
+pub struct ConvertSummary {
+    pub input_kind: InputKind,
+    pub write: WriteSummary,
+}
+
+/// Detects the kind of checkpoint at `path` from its content.
+pub fn detect(path: &Path) -> Result<InputKind> {
+    let meta = std::fs::metadata(path).map_err(|e| ConvertError::io(path, e))?;
+    if meta.is_dir() {
+        if path.join("config.json").is_file() {
+            return Ok(InputKind::HuggingFace);
+        }
+        return Err(ConvertError::UnknownInput(path.to_path_buf()));
+    }
+    let mut head = [0u8; 32];
+    let mut f = std::fs::File::open(path).map_err(|e| ConvertError::io(path, e))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ConvertError::io(path, e)),
+        }
+    }
+    let head = &head[..n];
+    if head.starts_with(b"GGUF") {
+        return Ok(InputKind::Gguf);
+    }
+    if head.starts_with(&ember_runtime::format::MAGIC) {
+        return Err(ConvertError::Unsupported(format!(
+            "{} is already an .ember file",
+            path.display()
+        )));
+    }
+    if path.file_name().is_some_and(|n| n == "config.json") {
+        return Ok(InputKind::HuggingFace);
+    }
+    if llama2c::sniff(head, meta.len()) {
+        return Ok(InputKind::Llama2c);
+    }
+    Err(ConvertError::UnknownInput(path.to_path_buf()))
+}
+
+/// Reads the checkpoint at `input` (kind detected from its content) into a `ModelIr`.
+pub fn read_input(input: &Path, opts: &ConvertOptions) -> Result<(InputKind, ir::ModelIr)> {
+    let kind = detect(input)?;
+    let ir = match kind {
+        InputKind::Gguf => gguf::load(input)?,
+        InputKind::HuggingFace => {
+            let dir = if input.is_dir() { input } else { input.parent().unwrap_or(Path::new(".")) };
+            hf::load(dir)?
+        }
+        InputKind::Llama2c => {
+            let tok = opts.tokenizer.as_deref().ok_or_else(|| {
+                ConvertError::Tokenizer(
+                    "llama2.c checkpoints carry no tokenizer: pass --tokenizer TOKENIZER.bin".into(),
+                )
+            })?;
+            llama2c::load(input, tok)?
+        }
+    };
+    Ok((kind, ir))
+}
+
+/// Converts `input` to an `.ember` file at `output`, atomically.
+pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertSummary> {
+    let (input_kind, mut ir) = read_input(input, opts)?;
+    ir.metadata.push(("converter.version".into(), env!("CARGO_PKG_VERSION").into()));
+    let write = writer::write_model(
+        &ir,
+        output,
+        &writer::WriteOptions { dtype: opts.dtype, progress: opts.progress, interrupt: opts.interrupt },
+    )?;
+    Ok(ConvertSummary { input_kind, write })
+}

@@ -1,12 +1,21 @@
 //! Ember runtime: the `.ember` format, the memory-mapped loader with validation,
-//! tokenizers, the reference forward pass and generation.
+//! tokenizers, the reference forward pass, sessions and generation.
 //!
-//! Unsafe code is confined to `loader` (the memory map); everything else forbids it.
+//! Unsafe code is confined to `storage` (the memory map); everything else is safe.
 
 #![deny(unsafe_code)]
 
 pub mod error;
+pub mod eval;
 pub mod format;
+pub mod generate;
+pub mod loader;
+pub mod model;
+mod rope;
+pub mod session;
+mod storage;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use model::{Model, Weights};
+pub use session::{argmax, Session, SessionConfig};

@@ -1,7 +1,29 @@
 //! GGUF (v2/v3) reader: header, metadata, tensor infos, dequantization, and the
 //! mapping of `llama`-family GGUF files onto the converter's `ModelIr`.
+//!
+//! - `reader`: the container (validated; tensor bytes read on demand).
+//! - `types`: ggml type ids and block sizes.
+//! - `dequant`: block layouts and decoding to f32.
+//! - this module: architecture support, hyperparameters and tensor names.
+//!
+//! Supported architectures:
+//! - `llama` (also used by llama.cpp for Mistral, SmolLM, TinyLlama …):
+//!   `RopePairing::Interleaved`. llama.cpp's HF→GGUF converter permutes the rows of
+//!   `attn_q` / `attn_k` so that the rotate-half pairs `(i, i + d/2)` of the Hugging
+//!   Face weights become adjacent pairs `(2i, 2i + 1)`; ggml then applies "normal"
+//!   (interleaved) RoPE. Keeping the rows as stored and using interleaved RoPE is
+//!   therefore exact, and no un-permutation is done here.
+//! - `qwen2`: `RopePairing::Half`. llama.cpp applies NEOX-style (rotate-half) RoPE
+//!   to qwen2 and its converter does not permute Q/K; q/k/v carry biases.
 
 use std::collections::BTreeMap;
+
+pub mod dequant;
+pub mod reader;
+pub mod types;
+
+pub use reader::{GgufFile, GgufTensorInfo};
+pub use types::GgmlType;
 
 /// A GGUF metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,15 +43,511 @@ pub enum GgufValue {
     Array(Vec<GgufValue>),
 }
 
+impl GgufValue {
+    /// The value as an unsigned integer, if it is a non-negative integer of any width.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::U8(v) => Some(v.into()),
+            Self::U16(v) => Some(v.into()),
+            Self::U32(v) => Some(v.into()),
+            Self::U64(v) => Some(v),
+            Self::I8(v) => u64::try_from(v).ok(),
+            Self::I16(v) => u64::try_from(v).ok(),
+            Self::I32(v) => u64::try_from(v).ok(),
+            Self::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+    /// The value as a float, if it is an f32 or f64.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::F32(v) => Some(v.into()),
+            Self::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    /// The value as text, if it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// All metadata key/value pairs of a GGUF file.
 pub type GgufMetadata = BTreeMap<String, GgufValue>;
 
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::error::Result;
-use crate::ir::ModelIr;
+use ember_runtime::format::{
+    expected_tensors, flags, names, Activation, Architecture, DType, HyperParams, Metadata,
+    NormKind, RopePairing, RopeScaling,
+};
+
+use crate::error::{ConvertError, Result};
+use crate::ir::{IrTensor, ModelIr, TensorSource};
+use reader::ByteSource;
+
+/// RoPE base frequency when `{arch}.rope.freq_base` is absent (llama.cpp's default).
+pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
+
+/// `v` rounded up to a multiple of the power of two `align`; `None` on overflow.
+pub(crate) fn align_up_checked(v: u64, align: u64) -> Option<u64> {
+    v.checked_add(align - 1).map(|x| x & !(align - 1))
+}
 
 /// Reads a GGUF checkpoint of a supported architecture into a `ModelIr`.
-pub fn load(_path: &Path) -> Result<ModelIr> {
-    todo!("gguf helper")
+///
+/// Tensor data is not read here: each `IrTensor` decodes its bytes from the file
+/// when asked. Errors: `Io` for unreadable files, `Gguf` for malformed content,
+/// `Unsupported` for valid files this converter cannot represent (other
+/// architectures, MoE, llama3 RoPE factors, undecodable quant types, …).
+pub fn load(path: &Path) -> Result<ModelIr> {
+    let file = GgufFile::open(path)?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let weights = map_weights(&file, file_name.as_deref())?;
+    let tokenizer = crate::tokenizer_import::gguf::from_gguf_metadata(&file.metadata)?;
+    let chat_template = match file.metadata.get("tokenizer.chat_template") {
+        None => None,
+        Some(GgufValue::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(ConvertError::Gguf("tokenizer.chat_template is not a string".into()))
+        }
+    };
+    Ok(ModelIr {
+        hparams: weights.hparams,
+        tensors: weights.tensors,
+        tokenizer,
+        chat_template,
+        metadata: weights.metadata,
+    })
+}
+
+/// Everything `load` derives from a GGUF file except the tokenizer and chat template.
+pub struct GgufWeights {
+    /// Validated (`HyperParams::validate`).
+    pub hparams: HyperParams,
+    /// Exactly `expected_tensors(&hparams)`, with matching shapes, in file order.
+    pub tensors: Vec<IrTensor>,
+    pub metadata: Metadata,
+}
+
+/// Maps a parsed GGUF file onto hyperparameters, canonical tensors and metadata.
+/// `file_name` is recorded as `source.file`.
+pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeights> {
+    let arch = file
+        .get_str("general.architecture")
+        .ok_or_else(|| ConvertError::Gguf("general.architecture is missing or not a string".into()))?
+        .to_string();
+    let (rope_pairing, arch_flags) = match arch.as_str() {
+        "llama" => (RopePairing::Interleaved, 0),
+        "qwen2" => (RopePairing::Half, flags::QKV_BIAS),
+        other => {
+            return Err(ConvertError::Unsupported(format!(
+                "GGUF architecture {other:?} (supported: llama, qwen2)"
+            )))
+        }
+    };
+    let m = Meta { md: &file.metadata, arch: &arch };
+
+    if m.opt_u32("expert_count")?.unwrap_or(0) > 0 {
+        return Err(ConvertError::Unsupported(format!("{arch}: mixture-of-experts models")));
+    }
+
+    // Tensors: map names first, since the vocabulary size and the optional-tensor
+    // flags come from what is present.
+    let mut mapped: Vec<(String, &GgufTensorInfo)> = Vec::new();
+    let mut skipped: Vec<&str> = Vec::new();
+    let n_layers = m.req_u32("block_count")?;
+    let mut tensor_flags = arch_flags;
+    for t in &file.tensors {
+        match canonical_name(&t.name, n_layers)? {
+            Mapped::To(name) => {
+                tensor_flags |= flag_for(&name);
+                mapped.push((name, t));
+            }
+            Mapped::Skip => skipped.push(&t.name),
+        }
+    }
+    if !mapped.iter().any(|(n, _)| n == names::OUTPUT) {
+        tensor_flags |= flags::TIED_OUTPUT;
+    }
+    let embd = mapped
+        .iter()
+        .find(|(n, _)| n == names::TOK_EMBEDDINGS)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| ConvertError::Gguf("tensor token_embd.weight is missing".into()))?;
+    if embd.ne.len() != 2 {
+        return Err(ConvertError::Gguf(format!(
+            "token_embd.weight must be a matrix, has dims {:?}",
+            embd.ne
+        )));
+    }
+    let vocab = u32::try_from(embd.ne[1])
+        .map_err(|_| ConvertError::Gguf(format!("vocabulary size {} too large", embd.ne[1])))?;
+    if let Some(v) = m.opt_u32("vocab_size")? {
+        if v != vocab {
+            return Err(ConvertError::Gguf(format!(
+                "{arch}.vocab_size = {v} but token_embd.weight has {vocab} rows"
+            )));
+        }
+    }
+
+    let hparams = hyperparams(&m, n_layers, vocab, rope_pairing, tensor_flags)?;
+    hparams.validate()?;
+
+    // Exactly the expected set, with the expected shapes.
+    let expected = expected_tensors(&hparams);
+    let mut by_name: BTreeMap<&str, &GgufTensorInfo> = BTreeMap::new();
+    for (name, t) in &mapped {
+        if by_name.insert(name.as_str(), t).is_some() {
+            return Err(ConvertError::Gguf(format!("two GGUF tensors map onto {name}")));
+        }
+    }
+    for (name, shape) in &expected {
+        let t = by_name.get(name.as_str()).ok_or_else(|| {
+            ConvertError::Gguf(format!("tensor {} (canonical {name}) is missing", gguf_name_of(name)))
+        })?;
+        if &t.shape() != shape {
+            return Err(ConvertError::Gguf(format!(
+                "tensor {} has shape {:?} (ggml ne {:?}) but {name} must be {shape:?}",
+                t.name,
+                t.shape(),
+                t.ne
+            )));
+        }
+        if !t.ggml_type.can_dequantize() {
+            return Err(ConvertError::Unsupported(format!(
+                "tensor {}: ggml type {} cannot be decoded",
+                t.name,
+                t.ggml_type.name()
+            )));
+        }
+    }
+    if mapped.len() != expected.len() {
+        // Only possible if a present tensor is not expected for these hparams.
+        let unexpected: Vec<&str> = mapped
+            .iter()
+            .filter(|(n, _)| !expected.iter().any(|(e, _)| e == n))
+            .map(|(_, t)| t.name.as_str())
+            .collect();
+        return Err(ConvertError::Gguf(format!("unexpected tensors {unexpected:?}")));
+    }
+
+    let source = file.source();
+    let tensors = mapped
+        .iter()
+        .map(|(name, t)| IrTensor {
+            name: name.clone(),
+            shape: t.shape(),
+            source: Box::new(GgufTensorSource { src: Arc::clone(&source), info: (*t).clone() }),
+        })
+        .collect();
+
+    let mut metadata: Metadata = vec![("source.kind".into(), "gguf".into())];
+    if let Some(f) = file_name {
+        metadata.push(("source.file".into(), f.to_string()));
+    }
+    if let Some(n) = file.get_str("general.name") {
+        metadata.push(("model.name".into(), n.to_string()));
+    }
+    if let Some(l) = file.get_str("general.license") {
+        metadata.push(("license".into(), l.to_string()));
+    }
+    metadata.push(("gguf.version".into(), file.version.to_string()));
+    metadata.push(("gguf.architecture".into(), arch.clone()));
+    let mut counts: BTreeMap<GgmlType, usize> = BTreeMap::new();
+    for t in &file.tensors {
+        *counts.entry(t.ggml_type).or_default() += 1;
+    }
+    let counts: Vec<String> = counts.iter().map(|(t, n)| format!("{}={n}", t.name())).collect();
+    metadata.push(("gguf.tensor_types".into(), counts.join(",")));
+    if !skipped.is_empty() {
+        metadata.push(("gguf.skipped_tensors".into(), skipped.join(",")));
+    }
+
+    Ok(GgufWeights { hparams, tensors, metadata })
+}
+
+fn hyperparams(
+    m: &Meta<'_>,
+    n_layers: u32,
+    vocab: u32,
+    rope_pairing: RopePairing,
+    flags: u32,
+) -> Result<HyperParams> {
+    let dim = m.req_u32("embedding_length")?;
+    let n_heads = m.req_u32("attention.head_count")?;
+    let n_kv_heads = m.opt_u32("attention.head_count_kv")?.unwrap_or(n_heads);
+    let head_dim = match m.opt_u32("attention.key_length")? {
+        Some(k) => k,
+        None => {
+            if n_heads == 0 || dim % n_heads != 0 {
+                return Err(ConvertError::Gguf(format!(
+                    "{}.attention.key_length is absent and embedding_length {dim} is not a multiple of head_count {n_heads}",
+                    m.arch
+                )));
+            }
+            dim / n_heads
+        }
+    };
+    if let Some(v) = m.opt_u32("attention.value_length")? {
+        if v != head_dim {
+            return Err(ConvertError::Unsupported(format!(
+                "attention value_length {v} differs from key_length {head_dim}"
+            )));
+        }
+    }
+    let ffn_dim = m.req_u32("feed_forward_length")?;
+    let max_context = m.req_u32("context_length")?;
+    let rope_theta = m.opt_f32("rope.freq_base")?.unwrap_or(DEFAULT_ROPE_THETA);
+    let norm_eps = m.req_f32("attention.layer_norm_rms_epsilon")?;
+    let rope_dim = m.opt_u32("rope.dimension_count")?.unwrap_or(head_dim);
+
+    // RoPE scaling: `rope.scaling.type` (current) or the older `rope.scale_linear`.
+    let scaling_type = match m.md.get(&m.key("rope.scaling.type")) {
+        None => None,
+        Some(GgufValue::String(s)) => Some(s.as_str()),
+        Some(other) => {
+            return Err(ConvertError::Gguf(format!(
+                "{}: expected a string, got {other:?}",
+                m.key("rope.scaling.type")
+            )))
+        }
+    };
+    let factor = m.opt_f32("rope.scaling.factor")?;
+    let legacy_linear = m.opt_f32("rope.scale_linear")?;
+    let (rope_scaling, rope_scaling_factor) = match (scaling_type, legacy_linear) {
+        (None | Some("none"), None) => (RopeScaling::None, 1.0),
+        (None | Some("none"), Some(f)) if f == 1.0 => (RopeScaling::None, 1.0),
+        (None, Some(f)) => (RopeScaling::Linear, f),
+        (Some("linear"), _) => {
+            let f = factor.or(legacy_linear).ok_or_else(|| {
+                ConvertError::Gguf(format!(
+                    "{} is linear but {} is missing",
+                    m.key("rope.scaling.type"),
+                    m.key("rope.scaling.factor")
+                ))
+            })?;
+            (RopeScaling::Linear, f)
+        }
+        (Some(other), _) => {
+            // llama3 scaling has no GGUF keys for its low/high frequency factors (llama.cpp
+            // ships precomputed factors in rope_freqs.weight instead); yarn and longrope
+            // are not implemented by the runtime.
+            return Err(ConvertError::Unsupported(format!("RoPE scaling type {other:?}")));
+        }
+    };
+    let rope_original_context = if rope_scaling == RopeScaling::None {
+        max_context
+    } else {
+        m.opt_u32("rope.scaling.original_context_length")?.unwrap_or(max_context)
+    };
+
+    Ok(HyperParams {
+        architecture: Architecture::Llama as u32,
+        activation: Activation::Silu as u32,
+        dim,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ffn_dim,
+        vocab_size: vocab,
+        max_context,
+        sliding_window: 0,
+        rope_pairing: rope_pairing as u32,
+        rope_dim,
+        rope_theta,
+        rope_scaling: rope_scaling as u32,
+        rope_scaling_factor,
+        rope_low_freq_factor: 0.0,
+        rope_high_freq_factor: 0.0,
+        rope_original_context,
+        norm: NormKind::RmsNorm as u32,
+        norm_eps,
+        flags,
+        reserved: [0; 10],
+    })
+}
+
+/// Typed access to `{arch}.*` metadata.
+struct Meta<'a> {
+    md: &'a GgufMetadata,
+    arch: &'a str,
+}
+
+impl Meta<'_> {
+    fn key(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.arch)
+    }
+
+    /// An integer key that fits u32. Per-layer arrays are accepted only when every
+    /// layer has the same value (otherwise `Unsupported`).
+    fn opt_u32(&self, suffix: &str) -> Result<Option<u32>> {
+        let key = self.key(suffix);
+        let one = |v: &GgufValue| -> Result<u32> {
+            v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| {
+                ConvertError::Gguf(format!("{key}: expected an unsigned 32-bit integer, got {v:?}"))
+            })
+        };
+        match self.md.get(&key) {
+            None => Ok(None),
+            Some(GgufValue::Array(items)) => {
+                let vals = items.iter().map(&one).collect::<Result<Vec<u32>>>()?;
+                match vals.split_first() {
+                    None => Err(ConvertError::Gguf(format!("{key}: empty array"))),
+                    Some((first, rest)) if rest.iter().all(|v| v == first) => Ok(Some(*first)),
+                    Some(_) => Err(ConvertError::Unsupported(format!(
+                        "{key} differs between layers ({vals:?})"
+                    ))),
+                }
+            }
+            Some(v) => one(v).map(Some),
+        }
+    }
+
+    fn req_u32(&self, suffix: &str) -> Result<u32> {
+        self.opt_u32(suffix)?
+            .ok_or_else(|| ConvertError::Gguf(format!("metadata {} is missing", self.key(suffix))))
+    }
+
+    fn opt_f32(&self, suffix: &str) -> Result<Option<f32>> {
+        let key = self.key(suffix);
+        match self.md.get(&key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|x| Some(x as f32))
+                .ok_or_else(|| ConvertError::Gguf(format!("{key}: expected a float, got {v:?}"))),
+        }
+    }
+
+    fn req_f32(&self, suffix: &str) -> Result<f32> {
+        self.opt_f32(suffix)?
+            .ok_or_else(|| ConvertError::Gguf(format!("metadata {} is missing", self.key(suffix))))
+    }
+}
+
+/// Where a GGUF tensor goes.
+enum Mapped {
+    /// Its canonical `.ember` name.
+    To(String),
+    /// Redundant data the runtime does not need.
+    Skip,
+}
+
+/// GGUF per-layer names (`blk.N.<gguf>`) and their canonical suffixes.
+const LAYER_NAMES: [(&str, &str); 16] = [
+    ("attn_norm.weight", names::ATTN_NORM),
+    ("attn_q.weight", names::WQ),
+    ("attn_k.weight", names::WK),
+    ("attn_v.weight", names::WV),
+    ("attn_output.weight", names::WO),
+    ("attn_q.bias", names::BQ),
+    ("attn_k.bias", names::BK),
+    ("attn_v.bias", names::BV),
+    ("attn_output.bias", names::BO),
+    ("ffn_norm.weight", names::FFN_NORM),
+    ("ffn_gate.weight", names::W_GATE),
+    ("ffn_up.weight", names::W_UP),
+    ("ffn_down.weight", names::W_DOWN),
+    ("ffn_gate.bias", names::B_GATE),
+    ("ffn_up.bias", names::B_UP),
+    ("ffn_down.bias", names::B_DOWN),
+];
+
+/// The canonical name of GGUF tensor `name`. Tensors that would change the
+/// model's computation but have no canonical slot are `Unsupported`: silently
+/// dropping them would produce a wrong model.
+fn canonical_name(name: &str, n_layers: u32) -> Result<Mapped> {
+    match name {
+        "token_embd.weight" => return Ok(Mapped::To(names::TOK_EMBEDDINGS.into())),
+        "output_norm.weight" => return Ok(Mapped::To(names::NORM.into())),
+        "output.weight" => return Ok(Mapped::To(names::OUTPUT.into())),
+        "rope_freqs.weight" => {
+            return Err(ConvertError::Unsupported(
+                "tensor rope_freqs.weight (per-dimension RoPE frequency factors, e.g. Llama 3.1 scaling)"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    let unsupported = || ConvertError::Unsupported(format!("tensor {name:?} has no equivalent in .ember"));
+    let rest = name.strip_prefix("blk.").ok_or_else(unsupported)?;
+    let (layer, suffix) = rest.split_once('.').ok_or_else(unsupported)?;
+    let layer: u32 = layer
+        .parse()
+        .map_err(|_| ConvertError::Gguf(format!("tensor {name:?}: bad layer number")))?;
+    if layer >= n_layers {
+        return Err(ConvertError::Gguf(format!(
+            "tensor {name:?}: layer {layer} but block_count is {n_layers}"
+        )));
+    }
+    // Precomputed rotary inverse frequencies in some old conversions: redundant with
+    // rope.freq_base.
+    if suffix == "attn_rot_embd" {
+        return Ok(Mapped::Skip);
+    }
+    let canon = LAYER_NAMES
+        .iter()
+        .find(|(g, _)| *g == suffix)
+        .map(|(_, c)| *c)
+        .ok_or_else(unsupported)?;
+    Ok(Mapped::To(names::layer(layer as usize, canon)))
+}
+
+/// The GGUF name of canonical tensor `canon`, for error messages.
+fn gguf_name_of(canon: &str) -> String {
+    match canon {
+        names::TOK_EMBEDDINGS => "token_embd.weight".into(),
+        names::NORM => "output_norm.weight".into(),
+        names::OUTPUT => "output.weight".into(),
+        _ => {
+            let Some((layer, suffix)) =
+                canon.strip_prefix("layers.").and_then(|r| r.split_once('.'))
+            else {
+                return canon.into();
+            };
+            match LAYER_NAMES.iter().find(|(_, c)| *c == suffix) {
+                Some((g, _)) => format!("blk.{layer}.{g}"),
+                None => canon.into(),
+            }
+        }
+    }
+}
+
+/// The `flags` bit implied by the presence of optional canonical tensor `name`.
+fn flag_for(name: &str) -> u32 {
+    match name.rsplit('.').next() {
+        Some(names::BQ | names::BK | names::BV) => flags::QKV_BIAS,
+        Some(names::BO) => flags::ATTN_OUT_BIAS,
+        Some(names::B_GATE | names::B_UP | names::B_DOWN) => flags::MLP_BIAS,
+        _ => 0,
+    }
+}
+
+/// A GGUF tensor decoded on demand from the file.
+struct GgufTensorSource {
+    src: Arc<dyn ByteSource>,
+    info: GgufTensorInfo,
+}
+
+impl TensorSource for GgufTensorSource {
+    fn source_dtype(&self) -> String {
+        self.info.ggml_type.name().into()
+    }
+    fn native_dtype(&self) -> Option<DType> {
+        match self.info.ggml_type {
+            GgmlType::F32 => Some(DType::F32),
+            GgmlType::F16 => Some(DType::F16),
+            GgmlType::BF16 => Some(DType::BF16),
+            _ => None,
+        }
+    }
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        reader::decode(self.src.as_ref(), &self.info)
+    }
 }

@@ -1,13 +1,428 @@
 //! Tokenizer from Hugging Face `tokenizer.json` (+ `tokenizer_config.json`).
+//!
+//! Supported: model type `BPE` in two shapes.
+//! * Byte-level (GPT-2, SmolLM/SmolLM2): pre-tokenizer `ByteLevel` (alone or as the
+//!   only member of a `Sequence`), no normalizer. `use_regex: true` gives the GPT-2
+//!   split, `false` no split. `add_prefix_space: true` is not supported.
+//! * SentencePiece-style (Llama 2, Mistral, TinyLlama): normalizer `Replace(' ', '▁')`
+//!   optionally preceded by `Prepend('▁')`, or pre-tokenizer `Metaspace` without
+//!   splitting; `byte_fallback` as given. HF applies such merges by rank, llama2.c-style
+//!   SentencePiece by score of the merged token, so each token gets
+//!   `score = -(rank of the first merge producing it)` and tokens no merge produces get
+//!   `-inf` (never merged). HF's converter emits every split of each piece, ordered by
+//!   the piece's SentencePiece score, so both loops make the same merges; the only
+//!   possible difference is the order of two different splits of the same token
+//!   present at once (ranked by HF, leftmost here).
+//!
+//! Not modelled: added-token `lstrip`/`rstrip`/`single_word`/`normalized` flags,
+//! `fuse_unk`, Metaspace `prepend_scheme: "first"` (the dummy prefix is added to every
+//! text segment between special tokens, as with the legacy normalizer).
+//! Other model types (WordPiece, Unigram, WordLevel) are `ConvertError::Unsupported`.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use ember_runtime::tokenizer::TokenizerSpec;
+use ember_runtime::tokenizer::{PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA};
+use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{ConvertError, Result};
+
+/// Largest token id accepted, so a corrupt id cannot trigger a huge allocation.
+const MAX_TOKEN_ID: u64 = 1 << 24;
+
+/// Control-token texts that end a turn in well-known chat formats; importers add the
+/// ones present to `eog` (besides `eos`) so generation stops on them.
+pub(crate) const END_OF_TURN_TEXTS: &[&str] = &[
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|end_of_text|>",
+];
+
+/// Ids of the well-known end-of-turn Control tokens in `spec`, excluding `eos`.
+pub(crate) fn well_known_eog(spec: &TokenizerSpec) -> Vec<u32> {
+    spec.tokens
+        .iter()
+        .zip(&spec.token_types)
+        .enumerate()
+        .filter(|(i, (text, ty))| {
+            **ty == TokenType::Control && END_OF_TURN_TEXTS.contains(&text.as_str()) && spec.eos != Some(*i as u32)
+        })
+        .map(|(i, _)| i as u32)
+        .collect()
+}
 
 /// Builds the tokenizer described by `tokenizer.json`, taking BOS/EOS choices from
 /// `tokenizer_config.json` when given.
-pub fn from_hf_files(_tokenizer_json: &Path, _tokenizer_config: Option<&Path>) -> Result<TokenizerSpec> {
-    todo!("tokenizer helper")
+///
+/// BOS/EOS/PAD/UNK come from the config's `bos_token`/`eos_token`/`pad_token`/
+/// `unk_token` (strings or `{"content": ..}` objects) and the model's `unk_token`;
+/// `add_bos`/`add_eos` from `add_bos_token`/`add_eos_token`, else from whether the
+/// post-processor template starts / ends with a special token.
+pub fn from_hf_files(tokenizer_json: &Path, tokenizer_config: Option<&Path>) -> Result<TokenizerSpec> {
+    let json = read_json(tokenizer_json)?;
+    let config = tokenizer_config.map(read_json).transpose()?;
+    build(&json, config.as_ref()).map_err(|e| match e {
+        ConvertError::Tokenizer(msg) => ConvertError::Tokenizer(format!("{}: {msg}", tokenizer_json.display())),
+        ConvertError::Unsupported(msg) => ConvertError::Unsupported(format!("{}: {msg}", tokenizer_json.display())),
+        other => other,
+    })
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConvertError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ConvertError::Tokenizer(format!("{}: bad JSON: {e}", path.display())))
+}
+
+fn bad(msg: impl Into<String>) -> ConvertError {
+    ConvertError::Tokenizer(msg.into())
+}
+
+fn unsupported(msg: impl Into<String>) -> ConvertError {
+    ConvertError::Unsupported(msg.into())
+}
+
+fn type_of(v: &Value) -> &str {
+    v.get("type").and_then(Value::as_str).unwrap_or("?")
+}
+
+/// The flavour of BPE and its options, read from normalizer and pre-tokenizer.
+struct Flavour {
+    kind: TokenizerKind,
+    pre_split: PreSplit,
+    add_space_prefix: bool,
+}
+
+fn flavour(json: &Value) -> Result<Flavour> {
+    let null = Value::Null;
+    let normalizer = json.get("normalizer").unwrap_or(&null);
+    let pre = json.get("pre_tokenizer").unwrap_or(&null);
+
+    // Normalizer: nothing, or the legacy SentencePiece pair Prepend('▁') + Replace(' ', '▁').
+    let norms: Vec<&Value> = match normalizer {
+        Value::Null => vec![],
+        n if type_of(n) == "Sequence" => {
+            n.get("normalizers").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
+        }
+        n => vec![n],
+    };
+    let (mut prepend, mut replace) = (false, false);
+    for n in &norms {
+        match type_of(n) {
+            "Prepend" if n.get("prepend").and_then(Value::as_str) == Some("\u{2581}") => prepend = true,
+            "Replace"
+                if n.pointer("/pattern/String").and_then(Value::as_str) == Some(" ")
+                    && n.get("content").and_then(Value::as_str) == Some("\u{2581}") =>
+            {
+                replace = true
+            }
+            other => return Err(unsupported(format!("normalizer {other} is not supported"))),
+        }
+    }
+
+    let pres: Vec<&Value> = match pre {
+        Value::Null => vec![],
+        p if type_of(p) == "Sequence" => {
+            p.get("pretokenizers").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
+        }
+        p => vec![p],
+    };
+    match (pres.as_slice(), replace) {
+        ([], true) => Ok(Flavour { kind: TokenizerKind::SentencePieceBpe, pre_split: PreSplit::None, add_space_prefix: prepend }),
+        ([p], false) if type_of(p) == "ByteLevel" && norms.is_empty() => {
+            if p.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(false) {
+                return Err(unsupported("ByteLevel pre-tokenizer with add_prefix_space = true"));
+            }
+            let split = if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true) { PreSplit::Gpt2 } else { PreSplit::None };
+            Ok(Flavour { kind: TokenizerKind::ByteLevelBpe, pre_split: split, add_space_prefix: false })
+        }
+        ([p], false) if type_of(p) == "Metaspace" && norms.is_empty() => {
+            if p.get("replacement").and_then(Value::as_str).is_some_and(|r| r != "\u{2581}") {
+                return Err(unsupported("Metaspace with a replacement other than U+2581"));
+            }
+            if p.get("split").and_then(Value::as_bool).unwrap_or(true) {
+                return Err(unsupported("Metaspace pre-tokenizer with split = true"));
+            }
+            let scheme = p.get("prepend_scheme").and_then(Value::as_str);
+            let legacy = p.get("add_prefix_space").and_then(Value::as_bool);
+            let add_space_prefix = match scheme {
+                Some("never") => false,
+                Some(_) => true,
+                None => legacy.unwrap_or(true),
+            };
+            Ok(Flavour { kind: TokenizerKind::SentencePieceBpe, pre_split: PreSplit::None, add_space_prefix })
+        }
+        (ps, _) => {
+            let names: Vec<&str> = ps.iter().map(|p| type_of(p)).collect();
+            Err(unsupported(format!(
+                "pre-tokenizer [{}] with normalizer [{}] is not supported (byte-level BPE needs ByteLevel alone, SentencePiece BPE needs Replace(' ', '▁') or Metaspace)",
+                names.join(", "),
+                norms.iter().map(|n| type_of(n)).collect::<Vec<_>>().join(", ")
+            )))
+        }
+    }
+}
+
+/// The text of a config token entry: a string or `{"content": ...}`.
+fn token_text(v: &Value) -> Option<&str> {
+    v.as_str().or_else(|| v.get("content").and_then(Value::as_str))
+}
+
+fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
+    let model = json.get("model").ok_or_else(|| bad("no \"model\" object"))?;
+    match model.get("type").and_then(Value::as_str) {
+        Some("BPE") => {}
+        // Old files omit the type; BPE is recognised by its merges.
+        None if model.get("merges").is_some() => {}
+        Some(other) => {
+            return Err(unsupported(format!("tokenizer model type {other} (only BPE is supported for now)")))
+        }
+        None => return Err(unsupported("tokenizer model without a type and without merges")),
+    }
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        if model.get(key).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            return Err(unsupported(format!("BPE with {key}")));
+        }
+    }
+    if model.get("ignore_merges").and_then(Value::as_bool) == Some(true) {
+        return Err(unsupported("BPE with ignore_merges = true"));
+    }
+    if model.get("dropout").and_then(Value::as_f64).is_some_and(|p| p > 0.0) {
+        return Err(unsupported("BPE with dropout"));
+    }
+    let fl = flavour(json)?;
+
+    // Vocabulary: model.vocab plus added_tokens, indexed by id.
+    let vocab = model.get("vocab").and_then(Value::as_object).ok_or_else(|| bad("model.vocab is not an object"))?;
+    let mut entries: Vec<(u64, &str)> = Vec::with_capacity(vocab.len());
+    for (text, id) in vocab {
+        let id = id.as_u64().filter(|&i| i < MAX_TOKEN_ID).ok_or_else(|| bad(format!("vocab entry {text:?} has bad id {id}")))?;
+        entries.push((id, text));
+    }
+    let mut added: Vec<(u64, &str, bool)> = Vec::new();
+    for a in json.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        let id = a.get("id").and_then(Value::as_u64).filter(|&i| i < MAX_TOKEN_ID);
+        let content = a.get("content").and_then(Value::as_str);
+        let (Some(id), Some(content)) = (id, content) else {
+            return Err(bad(format!("added token {a} lacks a valid id or content")));
+        };
+        added.push((id, content, a.get("special").and_then(Value::as_bool).unwrap_or(false)));
+    }
+    let n = entries.iter().map(|e| e.0).chain(added.iter().map(|a| a.0)).max().map_or(0, |m| m + 1) as usize;
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![TokenType::Normal; n];
+    for &(id, text) in &entries {
+        if tokens[id as usize].replace(text.to_string()).is_some() {
+            return Err(bad(format!("two vocab entries share id {id}")));
+        }
+    }
+    for &(id, content, special) in &added {
+        tokens[id as usize] = Some(content.to_string());
+        types[id as usize] = if special { TokenType::Control } else { TokenType::UserDefined };
+    }
+    // Gaps in the id space become empty Unused tokens: never produced, decode to nothing.
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.unwrap_or_else(|| {
+                types[i] = TokenType::Unused;
+                String::new()
+            })
+        })
+        .collect();
+    let mut id_of: HashMap<&str, u32> = HashMap::with_capacity(n);
+    for (i, t) in tokens.iter().enumerate() {
+        if !t.is_empty() {
+            id_of.entry(t.as_str()).or_insert(i as u32);
+        }
+    }
+    let lookup = |what: &str, text: &str| {
+        id_of.get(text).copied().ok_or_else(|| bad(format!("{what} {text:?} is not in the vocabulary")))
+    };
+
+    // Merges: "a b" strings or [a, b] pairs, in rank order.
+    let merges_json = model.get("merges").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let mut merges = Vec::with_capacity(merges_json.len());
+    for (rank, m) in merges_json.iter().enumerate() {
+        let (a, b) = match m {
+            Value::String(s) => s.split_once(' ').ok_or_else(|| bad(format!("merge {rank} {s:?} is not \"a b\"")))?,
+            Value::Array(v) if v.len() == 2 => match (v[0].as_str(), v[1].as_str()) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(bad(format!("merge {rank} {m} is not a pair of strings"))),
+            },
+            _ => return Err(bad(format!("merge {rank} {m} is neither \"a b\" nor [a, b]"))),
+        };
+        merges.push((lookup("merge piece", a)?, lookup("merge piece", b)?));
+    }
+
+    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false);
+    let mut unk = match model.get("unk_token").and_then(Value::as_str) {
+        Some(t) => {
+            let id = lookup("unk_token", t)?;
+            types[id as usize] = TokenType::Unknown;
+            Some(id)
+        }
+        None => None,
+    };
+    let mut scores = Vec::new();
+    if fl.kind == TokenizerKind::SentencePieceBpe {
+        if byte_fallback {
+            for (t, ty) in tokens.iter().zip(types.iter_mut()) {
+                if *ty == TokenType::Normal && is_byte_piece(t) {
+                    *ty = TokenType::Byte;
+                }
+            }
+        }
+        scores = vec![f32::NEG_INFINITY; n];
+        let mut cat = String::new();
+        for (rank, &(a, b)) in merges.iter().enumerate() {
+            cat.clear();
+            cat.push_str(&tokens[a as usize]);
+            cat.push_str(&tokens[b as usize]);
+            let merged = lookup("merge result", &cat)?;
+            let s = &mut scores[merged as usize];
+            if *s == f32::NEG_INFINITY {
+                *s = -(rank as f32);
+            }
+        }
+        merges.clear();
+    }
+
+    // Special ids and flags: tokenizer_config.json first, then the post-processor template.
+    let (tmpl_first, tmpl_last) = template_specials(json);
+    let cfg_token = |key: &str| -> Result<Option<u32>> {
+        match config.and_then(|c| c.get(key)).and_then(token_text) {
+            Some(text) => lookup(key, text).map(Some),
+            None => Ok(None),
+        }
+    };
+    let cfg_flag = |key: &str| config.and_then(|c| c.get(key)).and_then(Value::as_bool);
+    let tmpl_id = |t: Option<&str>| t.and_then(|t| id_of.get(t).copied());
+    let bos = cfg_token("bos_token")?.or(tmpl_id(tmpl_first.as_deref()));
+    let eos = cfg_token("eos_token")?.or(tmpl_id(tmpl_last.as_deref()));
+    let pad = cfg_token("pad_token")?;
+    if unk.is_none() {
+        unk = cfg_token("unk_token")?;
+    }
+    let add_bos = cfg_flag("add_bos_token").unwrap_or(tmpl_first.is_some()) && bos.is_some();
+    let add_eos = cfg_flag("add_eos_token").unwrap_or(tmpl_last.is_some()) && eos.is_some();
+
+    let mut spec = TokenizerSpec {
+        schema: TOKENIZER_SCHEMA,
+        kind: fl.kind,
+        pre_split: fl.pre_split,
+        tokens,
+        scores,
+        token_types: types,
+        merges,
+        bos,
+        eos,
+        unk,
+        pad,
+        eog: Vec::new(),
+        add_bos,
+        add_eos,
+        add_space_prefix: fl.add_space_prefix,
+        byte_fallback,
+    };
+    spec.eog = well_known_eog(&spec);
+    let n_tokens = spec.tokens.len() as u32;
+    ember_runtime::tokenizer::Tokenizer::new(spec.clone(), n_tokens)?;
+    Ok(spec)
+}
+
+/// Special tokens the `TemplateProcessing` post-processor puts before and after a
+/// single sequence (`SpecialToken` entries around `Sequence A`).
+fn template_specials(json: &Value) -> (Option<String>, Option<String>) {
+    let Some(pp) = json.get("post_processor").filter(|p| type_of(p) == "TemplateProcessing") else {
+        return (None, None);
+    };
+    let Some(single) = pp.get("single").and_then(Value::as_array) else { return (None, None) };
+    let special = |v: Option<&Value>| {
+        v.and_then(|v| v.pointer("/SpecialToken/id")).and_then(Value::as_str).map(str::to_string)
+    };
+    (special(single.first()), if single.len() > 1 { special(single.last()) } else { None })
+}
+
+/// `<0xNN>` with two hex digits.
+fn is_byte_piece(s: &str) -> bool {
+    s.len() == 6 && s.starts_with("<0x") && s.ends_with('>') && s[3..5].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn llama_like() -> Value {
+        json!({
+            "added_tokens": [
+                {"id": 0, "content": "<unk>", "special": true},
+                {"id": 1, "content": "<s>", "special": true},
+                {"id": 2, "content": "</s>", "special": true}
+            ],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+            ]},
+            "pre_tokenizer": null,
+            "post_processor": {"type": "TemplateProcessing", "single": [
+                {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}
+            ]},
+            "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": true,
+                "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "<0x41>": 3, "▁": 4, "h": 5, "i": 6, "▁h": 7, "hi": 8, "▁hi": 9},
+                "merges": ["▁ h", ["h", "i"], "▁h i", "▁ hi"]}
+        })
+    }
+
+    #[test]
+    fn sentencepiece_style_scores_follow_merge_ranks() {
+        let spec = build(&llama_like(), None).unwrap();
+        assert_eq!(spec.kind, TokenizerKind::SentencePieceBpe);
+        assert!(spec.add_space_prefix && spec.byte_fallback && spec.add_bos);
+        assert_eq!((spec.bos, spec.eos, spec.unk), (Some(1), None, Some(0)));
+        assert_eq!(spec.token_types[0], TokenType::Unknown);
+        assert_eq!(spec.token_types[3], TokenType::Byte);
+        assert_eq!(&spec.scores[7..], [0.0, -1.0, -2.0]);
+        assert_eq!(spec.scores[5], f32::NEG_INFINITY);
+        let t = ember_runtime::tokenizer::Tokenizer::new(spec, 10).unwrap();
+        assert_eq!(t.encode("hi", t.default_encode_options()), [1, 9]);
+    }
+
+    #[test]
+    fn config_overrides_bos_eos() {
+        let cfg = json!({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": false});
+        let spec = build(&llama_like(), Some(&cfg)).unwrap();
+        assert_eq!((spec.bos, spec.eos, spec.add_bos), (Some(1), Some(2), false));
+        let cfg = json!({"eos_token": "<nope>"});
+        assert!(matches!(build(&llama_like(), Some(&cfg)), Err(ConvertError::Tokenizer(_))));
+    }
+
+    #[test]
+    fn rejects_unsupported_models() {
+        let mut j = llama_like();
+        j["model"]["type"] = json!("WordPiece");
+        assert!(matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("WordPiece")));
+        let mut j = llama_like();
+        j["normalizer"] = json!({"type": "NFKC"});
+        assert!(matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("NFKC")));
+        let mut j = llama_like();
+        j["model"]["merges"] = json!(["▁ x"]);
+        assert!(matches!(build(&j, None), Err(ConvertError::Tokenizer(m)) if m.contains("\"x\"")));
+    }
+
+    #[test]
+    fn bad_json_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        std::fs::write(&p, "{ not json").unwrap();
+        match from_hf_files(&p, None) {
+            Err(ConvertError::Tokenizer(m)) => assert!(m.contains("tokenizer.json") && m.contains("bad JSON")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -1,1 +1,19 @@
-//! Scalar reference kernels.
+//! Scalar reference kernels: the specification that every SIMD tier must match.
+//! Pure functions over slices; shapes are stated per function and asserted.
+//!
+//! Matrices are row-major `[rows, cols]` (= `[out, in]` for a linear layer), so a
+//! matrix-vector product is one dot product per output row.
+
+mod activation;
+mod convert;
+mod matvec;
+mod norm;
+mod rope;
+mod softmax;
+
+pub use activation::*;
+pub use convert::*;
+pub use matvec::*;
+pub use norm::*;
+pub use rope::*;
+pub use softmax::*;

@@ -1,0 +1,418 @@
+//! Safetensors weights of a Hugging Face checkpoint: a single `model.safetensors`
+//! or `model.safetensors.index.json` + shards.
+//!
+//! Memory: at load time only each shard's JSON header is read (with the
+//! `safetensors` crate's `Metadata` parser, which checks that offsets are contiguous
+//! and sized by dtype x shape) and the file length is checked against it. Tensor
+//! bytes are read on demand, one tensor at a time, by `SafetensorsSource::to_f32`
+//! (seek + read). The converter forbids `unsafe`, so shards are not memory-mapped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ember_runtime::format::{expected_tensors, names, DType, HyperParams};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::Dtype;
+use serde_json::Value;
+
+use crate::error::{ConvertError, Result};
+use crate::ir::{IrTensor, TensorSource};
+
+/// Single-file weights.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Index of sharded weights.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// Upper bound on a safetensors JSON header (the `safetensors` crate's own limit).
+const MAX_HEADER_LEN: u64 = 100_000_000;
+
+fn st_err(path: &Path, msg: impl std::fmt::Display) -> ConvertError {
+    ConvertError::Safetensors(format!("{}: {msg}", path.display()))
+}
+
+/// One tensor inside a shard.
+struct Located {
+    shard: Arc<PathBuf>,
+    /// Absolute byte offset of the first byte in the shard file.
+    offset: u64,
+    info: TensorInfo,
+}
+
+/// Reads and validates one shard's header; returns its tensors.
+fn read_shard(path: &Path) -> Result<Vec<(String, Located)>> {
+    let mut file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| ConvertError::io(path, e))?
+        .len();
+    if file_len < 8 {
+        return Err(st_err(
+            path,
+            format!("truncated: {file_len} bytes, shorter than the 8-byte header length"),
+        ));
+    }
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|e| ConvertError::io(path, e))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > MAX_HEADER_LEN {
+        return Err(st_err(
+            path,
+            format!("header length {header_len} is implausibly large (corrupt file?)"),
+        ));
+    }
+    if 8 + header_len > file_len {
+        return Err(st_err(
+            path,
+            format!("truncated: header claims {header_len} bytes but the file has only {file_len}"),
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| ConvertError::io(path, e))?;
+    let text = std::str::from_utf8(&header)
+        .map_err(|e| st_err(path, format!("header is not UTF-8: {e}")))?;
+    let meta: Metadata =
+        serde_json::from_str(text).map_err(|e| st_err(path, format!("bad header JSON: {e}")))?;
+    let expected_len = 8 + header_len + meta.data_len() as u64;
+    if expected_len != file_len {
+        return Err(st_err(
+            path,
+            format!(
+                "file is {file_len} bytes but its header describes {expected_len} ({})",
+                if file_len < expected_len {
+                    "truncated"
+                } else {
+                    "trailing garbage"
+                }
+            ),
+        ));
+    }
+    let shard = Arc::new(path.to_path_buf());
+    let data_start = 8 + header_len;
+    Ok(meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let located = Located {
+                shard: shard.clone(),
+                offset: data_start + info.data_offsets.0 as u64,
+                info: info.clone(),
+            };
+            (name, located)
+        })
+        .collect())
+}
+
+/// The shard files named by an index, checked to lie inside `dir`.
+fn read_index(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let path = dir.join(INDEX_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
+    let root: Value =
+        serde_json::from_str(&text).map_err(|e| st_err(&path, format!("not valid JSON: {e}")))?;
+    let map = root
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| st_err(&path, "missing `weight_map` object"))?;
+    let mut out = BTreeMap::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            st_err(
+                &path,
+                format!("weight_map[{tensor:?}] must be a file name, got {file}"),
+            )
+        })?;
+        let p = Path::new(file);
+        if file.is_empty()
+            || p.components().count() != 1
+            || p.is_absolute()
+            || file == ".."
+            || file == "."
+        {
+            return Err(st_err(
+                &path,
+                format!("weight_map[{tensor:?}] = {file:?} is not a plain file name"),
+            ));
+        }
+        out.insert(tensor.clone(), file.to_string());
+    }
+    if out.is_empty() {
+        return Err(st_err(&path, "empty `weight_map`"));
+    }
+    Ok(out)
+}
+
+/// Every tensor of the checkpoint by its Hugging Face name.
+fn read_all(dir: &Path) -> Result<BTreeMap<String, Located>> {
+    let single = dir.join(SINGLE_FILE);
+    let mut all = BTreeMap::new();
+    if single.is_file() {
+        for (name, t) in read_shard(&single)? {
+            all.insert(name, t);
+        }
+        return Ok(all);
+    }
+    if !dir.join(INDEX_FILE).is_file() {
+        if dir.join("pytorch_model.bin").exists()
+            || dir.join("pytorch_model.bin.index.json").exists()
+        {
+            return Err(ConvertError::Unsupported(format!(
+                "{}: PyTorch pickle weights (pytorch_model.bin); save the model as safetensors first",
+                dir.display()
+            )));
+        }
+        return Err(ConvertError::Safetensors(format!(
+            "{}: neither {SINGLE_FILE} nor {INDEX_FILE} found",
+            dir.display()
+        )));
+    }
+    let index = read_index(dir)?;
+    let shard_names: BTreeSet<&String> = index.values().collect();
+    for shard_name in shard_names {
+        let path = dir.join(shard_name);
+        if !path.is_file() {
+            return Err(ConvertError::Safetensors(format!(
+                "{INDEX_FILE} names shard {shard_name:?}, which is not in {}",
+                dir.display()
+            )));
+        }
+        for (name, t) in read_shard(&path)? {
+            match index.get(&name) {
+                Some(f) if f == shard_name => {}
+                // A tensor the index places elsewhere (or not at all) is ignored here;
+                // the index is authoritative, as in transformers.
+                _ => continue,
+            }
+            all.insert(name, t);
+        }
+    }
+    if let Some((name, file)) = index.iter().find(|(n, _)| !all.contains_key(*n)) {
+        return Err(ConvertError::Safetensors(format!(
+            "{INDEX_FILE} places tensor {name:?} in {file:?}, but that shard does not contain it"
+        )));
+    }
+    Ok(all)
+}
+
+/// Canonical name for a Hugging Face tensor name, or `None` if not a model weight
+/// Ember knows. `ignored` names are buffers that need not be converted.
+enum Mapped {
+    Canonical(String),
+    Ignored,
+    Unknown,
+}
+
+/// (Hugging Face per-layer suffix, canonical suffix).
+const LAYER_NAMES: &[(&str, &str)] = &[
+    ("input_layernorm.weight", names::ATTN_NORM),
+    ("self_attn.q_proj.weight", names::WQ),
+    ("self_attn.k_proj.weight", names::WK),
+    ("self_attn.v_proj.weight", names::WV),
+    ("self_attn.o_proj.weight", names::WO),
+    ("self_attn.q_proj.bias", names::BQ),
+    ("self_attn.k_proj.bias", names::BK),
+    ("self_attn.v_proj.bias", names::BV),
+    ("self_attn.o_proj.bias", names::BO),
+    ("post_attention_layernorm.weight", names::FFN_NORM),
+    ("mlp.gate_proj.weight", names::W_GATE),
+    ("mlp.up_proj.weight", names::W_UP),
+    ("mlp.down_proj.weight", names::W_DOWN),
+    ("mlp.gate_proj.bias", names::B_GATE),
+    ("mlp.up_proj.bias", names::B_UP),
+    ("mlp.down_proj.bias", names::B_DOWN),
+];
+
+fn map_name(hf: &str, tied: bool) -> Mapped {
+    match hf {
+        "model.embed_tokens.weight" => return Mapped::Canonical(names::TOK_EMBEDDINGS.into()),
+        "model.norm.weight" => return Mapped::Canonical(names::NORM.into()),
+        // transformers writes lm_head even for some tied models; the tie wins.
+        "lm_head.weight" if tied => return Mapped::Ignored,
+        "lm_head.weight" => return Mapped::Canonical(names::OUTPUT.into()),
+        _ => {}
+    }
+    // Non-persistent RoPE buffers that old transformers versions saved.
+    if hf.ends_with("rotary_emb.inv_freq") {
+        return Mapped::Ignored;
+    }
+    let Some(rest) = hf.strip_prefix("model.layers.") else {
+        return Mapped::Unknown;
+    };
+    let Some((layer, suffix)) = rest.split_once('.') else {
+        return Mapped::Unknown;
+    };
+    let Ok(layer) = layer.parse::<usize>() else {
+        return Mapped::Unknown;
+    };
+    if layer.to_string() != rest[..rest.len() - suffix.len() - 1] {
+        return Mapped::Unknown; // "01", "+1"
+    }
+    match LAYER_NAMES.iter().find(|(h, _)| *h == suffix) {
+        Some((_, c)) => Mapped::Canonical(names::layer(layer, c)),
+        None => Mapped::Unknown,
+    }
+}
+
+/// The Hugging Face name of a canonical tensor, for messages.
+fn hf_name_of(canonical: &str) -> String {
+    match canonical {
+        names::TOK_EMBEDDINGS => "model.embed_tokens.weight".into(),
+        names::NORM => "model.norm.weight".into(),
+        names::OUTPUT => "lm_head.weight".into(),
+        _ => canonical
+            .strip_prefix("layers.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, s)| {
+                LAYER_NAMES
+                    .iter()
+                    .find(|(_, c)| *c == s)
+                    .map(|(h, _)| format!("model.layers.{l}.{h}"))
+            })
+            .unwrap_or_else(|| canonical.to_string()),
+    }
+}
+
+/// Hint for a tensor that the config does not call for.
+fn why_unexpected(canonical: &str) -> &'static str {
+    let suffix = canonical.rsplit('.').next().unwrap_or("");
+    if canonical == names::OUTPUT {
+        "unexpected with tie_word_embeddings"
+    } else if [names::BQ, names::BK, names::BV, names::BO].contains(&suffix) {
+        "attention bias present but config.json does not enable it (attention_bias)"
+    } else if [names::B_GATE, names::B_UP, names::B_DOWN].contains(&suffix) {
+        "MLP bias present but config.json does not enable it (mlp_bias)"
+    } else {
+        "layer index beyond num_hidden_layers"
+    }
+}
+
+/// Reads all weights in `dir`, maps them to canonical names and checks the set and
+/// the shapes against `expected_tensors(hp)`. Only headers are read here; see the
+/// module docs.
+pub fn load_tensors(dir: &Path, hp: &HyperParams) -> Result<Vec<IrTensor>> {
+    let all = read_all(dir)?;
+    let expected: BTreeMap<String, Vec<u64>> = expected_tensors(hp).into_iter().collect();
+    let mut out = Vec::with_capacity(expected.len());
+    let mut seen = BTreeSet::new();
+    for (hf, t) in all {
+        let canonical = match map_name(&hf, hp.tied_output()) {
+            Mapped::Canonical(c) => c,
+            Mapped::Ignored => continue,
+            Mapped::Unknown => {
+                return Err(ConvertError::Tensor {
+                    name: hf,
+                    reason: format!(
+                        "unexpected tensor in {} (not part of a Llama-family checkpoint)",
+                        t.shard.display()
+                    ),
+                })
+            }
+        };
+        let Some(want) = expected.get(&canonical) else {
+            return Err(ConvertError::Tensor {
+                name: hf,
+                reason: format!("{} (would be {canonical})", why_unexpected(&canonical)),
+            });
+        };
+        let shape: Vec<u64> = t.info.shape.iter().map(|&d| d as u64).collect();
+        if &shape != want {
+            return Err(ConvertError::Tensor {
+                name: hf,
+                reason: format!(
+                    "shape {shape:?} in {}, but config.json implies {want:?}",
+                    t.shard.display()
+                ),
+            });
+        }
+        let dtype = match t.info.dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(ConvertError::Unsupported(format!(
+                    "tensor {hf} has dtype {other:?} (supported: F32, F16, BF16)"
+                )))
+            }
+        };
+        let nbytes = (t.info.data_offsets.1 - t.info.data_offsets.0) as u64;
+        seen.insert(canonical.clone());
+        out.push(IrTensor {
+            name: canonical,
+            shape,
+            source: Box::new(SafetensorsSource {
+                path: t.shard,
+                offset: t.offset,
+                nbytes,
+                dtype,
+            }),
+        });
+    }
+    let missing: Vec<String> = expected
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .map(|k| hf_name_of(k))
+        .collect();
+    if !missing.is_empty() {
+        const SHOWN: usize = 5;
+        let more = if missing.len() > SHOWN {
+            format!(" and {} more", missing.len() - SHOWN)
+        } else {
+            String::new()
+        };
+        return Err(ConvertError::Safetensors(format!(
+            "{}: missing tensors required by config.json: {}{more}",
+            dir.display(),
+            missing[..missing.len().min(SHOWN)].join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// A tensor in a safetensors shard, read from disk when converted.
+pub struct SafetensorsSource {
+    path: Arc<PathBuf>,
+    offset: u64,
+    nbytes: u64,
+    dtype: DType,
+}
+
+impl SafetensorsSource {
+    fn read(&self) -> Result<Vec<u8>> {
+        let path = self.path.as_path();
+        let mut file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
+        file.seek(SeekFrom::Start(self.offset))
+            .map_err(|e| ConvertError::io(path, e))?;
+        let mut buf = vec![0u8; self.nbytes as usize];
+        file.read_exact(&mut buf)
+            .map_err(|e| ConvertError::io(path, e))?;
+        Ok(buf)
+    }
+}
+
+impl TensorSource for SafetensorsSource {
+    fn source_dtype(&self) -> String {
+        self.dtype.name().into()
+    }
+    fn native_dtype(&self) -> Option<DType> {
+        Some(self.dtype)
+    }
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        let bytes = self.read()?;
+        Ok(match self.dtype {
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,282 @@
+//! Writes a `ModelIr` as an `.ember` file, atomically: everything goes to a
+//! temporary file in the destination directory, which is renamed over the
+//! output only after it is complete and synced. Any error or an interrupt
+//! (checked between tensors) deletes the temporary file; the output path is
+//! never left partially written.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytemuck::Zeroable;
+use ember_runtime::format::{
+    self, align_up, DType, DirEntry, Header, Section, DATA_ALIGNMENT, DIR_ENTRY_SIZE,
+    HEADER_SIZE, MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR, VERSION_MINOR,
+};
+use half::{bf16, f16};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{ConvertError, Result};
+use crate::ir::{IrTensor, ModelIr};
+
+/// Which dtype the matrices are stored in. Vectors (norms, biases) are always f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DTypeChoice {
+    /// Keep f32/f16/bf16 sources as they are; quantized sources become f32 (exact).
+    #[default]
+    Auto,
+    /// Store every matrix in this dtype.
+    Fixed(DType),
+}
+
+/// Options for `write_model`.
+#[derive(Debug, Default)]
+pub struct WriteOptions<'a> {
+    pub dtype: DTypeChoice,
+    /// Show a progress bar on stderr (hidden automatically when not a terminal).
+    pub progress: bool,
+    /// Set from another thread (e.g. a Ctrl-C handler) to abort; checked between
+    /// tensors and while converting large tensors.
+    pub interrupt: Option<&'a AtomicBool>,
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct WriteSummary {
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    pub tensors: usize,
+    pub params: u64,
+    /// Tensor count per stored dtype name.
+    pub dtype_counts: Vec<(String, usize)>,
+    /// Tensor count per source dtype name.
+    pub source_dtype_counts: Vec<(String, usize)>,
+    pub elapsed: Duration,
+}
+
+struct Planned<'a> {
+    tensor: &'a IrTensor,
+    dtype: DType,
+    shape: [u64; MAX_DIMS],
+    n_dims: usize,
+    offset: u64,
+    nbytes: u64,
+}
+
+/// Validates `ir` against its hyperparameters and writes it to `out` atomically.
+pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<WriteSummary> {
+    let start = Instant::now();
+    let hp = ir.hparams;
+    hp.validate()?;
+
+    // Match the IR's tensors to the canonical set, in canonical order.
+    let mut by_name: HashMap<&str, &IrTensor> = HashMap::new();
+    for t in &ir.tensors {
+        if by_name.insert(t.name.as_str(), t).is_some() {
+            return Err(ember_runtime::Error::DuplicateTensor(t.name.clone()).into());
+        }
+    }
+    let expected = format::expected_tensors(&hp);
+    if let Some(extra) =
+        ir.tensors.iter().find(|t| !expected.iter().any(|(n, _)| n == &t.name))
+    {
+        return Err(ember_runtime::Error::UnexpectedTensor(extra.name.clone()).into());
+    }
+
+    // Plan the layout.
+    let tokenizer_bytes = format::encode_tokenizer(&ir.tokenizer);
+    let template_bytes = ir.chat_template.as_deref().unwrap_or("").as_bytes().to_vec();
+    let metadata_bytes = format::encode_metadata(&ir.metadata);
+    let dir_len = (expected.len() * DIR_ENTRY_SIZE) as u64;
+    let directory = Section { offset: HEADER_SIZE as u64, len: dir_len };
+    let tokenizer = Section { offset: directory.offset + dir_len, len: tokenizer_bytes.len() as u64 };
+    let chat_template =
+        Section { offset: tokenizer.offset + tokenizer.len, len: template_bytes.len() as u64 };
+    let metadata =
+        Section { offset: chat_template.offset + chat_template.len, len: metadata_bytes.len() as u64 };
+    let overflow = || ConvertError::Unsupported("model too large for the format".into());
+    let data_offset = align_up(metadata.offset + metadata.len, DATA_ALIGNMENT).ok_or_else(overflow)?;
+
+    let mut planned = Vec::with_capacity(expected.len());
+    let mut cursor = data_offset;
+    for (name, shape) in &expected {
+        let t = by_name.get(name.as_str()).ok_or_else(|| {
+            ConvertError::from(ember_runtime::Error::MissingTensor(name.clone()))
+        })?;
+        if &t.shape != shape {
+            return Err(ember_runtime::Error::ShapeMismatch {
+                name: name.clone(),
+                expected: shape.clone(),
+                actual: t.shape.clone(),
+            }
+            .into());
+        }
+        let dtype = if shape.len() == 1 {
+            DType::F32
+        } else {
+            match opts.dtype {
+                DTypeChoice::Fixed(d) => d,
+                DTypeChoice::Auto => t.source.native_dtype().unwrap_or(DType::F32),
+            }
+        };
+        let count: u64 = shape.iter().product();
+        let nbytes = dtype.bytes_for(count).ok_or_else(overflow)?;
+        let offset = align_up(cursor, MIN_TENSOR_ALIGNMENT).ok_or_else(overflow)?;
+        cursor = offset.checked_add(nbytes).ok_or_else(overflow)?;
+        let mut s = [0u64; MAX_DIMS];
+        s[..shape.len()].copy_from_slice(shape);
+        planned.push(Planned { tensor: t, dtype, shape: s, n_dims: shape.len(), offset, nbytes });
+    }
+    let file_size = cursor;
+
+    // Write into a temporary file next to the output, then rename.
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".ember-convert-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| ConvertError::io(&dir, e))?;
+    let io = |e| ConvertError::io(tmp.path(), e);
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().map_err(io)?);
+    w.seek(SeekFrom::Start(data_offset)).map_err(io)?;
+
+    let total_bytes: u64 = planned.iter().map(|p| p.nbytes).sum();
+    let bar = if opts.progress && total_bytes > (32 << 20) {
+        let bar = ProgressBar::new(total_bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            )
+            .expect("static template is valid"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let interrupted = || opts.interrupt.is_some_and(|f| f.load(Ordering::Relaxed));
+    let mut entries = Vec::with_capacity(planned.len());
+    let mut pos = data_offset;
+    for p in &planned {
+        if interrupted() {
+            return Err(ConvertError::Interrupted);
+        }
+        bar.set_message(p.tensor.name.clone());
+        let values = p.tensor.source.to_f32()?;
+        let count = p.shape[..p.n_dims].iter().product::<u64>();
+        if values.len() as u64 != count {
+            return Err(ConvertError::Tensor {
+                name: p.tensor.name.clone(),
+                reason: format!("source produced {} values for {count} elements", values.len()),
+            });
+        }
+        let bytes = encode(&values, p.dtype);
+        drop(values);
+        debug_assert_eq!(bytes.len() as u64, p.nbytes);
+        let pad = p.offset - pos;
+        w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+        w.write_all(&bytes).map_err(io)?;
+        pos = p.offset + p.nbytes;
+        let mut e = DirEntry::zeroed();
+        e.name = DirEntry::encode_name(&p.tensor.name)?;
+        e.dtype = p.dtype as u32;
+        e.n_dims = p.n_dims as u32;
+        e.shape = p.shape;
+        e.offset = p.offset;
+        e.nbytes = p.nbytes;
+        e.checksum = format::tensor_checksum(&bytes);
+        entries.push(e);
+        bar.inc(p.nbytes);
+    }
+    if interrupted() {
+        return Err(ConvertError::Interrupted);
+    }
+
+    // The prefix: header, directory, tokenizer, template, metadata, zero padding.
+    let mut prefix = vec![0u8; data_offset as usize];
+    let mut h = Header::zeroed();
+    h.magic = MAGIC;
+    h.version_major = VERSION_MAJOR;
+    h.version_minor = VERSION_MINOR;
+    h.header_size = HEADER_SIZE as u32;
+    h.file_size = file_size;
+    h.tensor_alignment = MIN_TENSOR_ALIGNMENT;
+    h.tensor_count = entries.len() as u64;
+    h.directory = directory;
+    h.tokenizer = tokenizer;
+    h.chat_template = chat_template;
+    h.metadata = metadata;
+    h.data = Section { offset: data_offset, len: file_size - data_offset };
+    h.hparams = hp;
+    prefix[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
+    for (i, e) in entries.iter().enumerate() {
+        let at = directory.offset as usize + i * DIR_ENTRY_SIZE;
+        prefix[at..at + DIR_ENTRY_SIZE].copy_from_slice(bytemuck::bytes_of(e));
+    }
+    let put = |prefix: &mut Vec<u8>, s: Section, b: &[u8]| {
+        prefix[s.offset as usize..(s.offset + s.len) as usize].copy_from_slice(b)
+    };
+    put(&mut prefix, tokenizer, &tokenizer_bytes);
+    put(&mut prefix, chat_template, &template_bytes);
+    put(&mut prefix, metadata, &metadata_bytes);
+    h.header_checksum = format::header_checksum(&prefix);
+    prefix[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
+
+    w.seek(SeekFrom::Start(0)).map_err(io)?;
+    w.write_all(&prefix).map_err(io)?;
+    let file: File = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.set_len(file_size).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    bar.finish_and_clear();
+
+    // Check what we wrote with the runtime's own validator before publishing it.
+    ember_runtime::loader::parse_prefix(&prefix, file_size)?;
+
+    if interrupted() {
+        return Err(ConvertError::Interrupted);
+    }
+    tmp.persist(out).map_err(|e| ConvertError::io(out, e.error))?;
+
+    let count_by = |f: &dyn Fn(&Planned) -> String| {
+        let mut v: Vec<(String, usize)> = Vec::new();
+        for p in &planned {
+            let k = f(p);
+            match v.iter_mut().find(|(n, _)| *n == k) {
+                Some((_, c)) => *c += 1,
+                None => v.push((k, 1)),
+            }
+        }
+        v
+    };
+    Ok(WriteSummary {
+        path: out.to_path_buf(),
+        file_bytes: file_size,
+        tensors: planned.len(),
+        params: planned.iter().map(|p| p.shape[..p.n_dims].iter().product::<u64>()).sum(),
+        dtype_counts: count_by(&|p| p.dtype.name().to_string()),
+        source_dtype_counts: count_by(&|p| p.tensor.source.source_dtype()),
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Encodes f32 values as little-endian bytes of `dtype` (round to nearest even).
+pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice(values).to_vec(),
+        DType::F16 => {
+            let v: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+            bytemuck::cast_slice(&v).to_vec()
+        }
+        DType::BF16 => {
+            let v: Vec<bf16> = values.iter().map(|&x| bf16::from_f32(x)).collect();
+            bytemuck::cast_slice(&v).to_vec()
+        }
+    }
+}

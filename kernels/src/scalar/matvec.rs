@@ -1,0 +1,137 @@
+use half::{bf16, f16};
+
+/// Number of independent partial sums in the reference dot products. Fixing it
+/// fixes the summation order, so results are reproducible across builds.
+pub const DOT_LANES: usize = 8;
+
+/// `sum_i a[i] * b[i]`, accumulated in `DOT_LANES` interleaved f32 partial sums
+/// (element `i` goes to sum `i % DOT_LANES`), then summed pairwise.
+///
+/// Contract: `a.len() == b.len()`.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    let mut acc = [0.0f32; DOT_LANES];
+    let chunks = a.len() / DOT_LANES;
+    for c in 0..chunks {
+        let (ac, bc) = (&a[c * DOT_LANES..][..DOT_LANES], &b[c * DOT_LANES..][..DOT_LANES]);
+        for l in 0..DOT_LANES {
+            acc[l] += ac[l] * bc[l];
+        }
+    }
+    for i in chunks * DOT_LANES..a.len() {
+        acc[i % DOT_LANES] += a[i] * b[i];
+    }
+    reduce(acc)
+}
+
+#[inline]
+fn reduce(acc: [f32; DOT_LANES]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Dot product of an f16 row with f32 activations (each weight widened exactly to f32).
+#[inline]
+pub fn dot_f16_f32(w: &[f16], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len(), "dot_f16_f32: length mismatch");
+    let mut acc = [0.0f32; DOT_LANES];
+    for (i, (wi, xi)) in w.iter().zip(x).enumerate() {
+        acc[i % DOT_LANES] += wi.to_f32() * xi;
+    }
+    reduce(acc)
+}
+
+/// Dot product of a bf16 row with f32 activations (each weight widened exactly to f32).
+#[inline]
+pub fn dot_bf16_f32(w: &[bf16], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len(), "dot_bf16_f32: length mismatch");
+    let mut acc = [0.0f32; DOT_LANES];
+    for (i, (wi, xi)) in w.iter().zip(x).enumerate() {
+        acc[i % DOT_LANES] += wi.to_f32() * xi;
+    }
+    reduce(acc)
+}
+
+/// `out[r] = dot(w[r, :], x)` for an f32 matrix `w: [out.len(), x.len()]`.
+pub fn matvec_f32_f32(w: &[f32], x: &[f32], out: &mut [f32]) {
+    let cols = x.len();
+    assert_eq!(w.len(), out.len() * cols, "matvec_f32_f32: shape mismatch");
+    if cols == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(cols)) {
+        *o = dot_f32(row, x);
+    }
+}
+
+/// `out[r] = dot(w[r, :], x)` for an f16 matrix `w: [out.len(), x.len()]`.
+pub fn matvec_f16_f32(w: &[f16], x: &[f32], out: &mut [f32]) {
+    let cols = x.len();
+    assert_eq!(w.len(), out.len() * cols, "matvec_f16_f32: shape mismatch");
+    if cols == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(cols)) {
+        *o = dot_f16_f32(row, x);
+    }
+}
+
+/// `out[r] = dot(w[r, :], x)` for a bf16 matrix `w: [out.len(), x.len()]`.
+pub fn matvec_bf16_f32(w: &[bf16], x: &[f32], out: &mut [f32]) {
+    let cols = x.len();
+    assert_eq!(w.len(), out.len() * cols, "matvec_bf16_f32: shape mismatch");
+    if cols == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(cols)) {
+        *o = dot_bf16_f32(row, x);
+    }
+}
+
+/// `acc[i] += x[i]`. Contract: equal lengths.
+pub fn add_f32(acc: &mut [f32], x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "add_f32: length mismatch");
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// `acc[i] += scale * x[i]` (attention's weighted sum of values). Equal lengths.
+pub fn axpy_f32(acc: &mut [f32], scale: f32, x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "axpy_f32: length mismatch");
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += scale * b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_f64_on_awkward_lengths() {
+        for n in [0usize, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 67, 127, 129, 193, 255, 1023] {
+            let a: std::vec::Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
+            let b: std::vec::Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            // Inputs are small multiples of 1/8, so every partial sum is exact in f32.
+            assert_eq!(dot_f32(&a, &b) as f64, exact, "n = {n}");
+            let w16: std::vec::Vec<f16> = a.iter().map(|&v| f16::from_f32(v)).collect();
+            let wb16: std::vec::Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
+            assert_eq!(dot_f16_f32(&w16, &b) as f64, exact, "f16 n = {n}");
+            assert_eq!(dot_bf16_f32(&wb16, &b) as f64, exact, "bf16 n = {n}");
+        }
+    }
+
+    #[test]
+    fn matvec_rows() {
+        let w = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let x = [1.0f32, 0.5, -1.0];
+        let mut out = [0.0f32; 2];
+        matvec_f32_f32(&w, &x, &mut out);
+        assert_eq!(out, [1.0 + 1.0 - 3.0, 4.0 + 2.5 - 6.0]);
+    }
+}

@@ -1,0 +1,24 @@
+/// RMSNorm: `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]`.
+/// The mean of squares is accumulated in f64 (n is small; this keeps the
+/// reference close to the exact value). Contract: equal, non-zero lengths.
+pub fn rmsnorm_f32(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    assert!(!x.is_empty(), "rmsnorm_f32: empty input");
+    assert!(out.len() == x.len() && weight.len() == x.len(), "rmsnorm_f32: length mismatch");
+    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
+    let inv = (1.0 / (ss + eps as f64).sqrt()) as f32;
+    for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(weight) {
+        *o = xi * inv * wi;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unit_rms() {
+        let x = [3.0f32, -3.0, 3.0, -3.0];
+        let w = [1.0f32, 2.0, 1.0, 1.0];
+        let mut out = [0.0f32; 4];
+        super::rmsnorm_f32(&mut out, &x, &w, 0.0);
+        assert_eq!(out, [1.0, -2.0, 1.0, -1.0]);
+    }
+}

@@ -1,0 +1,230 @@
+//! A loaded model: the file's bytes (memory-mapped or owned), its validated
+//! description, the tokenizer, and zero-copy typed views of the weights.
+//!
+//! `Model` is immutable after loading and `Send + Sync`: many sessions share one
+//! through an `Arc`.
+
+use std::path::Path;
+
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::format::{names, DType, HyperParams, Metadata};
+use crate::loader::{self, ParsedFile, TensorInfo};
+use crate::storage::Storage;
+use crate::tokenizer::Tokenizer;
+
+/// A typed, zero-copy view of a tensor's elements.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+impl Weights<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(w) => w.len(),
+            Self::F16(w) => w.len(),
+            Self::BF16(w) => w.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies row `r` of a `[rows, cols]` matrix into `out` (`out.len() == cols`),
+    /// widening to f32.
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        let c = out.len();
+        match self {
+            Self::F32(w) => out.copy_from_slice(&w[r * c..(r + 1) * c]),
+            Self::F16(w) => ember_kernels::scalar::f16_to_f32(&w[r * c..(r + 1) * c], out),
+            Self::BF16(w) => ember_kernels::scalar::bf16_to_f32(&w[r * c..(r + 1) * c], out),
+        }
+    }
+    /// `out = W x` for `W: [out.len(), x.len()]`.
+    pub fn matvec(&self, x: &[f32], out: &mut [f32]) {
+        use ember_kernels::scalar as k;
+        match self {
+            Self::F32(w) => k::matvec_f32_f32(w, x, out),
+            Self::F16(w) => k::matvec_f16_f32(w, x, out),
+            Self::BF16(w) => k::matvec_bf16_f32(w, x, out),
+        }
+    }
+}
+
+/// Indices (into the tensor table) of one layer's weights.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerIndex {
+    pub attn_norm: usize,
+    pub wq: usize,
+    pub wk: usize,
+    pub wv: usize,
+    pub wo: usize,
+    pub bq: Option<usize>,
+    pub bk: Option<usize>,
+    pub bv: Option<usize>,
+    pub bo: Option<usize>,
+    pub ffn_norm: usize,
+    pub w_gate: usize,
+    pub w_up: usize,
+    pub w_down: usize,
+    pub b_gate: Option<usize>,
+    pub b_up: Option<usize>,
+    pub b_down: Option<usize>,
+}
+
+/// A validated model, ready for sessions.
+pub struct Model {
+    storage: Storage,
+    parsed: ParsedFile,
+    tokenizer: Tokenizer,
+    pub(crate) tok_embeddings: usize,
+    pub(crate) norm: usize,
+    /// Output projection; the embeddings when tied.
+    pub(crate) output: usize,
+    pub(crate) layers: Vec<LayerIndex>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("hparams", &self.parsed.hparams)
+            .field("tensors", &self.parsed.tensors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Memory-maps and validates an `.ember` file. The weights stay in the page
+    /// cache: nothing is copied.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_storage(Storage::map(path.as_ref())?)
+    }
+
+    /// Validates a complete file image held in memory (copied once into an
+    /// aligned buffer).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_storage(Storage::copy_aligned(bytes))
+    }
+
+    fn from_storage(storage: Storage) -> Result<Self> {
+        let parsed = loader::parse(storage.bytes())?;
+        let hp = parsed.hparams;
+        let tokenizer = Tokenizer::new(parsed.tokenizer.clone(), hp.vocab_size)?;
+        let idx = |name: &str| -> Result<usize> {
+            parsed.by_name.get(name).copied().ok_or_else(|| Error::MissingTensor(name.into()))
+        };
+        let opt = |name: String| parsed.by_name.get(&name).copied();
+        let mut layers = Vec::with_capacity(hp.n_layers as usize);
+        for l in 0..hp.n_layers as usize {
+            let n = |s: &str| names::layer(l, s);
+            layers.push(LayerIndex {
+                attn_norm: idx(&n(names::ATTN_NORM))?,
+                wq: idx(&n(names::WQ))?,
+                wk: idx(&n(names::WK))?,
+                wv: idx(&n(names::WV))?,
+                wo: idx(&n(names::WO))?,
+                bq: opt(n(names::BQ)),
+                bk: opt(n(names::BK)),
+                bv: opt(n(names::BV)),
+                bo: opt(n(names::BO)),
+                ffn_norm: idx(&n(names::FFN_NORM))?,
+                w_gate: idx(&n(names::W_GATE))?,
+                w_up: idx(&n(names::W_UP))?,
+                w_down: idx(&n(names::W_DOWN))?,
+                b_gate: opt(n(names::B_GATE)),
+                b_up: opt(n(names::B_UP)),
+                b_down: opt(n(names::B_DOWN)),
+            });
+        }
+        let tok_embeddings = idx(names::TOK_EMBEDDINGS)?;
+        let output = if hp.tied_output() { tok_embeddings } else { idx(names::OUTPUT)? };
+        let norm = idx(names::NORM)?;
+        let model =
+            Model { storage, parsed, tokenizer, tok_embeddings, norm, output, layers };
+        // Create every view once so that a misaligned buffer fails here, not later.
+        for i in 0..model.parsed.tensors.len() {
+            model.try_weights(i)?;
+        }
+        Ok(model)
+    }
+
+    pub fn hparams(&self) -> &HyperParams {
+        &self.parsed.hparams
+    }
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+    pub fn chat_template(&self) -> Option<&str> {
+        self.parsed.chat_template.as_deref()
+    }
+    pub fn metadata(&self) -> &Metadata {
+        &self.parsed.metadata
+    }
+    /// The validated file description (header, directory).
+    pub fn file(&self) -> &ParsedFile {
+        &self.parsed
+    }
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.parsed.tensors
+    }
+    /// The whole file image.
+    pub fn bytes(&self) -> &[u8] {
+        self.storage.bytes()
+    }
+    /// Whether the weights are memory-mapped (as opposed to an owned copy).
+    pub fn is_mapped(&self) -> bool {
+        self.storage.is_mapped()
+    }
+
+    /// Recomputes every tensor checksum (reads the whole file).
+    pub fn verify_checksums(&self) -> Result<()> {
+        loader::verify_tensor_checksums(self.storage.bytes(), &self.parsed)
+    }
+
+    /// Raw bytes of tensor `i`.
+    pub fn tensor_bytes(&self, i: usize) -> &[u8] {
+        let t = &self.parsed.tensors[i];
+        &self.storage.bytes()[t.offset as usize..(t.offset + t.nbytes) as usize]
+    }
+
+    fn try_weights(&self, i: usize) -> Result<Weights<'_>> {
+        let t = &self.parsed.tensors[i];
+        let bytes = self.tensor_bytes(i);
+        let misaligned =
+            || Error::Misaligned { name: t.name.clone(), offset: t.offset, align: 4 };
+        Ok(match t.dtype {
+            DType::F32 => Weights::F32(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?),
+            DType::F16 => Weights::F16(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?),
+            DType::BF16 => {
+                Weights::BF16(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+        })
+    }
+
+    /// Typed view of tensor `i`. Infallible: every view was checked at load.
+    pub fn weights(&self, i: usize) -> Weights<'_> {
+        self.try_weights(i).expect("views are validated at load")
+    }
+
+    /// Typed view of an f32 vector tensor (norm weights, biases; f32 by contract).
+    pub(crate) fn vector(&self, i: usize) -> &[f32] {
+        match self.weights(i) {
+            Weights::F32(v) => v,
+            _ => unreachable!("the loader requires vectors to be f32"),
+        }
+    }
+
+    /// Typed view of a tensor by name.
+    pub fn weights_by_name(&self, name: &str) -> Option<Weights<'_>> {
+        self.parsed.by_name.get(name).map(|&i| self.weights(i))
+    }
+
+    /// Number of parameters (elements over all tensors).
+    pub fn n_params(&self) -> u64 {
+        self.parsed.tensors.iter().map(|t| t.shape.iter().product::<u64>()).sum()
+    }
+}

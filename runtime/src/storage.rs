@@ -1,0 +1,56 @@
+//! Where a model's bytes live: a read-only memory map of the file (the normal
+//! case: zero copies, pages shared between processes) or an owned, 64-byte
+//! aligned copy (models handed over as a buffer).
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Alignment of owned buffers; matches the format's minimum tensor alignment.
+const OWNED_ALIGNMENT: usize = 64;
+
+pub(crate) enum Storage {
+    Mapped(memmap2::Mmap),
+    Owned { buf: Vec<u8>, start: usize, len: usize },
+}
+
+impl Storage {
+    /// Maps `path` read-only.
+    pub fn map(path: &Path) -> Result<Self> {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 {
+            // mmap of an empty file fails on some systems; report it as what it is.
+            return Ok(Self::copy_aligned(&[]));
+        }
+        // SAFETY: the map is read-only and private to this process. Ember never writes
+        // to model files it has open; the contract documented on `Model::load` is that
+        // the file must not be truncated or modified by another process while loaded
+        // (the same contract as every mmap-based runtime). All reads go through the
+        // bounds validated at load.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Ok(Self::Mapped(map))
+    }
+
+    /// Copies `bytes` into a fresh buffer whose start is 64-byte aligned.
+    pub fn copy_aligned(bytes: &[u8]) -> Self {
+        let mut buf = vec![0u8; bytes.len() + OWNED_ALIGNMENT];
+        let start = buf.as_ptr().align_offset(OWNED_ALIGNMENT).min(OWNED_ALIGNMENT);
+        buf[start..start + bytes.len()].copy_from_slice(bytes);
+        Self::Owned { buf, start, len: bytes.len() }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Mapped(m) => m,
+            Self::Owned { buf, start, len } => &buf[*start..*start + *len],
+        }
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, Self::Mapped(_))
+    }
+}

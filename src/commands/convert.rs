@@ -1,0 +1,78 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ember_converter::{ConvertOptions, DTypeChoice};
+use ember_runtime::format::DType;
+
+use crate::report::{human_bytes, CliResult};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// llama2.c .bin checkpoint, .gguf file, or Hugging Face model directory.
+    input: PathBuf,
+    /// Output .ember file (written atomically: never left partial).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Storage type of the weight matrices: auto keeps f32/f16/bf16 sources and
+    /// stores dequantized GGUF blocks as f32. Norms and biases are always f32.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16", "bf16"])]
+    dtype: String,
+    /// Tokenizer file for checkpoints without one (llama2.c tokenizer.bin).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let dtype = match args.dtype.as_str() {
+        "auto" => DTypeChoice::Auto,
+        other => DTypeChoice::Fixed(DType::parse(other).ok_or("unknown dtype")?),
+    };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupt.clone();
+        // A second handler registration (only possible in tests) is harmless to skip.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    }
+    let opts = ConvertOptions {
+        dtype,
+        tokenizer: args.tokenizer,
+        progress: !args.json,
+        interrupt: Some(&interrupt),
+    };
+    let s = ember_converter::convert(&args.input, &args.output, &opts)?;
+    let w = &s.write;
+    if args.json {
+        let v = serde_json::json!({
+            "input": args.input,
+            "input_kind": s.input_kind.name(),
+            "output": w.path,
+            "file_bytes": w.file_bytes,
+            "tensors": w.tensors,
+            "params": w.params,
+            "dtypes": w.dtype_counts.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+            "source_dtypes": w.source_dtype_counts.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+            "seconds": w.elapsed.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let list = |v: &[(String, usize)]| {
+            v.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+        };
+        eprintln!("converted {} checkpoint {}", s.input_kind.name(), args.input.display());
+        eprintln!("  source tensors: {}", list(&w.source_dtype_counts));
+        eprintln!("  stored tensors: {}", list(&w.dtype_counts));
+        eprintln!(
+            "  {} tensors, {:.1} M parameters, {} written to {} in {:.1} s",
+            w.tensors,
+            w.params as f64 / 1e6,
+            human_bytes(w.file_bytes),
+            w.path.display(),
+            w.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}

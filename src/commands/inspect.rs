@@ -1,0 +1,128 @@
+use std::path::PathBuf;
+
+use ember_runtime::format::{Activation, Architecture, RopePairing, RopeScaling};
+use ember_runtime::Model;
+
+use crate::report::{human_bytes, CliResult};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file (.ember).
+    model: PathBuf,
+    /// Print everything as JSON.
+    #[arg(long)]
+    json: bool,
+    /// List every tensor (default: the first 12 and a count).
+    #[arg(long)]
+    all_tensors: bool,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let model = Model::load(&args.model)?;
+    let f = model.file();
+    let h = &f.header;
+    let hp = model.hparams();
+    let tok = model.tokenizer();
+    let spec = tok.spec();
+    let name_of = |id: Option<u32>| id.and_then(|i| spec.tokens.get(i as usize).cloned());
+    let arch = Architecture::from_u32(hp.architecture).map_or("?", |a| a.name());
+    let act = Activation::from_u32(hp.activation).map_or("?", |a| a.name());
+    let pairing = RopePairing::from_u32(hp.rope_pairing).map_or("?", |a| a.name());
+    let scaling = RopeScaling::from_u32(hp.rope_scaling).map_or("?", |a| a.name());
+    if args.json {
+        let tensors: Vec<_> = f
+            .tensors
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name, "dtype": t.dtype.name(), "shape": t.shape,
+                    "offset": t.offset, "bytes": t.nbytes, "crc32": t.checksum,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "file": args.model,
+            "file_bytes": h.file_size,
+            "version": format!("{}.{}", h.version_major, h.version_minor),
+            "tensor_alignment": h.tensor_alignment,
+            "data_offset": h.data.offset,
+            "params": model.n_params(),
+            "hparams": {
+                "architecture": arch, "activation": act, "dim": hp.dim,
+                "n_layers": hp.n_layers, "n_heads": hp.n_heads, "n_kv_heads": hp.n_kv_heads,
+                "head_dim": hp.head_dim, "ffn_dim": hp.ffn_dim, "vocab_size": hp.vocab_size,
+                "max_context": hp.max_context, "sliding_window": hp.sliding_window,
+                "rope_pairing": pairing, "rope_dim": hp.rope_dim, "rope_theta": hp.rope_theta,
+                "rope_scaling": scaling, "rope_scaling_factor": hp.rope_scaling_factor,
+                "norm_eps": hp.norm_eps, "tied_output": hp.tied_output(),
+                "qkv_bias": hp.qkv_bias(), "attn_out_bias": hp.attn_out_bias(), "mlp_bias": hp.mlp_bias(),
+            },
+            "tokenizer": {
+                "kind": format!("{:?}", spec.kind), "pre_split": format!("{:?}", spec.pre_split),
+                "tokens": spec.tokens.len(), "merges": spec.merges.len(),
+                "bos": name_of(spec.bos), "eos": name_of(spec.eos), "add_bos": spec.add_bos,
+            },
+            "chat_template": model.chat_template(),
+            "metadata": model.metadata().iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>(),
+            "tensors": tensors,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{}", args.model.display());
+    println!(
+        "  format {}.{}, {} ({} tensors, data at {}, alignment {})",
+        h.version_major,
+        h.version_minor,
+        human_bytes(h.file_size),
+        f.tensors.len(),
+        h.data.offset,
+        h.tensor_alignment
+    );
+    println!("hyperparameters");
+    println!("  architecture {arch}, {:.2} M parameters", model.n_params() as f64 / 1e6);
+    println!(
+        "  dim {}, layers {}, heads {} (kv {}, head_dim {}), ffn {} ({act}), vocab {}, context {}",
+        hp.dim, hp.n_layers, hp.n_heads, hp.n_kv_heads, hp.head_dim, hp.ffn_dim, hp.vocab_size, hp.max_context
+    );
+    println!(
+        "  rope {pairing} over {} dims, theta {}, scaling {scaling} (x{}); rmsnorm eps {:e}",
+        hp.rope_dim, hp.rope_theta, hp.rope_scaling_factor, hp.norm_eps
+    );
+    println!(
+        "  tied output {}, qkv bias {}, sliding window {}",
+        hp.tied_output(),
+        hp.qkv_bias(),
+        if hp.sliding_window == 0 { "none".to_string() } else { hp.sliding_window.to_string() }
+    );
+    println!("tokenizer");
+    println!(
+        "  {:?} ({:?} split), {} tokens, {} merges, bos {:?}, eos {:?}, add_bos {}",
+        spec.kind,
+        spec.pre_split,
+        spec.tokens.len(),
+        spec.merges.len(),
+        name_of(spec.bos),
+        name_of(spec.eos),
+        spec.add_bos
+    );
+    match model.chat_template() {
+        Some(t) => println!("chat template: {} bytes", t.len()),
+        None => println!("chat template: none"),
+    }
+    println!("metadata");
+    for (k, v) in model.metadata() {
+        println!("  {k} = {v}");
+    }
+    println!("tensors");
+    println!("  {:<32} {:>5} {:>16} {:>12} {:>10}", "name", "dtype", "shape", "offset", "size");
+    let n = if args.all_tensors { f.tensors.len() } else { 12 };
+    for t in f.tensors.iter().take(n) {
+        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        println!("  {:<32} {:>5} {:>16} {:>12} {:>10}", t.name, t.dtype.name(), shape, t.offset, human_bytes(t.nbytes));
+    }
+    if f.tensors.len() > n {
+        println!("  … {} more (use --all-tensors)", f.tensors.len() - n);
+    }
+    Ok(())
+}

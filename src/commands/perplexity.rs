@@ -1,0 +1,77 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ember_runtime::eval::perplexity;
+use ember_runtime::{Model, Session, SessionConfig};
+
+use crate::report::CliResult;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file (.ember).
+    #[arg(short, long)]
+    model: PathBuf,
+    /// UTF-8 text file.
+    #[arg(short, long)]
+    file: PathBuf,
+    /// Window length in tokens: the text is cut into consecutive windows of this
+    /// many tokens, each evaluated from an empty cache.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Use only the first N characters of the file.
+    #[arg(long)]
+    max_chars: Option<usize>,
+    /// Use only the first N tokens of the text.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Prepend the BOS token to the text (as the model's tokenizer asks by default
+    /// for prompts; perplexity conventionally runs without).
+    #[arg(long)]
+    add_bos: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!("{} is not valid UTF-8 (first bad byte at offset {})", args.file.display(), e.utf8_error().valid_up_to())
+    })?;
+    let text: &str = match args.max_chars {
+        Some(n) => text.char_indices().nth(n).map_or(text.as_str(), |(i, _)| &text[..i]),
+        None => &text,
+    };
+    let model = Arc::new(Model::load(&args.model)?);
+    let tok = model.tokenizer();
+    let mut opts = tok.default_encode_options();
+    opts.add_bos = args.add_bos;
+    opts.parse_special = false;
+    let mut ids = tok.encode(text, opts);
+    if let Some(n) = args.max_tokens {
+        ids.truncate(n);
+    }
+    let ctx = args.ctx.min(model.hparams().max_context as usize);
+    let mut session = Session::new(model.clone(), SessionConfig { context: ctx })?;
+    let t0 = Instant::now();
+    let r = perplexity(&mut session, &ids, ctx)?;
+    let secs = t0.elapsed().as_secs_f64();
+    if args.json {
+        let v = serde_json::json!({
+            "tokens": ids.len(),
+            "predictions": r.predictions,
+            "window": ctx,
+            "mean_nll": r.mean_nll,
+            "perplexity": r.perplexity,
+            "seconds": secs,
+            "tokens_per_second": r.predictions as f64 / secs,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("perplexity {:.4} over {} predictions ({} tokens, window {ctx})", r.perplexity, r.predictions, ids.len());
+        eprintln!("[{:.1} s, {:.1} tok/s]", secs, r.predictions as f64 / secs);
+    }
+    Ok(())
+}

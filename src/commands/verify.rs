@@ -1,0 +1,42 @@
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ember_runtime::Model;
+
+use crate::report::CliResult;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file (.ember).
+    model: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Loads (which validates the header, directory and checksum) and then checks
+/// every tensor's CRC-32.
+pub fn run(args: Args) -> CliResult {
+    let t0 = Instant::now();
+    let model = Model::load(&args.model)?;
+    model.verify_checksums()?;
+    let secs = t0.elapsed().as_secs_f64();
+    if args.json {
+        let v = serde_json::json!({
+            "model": args.model,
+            "ok": true,
+            "tensors": model.tensors().len(),
+            "bytes": model.bytes().len(),
+            "seconds": secs,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: OK (header, directory and {} tensor checksums verified in {:.2} s)",
+            args.model.display(),
+            model.tensors().len(),
+            secs
+        );
+    }
+    Ok(())
+}

