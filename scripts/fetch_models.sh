@@ -78,10 +78,11 @@ if [[ "$want_hf" == 1 ]]; then
     hf_dir="$cache/smollm2-hf"
     hf_files="$repo/../shared/models/smollm2-135m-instruct-hf"
     [[ -f "$hf_files/config.json" ]] || die "$hf_files/config.json not found (the Hugging Face config and tokenizer files come from there)"
-    # The rebuilt weights are newer than the GGUF and the script: nothing to do.
-    if [[ -f "$hf_dir/model.safetensors" && -f "$hf_dir/tokenizer.json" &&
-        "$hf_dir/model.safetensors" -nt "$gguf" &&
-        "$hf_dir/model.safetensors" -nt "$here/rebuild_smollm2_hf.py" ]]; then
+    # The stamp records what produced the rebuilt weights: the GGUF, the script
+    # and its requirements. Same stamp = nothing to do.
+    stamp="$hf_dir/.rebuild-stamp"
+    want_stamp="$(cat "$here/rebuild_smollm2_hf.py" "$here/requirements-hf.txt" | sha256sum | cut -c1-16) $gguf_size"
+    if [[ -f "$hf_dir/model.safetensors" && -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]]; then
         echo "ok: $hf_dir (up to date)"
     else
         venv="$cache/venv-hf"
@@ -92,7 +93,9 @@ if [[ "$want_hf" == 1 ]]; then
         echo "installing $(grep -v '^#' "$here/requirements-hf.txt" | tr '\n' ' ')into $venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-hf.txt"
         echo "rebuilding the Hugging Face checkpoint in $hf_dir"
+        rm -f "$stamp"
         "$venv/bin/python" "$here/rebuild_smollm2_hf.py" "$gguf" "$hf_dir" "$hf_files"
+        echo "$want_stamp" >"$stamp"
         echo "ok: $hf_dir"
     fi
 fi

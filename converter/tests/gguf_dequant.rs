@@ -11,7 +11,10 @@ use ember_converter::gguf::dequant::{dequantize, dequantize_into};
 use ember_converter::gguf::types::{GgmlType, ALL_TYPES};
 use ember_converter::ConvertError;
 
-const GOLDENS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/gguf/dequant_goldens.bin");
+const GOLDENS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/gguf/dequant_goldens.bin"
+);
 
 struct Case {
     ty: GgmlType,
@@ -40,8 +43,10 @@ fn load_goldens() -> Vec<Case> {
         let n = u32_le(&mut b) as usize;
         let raw_len = u32_le(&mut b) as usize;
         let raw = take(&mut b, raw_len).to_vec();
-        let values =
-            take(&mut b, 4 * n).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let values = take(&mut b, 4 * n)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         cases.push(Case { ty, raw, values });
     }
     assert!(b.is_empty(), "trailing bytes in goldens");
@@ -53,15 +58,29 @@ fn dequantization_matches_gguf_py_bit_exactly() {
     let cases = load_goldens();
     let covered: Vec<GgmlType> = cases.iter().map(|c| c.ty).collect();
     for ty in ALL_TYPES.iter().filter(|t| t.can_dequantize()) {
-        assert!(covered.contains(ty), "no golden for decodable type {}", ty.name());
+        assert!(
+            covered.contains(ty),
+            "no golden for decodable type {}",
+            ty.name()
+        );
     }
     for c in &cases {
         let got = dequantize(c.ty, &c.raw, c.values.len()).unwrap();
         assert_eq!(got.len(), c.values.len());
         for (i, (g, w)) in got.iter().zip(&c.values).enumerate() {
-            let same = if w.is_nan() { g.is_nan() } else { g.to_bits() == w.to_bits() };
-            assert!(same, "{} element {i} (block {}): got {g:e} ({:#010x}), want {w:e} ({:#010x})",
-                c.ty.name(), i / c.ty.block_size(), g.to_bits(), w.to_bits());
+            let same = if w.is_nan() {
+                g.is_nan()
+            } else {
+                g.to_bits() == w.to_bits()
+            };
+            assert!(
+                same,
+                "{} element {i} (block {}): got {g:e} ({:#010x}), want {w:e} ({:#010x})",
+                c.ty.name(),
+                i / c.ty.block_size(),
+                g.to_bits(),
+                w.to_bits()
+            );
         }
     }
 }
@@ -86,7 +105,12 @@ fn block_sizes_match_ggml() {
         (GgmlType::Q8K, 256, 292),
     ];
     for (ty, bs, bb) in table {
-        assert_eq!((ty.block_size(), ty.block_bytes()), (bs, bb), "{}", ty.name());
+        assert_eq!(
+            (ty.block_size(), ty.block_bytes()),
+            (bs, bb),
+            "{}",
+            ty.name()
+        );
     }
 }
 
@@ -99,7 +123,10 @@ fn bad_lengths_are_errors() {
         assert!(dequantize(ty, &[], 0).unwrap().is_empty());
         if bs > 1 {
             let e = dequantize(ty, &vec![0; bb], bs - 1).unwrap_err();
-            assert!(matches!(&e, ConvertError::Gguf(m) if m.contains("block size")), "{e}");
+            assert!(
+                matches!(&e, ConvertError::Gguf(m) if m.contains("block size")),
+                "{e}"
+            );
         }
         let e = dequantize(ty, &vec![0; bb + 1], bs).unwrap_err();
         assert!(matches!(e, ConvertError::Gguf(_)), "{e}");
@@ -114,7 +141,10 @@ fn bad_lengths_are_errors() {
 fn undecodable_types_are_unsupported() {
     for ty in ALL_TYPES.iter().copied().filter(|t| !t.can_dequantize()) {
         let e = dequantize(ty, &vec![0; ty.block_bytes()], ty.block_size()).unwrap_err();
-        assert!(matches!(&e, ConvertError::Unsupported(m) if m.contains(ty.name())), "{e}");
+        assert!(
+            matches!(&e, ConvertError::Unsupported(m) if m.contains(ty.name())),
+            "{e}"
+        );
     }
 }
 
@@ -123,6 +153,9 @@ fn type_ids() {
     for ty in ALL_TYPES {
         assert_eq!(GgmlType::from_id(ty.id()).unwrap(), ty);
     }
-    assert!(matches!(GgmlType::from_id(4), Err(ConvertError::Unsupported(_))));
+    assert!(matches!(
+        GgmlType::from_id(4),
+        Err(ConvertError::Unsupported(_))
+    ));
     assert!(matches!(GgmlType::from_id(1000), Err(ConvertError::Gguf(m)) if m.contains("1000")));
 }

@@ -22,7 +22,11 @@ fn json(name: &str) -> Value {
 }
 
 fn bits(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn crc_f32(values: &[f32]) -> u32 {
@@ -40,7 +44,10 @@ fn tiny_parses() {
     assert_eq!(f.alignment, 32);
     assert_eq!(f.data_offset % 32, 0);
     assert_eq!(f.get_str("general.architecture"), Some("llama"));
-    assert_eq!(f.metadata.get("llama.block_count"), Some(&GgufValue::U32(2)));
+    assert_eq!(
+        f.metadata.get("llama.block_count"),
+        Some(&GgufValue::U32(2))
+    );
     match f.metadata.get("tokenizer.ggml.tokens") {
         Some(GgufValue::Array(t)) => {
             assert_eq!(t.len(), 272);
@@ -48,7 +55,10 @@ fn tiny_parses() {
         }
         other => panic!("tokens: {other:?}"),
     }
-    assert_eq!(f.metadata.get("tokenizer.ggml.add_bos_token"), Some(&GgufValue::Bool(false)));
+    assert_eq!(
+        f.metadata.get("tokenizer.ggml.add_bos_token"),
+        Some(&GgufValue::Bool(false))
+    );
     let embd = f.tensor("token_embd.weight").unwrap();
     assert_eq!(embd.ne, vec![64, 272]);
     assert_eq!(embd.shape(), vec![272, 64]);
@@ -71,12 +81,21 @@ fn tiny_tensors_decode_like_gguf_py() {
         let name = t["gguf_name"].as_str().unwrap();
         let info = f.tensor(name).unwrap();
         assert_eq!(info.ggml_type.name(), t["type"].as_str().unwrap(), "{name}");
-        let shape: Vec<u64> = t["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let shape: Vec<u64> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
         assert_eq!(info.shape(), shape, "{name}");
         let values = f.tensor_f32(info).unwrap();
         let first: Vec<u32> = values[..8].iter().map(|v| v.to_bits()).collect();
         assert_eq!(first, bits(&t["first_bits"]), "{name}");
-        assert_eq!(crc_f32(&values) as u64, t["crc32"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            crc_f32(&values) as u64,
+            t["crc32"].as_u64().unwrap(),
+            "{name}"
+        );
     }
 }
 
@@ -109,7 +128,11 @@ fn tiny_maps_onto_canonical_tensors() {
     let expected = expected_tensors(&hp);
     assert_eq!(w.tensors.len(), expected.len());
     for (name, shape) in &expected {
-        let t = w.tensors.iter().find(|t| &t.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        let t = w
+            .tensors
+            .iter()
+            .find(|t| &t.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(&t.shape, shape, "{name}");
     }
     // Sources: native dtype only for float types, values as decoded directly.
@@ -127,14 +150,22 @@ fn tiny_maps_onto_canonical_tensors() {
         assert_eq!(t.source.native_dtype(), native, "{}", t.name);
         let v = t.source.to_f32().unwrap();
         assert_eq!(v.len() as u64, t.shape.iter().product::<u64>());
-        assert_eq!(crc_f32(&v) as u64, j["crc32"].as_u64().unwrap(), "{}", t.name);
+        assert_eq!(
+            crc_f32(&v) as u64,
+            j["crc32"].as_u64().unwrap(),
+            "{}",
+            t.name
+        );
     }
 
     let md: std::collections::HashMap<_, _> = w.metadata.iter().cloned().collect();
     assert_eq!(md["source.kind"], "gguf");
     assert_eq!(md["source.file"], "tiny-llama.gguf");
     assert_eq!(md["model.name"], "tiny-llama-test");
-    assert_eq!(md["gguf.tensor_types"], "f32=6,f16=4,q4_0=2,q4_1=2,q8_0=5,bf16=1");
+    assert_eq!(
+        md["gguf.tensor_types"],
+        "f32=6,f16=4,q4_0=2,q4_1=2,q8_0=5,bf16=1"
+    );
 }
 
 /// Goes through the tokenizer importer too (owned by another module).
@@ -172,7 +203,14 @@ fn smollm2_hyperparameters_and_dequantization() {
     let w = gguf::map_weights(&f, None).unwrap();
     let hp = w.hparams;
     assert_eq!(
-        (hp.n_layers, hp.dim, hp.ffn_dim, hp.n_heads, hp.n_kv_heads, hp.head_dim),
+        (
+            hp.n_layers,
+            hp.dim,
+            hp.ffn_dim,
+            hp.n_heads,
+            hp.n_kv_heads,
+            hp.head_dim
+        ),
         (30, 576, 1536, 9, 3, 64)
     );
     assert_eq!(hp.rope_theta, 100000.0);
@@ -192,14 +230,22 @@ fn smollm2_hyperparameters_and_dequantization() {
         assert_eq!(info.ggml_type.name(), t["type"].as_str().unwrap());
         let shape = info.shape();
         let values = f.tensor_f32(info).unwrap();
-        assert_eq!(crc_f32(&values) as u64, t["crc32"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            crc_f32(&values) as u64,
+            t["crc32"].as_u64().unwrap(),
+            "{name}"
+        );
         let cols = shape[1] as usize;
         for (row, r) in t["rows"].as_object().unwrap() {
             let row: usize = row.parse().unwrap();
             let got = &values[row * cols..(row + 1) * cols];
             let first: Vec<u32> = got[..32].iter().map(|v| v.to_bits()).collect();
             assert_eq!(first, bits(&r["first_bits"]), "{name} row {row}");
-            assert_eq!(crc_f32(got) as u64, r["crc32"].as_u64().unwrap(), "{name} row {row}");
+            assert_eq!(
+                crc_f32(got) as u64,
+                r["crc32"].as_u64().unwrap(),
+                "{name} row {row}"
+            );
         }
     }
 }

@@ -10,16 +10,19 @@
 use ember_converter::gguf::{self, GgufFile};
 use ember_converter::ConvertError;
 
-const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/gguf/tiny-llama.gguf");
+const TINY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/gguf/tiny-llama.gguf"
+);
 
 fn tiny() -> Vec<u8> {
     std::fs::read(TINY).unwrap()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {
-    hay.windows(needle.len()).position(|w| w == needle).unwrap_or_else(|| {
-        panic!("{:?} not in fixture", String::from_utf8_lossy(needle))
-    })
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{:?} not in fixture", String::from_utf8_lossy(needle)))
 }
 
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
@@ -301,7 +304,8 @@ impl Builder {
     fn tensor(&mut self, name: &str, ne: &[u64]) -> &mut Self {
         let n: u64 = ne.iter().product();
         self.tensors.retain(|(t, ..)| t != name);
-        self.tensors.push((name.into(), ne.to_vec(), 0, vec![0; 4 * n as usize]));
+        self.tensors
+            .push((name.into(), ne.to_vec(), 0, vec![0; 4 * n as usize]));
         self
     }
     fn build(&self) -> Vec<u8> {
@@ -336,7 +340,10 @@ impl Builder {
 
 /// A valid 1-layer model: dim 32, 2 heads of 16, 1 KV head, FFN 64, vocab 40.
 fn model(arch: &str) -> Builder {
-    let mut b = Builder { kv: Vec::new(), tensors: Vec::new() };
+    let mut b = Builder {
+        kv: Vec::new(),
+        tensors: Vec::new(),
+    };
     b.str("general.architecture", arch)
         .u32(&format!("{arch}.block_count"), 1)
         .u32(&format!("{arch}.embedding_length"), 32)
@@ -357,7 +364,9 @@ fn model(arch: &str) -> Builder {
         .tensor("blk.0.ffn_down.weight", &[64, 32])
         .tensor("output_norm.weight", &[32]);
     if arch == "qwen2" {
-        b.tensor("blk.0.attn_q.bias", &[32]).tensor("blk.0.attn_k.bias", &[16]).tensor("blk.0.attn_v.bias", &[16]);
+        b.tensor("blk.0.attn_q.bias", &[32])
+            .tensor("blk.0.attn_k.bias", &[16])
+            .tensor("blk.0.attn_v.bias", &[16]);
     }
     b
 }
@@ -381,15 +390,22 @@ fn builder_models_map() {
     b.tensor("output.weight", &[32, 40]);
     let w = map(&b).unwrap();
     assert!(!w.hparams.tied_output());
-    assert!(w.tensors.iter().any(|t| t.name == "output" && t.shape == [40, 32]));
+    assert!(w
+        .tensors
+        .iter()
+        .any(|t| t.name == "output" && t.shape == [40, 32]));
 
     let w = map(&model("qwen2")).unwrap();
     assert_eq!(w.hparams.rope_pairing, RopePairing::Half as u32);
     assert!(w.hparams.qkv_bias());
-    assert!(w.tensors.iter().any(|t| t.name == "layers.0.bk" && t.shape == [16]));
+    assert!(w
+        .tensors
+        .iter()
+        .any(|t| t.name == "layers.0.bk" && t.shape == [16]));
 
     let mut b = model("llama");
-    b.str("llama.rope.scaling.type", "linear").f32("llama.rope.scaling.factor", 4.0);
+    b.str("llama.rope.scaling.type", "linear")
+        .f32("llama.rope.scaling.factor", 4.0);
     let w = map(&b).unwrap();
     assert_eq!(w.hparams.rope_scaling, RopeScaling::Linear as u32);
     assert_eq!(w.hparams.rope_scaling_factor, 4.0);
@@ -398,7 +414,10 @@ fn builder_models_map() {
     let mut b = model("llama");
     b.tensor("blk.0.attn_rot_embd", &[8]);
     let w = map(&b).unwrap();
-    assert!(w.metadata.iter().any(|(k, v)| k == "gguf.skipped_tensors" && v == "blk.0.attn_rot_embd"));
+    assert!(w
+        .metadata
+        .iter()
+        .any(|(k, v)| k == "gguf.skipped_tensors" && v == "blk.0.attn_rot_embd"));
 }
 
 #[test]
@@ -451,14 +470,20 @@ fn inconsistent_models() {
     // Heads that do not divide: rejected by HyperParams::validate.
     let mut b = model("llama");
     b.u32("llama.attention.head_count_kv", 3);
-    assert!(matches!(map(&b), Err(ConvertError::Runtime(_)) | Err(ConvertError::Gguf(_))));
+    assert!(matches!(
+        map(&b),
+        Err(ConvertError::Runtime(_)) | Err(ConvertError::Gguf(_))
+    ));
 }
 
 #[track_caller]
 fn expect_map_unsupported(b: &Builder, needle: &str) {
     match map(b) {
         Err(ConvertError::Unsupported(m)) if m.contains(needle) => {}
-        other => panic!("expected Unsupported mentioning {needle:?}, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected Unsupported mentioning {needle:?}, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }
 
@@ -466,6 +491,9 @@ fn expect_map_unsupported(b: &Builder, needle: &str) {
 fn expect_map_gguf(b: &Builder, needle: &str) {
     match map(b) {
         Err(ConvertError::Gguf(m)) if m.contains(needle) => {}
-        other => panic!("expected Gguf error mentioning {needle:?}, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected Gguf error mentioning {needle:?}, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }

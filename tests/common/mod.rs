@@ -11,7 +11,9 @@ use ember_runtime::format::{
     expected_tensors, flags, Activation, Architecture, HyperParams, NormKind, RopePairing,
     RopeScaling,
 };
-use ember_runtime::tokenizer::{PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA};
+use ember_runtime::tokenizer::{
+    PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA,
+};
 
 /// `../shared` next to the repository, if present.
 pub fn shared_dir() -> Option<PathBuf> {
@@ -35,7 +37,9 @@ pub fn shared_file(rel: &str) -> Option<PathBuf> {
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("EMBER_MODELS") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ember/models"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ember/models")
+        }
     }
 }
 
@@ -109,7 +113,10 @@ pub fn tiny_tokenizer(vocab: usize) -> TokenizerSpec {
         tokens.push(format!("<0x{b:02X}>"));
         types.push(TokenType::Byte);
     }
-    for p in ["▁", "e", "h", "▁h", "▁he"].iter().take(vocab - tokens.len()) {
+    for p in ["▁", "e", "h", "▁h", "▁he"]
+        .iter()
+        .take(vocab - tokens.len())
+    {
         tokens.push(p.to_string());
         types.push(TokenType::Normal);
     }
@@ -146,7 +153,11 @@ pub fn tiny_ir() -> ModelIr {
             if name.ends_with("norm") {
                 v.iter_mut().for_each(|x| *x += 1.0);
             }
-            IrTensor { name, shape, source: Box::new(F32Source(v)) }
+            IrTensor {
+                name,
+                shape,
+                source: Box::new(F32Source(v)),
+            }
         })
         .collect();
     ModelIr {

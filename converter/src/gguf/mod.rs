@@ -113,7 +113,9 @@ pub fn load(path: &Path) -> Result<ModelIr> {
         None => None,
         Some(GgufValue::String(s)) => Some(s.clone()),
         Some(_) => {
-            return Err(ConvertError::Gguf("tokenizer.chat_template is not a string".into()))
+            return Err(ConvertError::Gguf(
+                "tokenizer.chat_template is not a string".into(),
+            ))
         }
     };
     Ok(ModelIr {
@@ -139,7 +141,9 @@ pub struct GgufWeights {
 pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeights> {
     let arch = file
         .get_str("general.architecture")
-        .ok_or_else(|| ConvertError::Gguf("general.architecture is missing or not a string".into()))?
+        .ok_or_else(|| {
+            ConvertError::Gguf("general.architecture is missing or not a string".into())
+        })?
         .to_string();
     let (rope_pairing, arch_flags) = match arch.as_str() {
         "llama" => (RopePairing::Interleaved, 0),
@@ -150,10 +154,15 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
             )))
         }
     };
-    let m = Meta { md: &file.metadata, arch: &arch };
+    let m = Meta {
+        md: &file.metadata,
+        arch: &arch,
+    };
 
     if m.opt_u32("expert_count")?.unwrap_or(0) > 0 {
-        return Err(ConvertError::Unsupported(format!("{arch}: mixture-of-experts models")));
+        return Err(ConvertError::Unsupported(format!(
+            "{arch}: mixture-of-experts models"
+        )));
     }
 
     // Tensors: map names first, since the vocabulary size and the optional-tensor
@@ -203,12 +212,17 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
     let mut by_name: BTreeMap<&str, &GgufTensorInfo> = BTreeMap::new();
     for (name, t) in &mapped {
         if by_name.insert(name.as_str(), t).is_some() {
-            return Err(ConvertError::Gguf(format!("two GGUF tensors map onto {name}")));
+            return Err(ConvertError::Gguf(format!(
+                "two GGUF tensors map onto {name}"
+            )));
         }
     }
     for (name, shape) in &expected {
         let t = by_name.get(name.as_str()).ok_or_else(|| {
-            ConvertError::Gguf(format!("tensor {} (canonical {name}) is missing", gguf_name_of(name)))
+            ConvertError::Gguf(format!(
+                "tensor {} (canonical {name}) is missing",
+                gguf_name_of(name)
+            ))
         })?;
         if &t.shape() != shape {
             return Err(ConvertError::Gguf(format!(
@@ -233,7 +247,9 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
             .filter(|(n, _)| !expected.iter().any(|(e, _)| e == n))
             .map(|(_, t)| t.name.as_str())
             .collect();
-        return Err(ConvertError::Gguf(format!("unexpected tensors {unexpected:?}")));
+        return Err(ConvertError::Gguf(format!(
+            "unexpected tensors {unexpected:?}"
+        )));
     }
 
     let source = file.source();
@@ -242,7 +258,10 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
         .map(|(name, t)| IrTensor {
             name: name.clone(),
             shape: t.shape(),
-            source: Box::new(GgufTensorSource { src: Arc::clone(&source), info: (*t).clone() }),
+            source: Box::new(GgufTensorSource {
+                src: Arc::clone(&source),
+                info: (*t).clone(),
+            }),
         })
         .collect();
 
@@ -262,13 +281,20 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
     for t in &file.tensors {
         *counts.entry(t.ggml_type).or_default() += 1;
     }
-    let counts: Vec<String> = counts.iter().map(|(t, n)| format!("{}={n}", t.name())).collect();
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|(t, n)| format!("{}={n}", t.name()))
+        .collect();
     metadata.push(("gguf.tensor_types".into(), counts.join(",")));
     if !skipped.is_empty() {
         metadata.push(("gguf.skipped_tensors".into(), skipped.join(",")));
     }
 
-    Ok(GgufWeights { hparams, tensors, metadata })
+    Ok(GgufWeights {
+        hparams,
+        tensors,
+        metadata,
+    })
 }
 
 fn hyperparams(
@@ -319,11 +345,13 @@ fn hyperparams(
     };
     let factor = m.opt_f32("rope.scaling.factor")?;
     let legacy_linear = m.opt_f32("rope.scale_linear")?;
-    let (rope_scaling, rope_scaling_factor) = match (scaling_type, legacy_linear) {
-        (None | Some("none"), None) => (RopeScaling::None, 1.0),
-        (None | Some("none"), Some(f)) if f == 1.0 => (RopeScaling::None, 1.0),
-        (None, Some(f)) => (RopeScaling::Linear, f),
-        (Some("linear"), _) => {
+    let (rope_scaling, rope_scaling_factor) = match scaling_type {
+        Some("none") => (RopeScaling::None, 1.0),
+        None => match legacy_linear {
+            Some(f) if f != 1.0 => (RopeScaling::Linear, f),
+            _ => (RopeScaling::None, 1.0),
+        },
+        Some("linear") => {
             let f = factor.or(legacy_linear).ok_or_else(|| {
                 ConvertError::Gguf(format!(
                     "{} is linear but {} is missing",
@@ -333,17 +361,20 @@ fn hyperparams(
             })?;
             (RopeScaling::Linear, f)
         }
-        (Some(other), _) => {
+        Some(other) => {
             // llama3 scaling has no GGUF keys for its low/high frequency factors (llama.cpp
             // ships precomputed factors in rope_freqs.weight instead); yarn and longrope
             // are not implemented by the runtime.
-            return Err(ConvertError::Unsupported(format!("RoPE scaling type {other:?}")));
+            return Err(ConvertError::Unsupported(format!(
+                "RoPE scaling type {other:?}"
+            )));
         }
     };
     let rope_original_context = if rope_scaling == RopeScaling::None {
         max_context
     } else {
-        m.opt_u32("rope.scaling.original_context_length")?.unwrap_or(max_context)
+        m.opt_u32("rope.scaling.original_context_length")?
+            .unwrap_or(max_context)
     };
 
     Ok(HyperParams {
@@ -389,9 +420,13 @@ impl Meta<'_> {
     fn opt_u32(&self, suffix: &str) -> Result<Option<u32>> {
         let key = self.key(suffix);
         let one = |v: &GgufValue| -> Result<u32> {
-            v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| {
-                ConvertError::Gguf(format!("{key}: expected an unsigned 32-bit integer, got {v:?}"))
-            })
+            v.as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or_else(|| {
+                    ConvertError::Gguf(format!(
+                        "{key}: expected an unsigned 32-bit integer, got {v:?}"
+                    ))
+                })
         };
         match self.md.get(&key) {
             None => Ok(None),
@@ -475,7 +510,8 @@ fn canonical_name(name: &str, n_layers: u32) -> Result<Mapped> {
         }
         _ => {}
     }
-    let unsupported = || ConvertError::Unsupported(format!("tensor {name:?} has no equivalent in .ember"));
+    let unsupported =
+        || ConvertError::Unsupported(format!("tensor {name:?} has no equivalent in .ember"));
     let rest = name.strip_prefix("blk.").ok_or_else(unsupported)?;
     let (layer, suffix) = rest.split_once('.').ok_or_else(unsupported)?;
     let layer: u32 = layer
@@ -506,8 +542,9 @@ fn gguf_name_of(canon: &str) -> String {
         names::NORM => "output_norm.weight".into(),
         names::OUTPUT => "output.weight".into(),
         _ => {
-            let Some((layer, suffix)) =
-                canon.strip_prefix("layers.").and_then(|r| r.split_once('.'))
+            let Some((layer, suffix)) = canon
+                .strip_prefix("layers.")
+                .and_then(|r| r.split_once('.'))
             else {
                 return canon.into();
             };

@@ -185,8 +185,15 @@ impl GgufFile {
     /// retired types) is `ConvertError::Unsupported`.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
-        let len = file.metadata().map_err(|e| ConvertError::io(path, e))?.len();
-        Self::parse(Arc::new(FileSource { file, len, path: path.to_path_buf() }))
+        let len = file
+            .metadata()
+            .map_err(|e| ConvertError::io(path, e))?
+            .len();
+        Self::parse(Arc::new(FileSource {
+            file,
+            len,
+            path: path.to_path_buf(),
+        }))
     }
 
     /// Parses an in-memory copy of a GGUF file (same contract as [`GgufFile::open`]).
@@ -212,7 +219,11 @@ impl GgufFile {
                         .into(),
                 ))
             }
-            v => return Err(gguf_err(format!("unknown GGUF version {v} (this reader knows 2 and 3)"))),
+            v => {
+                return Err(gguf_err(format!(
+                    "unknown GGUF version {v} (this reader knows 2 and 3)"
+                )))
+            }
         }
         let tensor_count = r.u64("tensor count")?;
         let kv_count = r.u64("metadata key/value count")?;
@@ -269,7 +280,9 @@ impl GgufFile {
             let type_id = r.u32(&format!("type of tensor {name:?}"))?;
             let ggml_type = GgmlType::from_id(type_id).map_err(|e| match e {
                 ConvertError::Gguf(m) => gguf_err(format!("tensor {name:?}: {m}")),
-                ConvertError::Unsupported(m) => ConvertError::Unsupported(format!("tensor {name:?}: {m}")),
+                ConvertError::Unsupported(m) => {
+                    ConvertError::Unsupported(format!("tensor {name:?}: {m}"))
+                }
                 other => other,
             })?;
             let rel = r.u64(&format!("offset of tensor {name:?}"))?;
@@ -311,7 +324,14 @@ impl GgufFile {
             }
         }
 
-        Ok(Self { version, metadata, tensors, alignment, data_offset, source })
+        Ok(Self {
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_offset,
+            source,
+        })
     }
 
     /// The tensor info named `name`, if present.
@@ -351,7 +371,11 @@ fn tensor_bytes(name: &str, ne: &[u64], ty: GgmlType) -> Result<u64> {
         n = n
             .checked_mul(d)
             .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| gguf_err(format!("tensor {name:?}: element count of {ne:?} overflows")))?;
+            .ok_or_else(|| {
+                gguf_err(format!(
+                    "tensor {name:?}: element count of {ne:?} overflows"
+                ))
+            })?;
     }
     let row = ne.first().copied().unwrap_or(1);
     let bs = ty.block_size() as u64;
@@ -367,14 +391,22 @@ fn tensor_bytes(name: &str, ne: &[u64], ty: GgmlType) -> Result<u64> {
 }
 
 pub(crate) fn read_range(src: &dyn ByteSource, t: &GgufTensorInfo) -> Result<Vec<u8>> {
-    let n = usize::try_from(t.n_bytes)
-        .map_err(|_| ConvertError::Unsupported(format!("tensor {:?} is too large for this machine", t.name)))?;
-    let in_bounds = t.offset.checked_add(t.n_bytes).is_some_and(|end| end <= src.len());
+    let n = usize::try_from(t.n_bytes).map_err(|_| {
+        ConvertError::Unsupported(format!("tensor {:?} is too large for this machine", t.name))
+    })?;
+    let in_bounds = t
+        .offset
+        .checked_add(t.n_bytes)
+        .is_some_and(|end| end <= src.len());
     if !in_bounds {
-        return Err(gguf_err(format!("tensor {:?}: data range outside the file", t.name)));
+        return Err(gguf_err(format!(
+            "tensor {:?}: data range outside the file",
+            t.name
+        )));
     }
     let mut buf = vec![0u8; n];
-    src.read_exact_at(&mut buf, t.offset).map_err(|e| ConvertError::io(src.describe(), e))?;
+    src.read_exact_at(&mut buf, t.offset)
+        .map_err(|e| ConvertError::io(src.describe(), e))?;
     Ok(buf)
 }
 
@@ -386,8 +418,9 @@ pub(crate) fn decode(src: &dyn ByteSource, t: &GgufTensorInfo) -> Result<Vec<f32
             t.ggml_type.name()
         )));
     }
-    let n = usize::try_from(t.n_elements())
-        .map_err(|_| ConvertError::Unsupported(format!("tensor {:?} is too large for this machine", t.name)))?;
+    let n = usize::try_from(t.n_elements()).map_err(|_| {
+        ConvertError::Unsupported(format!("tensor {:?} is too large for this machine", t.name))
+    })?;
     let bytes = read_range(src, t)?;
     dequant::dequantize(t.ggml_type, &bytes, n).map_err(|e| match e {
         ConvertError::Gguf(m) => gguf_err(format!("tensor {:?}: {m}", t.name)),
@@ -409,7 +442,13 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(src: &'a dyn ByteSource) -> Self {
-        Self { src, pos: 0, buf: Vec::new(), buf_start: 0, n_values: 0 }
+        Self {
+            src,
+            pos: 0,
+            buf: Vec::new(),
+            buf_start: 0,
+            n_values: 0,
+        }
     }
 
     fn remaining(&self) -> u64 {
@@ -486,7 +525,8 @@ impl<'a> Reader<'a> {
         let len = usize::try_from(len).map_err(|_| gguf_err(format!("{what}: string too long")))?;
         let mut bytes = vec![0u8; len];
         self.take(&mut bytes, what)?;
-        String::from_utf8(bytes).map_err(|e| gguf_err(format!("{what}: string is not valid UTF-8 ({e})")))
+        String::from_utf8(bytes)
+            .map_err(|e| gguf_err(format!("{what}: string is not valid UTF-8 ({e})")))
     }
 
     /// Reads one metadata value of type id `ty` for `key`, `depth` arrays deep.
@@ -508,7 +548,11 @@ impl<'a> Reader<'a> {
             7 => match self.array::<1>(key)?[0] {
                 0 => GgufValue::Bool(false),
                 1 => GgufValue::Bool(true),
-                b => return Err(gguf_err(format!("metadata {key:?}: bool byte {b} is neither 0 nor 1"))),
+                b => {
+                    return Err(gguf_err(format!(
+                        "metadata {key:?}: bool byte {b} is neither 0 nor 1"
+                    )))
+                }
             },
             8 => GgufValue::String(self.string(&format!("metadata {key:?}"))?),
             9 => {
@@ -520,7 +564,9 @@ impl<'a> Reader<'a> {
                 let elem_ty = self.u32(&format!("element type of metadata array {key:?}"))?;
                 let count = self.u64(&format!("length of metadata array {key:?}"))?;
                 let min = min_value_bytes(elem_ty).ok_or_else(|| {
-                    gguf_err(format!("metadata array {key:?}: unknown element type id {elem_ty}"))
+                    gguf_err(format!(
+                        "metadata array {key:?}: unknown element type id {elem_ty}"
+                    ))
                 })?;
                 if count > self.remaining() / min {
                     return Err(gguf_err(format!(
@@ -537,7 +583,11 @@ impl<'a> Reader<'a> {
             10 => GgufValue::U64(self.u64(key)?),
             11 => GgufValue::I64(i64::from_le_bytes(self.array(key)?)),
             12 => GgufValue::F64(f64::from_le_bytes(self.array(key)?)),
-            t => return Err(gguf_err(format!("metadata {key:?}: unknown value type id {t}"))),
+            t => {
+                return Err(gguf_err(format!(
+                    "metadata {key:?}: unknown value type id {t}"
+                )))
+            }
         })
     }
 }

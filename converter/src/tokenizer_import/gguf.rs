@@ -8,7 +8,9 @@
 //! and HF's `tokenizer.json` for SmolLM2 uses the plain GPT-2 split, which is what
 //! the reference goldens are made with.) Integer values may use any GGUF integer type.
 
-use ember_runtime::tokenizer::{PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA};
+use ember_runtime::tokenizer::{
+    PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA,
+};
 
 use crate::error::{ConvertError, Result};
 use crate::gguf::{GgufMetadata, GgufValue};
@@ -56,7 +58,10 @@ fn string<'a>(meta: &'a GgufMetadata, name: &str) -> Result<Option<&'a str>> {
     match meta.get(&key(name)) {
         None => Ok(None),
         Some(GgufValue::String(s)) => Ok(Some(s)),
-        Some(v) => Err(bad(format!("{} should be a string, found {v:?}", key(name)))),
+        Some(v) => Err(bad(format!(
+            "{} should be a string, found {v:?}",
+            key(name)
+        ))),
     }
 }
 
@@ -84,7 +89,10 @@ fn flag(meta: &GgufMetadata, name: &str) -> Result<Option<bool>> {
         Some(GgufValue::Bool(b)) => Ok(Some(*b)),
         Some(v) => match as_u64(v) {
             Some(x @ (0 | 1)) => Ok(Some(x == 1)),
-            _ => Err(bad(format!("{} should be a boolean, found {v:?}", key(name)))),
+            _ => Err(bad(format!(
+                "{} should be a boolean, found {v:?}",
+                key(name)
+            ))),
         },
     }
 }
@@ -133,7 +141,9 @@ pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<TokenizerSpec> {
 
     let token_types: Vec<TokenType> = match array(meta, "token_type")? {
         None => vec![TokenType::Normal; n],
-        Some(a) if a.len() != n => return Err(bad(format!("{} token types for {n} tokens", a.len()))),
+        Some(a) if a.len() != n => {
+            return Err(bad(format!("{} token types for {n} tokens", a.len())))
+        }
         Some(a) => a
             .iter()
             .enumerate()
@@ -152,7 +162,9 @@ pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<TokenizerSpec> {
     let scores: Vec<f32> = match (array(meta, "scores")?, kind) {
         (_, TokenizerKind::ByteLevelBpe) => Vec::new(),
         (None, _) => vec![0.0; n],
-        (Some(a), _) if a.len() != n => return Err(bad(format!("{} scores for {n} tokens", a.len()))),
+        (Some(a), _) if a.len() != n => {
+            return Err(bad(format!("{} scores for {n} tokens", a.len())))
+        }
         (Some(a), _) => a
             .iter()
             .enumerate()
@@ -166,16 +178,28 @@ pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<TokenizerSpec> {
         for (i, t) in tokens.iter().enumerate() {
             id_of.entry(t.as_str()).or_insert(i as u32);
         }
-        let list = array(meta, "merges")?.ok_or_else(|| bad("tokenizer.ggml.merges is missing (gpt2 model)"))?;
+        let list = array(meta, "merges")?
+            .ok_or_else(|| bad("tokenizer.ggml.merges is missing (gpt2 model)"))?;
         merges.reserve(list.len());
         for (rank, m) in list.iter().enumerate() {
-            let GgufValue::String(s) = m else { return Err(bad(format!("merge {rank} is not a string"))) };
+            let GgufValue::String(s) = m else {
+                return Err(bad(format!("merge {rank} is not a string")));
+            };
             // Split at the first space after the first character, as llama.cpp does.
-            let cut = s.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i);
-            let Some(cut) = cut else { return Err(bad(format!("merge {rank} {s:?} is not \"a b\""))) };
+            let cut = s
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map(|(i, _)| i);
+            let Some(cut) = cut else {
+                return Err(bad(format!("merge {rank} {s:?} is not \"a b\"")));
+            };
             let (a, b) = (&s[..cut], &s[cut + 1..]);
             let look = |p: &str| {
-                id_of.get(p).copied().ok_or_else(|| bad(format!("merge {rank} {s:?}: {p:?} is not a token")))
+                id_of
+                    .get(p)
+                    .copied()
+                    .ok_or_else(|| bad(format!("merge {rank} {s:?}: {p:?} is not a token")))
             };
             merges.push((look(a)?, look(b)?));
         }
@@ -235,8 +259,14 @@ mod tests {
         let mut m = GgufMetadata::new();
         m.insert(key("model"), GgufValue::String("gpt2".into()));
         m.insert(key("pre"), GgufValue::String("smollm".into()));
-        m.insert(key("tokens"), strings(&["<|endoftext|>", "<|im_end|>", "h", "i", "hi"]));
-        m.insert(key("token_type"), GgufValue::Array([3, 3, 1, 1, 1].map(GgufValue::I32).to_vec()));
+        m.insert(
+            key("tokens"),
+            strings(&["<|endoftext|>", "<|im_end|>", "h", "i", "hi"]),
+        );
+        m.insert(
+            key("token_type"),
+            GgufValue::Array([3, 3, 1, 1, 1].map(GgufValue::I32).to_vec()),
+        );
         m.insert(key("merges"), strings(&["h i"]));
         m.insert(key("bos_token_id"), GgufValue::U8(1));
         m.insert(key("eos_token_id"), GgufValue::I64(1));
@@ -250,7 +280,10 @@ mod tests {
         assert_eq!(spec.kind, TokenizerKind::ByteLevelBpe);
         assert_eq!(spec.pre_split, PreSplit::Gpt2);
         assert_eq!(spec.merges, [(2, 3)]);
-        assert_eq!((spec.bos, spec.eos, spec.add_bos), (Some(1), Some(1), false));
+        assert_eq!(
+            (spec.bos, spec.eos, spec.add_bos),
+            (Some(1), Some(1), false)
+        );
         assert_eq!(spec.eog, [0]);
         assert_eq!(spec.token_types[0], TokenType::Control);
     }
@@ -259,19 +292,29 @@ mod tests {
     fn rejects_unknown_and_malformed() {
         let mut m = gpt2_meta();
         m.insert(key("pre"), GgufValue::String("llama-bpe".into()));
-        assert!(matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("llama-bpe")));
+        assert!(
+            matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("llama-bpe"))
+        );
         let mut m = gpt2_meta();
         m.insert(key("model"), GgufValue::String("bert".into()));
-        assert!(matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("bert")));
+        assert!(
+            matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("bert"))
+        );
         let mut m = gpt2_meta();
         m.insert(key("merges"), strings(&["h x"]));
-        assert!(matches!(from_gguf_metadata(&m), Err(ConvertError::Tokenizer(_))));
+        assert!(matches!(
+            from_gguf_metadata(&m),
+            Err(ConvertError::Tokenizer(_))
+        ));
         let mut m = gpt2_meta();
         m.insert(key("eos_token_id"), GgufValue::I32(-1));
         assert!(from_gguf_metadata(&m).is_err());
         let mut m = gpt2_meta();
         m.insert(key("bos_token_id"), GgufValue::U32(99));
-        assert!(matches!(from_gguf_metadata(&m), Err(ConvertError::Runtime(_))));
+        assert!(matches!(
+            from_gguf_metadata(&m),
+            Err(ConvertError::Runtime(_))
+        ));
         let mut m = gpt2_meta();
         m.remove(&key("tokens"));
         assert!(from_gguf_metadata(&m).is_err());
@@ -281,9 +324,22 @@ mod tests {
     fn maps_llama_metadata_with_defaults() {
         let mut m = GgufMetadata::new();
         m.insert(key("model"), GgufValue::String("llama".into()));
-        m.insert(key("tokens"), strings(&["<unk>", "<s>", "</s>", "<0x41>", "▁", "a", "▁a"]));
-        m.insert(key("scores"), GgufValue::Array([0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -3.0].map(GgufValue::F32).to_vec()));
-        m.insert(key("token_type"), GgufValue::Array([2, 3, 3, 6, 1, 1, 1].map(GgufValue::U32).to_vec()));
+        m.insert(
+            key("tokens"),
+            strings(&["<unk>", "<s>", "</s>", "<0x41>", "▁", "a", "▁a"]),
+        );
+        m.insert(
+            key("scores"),
+            GgufValue::Array(
+                [0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -3.0]
+                    .map(GgufValue::F32)
+                    .to_vec(),
+            ),
+        );
+        m.insert(
+            key("token_type"),
+            GgufValue::Array([2, 3, 3, 6, 1, 1, 1].map(GgufValue::U32).to_vec()),
+        );
         m.insert(key("bos_token_id"), GgufValue::U32(1));
         m.insert(key("eos_token_id"), GgufValue::U32(2));
         m.insert(key("unknown_token_id"), GgufValue::U16(0));

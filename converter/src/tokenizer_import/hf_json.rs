@@ -22,7 +22,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ember_runtime::tokenizer::{PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA};
+use ember_runtime::tokenizer::{
+    PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA,
+};
 use serde_json::Value;
 
 use crate::error::{ConvertError, Result};
@@ -49,7 +51,9 @@ pub(crate) fn well_known_eog(spec: &TokenizerSpec) -> Vec<u32> {
         .zip(&spec.token_types)
         .enumerate()
         .filter(|(i, (text, ty))| {
-            **ty == TokenType::Control && END_OF_TURN_TEXTS.contains(&text.as_str()) && spec.eos != Some(*i as u32)
+            **ty == TokenType::Control
+                && END_OF_TURN_TEXTS.contains(&text.as_str())
+                && spec.eos != Some(*i as u32)
         })
         .map(|(i, _)| i as u32)
         .collect()
@@ -62,19 +66,27 @@ pub(crate) fn well_known_eog(spec: &TokenizerSpec) -> Vec<u32> {
 /// `unk_token` (strings or `{"content": ..}` objects) and the model's `unk_token`;
 /// `add_bos`/`add_eos` from `add_bos_token`/`add_eos_token`, else from whether the
 /// post-processor template starts / ends with a special token.
-pub fn from_hf_files(tokenizer_json: &Path, tokenizer_config: Option<&Path>) -> Result<TokenizerSpec> {
+pub fn from_hf_files(
+    tokenizer_json: &Path,
+    tokenizer_config: Option<&Path>,
+) -> Result<TokenizerSpec> {
     let json = read_json(tokenizer_json)?;
     let config = tokenizer_config.map(read_json).transpose()?;
     build(&json, config.as_ref()).map_err(|e| match e {
-        ConvertError::Tokenizer(msg) => ConvertError::Tokenizer(format!("{}: {msg}", tokenizer_json.display())),
-        ConvertError::Unsupported(msg) => ConvertError::Unsupported(format!("{}: {msg}", tokenizer_json.display())),
+        ConvertError::Tokenizer(msg) => {
+            ConvertError::Tokenizer(format!("{}: {msg}", tokenizer_json.display()))
+        }
+        ConvertError::Unsupported(msg) => {
+            ConvertError::Unsupported(format!("{}: {msg}", tokenizer_json.display()))
+        }
         other => other,
     })
 }
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| ConvertError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| ConvertError::Tokenizer(format!("{}: bad JSON: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|e| ConvertError::Tokenizer(format!("{}: bad JSON: {e}", path.display())))
 }
 
 fn bad(msg: impl Into<String>) -> ConvertError {
@@ -104,15 +116,19 @@ fn flavour(json: &Value) -> Result<Flavour> {
     // Normalizer: nothing, or the legacy SentencePiece pair Prepend('▁') + Replace(' ', '▁').
     let norms: Vec<&Value> = match normalizer {
         Value::Null => vec![],
-        n if type_of(n) == "Sequence" => {
-            n.get("normalizers").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
-        }
+        n if type_of(n) == "Sequence" => n
+            .get("normalizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
         n => vec![n],
     };
     let (mut prepend, mut replace) = (false, false);
     for n in &norms {
         match type_of(n) {
-            "Prepend" if n.get("prepend").and_then(Value::as_str) == Some("\u{2581}") => prepend = true,
+            "Prepend" if n.get("prepend").and_then(Value::as_str) == Some("\u{2581}") => {
+                prepend = true
+            }
             "Replace"
                 if n.pointer("/pattern/String").and_then(Value::as_str) == Some(" ")
                     && n.get("content").and_then(Value::as_str) == Some("\u{2581}") =>
@@ -125,23 +141,47 @@ fn flavour(json: &Value) -> Result<Flavour> {
 
     let pres: Vec<&Value> = match pre {
         Value::Null => vec![],
-        p if type_of(p) == "Sequence" => {
-            p.get("pretokenizers").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
-        }
+        p if type_of(p) == "Sequence" => p
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
         p => vec![p],
     };
     match (pres.as_slice(), replace) {
-        ([], true) => Ok(Flavour { kind: TokenizerKind::SentencePieceBpe, pre_split: PreSplit::None, add_space_prefix: prepend }),
+        ([], true) => Ok(Flavour {
+            kind: TokenizerKind::SentencePieceBpe,
+            pre_split: PreSplit::None,
+            add_space_prefix: prepend,
+        }),
         ([p], false) if type_of(p) == "ByteLevel" && norms.is_empty() => {
-            if p.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(false) {
-                return Err(unsupported("ByteLevel pre-tokenizer with add_prefix_space = true"));
+            if p.get("add_prefix_space")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
+                return Err(unsupported(
+                    "ByteLevel pre-tokenizer with add_prefix_space = true",
+                ));
             }
-            let split = if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true) { PreSplit::Gpt2 } else { PreSplit::None };
-            Ok(Flavour { kind: TokenizerKind::ByteLevelBpe, pre_split: split, add_space_prefix: false })
+            let split = if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true) {
+                PreSplit::Gpt2
+            } else {
+                PreSplit::None
+            };
+            Ok(Flavour {
+                kind: TokenizerKind::ByteLevelBpe,
+                pre_split: split,
+                add_space_prefix: false,
+            })
         }
         ([p], false) if type_of(p) == "Metaspace" && norms.is_empty() => {
-            if p.get("replacement").and_then(Value::as_str).is_some_and(|r| r != "\u{2581}") {
-                return Err(unsupported("Metaspace with a replacement other than U+2581"));
+            if p.get("replacement")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r != "\u{2581}")
+            {
+                return Err(unsupported(
+                    "Metaspace with a replacement other than U+2581",
+                ));
             }
             if p.get("split").and_then(Value::as_bool).unwrap_or(true) {
                 return Err(unsupported("Metaspace pre-tokenizer with split = true"));
@@ -153,7 +193,11 @@ fn flavour(json: &Value) -> Result<Flavour> {
                 Some(_) => true,
                 None => legacy.unwrap_or(true),
             };
-            Ok(Flavour { kind: TokenizerKind::SentencePieceBpe, pre_split: PreSplit::None, add_space_prefix })
+            Ok(Flavour {
+                kind: TokenizerKind::SentencePieceBpe,
+                pre_split: PreSplit::None,
+                add_space_prefix,
+            })
         }
         (ps, _) => {
             let names: Vec<&str> = ps.iter().map(|p| type_of(p)).collect();
@@ -168,50 +212,90 @@ fn flavour(json: &Value) -> Result<Flavour> {
 
 /// The text of a config token entry: a string or `{"content": ...}`.
 fn token_text(v: &Value) -> Option<&str> {
-    v.as_str().or_else(|| v.get("content").and_then(Value::as_str))
+    v.as_str()
+        .or_else(|| v.get("content").and_then(Value::as_str))
 }
 
 fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
-    let model = json.get("model").ok_or_else(|| bad("no \"model\" object"))?;
+    let model = json
+        .get("model")
+        .ok_or_else(|| bad("no \"model\" object"))?;
     match model.get("type").and_then(Value::as_str) {
         Some("BPE") => {}
         // Old files omit the type; BPE is recognised by its merges.
         None if model.get("merges").is_some() => {}
         Some(other) => {
-            return Err(unsupported(format!("tokenizer model type {other} (only BPE is supported for now)")))
+            return Err(unsupported(format!(
+                "tokenizer model type {other} (only BPE is supported for now)"
+            )))
         }
-        None => return Err(unsupported("tokenizer model without a type and without merges")),
+        None => {
+            return Err(unsupported(
+                "tokenizer model without a type and without merges",
+            ))
+        }
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-        if model.get(key).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if model
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err(unsupported(format!("BPE with {key}")));
         }
     }
     if model.get("ignore_merges").and_then(Value::as_bool) == Some(true) {
         return Err(unsupported("BPE with ignore_merges = true"));
     }
-    if model.get("dropout").and_then(Value::as_f64).is_some_and(|p| p > 0.0) {
+    if model
+        .get("dropout")
+        .and_then(Value::as_f64)
+        .is_some_and(|p| p > 0.0)
+    {
         return Err(unsupported("BPE with dropout"));
     }
     let fl = flavour(json)?;
 
     // Vocabulary: model.vocab plus added_tokens, indexed by id.
-    let vocab = model.get("vocab").and_then(Value::as_object).ok_or_else(|| bad("model.vocab is not an object"))?;
+    let vocab = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("model.vocab is not an object"))?;
     let mut entries: Vec<(u64, &str)> = Vec::with_capacity(vocab.len());
     for (text, id) in vocab {
-        let id = id.as_u64().filter(|&i| i < MAX_TOKEN_ID).ok_or_else(|| bad(format!("vocab entry {text:?} has bad id {id}")))?;
+        let id = id
+            .as_u64()
+            .filter(|&i| i < MAX_TOKEN_ID)
+            .ok_or_else(|| bad(format!("vocab entry {text:?} has bad id {id}")))?;
         entries.push((id, text));
     }
     let mut added: Vec<(u64, &str, bool)> = Vec::new();
-    for a in json.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
-        let id = a.get("id").and_then(Value::as_u64).filter(|&i| i < MAX_TOKEN_ID);
+    for a in json
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let id = a
+            .get("id")
+            .and_then(Value::as_u64)
+            .filter(|&i| i < MAX_TOKEN_ID);
         let content = a.get("content").and_then(Value::as_str);
         let (Some(id), Some(content)) = (id, content) else {
             return Err(bad(format!("added token {a} lacks a valid id or content")));
         };
-        added.push((id, content, a.get("special").and_then(Value::as_bool).unwrap_or(false)));
+        added.push((
+            id,
+            content,
+            a.get("special").and_then(Value::as_bool).unwrap_or(false),
+        ));
     }
-    let n = entries.iter().map(|e| e.0).chain(added.iter().map(|a| a.0)).max().map_or(0, |m| m + 1) as usize;
+    let n = entries
+        .iter()
+        .map(|e| e.0)
+        .chain(added.iter().map(|a| a.0))
+        .max()
+        .map_or(0, |m| m + 1) as usize;
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![TokenType::Normal; n];
     for &(id, text) in &entries {
@@ -221,7 +305,11 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
     }
     for &(id, content, special) in &added {
         tokens[id as usize] = Some(content.to_string());
-        types[id as usize] = if special { TokenType::Control } else { TokenType::UserDefined };
+        types[id as usize] = if special {
+            TokenType::Control
+        } else {
+            TokenType::UserDefined
+        };
     }
     // Gaps in the id space become empty Unused tokens: never produced, decode to nothing.
     let tokens: Vec<String> = tokens
@@ -241,25 +329,41 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
         }
     }
     let lookup = |what: &str, text: &str| {
-        id_of.get(text).copied().ok_or_else(|| bad(format!("{what} {text:?} is not in the vocabulary")))
+        id_of
+            .get(text)
+            .copied()
+            .ok_or_else(|| bad(format!("{what} {text:?} is not in the vocabulary")))
     };
 
     // Merges: "a b" strings or [a, b] pairs, in rank order.
-    let merges_json = model.get("merges").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let merges_json = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let mut merges = Vec::with_capacity(merges_json.len());
     for (rank, m) in merges_json.iter().enumerate() {
         let (a, b) = match m {
-            Value::String(s) => s.split_once(' ').ok_or_else(|| bad(format!("merge {rank} {s:?} is not \"a b\"")))?,
+            Value::String(s) => s
+                .split_once(' ')
+                .ok_or_else(|| bad(format!("merge {rank} {s:?} is not \"a b\"")))?,
             Value::Array(v) if v.len() == 2 => match (v[0].as_str(), v[1].as_str()) {
                 (Some(a), Some(b)) => (a, b),
                 _ => return Err(bad(format!("merge {rank} {m} is not a pair of strings"))),
             },
-            _ => return Err(bad(format!("merge {rank} {m} is neither \"a b\" nor [a, b]"))),
+            _ => {
+                return Err(bad(format!(
+                    "merge {rank} {m} is neither \"a b\" nor [a, b]"
+                )))
+            }
         };
         merges.push((lookup("merge piece", a)?, lookup("merge piece", b)?));
     }
 
-    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false);
+    let byte_fallback = model
+        .get("byte_fallback")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut unk = match model.get("unk_token").and_then(Value::as_str) {
         Some(t) => {
             let id = lookup("unk_token", t)?;
@@ -338,19 +442,36 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
 /// Special tokens the `TemplateProcessing` post-processor puts before and after a
 /// single sequence (`SpecialToken` entries around `Sequence A`).
 fn template_specials(json: &Value) -> (Option<String>, Option<String>) {
-    let Some(pp) = json.get("post_processor").filter(|p| type_of(p) == "TemplateProcessing") else {
+    let Some(pp) = json
+        .get("post_processor")
+        .filter(|p| type_of(p) == "TemplateProcessing")
+    else {
         return (None, None);
     };
-    let Some(single) = pp.get("single").and_then(Value::as_array) else { return (None, None) };
-    let special = |v: Option<&Value>| {
-        v.and_then(|v| v.pointer("/SpecialToken/id")).and_then(Value::as_str).map(str::to_string)
+    let Some(single) = pp.get("single").and_then(Value::as_array) else {
+        return (None, None);
     };
-    (special(single.first()), if single.len() > 1 { special(single.last()) } else { None })
+    let special = |v: Option<&Value>| {
+        v.and_then(|v| v.pointer("/SpecialToken/id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (
+        special(single.first()),
+        if single.len() > 1 {
+            special(single.last())
+        } else {
+            None
+        },
+    )
 }
 
 /// `<0xNN>` with two hex digits.
 fn is_byte_piece(s: &str) -> bool {
-    s.len() == 6 && s.starts_with("<0x") && s.ends_with('>') && s[3..5].bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == 6
+        && s.starts_with("<0x")
+        && s.ends_with('>')
+        && s[3..5].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -395,18 +516,27 @@ mod tests {
 
     #[test]
     fn config_overrides_bos_eos() {
-        let cfg = json!({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": false});
+        let cfg =
+            json!({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": false});
         let spec = build(&llama_like(), Some(&cfg)).unwrap();
-        assert_eq!((spec.bos, spec.eos, spec.add_bos), (Some(1), Some(2), false));
+        assert_eq!(
+            (spec.bos, spec.eos, spec.add_bos),
+            (Some(1), Some(2), false)
+        );
         let cfg = json!({"eos_token": "<nope>"});
-        assert!(matches!(build(&llama_like(), Some(&cfg)), Err(ConvertError::Tokenizer(_))));
+        assert!(matches!(
+            build(&llama_like(), Some(&cfg)),
+            Err(ConvertError::Tokenizer(_))
+        ));
     }
 
     #[test]
     fn rejects_unsupported_models() {
         let mut j = llama_like();
         j["model"]["type"] = json!("WordPiece");
-        assert!(matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("WordPiece")));
+        assert!(
+            matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("WordPiece"))
+        );
         let mut j = llama_like();
         j["normalizer"] = json!({"type": "NFKC"});
         assert!(matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("NFKC")));
@@ -421,7 +551,9 @@ mod tests {
         let p = dir.path().join("tokenizer.json");
         std::fs::write(&p, "{ not json").unwrap();
         match from_hf_files(&p, None) {
-            Err(ConvertError::Tokenizer(m)) => assert!(m.contains("tokenizer.json") && m.contains("bad JSON")),
+            Err(ConvertError::Tokenizer(m)) => {
+                assert!(m.contains("tokenizer.json") && m.contains("bad JSON"))
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

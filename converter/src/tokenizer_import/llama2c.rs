@@ -9,7 +9,9 @@
 
 use std::path::Path;
 
-use ember_runtime::tokenizer::{PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA};
+use ember_runtime::tokenizer::{
+    PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA,
+};
 
 use crate::error::{ConvertError, Result};
 
@@ -20,12 +22,15 @@ use crate::error::{ConvertError, Result};
 /// size) or a vocabulary too small to hold `<unk>`, BOS and EOS.
 pub fn from_llama2c_bin(path: &Path, vocab_size: u32) -> Result<TokenizerSpec> {
     let data = std::fs::read(path).map_err(|e| ConvertError::io(path, e))?;
-    parse(&data, vocab_size).map_err(|msg| ConvertError::Tokenizer(format!("{}: {msg}", path.display())))
+    parse(&data, vocab_size)
+        .map_err(|msg| ConvertError::Tokenizer(format!("{}: {msg}", path.display())))
 }
 
 fn parse(data: &[u8], vocab_size: u32) -> std::result::Result<TokenizerSpec, String> {
     if vocab_size < 3 {
-        return Err(format!("vocabulary size {vocab_size} cannot hold <unk>, BOS and EOS"));
+        return Err(format!(
+            "vocabulary size {vocab_size} cannot hold <unk>, BOS and EOS"
+        ));
     }
     let mut r = Reader { data, pos: 0 };
     let max_len = r.i32("max_token_length")?;
@@ -35,7 +40,10 @@ fn parse(data: &[u8], vocab_size: u32) -> std::result::Result<TokenizerSpec, Str
     // Each token needs at least 8 bytes, which bounds the allocation by the file size.
     let n = vocab_size as usize;
     if data.len().saturating_sub(4) / 8 < n {
-        return Err(format!("{} bytes cannot hold {n} tokens (truncated file or wrong vocab size?)", data.len()));
+        return Err(format!(
+            "{} bytes cannot hold {n} tokens (truncated file or wrong vocab size?)",
+            data.len()
+        ));
     }
     let mut tokens = Vec::with_capacity(n);
     let mut scores = Vec::with_capacity(n);
@@ -44,10 +52,13 @@ fn parse(data: &[u8], vocab_size: u32) -> std::result::Result<TokenizerSpec, Str
         let score = f32::from_bits(r.i32(&format!("token {i} score"))? as u32);
         let len = r.i32(&format!("token {i} length"))?;
         if len < 0 || len > max_len {
-            return Err(format!("token {i} has length {len} (max_token_length is {max_len})"));
+            return Err(format!(
+                "token {i} has length {len} (max_token_length is {max_len})"
+            ));
         }
         let bytes = r.take(len as usize, &format!("token {i} text"))?;
-        let text = std::str::from_utf8(bytes).map_err(|_| format!("token {i} is not valid UTF-8"))?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| format!("token {i} is not valid UTF-8"))?;
         let (piece, ty) = match i {
             0 => (text.to_string(), TokenType::Unknown),
             1 => ("<s>".to_string(), TokenType::Control),
@@ -88,7 +99,10 @@ fn parse(data: &[u8], vocab_size: u32) -> std::result::Result<TokenizerSpec, Str
 
 /// `<0xNN>` with two upper- or lower-case hex digits.
 fn is_byte_piece(s: &str) -> bool {
-    s.len() == 6 && s.starts_with("<0x") && s.ends_with('>') && s[3..5].bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == 6
+        && s.starts_with("<0x")
+        && s.ends_with('>')
+        && s[3..5].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 struct Reader<'a> {
@@ -98,9 +112,17 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize, what: &str) -> std::result::Result<&[u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            format!("truncated: {what} needs {n} bytes at offset {} but the file has {}", self.pos, self.data.len())
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                format!(
+                    "truncated: {what} needs {n} bytes at offset {} but the file has {}",
+                    self.pos,
+                    self.data.len()
+                )
+            })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -128,12 +150,27 @@ mod tests {
 
     #[test]
     fn maps_llama2c_conventions_back() {
-        let d = file(&[(0.0, b"<unk>"), (0.0, b"\n<s>\n"), (0.0, b"\n</s>\n"), (0.0, b"<0x0A>"), (-1.0, b" the")], 7);
+        let d = file(
+            &[
+                (0.0, b"<unk>"),
+                (0.0, b"\n<s>\n"),
+                (0.0, b"\n</s>\n"),
+                (0.0, b"<0x0A>"),
+                (-1.0, b" the"),
+            ],
+            7,
+        );
         let spec = parse(&d, 5).unwrap();
         assert_eq!(spec.tokens, ["<unk>", "<s>", "</s>", "<0x0A>", "▁the"]);
         assert_eq!(
             spec.token_types,
-            [TokenType::Unknown, TokenType::Control, TokenType::Control, TokenType::Byte, TokenType::Normal]
+            [
+                TokenType::Unknown,
+                TokenType::Control,
+                TokenType::Control,
+                TokenType::Byte,
+                TokenType::Normal
+            ]
         );
         assert!(spec.byte_fallback && spec.add_bos && spec.add_space_prefix);
     }
@@ -145,7 +182,8 @@ mod tests {
         for cut in 0..good.len() {
             assert!(parse(&good[..cut], 3).is_err(), "truncated at {cut}");
         }
-        assert!(parse(&good, 4).unwrap_err().contains("cannot hold"));
+        assert!(parse(&good, 4).unwrap_err().contains("truncated"));
+        assert!(parse(&good, 1000).unwrap_err().contains("cannot hold"));
         assert!(parse(&good, 2).is_err());
         let mut trailing = good.clone();
         trailing.push(0);

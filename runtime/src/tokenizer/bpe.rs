@@ -45,12 +45,21 @@ impl Merger {
             last.next = n;
         }
         let prev = if n == 0 { NONE } else { n - 1 };
-        self.symbols.push(Symbol { id, prev, next: NONE, alive: true });
+        self.symbols.push(Symbol {
+            id,
+            prev,
+            next: NONE,
+            alive: true,
+        });
     }
 
     /// Runs the merge loop. `pair(left_id, right_id)` returns `(key, merged_id)` when
     /// the pair may merge; smaller keys merge first. Then appends the final ids to `out`.
-    pub(crate) fn run(&mut self, mut pair: impl FnMut(u32, u32) -> Option<(u32, u32)>, out: &mut Vec<u32>) {
+    pub(crate) fn run(
+        &mut self,
+        mut pair: impl FnMut(u32, u32) -> Option<(u32, u32)>,
+        out: &mut Vec<u32>,
+    ) {
         for left in 0..self.symbols.len().saturating_sub(1) {
             self.offer(left as u32, &mut pair);
         }
@@ -88,7 +97,8 @@ impl Merger {
         }
         let r = self.symbols[l.next as usize];
         if let Some((key, merged)) = pair(l.id, r.id) {
-            self.heap.push(Reverse((key, left, l.next, l.id, r.id, merged)));
+            self.heap
+                .push(Reverse((key, left, l.next, l.id, r.id, merged)));
         }
     }
 }
@@ -100,12 +110,16 @@ impl Merger {
 /// `score > best_score`, so scores at or below [`super::MIN_MERGE_SCORE`] and NaN never
 /// merge, and `-0.0` ties with `0.0`.
 pub(crate) fn score_key(score: f32) -> Option<u32> {
-    if !(score > super::MIN_MERGE_SCORE) {
+    if score.is_nan() || score <= super::MIN_MERGE_SCORE {
         return None;
     }
     let bits = (score + 0.0).to_bits(); // + 0.0 turns -0.0 into +0.0
-    // Monotone map of finite floats onto u32, then inverted so higher scores sort first.
-    let ordered = if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 };
+                                        // Monotone map of finite floats onto u32, then inverted so higher scores sort first.
+    let ordered = if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
     Some(!ordered)
 }
 

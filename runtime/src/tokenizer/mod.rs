@@ -98,22 +98,33 @@ impl Tokenizer {
     /// Returns `Error::Tokenizer` naming the first problem; never panics.
     pub fn new(spec: TokenizerSpec, vocab_size: u32) -> crate::Result<Self> {
         if spec.schema != TOKENIZER_SCHEMA {
-            return Err(err(format!("schema {} is not the supported {}", spec.schema, TOKENIZER_SCHEMA)));
+            return Err(err(format!(
+                "schema {} is not the supported {}",
+                spec.schema, TOKENIZER_SCHEMA
+            )));
         }
         let n = spec.tokens.len();
         if n == 0 {
             return Err(err("the vocabulary is empty"));
         }
         if n as u64 > u64::from(vocab_size) {
-            return Err(err(format!("{n} tokens but the model's vocabulary size is {vocab_size}")));
+            return Err(err(format!(
+                "{n} tokens but the model's vocabulary size is {vocab_size}"
+            )));
         }
         if spec.token_types.len() != n {
-            return Err(err(format!("{} token types for {n} tokens", spec.token_types.len())));
+            return Err(err(format!(
+                "{} token types for {n} tokens",
+                spec.token_types.len()
+            )));
         }
         match spec.kind {
             TokenizerKind::SentencePieceBpe => {
                 if spec.scores.len() != n {
-                    return Err(err(format!("{} scores for {n} SentencePiece tokens", spec.scores.len())));
+                    return Err(err(format!(
+                        "{} scores for {n} SentencePiece tokens",
+                        spec.scores.len()
+                    )));
                 }
                 if spec.pre_split != PreSplit::None {
                     return Err(err("SentencePiece BPE does not take a pre-split"));
@@ -132,7 +143,12 @@ impl Tokenizer {
                 Err(err(format!("{what} id {id} is out of range ({n} tokens)")))
             }
         };
-        for (what, id) in [("bos", spec.bos), ("eos", spec.eos), ("unk", spec.unk), ("pad", spec.pad)] {
+        for (what, id) in [
+            ("bos", spec.bos),
+            ("eos", spec.eos),
+            ("unk", spec.unk),
+            ("pad", spec.pad),
+        ] {
             if let Some(id) = id {
                 check_id(what, id)?;
             }
@@ -157,7 +173,9 @@ impl Tokenizer {
             }
             if *ty == TokenType::Byte {
                 let Some(b) = parse_byte_piece(piece) else {
-                    return Err(err(format!("byte token {id} is spelled {piece:?}, not <0xNN>")));
+                    return Err(err(format!(
+                        "byte token {id} is spelled {piece:?}, not <0xNN>"
+                    )));
                 };
                 byte_tokens[b as usize].get_or_insert(id);
                 is_byte[i] = true;
@@ -167,27 +185,36 @@ impl Tokenizer {
         let mut merges = HashMap::new();
         let mut concat = String::new();
         for (rank, &(a, b)) in spec.merges.iter().enumerate() {
-            let (Some(pa), Some(pb)) = (spec.tokens.get(a as usize), spec.tokens.get(b as usize)) else {
-                return Err(err(format!("merge {rank} ({a}, {b}) names a token out of range ({n} tokens)")));
+            let (Some(pa), Some(pb)) = (spec.tokens.get(a as usize), spec.tokens.get(b as usize))
+            else {
+                return Err(err(format!(
+                    "merge {rank} ({a}, {b}) names a token out of range ({n} tokens)"
+                )));
             };
             concat.clear();
             concat.push_str(pa);
             concat.push_str(pb);
             let Some(&merged) = piece_to_id.get(concat.as_str()) else {
-                return Err(err(format!("merge {rank} ({pa:?} + {pb:?}) makes {concat:?}, which is not a token")));
+                return Err(err(format!(
+                    "merge {rank} ({pa:?} + {pb:?}) makes {concat:?}, which is not a token"
+                )));
             };
             merges.entry((a, b)).or_insert((rank as u32, merged));
         }
 
         let sp_keys = match spec.kind {
-            TokenizerKind::SentencePieceBpe => spec.scores.iter().map(|&s| bpe::score_key(s)).collect(),
+            TokenizerKind::SentencePieceBpe => {
+                spec.scores.iter().map(|&s| bpe::score_key(s)).collect()
+            }
             TokenizerKind::ByteLevelBpe => Vec::new(),
         };
         let mut byte_level_tokens = [None; 256];
         if spec.kind == TokenizerKind::ByteLevelBpe {
             for (b, slot) in byte_level_tokens.iter_mut().enumerate() {
                 let mut buf = [0u8; 4];
-                *slot = piece_to_id.get(&*byte_level::BYTE_TO_CHAR[b].encode_utf8(&mut buf)).copied();
+                *slot = piece_to_id
+                    .get(&*byte_level::BYTE_TO_CHAR[b].encode_utf8(&mut buf))
+                    .copied();
             }
         }
 
@@ -207,12 +234,16 @@ impl Tokenizer {
                         decoded.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes());
                     }
                 }
-                (TokenType::UserDefined, TokenizerKind::ByteLevelBpe) => decoded.extend_from_slice(piece.as_bytes()),
+                (TokenType::UserDefined, TokenizerKind::ByteLevelBpe) => {
+                    decoded.extend_from_slice(piece.as_bytes())
+                }
                 (_, TokenizerKind::ByteLevelBpe) => {
                     for c in piece.chars() {
                         match byte_level::char_to_byte(c) {
                             Some(b) => decoded.push(b),
-                            None => decoded.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes()),
+                            None => {
+                                decoded.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes())
+                            }
                         }
                     }
                 }
@@ -235,7 +266,11 @@ impl Tokenizer {
             .map(|(i, (piece, _))| (piece.as_str().into(), i as u32))
             .collect();
         specials.sort_by(|(a, ia), (b, ib)| {
-            (a.as_bytes()[0], std::cmp::Reverse(a.len()), ia).cmp(&(b.as_bytes()[0], std::cmp::Reverse(b.len()), ib))
+            (a.as_bytes()[0], std::cmp::Reverse(a.len()), ia).cmp(&(
+                b.as_bytes()[0],
+                std::cmp::Reverse(b.len()),
+                ib,
+            ))
         });
         let mut special_groups = vec![0u32; 257];
         for (text, _) in &specials {
@@ -288,7 +323,10 @@ impl Tokenizer {
 
     /// The options the model's spec asks for: `add_bos = spec.add_bos`, `parse_special = true`.
     pub fn default_encode_options(&self) -> EncodeOptions {
-        EncodeOptions { add_bos: self.spec.add_bos, parse_special: true }
+        EncodeOptions {
+            add_bos: self.spec.add_bos,
+            parse_special: true,
+        }
     }
 
     /// Length in bytes of the longest token's decoded text.
@@ -312,7 +350,11 @@ impl Tokenizer {
                 if let Some((len, id)) = self.match_special(&bytes[i..]) {
                     // Specials start and end on char boundaries: their first byte is a
                     // leading byte and they are valid UTF-8 themselves.
-                    self.encode_text(text.get(start..i).unwrap_or_default(), &mut out, &mut scratch);
+                    self.encode_text(
+                        text.get(start..i).unwrap_or_default(),
+                        &mut out,
+                        &mut scratch,
+                    );
                     out.push(id);
                     i += len;
                     start = i;
@@ -320,7 +362,11 @@ impl Tokenizer {
                     i += 1;
                 }
             }
-            self.encode_text(text.get(start..).unwrap_or_default(), &mut out, &mut scratch);
+            self.encode_text(
+                text.get(start..).unwrap_or_default(),
+                &mut out,
+                &mut scratch,
+            );
         } else {
             self.encode_text(text, &mut out, &mut scratch);
         }
@@ -367,8 +413,12 @@ impl Tokenizer {
             let s = c.encode_utf8(&mut buf);
             if let Some(&id) = self.piece_to_id.get(&*s) {
                 m.push(id);
-            } else if self.spec.byte_fallback && s.bytes().all(|b| self.byte_tokens[b as usize].is_some()) {
-                s.bytes().filter_map(|b| self.byte_tokens[b as usize]).for_each(|id| m.push(id));
+            } else if self.spec.byte_fallback
+                && s.bytes().all(|b| self.byte_tokens[b as usize].is_some())
+            {
+                s.bytes()
+                    .filter_map(|b| self.byte_tokens[b as usize])
+                    .for_each(|id| m.push(id));
             } else if let Some(unk) = self.spec.unk {
                 m.push(unk);
             }

