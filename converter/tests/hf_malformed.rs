@@ -346,6 +346,27 @@ fn config_good_variants() {
         16
     );
 
+    // Absent KV head counts take the class default, explicit null means "= heads".
+    let mut c = llama_config();
+    c["architectures"] = json!(["MistralForCausalLM"]);
+    c["num_attention_heads"] = json!(8);
+    c["head_dim"] = json!(4);
+    c.as_object_mut().unwrap().remove("num_key_value_heads");
+    assert_eq!(
+        hf::parse_config(&c.to_string()).unwrap().hparams.n_kv_heads,
+        8
+    );
+    c["num_attention_heads"] = json!(4);
+    assert_contains(
+        &config_err(c.clone()),
+        "not a multiple of num_key_value_heads 8",
+    );
+    c["num_key_value_heads"] = Value::Null;
+    assert_eq!(
+        hf::parse_config(&c.to_string()).unwrap().hparams.n_kv_heads,
+        4
+    );
+
     // Mistral: window from the config, no biases.
     let mut c = llama_config();
     c["architectures"] = json!(["MistralForCausalLM"]);

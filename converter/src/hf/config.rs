@@ -300,7 +300,12 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
     if n_heads == 0 {
         return Err(bad("num_attention_heads is zero"));
     }
-    let n_kv_heads = f.u32("num_key_value_heads")?.unwrap_or(n_heads);
+    // Absent: the class default; explicit null: one KV head per query head.
+    let n_kv_heads = match (obj.get("num_key_value_heads"), arch) {
+        (None, HfArch::Mistral) => 8,
+        (None, HfArch::Qwen2) => 32,
+        _ => f.u32("num_key_value_heads")?.unwrap_or(n_heads),
+    };
     if n_kv_heads == 0 {
         return Err(bad("num_key_value_heads is zero"));
     }

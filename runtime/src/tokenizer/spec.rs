@@ -15,6 +15,32 @@ pub enum TokenizerKind {
     /// Byte-level BPE (GPT-2, SmolLM2, Qwen2, Llama 3): bytes mapped to printable
     /// characters, text pre-split by `pre_split`, merges applied by rank.
     ByteLevelBpe,
+    /// WordPiece (BERT, MiniLM): the BERT normalizer with these options, words
+    /// split by `PreSplit::Bert`, then greedy longest-match-first pieces, where a
+    /// piece continuing a word is spelled with the `##` prefix. A word with no
+    /// segmentation, or longer than `max_input_chars_per_word` characters, becomes
+    /// `unk`.
+    WordPiece(WordPieceOptions),
+}
+
+/// Options of a WordPiece tokenizer, named as in Hugging Face's `BertNormalizer`,
+/// `WordPiece` model and `WordPiece` decoder.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WordPieceOptions {
+    /// Drop NUL, U+FFFD and control characters (Cc, Cf, Co, unassigned; not tab,
+    /// newline, carriage return) and turn every whitespace character into a space.
+    pub clean_text: bool,
+    /// Put spaces around CJK ideographs so each becomes its own word.
+    pub handle_chinese_chars: bool,
+    /// Decompose (NFD) and drop non-spacing marks (Mn).
+    pub strip_accents: bool,
+    /// Lowercase (Unicode full lowercase mapping).
+    pub lowercase: bool,
+    /// Words of more characters than this become `unk` (BERT: 100).
+    pub max_input_chars_per_word: u32,
+    /// Decoding: no space before a word-initial `.`, `?`, `!` or `,` token (HF's
+    /// decoder `cleanup`, which applies per token).
+    pub cleanup: bool,
 }
 
 /// Pre-tokenizer split applied before byte-level BPE.
@@ -25,6 +51,14 @@ pub enum PreSplit {
     /// GPT-2's pattern: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
     /// (also SmolLM / SmolLM2).
     Gpt2,
+    /// BERT's pre-tokenizer: split at whitespace (dropped) and around every
+    /// punctuation character (ASCII punctuation or Unicode P*). Only for WordPiece.
+    Bert,
+    /// Llama 3's pattern:
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+    Llama3,
+    /// Qwen2's pattern: Llama 3's with single digits (`\p{N}` for `\p{N}{1,3}`).
+    Qwen2,
 }
 
 /// Token types, numbered as GGUF's `tokenizer.ggml.token_type`.
