@@ -39,9 +39,21 @@ mod tests {
     #[test]
     fn chatml_renders() {
         let t = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-        let out = render(t, &[Message { role: "user".into(), content: "Hi".into() }], true, "", "")
-            .unwrap();
-        assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        let out = render(
+            t,
+            &[Message {
+                role: "user".into(),
+                content: "Hi".into(),
+            }],
+            true,
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("run ember")
+    Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(args)
+        .output()
+        .expect("run ember")
 }
 
 fn write_tiny(dir: &Path) -> String {
@@ -21,7 +24,11 @@ fn inspect_and_verify_json() {
     let dir = common::scratch();
     let m = write_tiny(dir.path());
     let out = ember(&["inspect", &m, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["hparams"]["dim"], 32);
     assert_eq!(v["hparams"]["rope_pairing"], "half");
@@ -52,7 +59,11 @@ fn run_prints_only_text_on_stdout() {
     let dir = common::scratch();
     let m = write_tiny(dir.path());
     let out = ember(&["run", "-m", &m, "-p", "he", "-n", "5"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tok/s"), "statistics go to stderr: {err}");
     let out = ember(&["run", "-m", &m, "-p", "he", "-n", "5", "--json"]);
@@ -78,8 +89,21 @@ fn perplexity_json_and_bad_utf8() {
     let m = write_tiny(dir.path());
     let text = dir.path().join("t.txt");
     std::fs::write(&text, "hehe he heh ehe".repeat(10)).unwrap();
-    let out = ember(&["perplexity", "-m", &m, "-f", text.to_str().unwrap(), "--ctx", "32", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ember(&[
+        "perplexity",
+        "-m",
+        &m,
+        "-f",
+        text.to_str().unwrap(),
+        "--ctx",
+        "32",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["perplexity"].as_f64().unwrap() > 1.0);
     std::fs::write(&text, b"ok \xff\xfe bad").unwrap();
@@ -94,7 +118,12 @@ fn failed_conversion_leaves_no_output() {
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, vec![7u8; 1000]).unwrap();
     let out_path = dir.path().join("out.ember");
-    let out = ember(&["convert", junk.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    let out = ember(&[
+        "convert",
+        junk.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell what kind"));
     assert!(!out_path.exists());
@@ -102,7 +131,12 @@ fn failed_conversion_leaves_no_output() {
     // A truncated GGUF fails while reading: no output, no temporary file left.
     let gguf = dir.path().join("trunc.gguf");
     std::fs::write(&gguf, b"GGUF\x03\x00\x00\x00\x05\x00").unwrap();
-    let out = ember(&["convert", gguf.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    let out = ember(&[
+        "convert",
+        gguf.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(!out_path.exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -115,10 +149,17 @@ fn failed_conversion_leaves_no_output() {
 
 #[test]
 fn llama2c_without_tokenizer_is_a_clear_error() {
-    let Some(bin) = common::shared_file("models/stories260K/stories260K.bin") else { return };
+    let Some(bin) = common::shared_file("models/stories260K/stories260K.bin") else {
+        return;
+    };
     let dir = common::scratch();
     let out_path = dir.path().join("s.ember");
-    let out = ember(&["convert", bin.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    let out = ember(&[
+        "convert",
+        bin.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tokenizer"));
     assert!(!out_path.exists());
@@ -126,8 +167,12 @@ fn llama2c_without_tokenizer_is_a_clear_error() {
 
 #[test]
 fn stories260k_via_cli_matches_reference() {
-    let Some(bin) = common::shared_file("models/stories260K/stories260K.bin") else { return };
-    let Some(tok) = common::shared_file("models/stories260K/tok512.bin") else { return };
+    let Some(bin) = common::shared_file("models/stories260K/stories260K.bin") else {
+        return;
+    };
+    let Some(tok) = common::shared_file("models/stories260K/tok512.bin") else {
+        return;
+    };
     let Some(expected) = common::shared_file("models/stories260K/expected_greedy_t0_n200.txt")
     else {
         return;
@@ -142,10 +187,17 @@ fn stories260k_via_cli_matches_reference() {
         "-o",
         m.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ember(&["run", "-m", m.to_str().unwrap(), "-n", "200"]);
     assert!(out.status.success());
     let expected = std::fs::read_to_string(expected).unwrap();
     // run prints a final newline after the generated text, as llama2.c does.
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{expected}\n"));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{expected}\n")
+    );
 }

@@ -51,7 +51,11 @@ fn valid_file_loads_and_verifies() {
     let m = Model::from_bytes(&bytes).expect("valid file");
     m.verify_checksums().expect("checksums");
     assert_eq!(m.hparams(), &common::tiny_hparams());
-    assert_eq!(header(&bytes).data.offset % 4096, 0, "data section is page aligned");
+    assert_eq!(
+        header(&bytes).data.offset % 4096,
+        0,
+        "data section is page aligned"
+    );
     for t in m.tensors() {
         assert_eq!(t.offset % 64, 0, "{} aligned", t.name);
     }
@@ -62,7 +66,10 @@ fn wrong_magic() {
     let mut bytes = common::tiny_model_bytes();
     bytes[1] = b'X';
     assert!(matches!(load_err(&bytes), Error::BadMagic));
-    assert!(matches!(load_err(b"GGUF\x03\0\0\0 definitely not ember"), Error::BadMagic));
+    assert!(matches!(
+        load_err(b"GGUF\x03\0\0\0 definitely not ember"),
+        Error::BadMagic
+    ));
 }
 
 #[test]
@@ -72,7 +79,10 @@ fn unknown_major_version() {
     h.version_major = 2;
     put_header(&mut bytes, &h);
     reseal(&mut bytes);
-    assert!(matches!(load_err(&bytes), Error::UnsupportedVersion { major: 2, .. }));
+    assert!(matches!(
+        load_err(&bytes),
+        Error::UnsupportedVersion { major: 2, .. }
+    ));
 }
 
 #[test]
@@ -91,8 +101,18 @@ fn truncation_at_every_section_boundary() {
     let h = header(&bytes);
     let m = Model::from_bytes(&bytes).unwrap();
     let mut cuts = vec![0, 1, 7, 8, 100, HEADER_SIZE - 1, HEADER_SIZE];
-    for s in [h.directory, h.tokenizer, h.chat_template, h.metadata, h.data] {
-        cuts.extend([s.offset as usize, s.offset as usize + 1, (s.offset + s.len) as usize - 1]);
+    for s in [
+        h.directory,
+        h.tokenizer,
+        h.chat_template,
+        h.metadata,
+        h.data,
+    ] {
+        cuts.extend([
+            s.offset as usize,
+            s.offset as usize + 1,
+            (s.offset + s.len) as usize - 1,
+        ]);
     }
     for t in m.tensors() {
         cuts.extend([t.offset as usize, (t.offset + t.nbytes) as usize - 1]);
@@ -241,7 +261,13 @@ fn unknown_hyperparameter_ids() {
     h.hparams.architecture = 77;
     put_header(&mut bytes, &h);
     reseal(&mut bytes);
-    assert!(matches!(load_err(&bytes), Error::UnknownId { what: "architecture", id: 77 }));
+    assert!(matches!(
+        load_err(&bytes),
+        Error::UnknownId {
+            what: "architecture",
+            id: 77
+        }
+    ));
 
     let mut bytes = common::tiny_model_bytes();
     let mut h = header(&bytes);
@@ -260,7 +286,10 @@ fn corrupt_tokenizer_section() {
     reseal(&mut bytes);
     assert!(matches!(
         load_err(&bytes),
-        Error::BadSection { section: "tokenizer", .. } | Error::Tokenizer(_)
+        Error::BadSection {
+            section: "tokenizer",
+            ..
+        } | Error::Tokenizer(_)
     ));
 }
 

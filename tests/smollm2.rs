@@ -36,7 +36,8 @@ fn model() -> Option<Arc<Model>> {
 fn chatml_answer_is_paris() {
     let Some(model) = model() else { return };
     let tok = model.tokenizer();
-    let prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let prompt =
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
     let ids = tok.encode(prompt, tok.default_encode_options());
     let mut session = Session::new(model.clone(), SessionConfig { context: 128 }).unwrap();
     let mut text = String::new();
@@ -46,13 +47,19 @@ fn chatml_answer_is_paris() {
     })
     .unwrap();
     assert_eq!(text, "The capital of France is Paris.");
-    assert_eq!(stats.stop, StopReason::EndOfGeneration, "stops at <|im_end|>");
+    assert_eq!(
+        stats.stop,
+        StopReason::EndOfGeneration,
+        "stops at <|im_end|>"
+    );
 }
 
 #[test]
 fn perplexity_on_tinyshakespeare_matches_reference() {
     let Some(model) = model() else { return };
-    let Some(corpus) = common::shared_file("corpus/tinyshakespeare.txt") else { return };
+    let Some(corpus) = common::shared_file("corpus/tinyshakespeare.txt") else {
+        return;
+    };
     let text = std::fs::read_to_string(corpus).unwrap();
     let text: String = text.chars().take(2000).collect();
     let tok = model.tokenizer();

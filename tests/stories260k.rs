@@ -19,7 +19,11 @@ fn convert_stories(dtype: DTypeChoice) -> Option<(tempfile::TempDir, std::path::
     let tok = common::shared_file("models/stories260K/tok512.bin")?;
     let dir = common::scratch();
     let out = dir.path().join("stories260K.ember");
-    let opts = ConvertOptions { dtype, tokenizer: Some(tok), ..Default::default() };
+    let opts = ConvertOptions {
+        dtype,
+        tokenizer: Some(tok),
+        ..Default::default()
+    };
     convert(&bin, &out, &opts).expect("convert stories260K");
     Some((dir, out))
 }
@@ -47,19 +51,26 @@ fn greedy_output_matches_llama2c_exactly() {
     else {
         return;
     };
-    let Some((_dir, out)) = convert_stories(DTypeChoice::Auto) else { return };
+    let Some((_dir, out)) = convert_stories(DTypeChoice::Auto) else {
+        return;
+    };
     let expected = std::fs::read_to_string(expected).unwrap();
     assert_eq!(greedy_text(&out), expected);
 }
 
 #[test]
 fn converted_file_is_valid_and_mapped() {
-    let Some((_dir, out)) = convert_stories(DTypeChoice::Auto) else { return };
+    let Some((_dir, out)) = convert_stories(DTypeChoice::Auto) else {
+        return;
+    };
     let model = Model::load(&out).unwrap();
     assert!(model.is_mapped());
     model.verify_checksums().unwrap();
     let hp = model.hparams();
-    assert_eq!((hp.dim, hp.ffn_dim, hp.n_layers, hp.n_heads, hp.n_kv_heads), (64, 172, 5, 8, 4));
+    assert_eq!(
+        (hp.dim, hp.ffn_dim, hp.n_layers, hp.n_heads, hp.n_kv_heads),
+        (64, 172, 5, 8, 4)
+    );
     assert_eq!((hp.vocab_size, hp.max_context, hp.head_dim), (512, 512, 8));
     assert!(hp.tied_output());
 }
@@ -71,9 +82,14 @@ fn f16_weights_keep_the_story_start() {
     else {
         return;
     };
-    let Some((_dir, out)) = convert_stories(DTypeChoice::Fixed(DType::F16)) else { return };
+    let Some((_dir, out)) = convert_stories(DTypeChoice::Fixed(DType::F16)) else {
+        return;
+    };
     let expected = std::fs::read_to_string(expected).unwrap();
     let got = greedy_text(&out);
     let prefix: String = expected.chars().take(100).collect();
-    assert!(got.starts_with(&prefix), "f16 output diverged early:\n{got}");
+    assert!(
+        got.starts_with(&prefix),
+        "f16 output diverged early:\n{got}"
+    );
 }

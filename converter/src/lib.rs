@@ -106,13 +106,18 @@ pub fn read_input(input: &Path, opts: &ConvertOptions) -> Result<(InputKind, ir:
     let ir = match kind {
         InputKind::Gguf => gguf::load(input)?,
         InputKind::HuggingFace => {
-            let dir = if input.is_dir() { input } else { input.parent().unwrap_or(Path::new(".")) };
+            let dir = if input.is_dir() {
+                input
+            } else {
+                input.parent().unwrap_or(Path::new("."))
+            };
             hf::load(dir)?
         }
         InputKind::Llama2c => {
             let tok = opts.tokenizer.as_deref().ok_or_else(|| {
                 ConvertError::Tokenizer(
-                    "llama2.c checkpoints carry no tokenizer: pass --tokenizer TOKENIZER.bin".into(),
+                    "llama2.c checkpoints carry no tokenizer: pass --tokenizer TOKENIZER.bin"
+                        .into(),
                 )
             })?;
             llama2c::load(input, tok)?
@@ -124,11 +129,16 @@ pub fn read_input(input: &Path, opts: &ConvertOptions) -> Result<(InputKind, ir:
 /// Converts `input` to an `.ember` file at `output`, atomically.
 pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertSummary> {
     let (input_kind, mut ir) = read_input(input, opts)?;
-    ir.metadata.push(("converter.version".into(), env!("CARGO_PKG_VERSION").into()));
+    ir.metadata
+        .push(("converter.version".into(), env!("CARGO_PKG_VERSION").into()));
     let write = writer::write_model(
         &ir,
         output,
-        &writer::WriteOptions { dtype: opts.dtype, progress: opts.progress, interrupt: opts.interrupt },
+        &writer::WriteOptions {
+            dtype: opts.dtype,
+            progress: opts.progress,
+            interrupt: opts.interrupt,
+        },
     )?;
     Ok(ConvertSummary { input_kind, write })
 }

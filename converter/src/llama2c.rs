@@ -73,7 +73,9 @@ impl Config {
             return bad(format!("dim {dim} is not divisible by n_heads {heads}"));
         }
         if heads % kv_heads != 0 {
-            return bad(format!("n_heads {heads} is not divisible by n_kv_heads {kv_heads}"));
+            return bad(format!(
+                "n_heads {heads} is not divisible by n_kv_heads {kv_heads}"
+            ));
         }
         Ok(Config {
             dim: dim as usize,
@@ -137,7 +139,11 @@ pub fn load(path: &Path, tokenizer: &Path) -> Result<ModelIr> {
     let hs = cfg.head_size();
     let (q, kv) = (cfg.n_heads * hs, cfg.n_kv_heads * hs);
     let u = |v: usize| v as u64;
-    let mut reader = Reader { floats: &floats, at: 0, tensors: Vec::new() };
+    let mut reader = Reader {
+        floats: &floats,
+        at: 0,
+        tensors: Vec::new(),
+    };
     reader.tensor(names::TOK_EMBEDDINGS.into(), vec![u(cfg.vocab), u(d)]);
     // Each kind of weight holds all layers back to back.
     for (suffix, shape) in [
@@ -181,11 +187,18 @@ pub fn load(path: &Path, tokenizer: &Path) -> Result<ModelIr> {
         rope_scaling_factor: 1.0,
         norm: NormKind::RmsNorm as u32,
         norm_eps: NORM_EPS,
-        flags: if cfg.shared_classifier { flags::TIED_OUTPUT } else { 0 },
+        flags: if cfg.shared_classifier {
+            flags::TIED_OUTPUT
+        } else {
+            0
+        },
         ..Default::default()
     };
     let tokenizer = tokenizer_import::llama2c::from_llama2c_bin(tokenizer, cfg.vocab as u32)?;
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(ModelIr {
         hparams,
         tensors,
@@ -211,6 +224,10 @@ impl Reader<'_> {
         let n = shape.iter().product::<u64>() as usize;
         let data = self.floats[self.at..self.at + n].to_vec();
         self.at += n;
-        self.tensors.push(IrTensor { name, shape, source: Box::new(F32Source(data)) });
+        self.tensors.push(IrTensor {
+            name,
+            shape,
+            source: Box::new(F32Source(data)),
+        });
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Zeroable;
 use ember_runtime::format::{
-    self, align_up, DType, DirEntry, Header, Section, DATA_ALIGNMENT, DIR_ENTRY_SIZE,
-    HEADER_SIZE, MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR, VERSION_MINOR,
+    self, align_up, DType, DirEntry, Header, Section, DATA_ALIGNMENT, DIR_ENTRY_SIZE, HEADER_SIZE,
+    MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR, VERSION_MINOR,
 };
 use half::{bf16, f16};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -80,32 +80,50 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
         }
     }
     let expected = format::expected_tensors(&hp);
-    if let Some(extra) =
-        ir.tensors.iter().find(|t| !expected.iter().any(|(n, _)| n == &t.name))
+    if let Some(extra) = ir
+        .tensors
+        .iter()
+        .find(|t| !expected.iter().any(|(n, _)| n == &t.name))
     {
         return Err(ember_runtime::Error::UnexpectedTensor(extra.name.clone()).into());
     }
 
     // Plan the layout.
     let tokenizer_bytes = format::encode_tokenizer(&ir.tokenizer);
-    let template_bytes = ir.chat_template.as_deref().unwrap_or("").as_bytes().to_vec();
+    let template_bytes = ir
+        .chat_template
+        .as_deref()
+        .unwrap_or("")
+        .as_bytes()
+        .to_vec();
     let metadata_bytes = format::encode_metadata(&ir.metadata);
     let dir_len = (expected.len() * DIR_ENTRY_SIZE) as u64;
-    let directory = Section { offset: HEADER_SIZE as u64, len: dir_len };
-    let tokenizer = Section { offset: directory.offset + dir_len, len: tokenizer_bytes.len() as u64 };
-    let chat_template =
-        Section { offset: tokenizer.offset + tokenizer.len, len: template_bytes.len() as u64 };
-    let metadata =
-        Section { offset: chat_template.offset + chat_template.len, len: metadata_bytes.len() as u64 };
+    let directory = Section {
+        offset: HEADER_SIZE as u64,
+        len: dir_len,
+    };
+    let tokenizer = Section {
+        offset: directory.offset + dir_len,
+        len: tokenizer_bytes.len() as u64,
+    };
+    let chat_template = Section {
+        offset: tokenizer.offset + tokenizer.len,
+        len: template_bytes.len() as u64,
+    };
+    let metadata = Section {
+        offset: chat_template.offset + chat_template.len,
+        len: metadata_bytes.len() as u64,
+    };
     let overflow = || ConvertError::Unsupported("model too large for the format".into());
-    let data_offset = align_up(metadata.offset + metadata.len, DATA_ALIGNMENT).ok_or_else(overflow)?;
+    let data_offset =
+        align_up(metadata.offset + metadata.len, DATA_ALIGNMENT).ok_or_else(overflow)?;
 
     let mut planned = Vec::with_capacity(expected.len());
     let mut cursor = data_offset;
     for (name, shape) in &expected {
-        let t = by_name.get(name.as_str()).ok_or_else(|| {
-            ConvertError::from(ember_runtime::Error::MissingTensor(name.clone()))
-        })?;
+        let t = by_name
+            .get(name.as_str())
+            .ok_or_else(|| ConvertError::from(ember_runtime::Error::MissingTensor(name.clone())))?;
         if &t.shape != shape {
             return Err(ember_runtime::Error::ShapeMismatch {
                 name: name.clone(),
@@ -128,7 +146,14 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
         cursor = offset.checked_add(nbytes).ok_or_else(overflow)?;
         let mut s = [0u64; MAX_DIMS];
         s[..shape.len()].copy_from_slice(shape);
-        planned.push(Planned { tensor: t, dtype, shape: s, n_dims: shape.len(), offset, nbytes });
+        planned.push(Planned {
+            tensor: t,
+            dtype,
+            shape: s,
+            n_dims: shape.len(),
+            offset,
+            nbytes,
+        });
     }
     let file_size = cursor;
 
@@ -173,7 +198,10 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
         if values.len() as u64 != count {
             return Err(ConvertError::Tensor {
                 name: p.tensor.name.clone(),
-                reason: format!("source produced {} values for {count} elements", values.len()),
+                reason: format!(
+                    "source produced {} values for {count} elements",
+                    values.len()
+                ),
             });
         }
         let bytes = encode(&values, p.dtype);
@@ -212,7 +240,10 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
     h.tokenizer = tokenizer;
     h.chat_template = chat_template;
     h.metadata = metadata;
-    h.data = Section { offset: data_offset, len: file_size - data_offset };
+    h.data = Section {
+        offset: data_offset,
+        len: file_size - data_offset,
+    };
     h.hparams = hp;
     prefix[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
     for (i, e) in entries.iter().enumerate() {
@@ -242,7 +273,8 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
     if interrupted() {
         return Err(ConvertError::Interrupted);
     }
-    tmp.persist(out).map_err(|e| ConvertError::io(out, e.error))?;
+    tmp.persist(out)
+        .map_err(|e| ConvertError::io(out, e.error))?;
 
     let count_by = |f: &dyn Fn(&Planned) -> String| {
         let mut v: Vec<(String, usize)> = Vec::new();
@@ -259,7 +291,10 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
         path: out.to_path_buf(),
         file_bytes: file_size,
         tensors: planned.len(),
-        params: planned.iter().map(|p| p.shape[..p.n_dims].iter().product::<u64>()).sum(),
+        params: planned
+            .iter()
+            .map(|p| p.shape[..p.n_dims].iter().product::<u64>())
+            .sum(),
         dtype_counts: count_by(&|p| p.dtype.name().to_string()),
         source_dtype_counts: count_by(&|p| p.tensor.source.source_dtype()),
         elapsed: start.elapsed(),
@@ -278,5 +313,145 @@ pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
             let v: Vec<bf16> = values.iter().map(|&x| bf16::from_f32(x)).collect();
             bytemuck::cast_slice(&v).to_vec()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::F32Source;
+    use ember_runtime::format::{flags, names, Activation, Architecture, NormKind, RopePairing};
+    use ember_runtime::tokenizer::{PreSplit, TokenType, TokenizerKind, TokenizerSpec};
+
+    fn tiny_ir() -> ModelIr {
+        let hparams = ember_runtime::format::HyperParams {
+            architecture: Architecture::Llama as u32,
+            activation: Activation::Silu as u32,
+            dim: 8,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 4,
+            ffn_dim: 16,
+            vocab_size: 4,
+            max_context: 16,
+            rope_pairing: RopePairing::Half as u32,
+            rope_dim: 4,
+            rope_theta: 10000.0,
+            rope_scaling_factor: 1.0,
+            norm: NormKind::RmsNorm as u32,
+            norm_eps: 1e-5,
+            flags: flags::TIED_OUTPUT,
+            ..Default::default()
+        };
+        let tensors = format::expected_tensors(&hparams)
+            .into_iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product::<u64>() as usize;
+                IrTensor {
+                    name,
+                    shape,
+                    source: Box::new(F32Source(vec![0.5; n])),
+                }
+            })
+            .collect();
+        let tokens: Vec<String> = ["<unk>", "<s>", "</s>", "a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        ModelIr {
+            hparams,
+            tensors,
+            tokenizer: TokenizerSpec {
+                schema: ember_runtime::tokenizer::TOKENIZER_SCHEMA,
+                kind: TokenizerKind::SentencePieceBpe,
+                pre_split: PreSplit::None,
+                scores: vec![0.0; 4],
+                token_types: vec![
+                    TokenType::Unknown,
+                    TokenType::Control,
+                    TokenType::Control,
+                    TokenType::Normal,
+                ],
+                tokens,
+                merges: vec![],
+                bos: Some(1),
+                eos: Some(2),
+                unk: Some(0),
+                pad: None,
+                eog: vec![],
+                add_bos: true,
+                add_eos: false,
+                add_space_prefix: false,
+                byte_fallback: false,
+            },
+            chat_template: None,
+            metadata: vec![],
+        }
+    }
+
+    fn no_temporaries(dir: &Path) -> bool {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+    }
+
+    #[test]
+    fn interrupt_leaves_no_output_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.ember");
+        let flag = AtomicBool::new(true);
+        let opts = WriteOptions {
+            interrupt: Some(&flag),
+            ..Default::default()
+        };
+        assert!(matches!(
+            write_model(&tiny_ir(), &out, &opts),
+            Err(ConvertError::Interrupted)
+        ));
+        assert!(!out.exists());
+        assert!(no_temporaries(dir.path()));
+    }
+
+    #[test]
+    fn failing_source_leaves_previous_output_untouched() {
+        struct Broken;
+        impl crate::ir::TensorSource for Broken {
+            fn source_dtype(&self) -> String {
+                "broken".into()
+            }
+            fn native_dtype(&self) -> Option<DType> {
+                None
+            }
+            fn to_f32(&self) -> Result<Vec<f32>> {
+                Err(ConvertError::Tensor {
+                    name: "x".into(),
+                    reason: "read error".into(),
+                })
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.ember");
+        std::fs::write(&out, b"previous contents").unwrap();
+        let mut ir = tiny_ir();
+        let last = ir
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == names::NORM)
+            .unwrap();
+        last.source = Box::new(Broken);
+        assert!(write_model(&ir, &out, &WriteOptions::default()).is_err());
+        assert_eq!(std::fs::read(&out).unwrap(), b"previous contents");
+        assert!(no_temporaries(dir.path()));
+    }
+
+    #[test]
+    fn written_file_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.ember");
+        let s = write_model(&tiny_ir(), &out, &WriteOptions::default()).unwrap();
+        assert_eq!(s.file_bytes, std::fs::metadata(&out).unwrap().len());
+        let m = ember_runtime::Model::load(&out).unwrap();
+        m.verify_checksums().unwrap();
     }
 }

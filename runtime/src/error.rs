@@ -18,16 +18,29 @@ pub enum Error {
     },
     #[error("not an .ember file (bad magic bytes)")]
     BadMagic,
-    #[error("unsupported .ember format version {major}.{minor} (this reader understands {supported}.x)")]
-    UnsupportedVersion { major: u16, minor: u16, supported: u16 },
+    #[error(
+        "unsupported .ember format version {major}.{minor} (this reader understands {supported}.x)"
+    )]
+    UnsupportedVersion {
+        major: u16,
+        minor: u16,
+        supported: u16,
+    },
     #[error("file truncated: {what} needs {needed} bytes but the file has {actual}")]
-    Truncated { what: String, needed: u64, actual: u64 },
+    Truncated {
+        what: String,
+        needed: u64,
+        actual: u64,
+    },
     #[error("header checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the header or directory is corrupt")]
     HeaderChecksum { stored: u32, computed: u32 },
     #[error("bad header: {0}")]
     BadHeader(String),
     #[error("section {section} is invalid: {reason}")]
-    BadSection { section: &'static str, reason: String },
+    BadSection {
+        section: &'static str,
+        reason: String,
+    },
     #[error("bad hyperparameters: {0}")]
     BadHyperParams(String),
     #[error("unknown {what} id {id}")]
@@ -39,13 +52,27 @@ pub enum Error {
     #[error("tensor {name}: {reason}")]
     BadTensor { name: String, reason: String },
     #[error("tensor {name} is out of bounds: bytes {offset}..{end} but the data section is {data_start}..{data_end}")]
-    TensorOutOfBounds { name: String, offset: u64, end: u64, data_start: u64, data_end: u64 },
+    TensorOutOfBounds {
+        name: String,
+        offset: u64,
+        end: u64,
+        data_start: u64,
+        data_end: u64,
+    },
     #[error("tensors {a} and {b} overlap")]
     TensorOverlap { a: String, b: String },
     #[error("tensor {name} at offset {offset} is not aligned to {align} bytes")]
-    Misaligned { name: String, offset: u64, align: u64 },
+    Misaligned {
+        name: String,
+        offset: u64,
+        align: u64,
+    },
     #[error("tensor {name} has shape {actual:?} but the hyperparameters require {expected:?}")]
-    ShapeMismatch { name: String, expected: Vec<u64>, actual: Vec<u64> },
+    ShapeMismatch {
+        name: String,
+        expected: Vec<u64>,
+        actual: Vec<u64>,
+    },
     #[error("tensor {0} is required by the hyperparameters but missing")]
     MissingTensor(String),
     #[error("tensor {0} is not expected by the hyperparameters")]
@@ -53,7 +80,11 @@ pub enum Error {
     #[error("duplicate tensor {0}")]
     DuplicateTensor(String),
     #[error("tensor {name}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
-    TensorChecksum { name: String, stored: u32, computed: u32 },
+    TensorChecksum {
+        name: String,
+        stored: u32,
+        computed: u32,
+    },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("token id {id} is out of range (vocabulary size {vocab})")]

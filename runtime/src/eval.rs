@@ -48,5 +48,9 @@ pub fn perplexity(session: &mut Session, tokens: &[u32], window: usize) -> Resul
         return Err(Error::InvalidArgument("need at least 2 tokens".into()));
     }
     let mean_nll = nll / n as f64;
-    Ok(Perplexity { predictions: n, mean_nll, perplexity: mean_nll.exp() })
+    Ok(Perplexity {
+        predictions: n,
+        mean_nll,
+        perplexity: mean_nll.exp(),
+    })
 }

@@ -277,19 +277,34 @@ impl HyperParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(Error::BadHyperParams(what.to_string()));
         if Architecture::from_u32(self.architecture).is_none() {
-            return Err(Error::UnknownId { what: "architecture", id: self.architecture });
+            return Err(Error::UnknownId {
+                what: "architecture",
+                id: self.architecture,
+            });
         }
         if Activation::from_u32(self.activation).is_none() {
-            return Err(Error::UnknownId { what: "activation", id: self.activation });
+            return Err(Error::UnknownId {
+                what: "activation",
+                id: self.activation,
+            });
         }
         if RopePairing::from_u32(self.rope_pairing).is_none() {
-            return Err(Error::UnknownId { what: "rope pairing", id: self.rope_pairing });
+            return Err(Error::UnknownId {
+                what: "rope pairing",
+                id: self.rope_pairing,
+            });
         }
         if RopeScaling::from_u32(self.rope_scaling).is_none() {
-            return Err(Error::UnknownId { what: "rope scaling", id: self.rope_scaling });
+            return Err(Error::UnknownId {
+                what: "rope scaling",
+                id: self.rope_scaling,
+            });
         }
         if NormKind::from_u32(self.norm).is_none() {
-            return Err(Error::UnknownId { what: "norm", id: self.norm });
+            return Err(Error::UnknownId {
+                what: "norm",
+                id: self.norm,
+            });
         }
         if self.flags & !flags::KNOWN != 0 {
             return bad("unknown flag bits set");
@@ -311,7 +326,9 @@ impl HyperParams {
                 return Err(Error::BadHyperParams(format!("{name} is zero")));
             }
             if v > LIMIT * 16 {
-                return Err(Error::BadHyperParams(format!("{name} = {v} is implausibly large")));
+                return Err(Error::BadHyperParams(format!(
+                    "{name} = {v} is implausibly large"
+                )));
             }
         }
         if self.n_layers > 4096 || self.n_heads > 4096 || self.head_dim > 4096 {

@@ -74,11 +74,16 @@ pub fn generate_greedy(
     mut on_text: impl FnMut(u32, &str) -> bool,
 ) -> Result<GenerationStats> {
     if prompt.is_empty() {
-        return Err(Error::InvalidArgument("the prompt encodes to no tokens".into()));
+        return Err(Error::InvalidArgument(
+            "the prompt encodes to no tokens".into(),
+        ));
     }
     let capacity = session.config().context;
     if session.pos() + prompt.len() > capacity {
-        return Err(Error::ContextFull { needed: session.pos() + prompt.len(), capacity });
+        return Err(Error::ContextFull {
+            needed: session.pos() + prompt.len(),
+            capacity,
+        });
     }
     let model = session.model().clone();
     let tokenizer = model.tokenizer();

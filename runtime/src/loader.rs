@@ -10,9 +10,8 @@ use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, DType, DirEntry, Header, HyperParams, Metadata, Section, DATA_ALIGNMENT,
-    DIR_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_DIMS, MAX_TENSORS, MIN_TENSOR_ALIGNMENT,
-    VERSION_MAJOR,
+    self, DType, DirEntry, Header, HyperParams, Metadata, Section, DATA_ALIGNMENT, DIR_ENTRY_SIZE,
+    HEADER_SIZE, MAGIC, MAX_DIMS, MAX_TENSORS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR,
 };
 use crate::tokenizer::TokenizerSpec;
 
@@ -45,7 +44,11 @@ pub struct ParsedFile {
 }
 
 fn truncated(what: impl Into<String>, needed: u64, actual: u64) -> Error {
-    Error::Truncated { what: what.into(), needed, actual }
+    Error::Truncated {
+        what: what.into(),
+        needed,
+        actual,
+    }
 }
 
 /// Reads the fixed header without validating anything but its presence.
@@ -91,7 +94,10 @@ fn check_sections(h: &Header, file_len: u64) -> Result<()> {
         });
     }
     if data_start < HEADER_SIZE as u64 {
-        return Err(Error::BadSection { section: "data", reason: "overlaps the header".into() });
+        return Err(Error::BadSection {
+            section: "data",
+            reason: "overlaps the header".into(),
+        });
     }
     // The metadata sections lie between the header and the data, in order, without
     // overlapping.
@@ -109,7 +115,10 @@ fn check_sections(h: &Header, file_len: u64) -> Result<()> {
         if s.offset < cursor {
             return Err(Error::BadSection {
                 section: name,
-                reason: format!("starts at {} inside the previous section (ends {cursor})", s.offset),
+                reason: format!(
+                    "starts at {} inside the previous section (ends {cursor})",
+                    s.offset
+                ),
             });
         }
         if end > data_start {
@@ -159,16 +168,26 @@ pub fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<ParsedFile> {
     }
     check_sections(&h, file_len)?;
     if (bytes.len() as u64) < h.data.offset {
-        return Err(truncated("header sections", h.data.offset, bytes.len() as u64));
+        return Err(truncated(
+            "header sections",
+            h.data.offset,
+            bytes.len() as u64,
+        ));
     }
     let computed = format::header_checksum(&bytes[..h.data.offset as usize]);
     if computed != h.header_checksum {
-        return Err(Error::HeaderChecksum { stored: h.header_checksum, computed });
+        return Err(Error::HeaderChecksum {
+            stored: h.header_checksum,
+            computed,
+        });
     }
     // Past the checksum, any inconsistency is a writer bug or a deliberately
     // crafted file; it is still reported, never trusted.
     if h.flags != 0 {
-        return Err(Error::BadHeader(format!("unknown header flags {:#x}", h.flags)));
+        return Err(Error::BadHeader(format!(
+            "unknown header flags {:#x}",
+            h.flags
+        )));
     }
     if !h.tensor_alignment.is_power_of_two() || h.tensor_alignment < MIN_TENSOR_ALIGNMENT {
         return Err(Error::BadHeader(format!(
@@ -177,7 +196,10 @@ pub fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<ParsedFile> {
         )));
     }
     if h.tensor_count > MAX_TENSORS {
-        return Err(Error::BadHeader(format!("tensor_count {} is too large", h.tensor_count)));
+        return Err(Error::BadHeader(format!(
+            "tensor_count {} is too large",
+            h.tensor_count
+        )));
     }
     if h.directory.len != h.tensor_count * DIR_ENTRY_SIZE as u64 {
         return Err(Error::BadSection {
@@ -209,7 +231,15 @@ pub fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<ParsedFile> {
         )
     };
     let metadata = format::decode_metadata(section_bytes(bytes, &h.metadata))?;
-    Ok(ParsedFile { header: h, hparams: hp, tensors, by_name, tokenizer, chat_template, metadata })
+    Ok(ParsedFile {
+        header: h,
+        hparams: hp,
+        tensors,
+        by_name,
+        tokenizer,
+        chat_template,
+        metadata,
+    })
 }
 
 fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
@@ -221,9 +251,14 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
         if name.is_empty() {
             return Err(Error::BadTensorName);
         }
-        let bad = |reason: String| Error::BadTensor { name: name.clone(), reason };
-        let dtype = DType::from_u32(e.dtype)
-            .ok_or_else(|| Error::UnknownDType { name: name.clone(), id: e.dtype })?;
+        let bad = |reason: String| Error::BadTensor {
+            name: name.clone(),
+            reason,
+        };
+        let dtype = DType::from_u32(e.dtype).ok_or_else(|| Error::UnknownDType {
+            name: name.clone(),
+            id: e.dtype,
+        })?;
         let nd = e.n_dims as usize;
         if nd == 0 || nd > MAX_DIMS {
             return Err(bad(format!("rank {nd} is outside 1..={MAX_DIMS}")));
@@ -236,9 +271,13 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
             if d == 0 {
                 return Err(bad("zero-sized dimension".into()));
             }
-            count = count.checked_mul(d).ok_or_else(|| bad("element count overflows".into()))?;
+            count = count
+                .checked_mul(d)
+                .ok_or_else(|| bad("element count overflows".into()))?;
         }
-        let nbytes = dtype.bytes_for(count).ok_or_else(|| bad("byte size overflows".into()))?;
+        let nbytes = dtype
+            .bytes_for(count)
+            .ok_or_else(|| bad("byte size overflows".into()))?;
         if nbytes != e.nbytes {
             return Err(bad(format!(
                 "byte length {} does not match shape {:?} of {} ({nbytes} bytes)",
@@ -248,7 +287,11 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
             )));
         }
         if e.offset % h.tensor_alignment != 0 {
-            return Err(Error::Misaligned { name, offset: e.offset, align: h.tensor_alignment });
+            return Err(Error::Misaligned {
+                name,
+                offset: e.offset,
+                align: h.tensor_alignment,
+            });
         }
         let end = e.offset.checked_add(e.nbytes);
         let (data_start, data_end) = (h.data.offset, h.data.offset + h.data.len);
@@ -282,7 +325,10 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
     for w in order.windows(2) {
         let (a, b) = (&out[w[0]], &out[w[1]]);
         if a.offset + a.nbytes > b.offset {
-            return Err(Error::TensorOverlap { a: a.name.clone(), b: b.name.clone() });
+            return Err(Error::TensorOverlap {
+                a: a.name.clone(),
+                b: b.name.clone(),
+            });
         }
     }
     Ok(out)
@@ -332,7 +378,11 @@ pub fn verify_tensor_checksums(bytes: &[u8], parsed: &ParsedFile) -> Result<()> 
         let data = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
         let computed = format::tensor_checksum(data);
         if computed != t.checksum {
-            return Err(Error::TensorChecksum { name: t.name.clone(), stored: t.checksum, computed });
+            return Err(Error::TensorChecksum {
+                name: t.name.clone(),
+                stored: t.checksum,
+                computed,
+            });
         }
     }
     Ok(())

@@ -100,6 +100,10 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Memory-maps and validates an `.ember` file. The weights stay in the page
     /// cache: nothing is copied.
+    ///
+    /// Contract: the file must not be truncated or modified while the model is
+    /// loaded (as for every memory-mapped runtime); replace model files by
+    /// renaming a new file over the old one, which is what `ember convert` does.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         Self::from_storage(Storage::map(path.as_ref())?)
     }
@@ -115,7 +119,11 @@ impl Model {
         let hp = parsed.hparams;
         let tokenizer = Tokenizer::new(parsed.tokenizer.clone(), hp.vocab_size)?;
         let idx = |name: &str| -> Result<usize> {
-            parsed.by_name.get(name).copied().ok_or_else(|| Error::MissingTensor(name.into()))
+            parsed
+                .by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| Error::MissingTensor(name.into()))
         };
         let opt = |name: String| parsed.by_name.get(&name).copied();
         let mut layers = Vec::with_capacity(hp.n_layers as usize);
@@ -141,10 +149,21 @@ impl Model {
             });
         }
         let tok_embeddings = idx(names::TOK_EMBEDDINGS)?;
-        let output = if hp.tied_output() { tok_embeddings } else { idx(names::OUTPUT)? };
+        let output = if hp.tied_output() {
+            tok_embeddings
+        } else {
+            idx(names::OUTPUT)?
+        };
         let norm = idx(names::NORM)?;
-        let model =
-            Model { storage, parsed, tokenizer, tok_embeddings, norm, output, layers };
+        let model = Model {
+            storage,
+            parsed,
+            tokenizer,
+            tok_embeddings,
+            norm,
+            output,
+            layers,
+        };
         // Create every view once so that a misaligned buffer fails here, not later.
         for i in 0..model.parsed.tensors.len() {
             model.try_weights(i)?;
@@ -194,8 +213,11 @@ impl Model {
     fn try_weights(&self, i: usize) -> Result<Weights<'_>> {
         let t = &self.parsed.tensors[i];
         let bytes = self.tensor_bytes(i);
-        let misaligned =
-            || Error::Misaligned { name: t.name.clone(), offset: t.offset, align: 4 };
+        let misaligned = || Error::Misaligned {
+            name: t.name.clone(),
+            offset: t.offset,
+            align: 4,
+        };
         Ok(match t.dtype {
             DType::F32 => Weights::F32(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?),
             DType::F16 => Weights::F16(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?),
@@ -225,6 +247,10 @@ impl Model {
 
     /// Number of parameters (elements over all tensors).
     pub fn n_params(&self) -> u64 {
-        self.parsed.tensors.iter().map(|t| t.shape.iter().product::<u64>()).sum()
+        self.parsed
+            .tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<u64>())
+            .sum()
     }
 }

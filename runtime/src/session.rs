@@ -132,10 +132,16 @@ impl Session {
     pub fn forward(&mut self, token: u32) -> Result<&[f32]> {
         let hp = *self.model.hparams();
         if token >= hp.vocab_size {
-            return Err(Error::TokenOutOfRange { id: token, vocab: hp.vocab_size });
+            return Err(Error::TokenOutOfRange {
+                id: token,
+                vocab: hp.vocab_size,
+            });
         }
         if self.pos >= self.config.context {
-            return Err(Error::ContextFull { needed: self.pos + 1, capacity: self.config.context });
+            return Err(Error::ContextFull {
+                needed: self.pos + 1,
+                capacity: self.config.context,
+            });
         }
         self.forward_unchecked(token, &hp);
         self.pos += 1;
@@ -163,7 +169,9 @@ impl Session {
         };
 
         // x = embedding row of the token.
-        model.weights(model.tok_embeddings).row_to_f32(token as usize, &mut self.x);
+        model
+            .weights(model.tok_embeddings)
+            .row_to_f32(token as usize, &mut self.x);
 
         for (l, li) in model.layers.iter().enumerate() {
             // --- attention block ---
@@ -217,7 +225,9 @@ impl Session {
                 Some(Activation::GeluTanh) => k::gelu_gate_f32(&mut self.gate, &self.up),
                 _ => k::silu_gate_f32(&mut self.gate, &self.up),
             }
-            model.weights(li.w_down).matvec(&self.gate, &mut self.proj[..dim]);
+            model
+                .weights(li.w_down)
+                .matvec(&self.gate, &mut self.proj[..dim]);
             if let Some(bd) = li.b_down {
                 k::add_f32(&mut self.proj, model.vector(bd));
             }
@@ -225,7 +235,9 @@ impl Session {
         }
 
         k::rmsnorm_f32(&mut self.xn, &self.x, model.vector(model.norm), eps);
-        model.weights(model.output).matvec(&self.xn, &mut self.logits);
+        model
+            .weights(model.output)
+            .matvec(&self.xn, &mut self.logits);
     }
 }
 
@@ -239,4 +251,3 @@ pub fn argmax(logits: &[f32]) -> u32 {
     }
     best as u32
 }
-

@@ -12,13 +12,20 @@ const OWNED_ALIGNMENT: usize = 64;
 
 pub(crate) enum Storage {
     Mapped(memmap2::Mmap),
-    Owned { buf: Vec<u8>, start: usize, len: usize },
+    Owned {
+        buf: Vec<u8>,
+        start: usize,
+        len: usize,
+    },
 }
 
 impl Storage {
     /// Maps `path` read-only.
     pub fn map(path: &Path) -> Result<Self> {
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len == 0 {
@@ -38,9 +45,16 @@ impl Storage {
     /// Copies `bytes` into a fresh buffer whose start is 64-byte aligned.
     pub fn copy_aligned(bytes: &[u8]) -> Self {
         let mut buf = vec![0u8; bytes.len() + OWNED_ALIGNMENT];
-        let start = buf.as_ptr().align_offset(OWNED_ALIGNMENT).min(OWNED_ALIGNMENT);
+        let start = buf
+            .as_ptr()
+            .align_offset(OWNED_ALIGNMENT)
+            .min(OWNED_ALIGNMENT);
         buf[start..start + bytes.len()].copy_from_slice(bytes);
-        Self::Owned { buf, start, len: bytes.len() }
+        Self::Owned {
+            buf,
+            start,
+            len: bytes.len(),
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {

@@ -60,9 +60,16 @@ pub fn run(args: Args) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let list = |v: &[(String, usize)]| {
-            v.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+            v.iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        eprintln!("converted {} checkpoint {}", s.input_kind.name(), args.input.display());
+        eprintln!(
+            "converted {} checkpoint {}",
+            s.input_kind.name(),
+            args.input.display()
+        );
         eprintln!("  source tensors: {}", list(&w.source_dtype_counts));
         eprintln!("  stored tensors: {}", list(&w.dtype_counts));
         eprintln!(

@@ -80,10 +80,20 @@ pub fn run(args: Args) -> CliResult {
         h.tensor_alignment
     );
     println!("hyperparameters");
-    println!("  architecture {arch}, {:.2} M parameters", model.n_params() as f64 / 1e6);
+    println!(
+        "  architecture {arch}, {:.2} M parameters",
+        model.n_params() as f64 / 1e6
+    );
     println!(
         "  dim {}, layers {}, heads {} (kv {}, head_dim {}), ffn {} ({act}), vocab {}, context {}",
-        hp.dim, hp.n_layers, hp.n_heads, hp.n_kv_heads, hp.head_dim, hp.ffn_dim, hp.vocab_size, hp.max_context
+        hp.dim,
+        hp.n_layers,
+        hp.n_heads,
+        hp.n_kv_heads,
+        hp.head_dim,
+        hp.ffn_dim,
+        hp.vocab_size,
+        hp.max_context
     );
     println!(
         "  rope {pairing} over {} dims, theta {}, scaling {scaling} (x{}); rmsnorm eps {:e}",
@@ -93,17 +103,21 @@ pub fn run(args: Args) -> CliResult {
         "  tied output {}, qkv bias {}, sliding window {}",
         hp.tied_output(),
         hp.qkv_bias(),
-        if hp.sliding_window == 0 { "none".to_string() } else { hp.sliding_window.to_string() }
+        if hp.sliding_window == 0 {
+            "none".to_string()
+        } else {
+            hp.sliding_window.to_string()
+        }
     );
     println!("tokenizer");
     println!(
-        "  {:?} ({:?} split), {} tokens, {} merges, bos {:?}, eos {:?}, add_bos {}",
+        "  {:?} ({:?} split), {} tokens, {} merges, bos {}, eos {}, add_bos {}",
         spec.kind,
         spec.pre_split,
         spec.tokens.len(),
         spec.merges.len(),
-        name_of(spec.bos),
-        name_of(spec.eos),
+        name_of(spec.bos).unwrap_or_else(|| "none".into()),
+        name_of(spec.eos).unwrap_or_else(|| "none".into()),
         spec.add_bos
     );
     match model.chat_template() {
@@ -115,11 +129,30 @@ pub fn run(args: Args) -> CliResult {
         println!("  {k} = {v}");
     }
     println!("tensors");
-    println!("  {:<32} {:>5} {:>16} {:>12} {:>10}", "name", "dtype", "shape", "offset", "size");
-    let n = if args.all_tensors { f.tensors.len() } else { 12 };
+    println!(
+        "  {:<32} {:>5} {:>16} {:>12} {:>10}",
+        "name", "dtype", "shape", "offset", "size"
+    );
+    let n = if args.all_tensors {
+        f.tensors.len()
+    } else {
+        12
+    };
     for t in f.tensors.iter().take(n) {
-        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
-        println!("  {:<32} {:>5} {:>16} {:>12} {:>10}", t.name, t.dtype.name(), shape, t.offset, human_bytes(t.nbytes));
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        println!(
+            "  {:<32} {:>5} {:>16} {:>12} {:>10}",
+            t.name,
+            t.dtype.name(),
+            shape,
+            t.offset,
+            human_bytes(t.nbytes)
+        );
     }
     if f.tensors.len() > n {
         println!("  … {} more (use --all-tensors)", f.tensors.len() - n);

@@ -38,10 +38,17 @@ pub fn run(args: Args) -> CliResult {
     let bytes = std::fs::read(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        format!("{} is not valid UTF-8 (first bad byte at offset {})", args.file.display(), e.utf8_error().valid_up_to())
+        format!(
+            "{} is not valid UTF-8 (first bad byte at offset {})",
+            args.file.display(),
+            e.utf8_error().valid_up_to()
+        )
     })?;
     let text: &str = match args.max_chars {
-        Some(n) => text.char_indices().nth(n).map_or(text.as_str(), |(i, _)| &text[..i]),
+        Some(n) => text
+            .char_indices()
+            .nth(n)
+            .map_or(text.as_str(), |(i, _)| &text[..i]),
         None => &text,
     };
     let model = Arc::new(Model::load(&args.model)?);
@@ -70,7 +77,12 @@ pub fn run(args: Args) -> CliResult {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("perplexity {:.4} over {} predictions ({} tokens, window {ctx})", r.perplexity, r.predictions, ids.len());
+        println!(
+            "perplexity {:.4} over {} predictions ({} tokens, window {ctx})",
+            r.perplexity,
+            r.predictions,
+            ids.len()
+        );
         eprintln!("[{:.1} s, {:.1} tok/s]", secs, r.predictions as f64 / secs);
     }
     Ok(())

@@ -55,13 +55,27 @@ pub fn run(args: Args) -> CliResult {
         )?;
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
-            messages.push(Message { role: "system".into(), content: s.clone() });
+            messages.push(Message {
+                role: "system".into(),
+                content: s.clone(),
+            });
         }
-        messages.push(Message { role: "user".into(), content: args.prompt.clone() });
+        messages.push(Message {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        });
         let name = |id: Option<u32>| {
-            id.and_then(|i| tok.spec().tokens.get(i as usize)).cloned().unwrap_or_default()
+            id.and_then(|i| tok.spec().tokens.get(i as usize))
+                .cloned()
+                .unwrap_or_default()
         };
-        chat_template::render(template, &messages, true, &name(tok.bos()), &name(tok.eos()))?
+        chat_template::render(
+            template,
+            &messages,
+            true,
+            &name(tok.bos()),
+            &name(tok.eos()),
+        )?
     } else {
         args.prompt.clone()
     };
@@ -70,10 +84,15 @@ pub fn run(args: Args) -> CliResult {
     let mut prompt = tok.encode(&prompt_text, opts);
     if prompt.is_empty() {
         // An empty prompt starts from BOS, as llama2.c does.
-        prompt.push(tok.bos().ok_or("empty prompt and the model has no BOS token")?);
+        prompt.push(
+            tok.bos()
+                .ok_or("empty prompt and the model has no BOS token")?,
+        );
     }
     let max_ctx = model.hparams().max_context as usize;
-    let ctx = args.ctx.unwrap_or((prompt.len() + args.max_tokens).min(max_ctx));
+    let ctx = args
+        .ctx
+        .unwrap_or((prompt.len() + args.max_tokens).min(max_ctx));
     if prompt.len() > ctx {
         return Err(format!(
             "the prompt is {} tokens but the context is {ctx} (the model allows {max_ctx})",
@@ -87,7 +106,11 @@ pub fn run(args: Args) -> CliResult {
             "loaded {} in {:.1} ms ({}); prompt {} tokens; context {ctx}",
             args.model.display(),
             load.as_secs_f64() * 1e3,
-            if model.is_mapped() { "memory-mapped" } else { "in memory" },
+            if model.is_mapped() {
+                "memory-mapped"
+            } else {
+                "in memory"
+            },
             prompt.len()
         );
     }
@@ -100,7 +123,10 @@ pub fn run(args: Args) -> CliResult {
             text.push_str(piece);
             return true;
         }
-        match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+        match stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
             Ok(()) => true,
             Err(e) => {
                 write_err = Some(e);

@@ -14,7 +14,10 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; DOT_LANES];
     let chunks = a.len() / DOT_LANES;
     for c in 0..chunks {
-        let (ac, bc) = (&a[c * DOT_LANES..][..DOT_LANES], &b[c * DOT_LANES..][..DOT_LANES]);
+        let (ac, bc) = (
+            &a[c * DOT_LANES..][..DOT_LANES],
+            &b[c * DOT_LANES..][..DOT_LANES],
+        );
         for l in 0..DOT_LANES {
             acc[l] += ac[l] * bc[l];
         }
@@ -30,26 +33,64 @@ fn reduce(acc: [f32; DOT_LANES]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-/// Dot product of an f16 row with f32 activations (each weight widened exactly to f32).
+/// Elements widened per step by the half-precision dot products.
+const WIDEN_CHUNK: usize = 64;
+
+/// Dot product of an f16 row with f32 activations: each weight is widened exactly
+/// to f32 (in chunks, through `half`'s slice conversion, which uses the CPU's
+/// conversion instructions when the `std` feature can detect them), then the
+/// chunk is accumulated like `dot_f32`. The result equals
+/// `dot_f32(widened(w), x)` bit for bit.
 #[inline]
 pub fn dot_f16_f32(w: &[f16], x: &[f32]) -> f32 {
+    use half::slice::HalfFloatSliceExt;
     assert_eq!(w.len(), x.len(), "dot_f16_f32: length mismatch");
+    widened_dot(w.len(), x, |start, buf| {
+        w[start..start + buf.len()].convert_to_f32_slice(buf)
+    })
+}
+
+/// Accumulates `x . widened` chunk by chunk with the lane assignment of `dot_f32`
+/// (element `i` goes to partial sum `i % DOT_LANES`; `WIDEN_CHUNK` is a multiple
+/// of `DOT_LANES`, so chunking does not change which sum an element joins).
+#[inline]
+fn widened_dot(n: usize, x: &[f32], mut widen: impl FnMut(usize, &mut [f32])) -> f32 {
+    const _: () = assert!(WIDEN_CHUNK % DOT_LANES == 0);
     let mut acc = [0.0f32; DOT_LANES];
-    for (i, (wi, xi)) in w.iter().zip(x).enumerate() {
-        acc[i % DOT_LANES] += wi.to_f32() * xi;
+    let mut buf = [0.0f32; WIDEN_CHUNK];
+    let mut start = 0;
+    while start < n {
+        let len = WIDEN_CHUNK.min(n - start);
+        let b = &mut buf[..len];
+        widen(start, b);
+        let xs = &x[start..start + len];
+        let full = len / DOT_LANES;
+        for c in 0..full {
+            let (bc, xc) = (
+                &b[c * DOT_LANES..][..DOT_LANES],
+                &xs[c * DOT_LANES..][..DOT_LANES],
+            );
+            for l in 0..DOT_LANES {
+                acc[l] += bc[l] * xc[l];
+            }
+        }
+        for i in full * DOT_LANES..len {
+            acc[i % DOT_LANES] += b[i] * xs[i];
+        }
+        start += len;
     }
     reduce(acc)
 }
 
-/// Dot product of a bf16 row with f32 activations (each weight widened exactly to f32).
+/// Dot product of a bf16 row with f32 activations (each weight widened exactly
+/// to f32); equals `dot_f32(widened(w), x)` bit for bit.
 #[inline]
 pub fn dot_bf16_f32(w: &[bf16], x: &[f32]) -> f32 {
+    use half::slice::HalfFloatSliceExt;
     assert_eq!(w.len(), x.len(), "dot_bf16_f32: length mismatch");
-    let mut acc = [0.0f32; DOT_LANES];
-    for (i, (wi, xi)) in w.iter().zip(x).enumerate() {
-        acc[i % DOT_LANES] += wi.to_f32() * xi;
-    }
-    reduce(acc)
+    widened_dot(w.len(), x, |start, buf| {
+        w[start..start + buf.len()].convert_to_f32_slice(buf)
+    })
 }
 
 /// `out[r] = dot(w[r, :], x)` for an f32 matrix `w: [out.len(), x.len()]`.
@@ -113,8 +154,11 @@ mod tests {
 
     #[test]
     fn dot_matches_f64_on_awkward_lengths() {
-        for n in [0usize, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 67, 127, 129, 193, 255, 1023] {
-            let a: std::vec::Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
+        for n in [
+            0usize, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 67, 127, 129, 193, 255, 1023,
+        ] {
+            let a: std::vec::Vec<f32> =
+                (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
             let b: std::vec::Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             // Inputs are small multiples of 1/8, so every partial sum is exact in f32.
@@ -123,6 +167,12 @@ mod tests {
             let wb16: std::vec::Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
             assert_eq!(dot_f16_f32(&w16, &b) as f64, exact, "f16 n = {n}");
             assert_eq!(dot_bf16_f32(&wb16, &b) as f64, exact, "bf16 n = {n}");
+            // Chunked widening must not change the summation order.
+            assert_eq!(
+                dot_f16_f32(&w16, &b).to_bits(),
+                dot_f32(&a, &b).to_bits(),
+                "n = {n}"
+            );
         }
     }
 

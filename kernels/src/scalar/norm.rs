@@ -3,7 +3,10 @@
 /// reference close to the exact value). Contract: equal, non-zero lengths.
 pub fn rmsnorm_f32(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     assert!(!x.is_empty(), "rmsnorm_f32: empty input");
-    assert!(out.len() == x.len() && weight.len() == x.len(), "rmsnorm_f32: length mismatch");
+    assert!(
+        out.len() == x.len() && weight.len() == x.len(),
+        "rmsnorm_f32: length mismatch"
+    );
     let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
     let inv = (1.0 / (ss + eps as f64).sqrt()) as f32;
     for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(weight) {

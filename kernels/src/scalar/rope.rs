@@ -15,8 +15,14 @@ pub enum RopeLayout {
 /// Contract: `head_dim` divides `x.len()`, `2 * inv_freq.len() <= head_dim`.
 pub fn rope_f32(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32], layout: RopeLayout) {
     let half = inv_freq.len();
-    assert!(head_dim > 0 && x.len() % head_dim == 0, "rope_f32: bad head_dim");
-    assert!(2 * half <= head_dim, "rope_f32: rotary dims exceed head_dim");
+    assert!(
+        head_dim > 0 && x.len() % head_dim == 0,
+        "rope_f32: bad head_dim"
+    );
+    assert!(
+        2 * half <= head_dim,
+        "rope_f32: rotary dims exceed head_dim"
+    );
     let p = pos as f32;
     for head in x.chunks_exact_mut(head_dim) {
         for (i, &f) in inv_freq.iter().enumerate() {
