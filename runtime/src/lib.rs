@@ -5,10 +5,14 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "chat")]
+pub mod chat;
 pub mod error;
 pub mod eval;
 pub mod format;
+pub mod forward;
 pub mod generate;
+pub mod kv_cache;
 pub mod loader;
 pub mod model;
 mod rope;

@@ -1,0 +1,165 @@
+//! The forward pass: the scalar f32 reference for the Llama family, one
+//! commented step per block.
+//! ```text
+//! x = embed[token]
+//! for each layer:
+//!     h = rmsnorm(x) * attn_norm
+//!     q, k, v = Wq h (+bq), Wk h (+bk), Wv h (+bv);  rope(q, k, pos)
+//!     cache[pos] = k, v
+//!     per query head: softmax(q . K[window..=pos] / sqrt(head_dim)) . V   (its KV group)
+//!     x += Wo attn (+bo)
+//!     h = rmsnorm(x) * ffn_norm
+//!     x += W_down (act(W_gate h) * (W_up h))
+//! logits = W_out rmsnorm(x) * norm
+//! ```
+
+use ember_kernels::scalar::{self as k, RopeLayout};
+
+use crate::format::{Activation, HyperParams, RopePairing};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::rope::inverse_frequencies;
+
+/// Activation buffers of one forward pass, sized once from the hyperparameters.
+pub struct ForwardBuffers {
+    /// `[dim]` residual stream.
+    x: Vec<f32>,
+    /// `[dim]` normalised input of the current sub-block.
+    xn: Vec<f32>,
+    /// `[q_dim]` queries.
+    q: Vec<f32>,
+    /// `[q_dim]` attention output (all heads).
+    att_out: Vec<f32>,
+    /// `[dim]` projection output before the residual add.
+    proj: Vec<f32>,
+    /// `[context]` attention scores of one head.
+    scores: Vec<f32>,
+    /// `[ffn]` gate and up activations.
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// `[vocab]` output.
+    pub(crate) logits: Vec<f32>,
+    /// `[rope_dim / 2]` RoPE inverse frequencies (after scaling).
+    inv_freq: Vec<f32>,
+}
+
+impl ForwardBuffers {
+    pub fn new(hp: &HyperParams, context: usize) -> Self {
+        let dim = hp.dim as usize;
+        Self {
+            x: vec![0.0; dim],
+            xn: vec![0.0; dim],
+            q: vec![0.0; hp.q_dim()],
+            att_out: vec![0.0; hp.q_dim()],
+            proj: vec![0.0; dim],
+            scores: vec![0.0; context],
+            gate: vec![0.0; hp.ffn_dim as usize],
+            up: vec![0.0; hp.ffn_dim as usize],
+            logits: vec![0.0; hp.vocab_size as usize],
+            inv_freq: inverse_frequencies(hp),
+        }
+    }
+
+    /// Bytes `new` allocates.
+    pub fn bytes_required(hp: &HyperParams, context: usize) -> usize {
+        let dim = hp.dim as usize;
+        std::mem::size_of::<f32>()
+            * (3 * dim
+                + 2 * hp.q_dim()
+                + context
+                + 2 * hp.ffn_dim as usize
+                + hp.vocab_size as usize
+                + hp.rope_dim as usize / 2)
+    }
+
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+}
+
+/// Runs `token` at position `pos` through the model, writing its keys and values
+/// into `kv` and the next-token logits into `buf.logits`.
+///
+/// Contract (checked by the caller): `token < vocab_size`, `pos < kv.context()`,
+/// positions `0..pos` of `kv` hold this sequence's earlier tokens.
+pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token: u32, pos: usize) {
+    let hp = model.hparams();
+    let dim = hp.dim as usize;
+    let head_dim = hp.head_dim as usize;
+    let group = (hp.n_heads / hp.n_kv_heads) as usize;
+    let eps = hp.norm_eps;
+    let layout = match RopePairing::from_u32(hp.rope_pairing) {
+        Some(RopePairing::Half) => RopeLayout::Half,
+        _ => RopeLayout::Interleaved,
+    };
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    // Attention window: positions j with pos - j < window.
+    let first = match hp.sliding_window {
+        0 => 0,
+        w => (pos + 1).saturating_sub(w as usize),
+    };
+
+    // x = embedding row of the token.
+    model
+        .weights(model.tok_embeddings)
+        .row_to_f32(token as usize, &mut buf.x);
+
+    for (l, li) in model.layers.iter().enumerate() {
+        // --- attention block ---
+        k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(li.attn_norm), eps);
+        let (k_row, v_row) = kv.rows_mut(l, pos);
+        model.weights(li.wq).matvec(&buf.xn, &mut buf.q);
+        model.weights(li.wk).matvec(&buf.xn, k_row);
+        model.weights(li.wv).matvec(&buf.xn, v_row);
+        if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
+            k::add_f32(&mut buf.q, model.vector(bq));
+            k::add_f32(k_row, model.vector(bk));
+            k::add_f32(v_row, model.vector(bv));
+        }
+        k::rope_f32(&mut buf.q, head_dim, pos, &buf.inv_freq, layout);
+        k::rope_f32(k_row, head_dim, pos, &buf.inv_freq, layout);
+
+        for h in 0..hp.n_heads as usize {
+            let q_head = &buf.q[h * head_dim..][..head_dim];
+            let out = &mut buf.att_out[h * head_dim..][..head_dim];
+            kv.attend(
+                l,
+                h / group,
+                q_head,
+                first,
+                pos,
+                scale,
+                &mut buf.scores,
+                out,
+            );
+        }
+        model.weights(li.wo).matvec(&buf.att_out, &mut buf.proj);
+        if let Some(bo) = li.bo {
+            k::add_f32(&mut buf.proj, model.vector(bo));
+        }
+        k::add_f32(&mut buf.x, &buf.proj);
+
+        // --- feed-forward block ---
+        k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(li.ffn_norm), eps);
+        model.weights(li.w_gate).matvec(&buf.xn, &mut buf.gate);
+        model.weights(li.w_up).matvec(&buf.xn, &mut buf.up);
+        if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
+            k::add_f32(&mut buf.gate, model.vector(bg));
+            k::add_f32(&mut buf.up, model.vector(bu));
+        }
+        match Activation::from_u32(hp.activation) {
+            Some(Activation::GeluTanh) => k::gelu_gate_f32(&mut buf.gate, &buf.up),
+            _ => k::silu_gate_f32(&mut buf.gate, &buf.up),
+        }
+        model
+            .weights(li.w_down)
+            .matvec(&buf.gate, &mut buf.proj[..dim]);
+        if let Some(bd) = li.b_down {
+            k::add_f32(&mut buf.proj, model.vector(bd));
+        }
+        k::add_f32(&mut buf.x, &buf.proj);
+    }
+
+    k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(model.norm), eps);
+    model.weights(model.output).matvec(&buf.xn, &mut buf.logits);
+}
