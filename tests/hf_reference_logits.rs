@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ember_converter::{convert, ConvertOptions};
 use ember_runtime::tokenizer::EncodeOptions;
-use ember_runtime::{Model, Session, SessionConfig};
+use ember_runtime::{KvType, Model, Session, SessionConfig};
 use serde_json::Value;
 
 /// Normalized MSE budget, sum (ember - ref)^2 / sum ref^2 over all positions.
@@ -97,7 +97,7 @@ fn convert_and_load(input: &Path, out_dir: &Path, name: &str) -> Arc<Model> {
 /// Logits after each token of `ids`, fed one at a time.
 fn run(model: &Arc<Model>, ids: &[u32]) -> Vec<Vec<f32>> {
     let mut session =
-        Session::new(model.clone(), SessionConfig { context: CONTEXT }).expect("session");
+        Session::new(model.clone(), SessionConfig { context: CONTEXT, kv_type: KvType::F32, ..Default::default() }).expect("session");
     ids.iter()
         .map(|&tok| session.forward(tok).expect("forward").to_vec())
         .collect()

@@ -39,7 +39,7 @@ fn chatml_answer_is_paris() {
     let prompt =
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
     let ids = tok.encode(prompt, tok.default_encode_options());
-    let mut session = Session::new(model.clone(), SessionConfig { context: 128 }).unwrap();
+    let mut session = Session::new(model.clone(), SessionConfig::new(128)).unwrap();
     let mut text = String::new();
     let stats = generate_greedy(&mut session, &ids, 64, |_, piece| {
         text.push_str(piece);
@@ -69,7 +69,7 @@ fn perplexity_on_tinyshakespeare_matches_reference() {
     let mut ids = tok.encode(&text, opts);
     assert!(ids.len() >= 256);
     ids.truncate(256);
-    let mut session = Session::new(model.clone(), SessionConfig { context: 256 }).unwrap();
+    let mut session = Session::new(model.clone(), SessionConfig::new(256)).unwrap();
     let r = perplexity(&mut session, &ids, 256).unwrap();
     assert_eq!(r.predictions, 255);
     assert!(

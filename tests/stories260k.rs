@@ -34,7 +34,7 @@ fn greedy_text(path: &std::path::Path) -> String {
     let mut prompt = tok.encode("", tok.default_encode_options());
     assert_eq!(prompt, vec![1], "an empty prompt is just BOS");
     prompt.truncate(1);
-    let mut session = Session::new(model.clone(), SessionConfig { context: STEPS }).unwrap();
+    let mut session = Session::new(model.clone(), SessionConfig::new(STEPS)).unwrap();
     let mut text = String::new();
     let stats = generate_greedy(&mut session, &prompt, STEPS, |_, piece| {
         text.push_str(piece);

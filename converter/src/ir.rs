@@ -17,6 +17,12 @@ pub trait TensorSource: Send + Sync {
     fn native_dtype(&self) -> Option<DType>;
     /// Decodes to f32, row-major, exactly `shape.iter().product()` elements.
     fn to_f32(&self) -> Result<Vec<f32>>;
+    /// The tensor's bytes exactly as `dtype` stores them on disk, if the source
+    /// already holds that encoding (GGUF Q8_0 / Q4_0 blocks). The writer then
+    /// copies them bit for bit instead of dequantizing and requantizing.
+    fn raw_as(&self, _dtype: DType) -> Option<Result<Vec<u8>>> {
+        None
+    }
 }
 
 /// One tensor under its canonical `.ember` name (see `ember_runtime::format::names`).

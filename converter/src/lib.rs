@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 pub use error::{ConvertError, Result};
-pub use writer::{DTypeChoice, WriteSummary};
+pub use writer::{mixed_policy, DTypeChoice, WriteSummary};
 
 /// The kind of checkpoint an input path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,9 @@ impl InputKind {
 #[derive(Debug, Default)]
 pub struct ConvertOptions<'a> {
     pub dtype: DTypeChoice,
+    /// Dtype of the token embeddings and output matrix; `None`: the mixed
+    /// policy's default (`writer::mixed_policy`).
+    pub embed_dtype: Option<ember_runtime::format::DType>,
     /// Tokenizer file for inputs that do not carry one (llama2.c `.bin`).
     pub tokenizer: Option<PathBuf>,
     /// Show a progress bar for large outputs.
@@ -136,6 +139,7 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
         output,
         &writer::WriteOptions {
             dtype: opts.dtype,
+            embed_dtype: opts.embed_dtype,
             progress: opts.progress,
             interrupt: opts.interrupt,
         },

@@ -28,14 +28,40 @@ pub enum DTypeChoice {
     /// Keep f32/f16/bf16 sources as they are; quantized sources become f32 (exact).
     #[default]
     Auto,
-    /// Store every matrix in this dtype.
+    /// Store every matrix in this dtype (see `WriteOptions::embed_dtype` for
+    /// the embeddings and output matrix under 4-bit types).
     Fixed(DType),
+}
+
+/// The mixed-precision policy: the dtype of matrix `name` (`cols` = row length)
+/// when the matrices are `base` and the embeddings/output override is `embed`.
+///
+/// - The token embeddings and the output matrix use `embed` if given, else
+///   q8_0 when `base` is a 4-bit type (they are the most sensitive matrices:
+///   llama.cpp keeps them at 6-8 bits too), else `base`.
+/// - A block type needs rows that are a multiple of 32; other matrices fall
+///   back to f32 (exact). Vectors are f32 in any case.
+pub fn mixed_policy(name: &str, cols: u64, base: DType, embed: Option<DType>) -> DType {
+    let is_embed = name == format::names::TOK_EMBEDDINGS || name == format::names::OUTPUT;
+    let d = match (is_embed, embed, base) {
+        (true, Some(e), _) => e,
+        (true, None, DType::Q4_0) => DType::Q8_0,
+        _ => base,
+    };
+    if cols % d.block_elems() as u64 != 0 {
+        DType::F32
+    } else {
+        d
+    }
 }
 
 /// Options for `write_model`.
 #[derive(Debug, Default)]
 pub struct WriteOptions<'a> {
     pub dtype: DTypeChoice,
+    /// Dtype of the token embeddings and output matrix (default: see
+    /// `mixed_policy`). Ignored with `DTypeChoice::Auto`.
+    pub embed_dtype: Option<DType>,
     /// Show a progress bar on stderr (hidden automatically when not a terminal).
     pub progress: bool,
     /// Set from another thread (e.g. a Ctrl-C handler) to abort; checked between
@@ -54,6 +80,8 @@ pub struct WriteSummary {
     pub dtype_counts: Vec<(String, usize)>,
     /// Tensor count per source dtype name.
     pub source_dtype_counts: Vec<(String, usize)>,
+    /// Tensors whose quantized source blocks were copied bit for bit.
+    pub raw_copies: usize,
     pub elapsed: Duration,
 }
 
@@ -136,7 +164,9 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
             DType::F32
         } else {
             match opts.dtype {
-                DTypeChoice::Fixed(d) => d,
+                DTypeChoice::Fixed(d) => {
+                    mixed_policy(name, shape[shape.len() - 1], d, opts.embed_dtype)
+                }
                 DTypeChoice::Auto => t.source.native_dtype().unwrap_or(DType::F32),
             }
         };
@@ -188,24 +218,39 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
     let interrupted = || opts.interrupt.is_some_and(|f| f.load(Ordering::Relaxed));
     let mut entries = Vec::with_capacity(planned.len());
     let mut pos = data_offset;
+    let mut raw_copies = 0;
     for p in &planned {
         if interrupted() {
             return Err(ConvertError::Interrupted);
         }
         bar.set_message(p.tensor.name.clone());
-        let values = p.tensor.source.to_f32()?;
-        let count = p.shape[..p.n_dims].iter().product::<u64>();
-        if values.len() as u64 != count {
-            return Err(ConvertError::Tensor {
-                name: p.tensor.name.clone(),
-                reason: format!(
-                    "source produced {} values for {count} elements",
-                    values.len()
-                ),
-            });
-        }
-        let bytes = encode(&values, p.dtype);
-        drop(values);
+        let bytes = match p.tensor.source.raw_as(p.dtype) {
+            Some(raw) => {
+                let raw = raw?;
+                if raw.len() as u64 != p.nbytes {
+                    return Err(ConvertError::Tensor {
+                        name: p.tensor.name.clone(),
+                        reason: format!("source holds {} bytes, expected {}", raw.len(), p.nbytes),
+                    });
+                }
+                raw_copies += 1;
+                raw
+            }
+            None => {
+                let values = p.tensor.source.to_f32()?;
+                let count = p.shape[..p.n_dims].iter().product::<u64>();
+                if values.len() as u64 != count {
+                    return Err(ConvertError::Tensor {
+                        name: p.tensor.name.clone(),
+                        reason: format!(
+                            "source produced {} values for {count} elements",
+                            values.len()
+                        ),
+                    });
+                }
+                encode(&values, p.dtype)
+            }
+        };
         debug_assert_eq!(bytes.len() as u64, p.nbytes);
         let pad = p.offset - pos;
         w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
@@ -297,12 +342,18 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
             .sum(),
         dtype_counts: count_by(&|p| p.dtype.name().to_string()),
         source_dtype_counts: count_by(&|p| p.tensor.source.source_dtype()),
+        raw_copies,
         elapsed: start.elapsed(),
     })
 }
 
-/// Encodes f32 values as little-endian bytes of `dtype` (round to nearest even).
+/// Encodes f32 values as little-endian bytes of `dtype`: float types round to
+/// nearest even; block types quantize consecutive runs of 32 values with the
+/// reference quantizers (`values.len()` a multiple of 32; rows of a matrix are
+/// whole blocks, so the flat tensor quantizes row by row).
 pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
+    use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
+    use ember_kernels::scalar;
     match dtype {
         DType::F32 => bytemuck::cast_slice(values).to_vec(),
         DType::F16 => {
@@ -312,6 +363,16 @@ pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
         DType::BF16 => {
             let v: Vec<bf16> = values.iter().map(|&x| bf16::from_f32(x)).collect();
             bytemuck::cast_slice(&v).to_vec()
+        }
+        DType::Q8_0 => {
+            let mut b = vec![BlockQ8_0::zeroed(); values.len() / QK];
+            scalar::quantize_row_q8_0(values, &mut b);
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        DType::Q4_0 => {
+            let mut b = vec![BlockQ4_0::zeroed(); values.len() / QK];
+            scalar::quantize_row_q4_0(values, &mut b);
+            bytemuck::cast_slice(&b).to_vec()
         }
     }
 }

@@ -29,7 +29,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'E', b'M', b'B', b'\r', b'\n', 0x1A, b'\n'];
 pub const VERSION_MAJOR: u16 = 1;
 /// Additive version: new dtype ids, new metadata keys, new optional fields that old
 /// readers may ignore. Readers accept any minor of their major.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Size in bytes of `Header`.
 pub const HEADER_SIZE: usize = 512;
 /// Size in bytes of one `DirEntry`.
@@ -398,17 +398,24 @@ const _: () = assert!(core::mem::size_of::<Header>() == HEADER_SIZE);
 const _: () = assert!(core::mem::offset_of!(Header, header_checksum) == CHECKSUM_FIELD_OFFSET);
 
 /// Tensor element types (`DirEntry::dtype`). Ids are never reused.
+///
+/// Block types (`Q8_0`, `Q4_0`) store a matrix row by row, each row as
+/// `cols / 32` blocks (`ember_kernels::blocks`); the innermost dimension MUST be a
+/// multiple of `block_elems()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum DType {
     F32 = 0,
     F16 = 1,
     BF16 = 2,
+    /// Blocks of 32: f16 scale + 32 i8 quants (34 bytes), `v = d * q`.
+    Q8_0 = 16,
+    /// Blocks of 32: f16 scale + 16 bytes of nibbles (18 bytes), `v = d * (q - 8)`.
+    Q4_0 = 17,
 }
 
-/// Dtype ids reserved for the quantized block types of the next format minor
-/// versions (q8_0, q4_0, a 4-bit type with offsets). Readers of this version
-/// reject them as unknown.
+/// Dtype ids reserved for quantized block types. 16 (q8_0) and 17 (q4_0) are
+/// assigned (format 1.1); the rest are reserved for later minor versions.
 pub const RESERVED_QUANT_DTYPE_IDS: core::ops::RangeInclusive<u32> = 16..=31;
 
 impl DType {
@@ -417,21 +424,38 @@ impl DType {
             0 => Some(Self::F32),
             1 => Some(Self::F16),
             2 => Some(Self::BF16),
+            16 => Some(Self::Q8_0),
+            17 => Some(Self::Q4_0),
             _ => None,
         }
     }
-    /// Bytes per element.
-    pub fn size(self) -> usize {
+    /// Elements per storage unit: 1 for float types, 32 for block types.
+    pub fn block_elems(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 | Self::BF16 => 1,
+            Self::Q8_0 | Self::Q4_0 => ember_kernels::blocks::QK,
+        }
+    }
+    /// Bytes per storage unit (element or block).
+    pub fn block_bytes(self) -> usize {
         match self {
             Self::F32 => 4,
             Self::F16 | Self::BF16 => 2,
+            Self::Q8_0 => core::mem::size_of::<ember_kernels::blocks::BlockQ8_0>(),
+            Self::Q4_0 => core::mem::size_of::<ember_kernels::blocks::BlockQ4_0>(),
         }
+    }
+    /// Whether this is a quantized block type.
+    pub fn is_quantized(self) -> bool {
+        self.block_elems() > 1
     }
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::BF16 => "bf16",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -439,12 +463,19 @@ impl DType {
             "f32" => Some(Self::F32),
             "f16" => Some(Self::F16),
             "bf16" => Some(Self::BF16),
+            "q8_0" => Some(Self::Q8_0),
+            "q4_0" => Some(Self::Q4_0),
             _ => None,
         }
     }
-    /// Bytes needed for `n` elements, `None` on overflow.
+    /// Bytes needed for `n` elements; `None` on overflow or if `n` is not a
+    /// multiple of `block_elems()`.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
-        n.checked_mul(self.size() as u64)
+        let be = self.block_elems() as u64;
+        if n % be != 0 {
+            return None;
+        }
+        (n / be).checked_mul(self.block_bytes() as u64)
     }
 }
 
@@ -463,7 +494,7 @@ pub struct DirEntry {
     pub shape: [u64; MAX_DIMS],
     /// Absolute file offset of the first byte.
     pub offset: u64,
-    /// Byte length, = element count x dtype size.
+    /// Byte length, = `DType::bytes_for(element count)`.
     pub nbytes: u64,
     /// CRC-32 (IEEE) of the tensor's bytes.
     pub checksum: u32,

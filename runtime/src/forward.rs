@@ -17,8 +17,9 @@ use ember_kernels::scalar::{self as k, RopeLayout};
 
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
-use crate::model::Model;
+use crate::model::{Input, Model};
 use crate::rope::inverse_frequencies;
+use ember_kernels::blocks::{BlockQ8_0, QK};
 
 /// Activation buffers of one forward pass, sized once from the hyperparameters.
 pub struct ForwardBuffers {
@@ -41,6 +42,24 @@ pub struct ForwardBuffers {
     pub(crate) logits: Vec<f32>,
     /// `[rope_dim / 2]` RoPE inverse frequencies (after scaling).
     inv_freq: Vec<f32>,
+    /// `[max(dim, q_dim, ffn) / QK]` the current matrix input quantized to Q8_0
+    /// (used when the model has quantized matrices).
+    xq: Vec<BlockQ8_0>,
+}
+
+/// Blocks needed to quantize the widest matrix input.
+fn xq_blocks(hp: &HyperParams) -> usize {
+    (hp.dim as usize).max(hp.q_dim()).max(hp.ffn_dim as usize) / QK
+}
+
+/// The matrix input for `x`: quantized into `xq` when the model has quantized
+/// matrices (the loader guarantees their row length is a multiple of `QK`).
+fn input<'a>(x: &'a [f32], xq: &'a mut [BlockQ8_0], quantize: bool) -> Input<'a> {
+    if quantize && x.len() % QK == 0 {
+        Input::quantized(x, xq)
+    } else {
+        Input::f32(x)
+    }
 }
 
 impl ForwardBuffers {
@@ -57,6 +76,7 @@ impl ForwardBuffers {
             up: vec![0.0; hp.ffn_dim as usize],
             logits: vec![0.0; hp.vocab_size as usize],
             inv_freq: inverse_frequencies(hp),
+            xq: vec![bytemuck::Zeroable::zeroed(); xq_blocks(hp)],
         }
     }
 
@@ -70,6 +90,7 @@ impl ForwardBuffers {
                 + 2 * hp.ffn_dim as usize
                 + hp.vocab_size as usize
                 + hp.rope_dim as usize / 2)
+            + std::mem::size_of::<BlockQ8_0>() * xq_blocks(hp)
     }
 
     pub fn logits(&self) -> &[f32] {
@@ -84,6 +105,8 @@ impl ForwardBuffers {
 /// positions `0..pos` of `kv` hold this sequence's earlier tokens.
 pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token: u32, pos: usize) {
     let hp = model.hparams();
+    let kern = &model.kernels;
+    let quant = model.has_quantized;
     let dim = hp.dim as usize;
     let head_dim = hp.head_dim as usize;
     let group = (hp.n_heads / hp.n_kv_heads) as usize;
@@ -108,9 +131,10 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         // --- attention block ---
         k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(li.attn_norm), eps);
         let (k_row, v_row) = kv.rows_mut(l, pos);
-        model.weights(li.wq).matvec(&buf.xn, &mut buf.q);
-        model.weights(li.wk).matvec(&buf.xn, k_row);
-        model.weights(li.wv).matvec(&buf.xn, v_row);
+        let xin = input(&buf.xn, &mut buf.xq, quant);
+        model.weights(li.wq).matvec_input(kern, &xin, &mut buf.q);
+        model.weights(li.wk).matvec_input(kern, &xin, k_row);
+        model.weights(li.wv).matvec_input(kern, &xin, v_row);
         if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
             k::add_f32(&mut buf.q, model.vector(bq));
             k::add_f32(k_row, model.vector(bk));
@@ -133,7 +157,8 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
                 out,
             );
         }
-        model.weights(li.wo).matvec(&buf.att_out, &mut buf.proj);
+        let ain = input(&buf.att_out, &mut buf.xq, quant);
+        model.weights(li.wo).matvec_input(kern, &ain, &mut buf.proj);
         if let Some(bo) = li.bo {
             k::add_f32(&mut buf.proj, model.vector(bo));
         }
@@ -141,8 +166,11 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
 
         // --- feed-forward block ---
         k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(li.ffn_norm), eps);
-        model.weights(li.w_gate).matvec(&buf.xn, &mut buf.gate);
-        model.weights(li.w_up).matvec(&buf.xn, &mut buf.up);
+        let xin = input(&buf.xn, &mut buf.xq, quant);
+        model
+            .weights(li.w_gate)
+            .matvec_input(kern, &xin, &mut buf.gate);
+        model.weights(li.w_up).matvec_input(kern, &xin, &mut buf.up);
         if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
             k::add_f32(&mut buf.gate, model.vector(bg));
             k::add_f32(&mut buf.up, model.vector(bu));
@@ -151,9 +179,10 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
             Some(Activation::GeluTanh) => k::gelu_gate_f32(&mut buf.gate, &buf.up),
             _ => k::silu_gate_f32(&mut buf.gate, &buf.up),
         }
+        let gin = input(&buf.gate, &mut buf.xq, quant);
         model
             .weights(li.w_down)
-            .matvec(&buf.gate, &mut buf.proj[..dim]);
+            .matvec_input(kern, &gin, &mut buf.proj[..dim]);
         if let Some(bd) = li.b_down {
             k::add_f32(&mut buf.proj, model.vector(bd));
         }
@@ -161,5 +190,8 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
     }
 
     k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(model.norm), eps);
-    model.weights(model.output).matvec(&buf.xn, &mut buf.logits);
+    let xin = input(&buf.xn, &mut buf.xq, quant);
+    model
+        .weights(model.output)
+        .matvec_input(kern, &xin, &mut buf.logits);
 }

@@ -1,36 +1,221 @@
 //! The key/value cache of one session: `[n_layers, context, kv_dim]` keys and
-//! values, plus attention over the cached positions. Allocated once.
+//! values in the session's KV type (f32, f16 or q8_0), plus attention over the
+//! cached positions and the row moves a context shift needs. Sized once.
+//!
+//! Writing protocol (the forward pass): `rows_mut(layer, pos)` hands out f32 rows
+//! to fill (the storage itself for f32; a staging pair otherwise); the next
+//! `attend` on that layer first stores the staged row in the cache's type, so the
+//! current position is attended to with the same rounding as every earlier one.
 
-use ember_kernels::scalar as k;
+use ember_kernels::scalar::{self as k, RopeLayout};
+use half::f16;
 
+use crate::error::{Error, Result};
 use crate::format::HyperParams;
+use crate::session::arena::{Alloc, Slab};
 
-/// Keys and values for every layer and position (f32 in the reference pass).
-pub struct KvCache {
-    context: usize,
-    kv_dim: usize,
-    head_dim: usize,
-    keys: Vec<f32>,
-    values: Vec<f32>,
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvType {
+    /// IEEE binary32: exact, 4 bytes per element.
+    F32,
+    /// IEEE binary16 (the default): 2 bytes per element.
+    #[default]
+    F16,
+    /// Blocks of 32 int8 values in -127..=127 with one f16 scale (ggml's q8_0):
+    /// 34 bytes per 32 elements. Rows are padded with zeros to whole blocks.
+    Q8_0,
 }
 
-impl KvCache {
-    /// A cache for `context` positions of a model with `hp`.
-    pub fn new(hp: &HyperParams, context: usize) -> Self {
-        let kv_dim = hp.kv_dim();
-        let n = hp.n_layers as usize * context * kv_dim;
-        Self {
-            context,
-            kv_dim,
-            head_dim: hp.head_dim as usize,
-            keys: vec![0.0; n],
-            values: vec![0.0; n],
+impl KvType {
+    /// Every KV type.
+    pub const ALL: [KvType; 3] = [Self::F32, Self::F16, Self::Q8_0];
+
+    /// The name used in configs and on the command line: `f32`, `f16`, `q8_0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
         }
     }
 
-    /// Bytes a cache for `context` positions needs.
-    pub fn bytes_required(hp: &HyperParams, context: usize) -> usize {
-        2 * hp.n_layers as usize * context * hp.kv_dim() * std::mem::size_of::<f32>()
+    /// The type called `name`, or `Error::InvalidArgument` listing the valid names.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown KV cache type {name:?} (expected f32, f16 or q8_0)"
+                ))
+            })
+    }
+
+    /// Stable id used in prompt-cache files (never reused).
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q8_0 => 8,
+        }
+    }
+
+    /// The type with [`id`](Self::id) `id`.
+    pub fn from_id(id: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.id() == id)
+    }
+
+    /// Bytes one cached row of `kv_dim` elements occupies.
+    pub fn row_bytes(self, kv_dim: usize) -> usize {
+        match self {
+            Self::F32 => 4 * kv_dim,
+            Self::F16 => 2 * kv_dim,
+            Self::Q8_0 => kv_dim.div_ceil(Q8_0_BLOCK) * std::mem::size_of::<BlockQ8_0>(),
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::from_name(s)
+    }
+}
+
+/// Elements per q8_0 block.
+pub const Q8_0_BLOCK: usize = 32;
+
+/// One q8_0 block: `x[i] ≈ d * qs[i]`. 34 bytes, little-endian, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_0 {
+    /// Scale: `max |x| / 127` of the block, rounded to f16.
+    pub d: f16,
+    /// Quantized values, in -127..=127 (never -128).
+    pub qs: [i8; Q8_0_BLOCK],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+
+/// Quantizes `x` (any length) into `ceil(len / 32)` blocks; the tail of the last
+/// block is zero. Rounding is to nearest, ties away from zero, as ggml does.
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    assert_eq!(out.len(), x.len().div_ceil(Q8_0_BLOCK), "q8_0: block count");
+    for (chunk, b) in x.chunks(Q8_0_BLOCK).zip(out.iter_mut()) {
+        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16::from_f32(d);
+        b.qs = [0; Q8_0_BLOCK];
+        for (q, &v) in b.qs.iter_mut().zip(chunk) {
+            // |v * id| <= 127 up to rounding; the clamp keeps -128 out.
+            *q = libm::roundf(v * id).clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
+/// Widens elements `start..start + out.len()` of a q8_0 row.
+pub fn dequantize_q8_0(row: &[BlockQ8_0], start: usize, out: &mut [f32]) {
+    for (i, o) in (start..).zip(out.iter_mut()) {
+        let b = &row[i / Q8_0_BLOCK];
+        *o = b.d.to_f32() * b.qs[i % Q8_0_BLOCK] as f32;
+    }
+}
+
+/// The cache storage in its element type; index `(layer * context + pos) * row`.
+enum Store<'a> {
+    F32 {
+        k: Slab<'a, f32>,
+        v: Slab<'a, f32>,
+    },
+    F16 {
+        k: Slab<'a, f16>,
+        v: Slab<'a, f16>,
+    },
+    Q8_0 {
+        k: Slab<'a, BlockQ8_0>,
+        v: Slab<'a, BlockQ8_0>,
+    },
+}
+
+/// Keys and values for every layer and position of one session.
+pub struct KvCache<'a> {
+    kv_type: KvType,
+    n_layers: usize,
+    context: usize,
+    kv_dim: usize,
+    head_dim: usize,
+    /// Elements per stored row: `kv_dim`, or blocks per row for q8_0.
+    row: usize,
+    store: Store<'a>,
+    /// `[kv_dim]` f32 key/value rows handed out by `rows_mut` for non-f32 types.
+    stage_k: Slab<'a, f32>,
+    stage_v: Slab<'a, f32>,
+    /// `(layer, pos)` of a staged row not yet stored.
+    pending: Option<(usize, usize)>,
+    /// `[head_dim]` widened key or value of one head (f16 / q8_0 attention).
+    scratch: Slab<'a, f32>,
+}
+
+impl<'a> KvCache<'a> {
+    /// Buffer sizes in bytes, in allocation order (for exact memory accounting).
+    pub(crate) fn buffer_sizes(hp: &HyperParams, context: usize, kv_type: KvType) -> [usize; 5] {
+        let kv_dim = hp.kv_dim();
+        let store = hp.n_layers as usize * context * kv_type.row_bytes(kv_dim);
+        let stage = if kv_type == KvType::F32 {
+            0
+        } else {
+            4 * kv_dim
+        };
+        [store, store, stage, stage, 4 * hp.head_dim as usize]
+    }
+
+    /// Bytes a heap-allocated cache of `context` positions needs.
+    pub fn bytes_required(hp: &HyperParams, context: usize, kv_type: KvType) -> usize {
+        Self::buffer_sizes(hp, context, kv_type).iter().sum()
+    }
+
+    /// A zeroed cache for `context` positions of a model with `hp`.
+    pub(crate) fn new_with(
+        hp: &HyperParams,
+        context: usize,
+        kv_type: KvType,
+        alloc: &mut Alloc<'_, 'a>,
+    ) -> Result<Self> {
+        let kv_dim = hp.kv_dim();
+        let n_layers = hp.n_layers as usize;
+        let (row, store) = match kv_type {
+            KvType::F32 => {
+                let n = n_layers * context * kv_dim;
+                let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
+                (kv_dim, Store::F32 { k, v })
+            }
+            KvType::F16 => {
+                let n = n_layers * context * kv_dim;
+                let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
+                (kv_dim, Store::F16 { k, v })
+            }
+            KvType::Q8_0 => {
+                let row = kv_dim.div_ceil(Q8_0_BLOCK);
+                let n = n_layers * context * row;
+                let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
+                (row, Store::Q8_0 { k, v })
+            }
+        };
+        let stage = if kv_type == KvType::F32 { 0 } else { kv_dim };
+        Ok(Self {
+            kv_type,
+            n_layers,
+            context,
+            kv_dim,
+            head_dim: hp.head_dim as usize,
+            row,
+            store,
+            stage_k: alloc.zeroed(stage)?,
+            stage_v: alloc.zeroed(stage)?,
+            pending: None,
+            scratch: alloc.zeroed(hp.head_dim as usize)?,
+        })
     }
 
     /// Number of positions it holds.
@@ -38,13 +223,54 @@ impl KvCache {
         self.context
     }
 
-    /// The key and value rows (`[kv_dim]` each) of `layer` at `pos`, for writing.
+    /// The element type.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
+    }
+
+    /// The key and value rows (`[kv_dim]` f32 each) of `layer` at `pos`, for
+    /// writing. They reach the cache (in its type) at the next [`attend`] on
+    /// `layer`; the forward pass always attends after writing.
+    ///
+    /// [`attend`]: Self::attend
     pub fn rows_mut(&mut self, layer: usize, pos: usize) -> (&mut [f32], &mut [f32]) {
-        let at = (layer * self.context + pos) * self.kv_dim;
-        (
-            &mut self.keys[at..at + self.kv_dim],
-            &mut self.values[at..at + self.kv_dim],
-        )
+        assert!(
+            layer < self.n_layers && pos < self.context,
+            "kv row out of range"
+        );
+        self.commit();
+        let at = (layer * self.context + pos) * self.row;
+        match &mut self.store {
+            Store::F32 { k, v } => (&mut k[at..at + self.row], &mut v[at..at + self.row]),
+            _ => {
+                self.pending = Some((layer, pos));
+                (&mut self.stage_k[..], &mut self.stage_v[..])
+            }
+        }
+    }
+
+    /// Stores a staged row in the cache's type.
+    fn commit(&mut self) {
+        let Some((layer, pos)) = self.pending.take() else {
+            return;
+        };
+        let at = (layer * self.context + pos) * self.row;
+        let r = self.row;
+        match &mut self.store {
+            Store::F32 { .. } => {}
+            Store::F16 { k, v } => {
+                for (d, s) in k[at..at + r].iter_mut().zip(self.stage_k.iter()) {
+                    *d = f16::from_f32(*s);
+                }
+                for (d, s) in v[at..at + r].iter_mut().zip(self.stage_v.iter()) {
+                    *d = f16::from_f32(*s);
+                }
+            }
+            Store::Q8_0 { k, v } => {
+                quantize_row_q8_0(&self.stage_k, &mut k[at..at + r]);
+                quantize_row_q8_0(&self.stage_v, &mut v[at..at + r]);
+            }
+        }
     }
 
     /// Attention of one query head over positions `first..=last` of `layer`,
@@ -53,7 +279,7 @@ impl KvCache {
     /// least `last - first + 1` elements; `out` has `head_dim` elements.
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
-        &self,
+        &mut self,
         layer: usize,
         kv_head: usize,
         q: &[f32],
@@ -63,16 +289,203 @@ impl KvCache {
         scores: &mut [f32],
         out: &mut [f32],
     ) {
-        let base = layer * self.context * self.kv_dim + kv_head * self.head_dim;
-        let row = |j: usize| base + j * self.kv_dim;
+        self.commit();
+        let hd = self.head_dim;
+        let base = layer * self.context * self.row;
+        let off = kv_head * hd;
         let scores = &mut scores[..=last - first];
-        for (j, s) in (first..=last).zip(scores.iter_mut()) {
-            *s = k::dot_f32(q, &self.keys[row(j)..row(j) + self.head_dim]) * scale;
-        }
-        k::softmax_f32(scores);
         out.fill(0.0);
-        for (j, &p) in (first..=last).zip(scores.iter()) {
-            k::axpy_f32(out, p, &self.values[row(j)..row(j) + self.head_dim]);
+        match &self.store {
+            Store::F32 { k, v } => {
+                let at = |j: usize| base + j * self.row + off;
+                for (j, s) in (first..=last).zip(scores.iter_mut()) {
+                    *s = k::dot_f32(q, &k[at(j)..at(j) + hd]) * scale;
+                }
+                k::softmax_f32(scores);
+                for (j, &p) in (first..=last).zip(scores.iter()) {
+                    k::axpy_f32(out, p, &v[at(j)..at(j) + hd]);
+                }
+            }
+            Store::F16 { k, v } => {
+                let at = |j: usize| base + j * self.row + off;
+                for (j, s) in (first..=last).zip(scores.iter_mut()) {
+                    *s = k::dot_f16_f32(&k[at(j)..at(j) + hd], q) * scale;
+                }
+                k::softmax_f32(scores);
+                let tmp = &mut self.scratch[..];
+                for (j, &p) in (first..=last).zip(scores.iter()) {
+                    k::f16_to_f32(&v[at(j)..at(j) + hd], tmp);
+                    k::axpy_f32(out, p, tmp);
+                }
+            }
+            Store::Q8_0 { k, v } => {
+                let r = self.row;
+                let row = |j: usize| base + j * r;
+                let tmp = &mut self.scratch[..];
+                for (j, s) in (first..=last).zip(scores.iter_mut()) {
+                    dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
+                    *s = k::dot_f32(q, tmp) * scale;
+                }
+                k::softmax_f32(scores);
+                for (j, &p) in (first..=last).zip(scores.iter()) {
+                    dequantize_q8_0(&v[row(j)..row(j) + r], off, tmp);
+                    k::axpy_f32(out, p, tmp);
+                }
+            }
         }
+    }
+
+    /// Moves positions `from..from + n` of every layer to `to..to + n` (`to < from`)
+    /// and rotates the moved keys by `delta` positions backwards: RoPE rotations
+    /// compose, so rotating a key stored for position `p` by the angles of
+    /// `neg_inv_freq` (the negated inverse frequencies) at position `delta`
+    /// re-positions it at `p - delta`. f16 and q8_0 keys are widened, rotated and
+    /// stored again (one extra rounding per shift).
+    pub(crate) fn shift(
+        &mut self,
+        from: usize,
+        to: usize,
+        n: usize,
+        neg_inv_freq: &[f32],
+        layout: RopeLayout,
+    ) {
+        self.commit();
+        assert!(
+            to < from && from + n <= self.context,
+            "kv shift out of range"
+        );
+        let delta = from - to;
+        let (r, hd, kv_dim) = (self.row, self.head_dim, self.kv_dim);
+        let stage = &mut self.stage_k[..];
+        for l in 0..self.n_layers {
+            let src = (l * self.context + from) * r;
+            let dst = (l * self.context + to) * r;
+            match &mut self.store {
+                Store::F32 { k, v } => {
+                    k.copy_within(src..src + n * r, dst);
+                    v.copy_within(src..src + n * r, dst);
+                    for row in k[dst..dst + n * r].chunks_exact_mut(r) {
+                        k::rope_f32(row, hd, delta, neg_inv_freq, layout);
+                    }
+                }
+                Store::F16 { k, v } => {
+                    v.copy_within(src..src + n * r, dst);
+                    for i in 0..n {
+                        let (s, d) = (src + i * r, dst + i * r);
+                        k::f16_to_f32(&k[s..s + r], stage);
+                        k::rope_f32(stage, hd, delta, neg_inv_freq, layout);
+                        for (o, x) in k[d..d + r].iter_mut().zip(stage.iter()) {
+                            *o = f16::from_f32(*x);
+                        }
+                    }
+                }
+                Store::Q8_0 { k, v } => {
+                    v.copy_within(src..src + n * r, dst);
+                    for i in 0..n {
+                        let (s, d) = (src + i * r, dst + i * r);
+                        dequantize_q8_0(&k[s..s + r], 0, &mut stage[..kv_dim]);
+                        k::rope_f32(stage, hd, delta, neg_inv_freq, layout);
+                        quantize_row_q8_0(stage, &mut k[d..d + r]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Key and value bytes of positions `0..n` of `layer` (contiguous in the store).
+    pub(crate) fn layer_bytes(&self, layer: usize, n: usize) -> (&[u8], &[u8]) {
+        let at = layer * self.context * self.row;
+        let range = at..at + n * self.row;
+        match &self.store {
+            Store::F32 { k, v } => (
+                bytemuck::cast_slice(&k[range.clone()]),
+                bytemuck::cast_slice(&v[range]),
+            ),
+            Store::F16 { k, v } => (
+                bytemuck::cast_slice(&k[range.clone()]),
+                bytemuck::cast_slice(&v[range]),
+            ),
+            Store::Q8_0 { k, v } => (
+                bytemuck::cast_slice(&k[range.clone()]),
+                bytemuck::cast_slice(&v[range]),
+            ),
+        }
+    }
+
+    /// Mutable key and value bytes of positions `0..n` of `layer`.
+    pub(crate) fn layer_bytes_mut(&mut self, layer: usize, n: usize) -> (&mut [u8], &mut [u8]) {
+        self.pending = None;
+        let at = layer * self.context * self.row;
+        let range = at..at + n * self.row;
+        match &mut self.store {
+            Store::F32 { k, v } => (
+                bytemuck::cast_slice_mut(&mut k[range.clone()]),
+                bytemuck::cast_slice_mut(&mut v[range]),
+            ),
+            Store::F16 { k, v } => (
+                bytemuck::cast_slice_mut(&mut k[range.clone()]),
+                bytemuck::cast_slice_mut(&mut v[range]),
+            ),
+            Store::Q8_0 { k, v } => (
+                bytemuck::cast_slice_mut(&mut k[range.clone()]),
+                bytemuck::cast_slice_mut(&mut v[range]),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// q8_0 error bound per element: half a quantization step of the block, plus
+    /// the f16 rounding of the scale (relative 2^-11 of |x| ≤ amax).
+    fn q8_bound(amax: f32) -> f32 {
+        amax / 127.0 * 0.5 + amax * 1e-3
+    }
+
+    #[test]
+    fn q8_0_round_trip_within_half_a_step() {
+        for len in [1usize, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 67, 129] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37)
+                .collect();
+            let mut b = vec![BlockQ8_0::default(); len.div_ceil(Q8_0_BLOCK)];
+            quantize_row_q8_0(&x, &mut b);
+            let mut y = vec![0.0; len];
+            dequantize_q8_0(&b, 0, &mut y);
+            for (c, (xs, ys)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
+                let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (a, b) in xs.iter().zip(ys) {
+                    assert!(
+                        (a - b).abs() <= q8_bound(amax),
+                        "len {len} block {c}: {a} vs {b}"
+                    );
+                }
+            }
+            assert!(b.iter().all(|b| b.qs.iter().all(|&q| q != -128)));
+        }
+    }
+
+    #[test]
+    fn q8_0_edge_values() {
+        let mut b = [BlockQ8_0::default()];
+        quantize_row_q8_0(&[0.0; 32], &mut b);
+        assert_eq!(b[0].qs, [0; 32]);
+        assert_eq!(b[0].d.to_f32(), 0.0);
+        let mut x = [0.0f32; 32];
+        x[0] = -5.0;
+        x[1] = 5.0;
+        quantize_row_q8_0(&x, &mut b);
+        assert_eq!((b[0].qs[0], b[0].qs[1]), (-127, 127));
+    }
+
+    #[test]
+    fn kv_type_names_round_trip() {
+        for t in KvType::ALL {
+            assert_eq!(KvType::from_name(t.name()).unwrap(), t);
+            assert_eq!(KvType::from_id(t.id()), Some(t));
+        }
+        assert!(KvType::from_name("q4_0").is_err());
     }
 }

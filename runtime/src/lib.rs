@@ -16,10 +16,13 @@ pub mod kv_cache;
 pub mod loader;
 pub mod model;
 mod rope;
+pub mod sampler;
 pub mod session;
 mod storage;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use kv_cache::KvType;
 pub use model::{Model, Weights};
-pub use session::{argmax, Session, SessionConfig};
+pub use sampler::{Sampler, SamplerConfig};
+pub use session::{argmax, ContextPolicy, Session, SessionConfig};

@@ -275,6 +275,14 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
                 .checked_mul(d)
                 .ok_or_else(|| bad("element count overflows".into()))?;
         }
+        let cols = e.dims()[nd - 1];
+        if cols % dtype.block_elems() as u64 != 0 {
+            return Err(bad(format!(
+                "row length {cols} is not a multiple of the {} block size {}",
+                dtype.name(),
+                dtype.block_elems()
+            )));
+        }
         let nbytes = dtype
             .bytes_for(count)
             .ok_or_else(|| bad("byte size overflows".into()))?;

@@ -6,6 +6,9 @@
 
 use std::path::Path;
 
+use bytemuck::Zeroable;
+use ember_kernels::arch::Kernels;
+use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
@@ -14,12 +17,38 @@ use crate::loader::{self, ParsedFile, TensorInfo};
 use crate::storage::Storage;
 use crate::tokenizer::Tokenizer;
 
-/// A typed, zero-copy view of a tensor's elements.
+/// A typed, zero-copy view of a tensor's elements (block types: its blocks,
+/// row-major, `cols / QK` blocks per row).
 #[derive(Clone, Copy, Debug)]
 pub enum Weights<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     BF16(&'a [bf16]),
+    Q8_0(&'a [BlockQ8_0]),
+    Q4_0(&'a [BlockQ4_0]),
+}
+
+/// A matrix-vector input: the f32 vector and, when the model has quantized
+/// matrices, the same vector quantized to Q8_0 blocks (quantized once, used by
+/// every matrix that reads this input). `q8` is empty when not prepared.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub x: &'a [f32],
+    pub q8: &'a [BlockQ8_0],
+}
+
+impl<'a> Input<'a> {
+    /// An input for float weights only.
+    pub fn f32(x: &'a [f32]) -> Self {
+        Self { x, q8: &[] }
+    }
+    /// Quantizes `x` into `buf` (`buf.len() >= x.len() / QK`, `x.len()` a
+    /// multiple of `QK`) and returns the input with both forms.
+    pub fn quantized(x: &'a [f32], buf: &'a mut [BlockQ8_0]) -> Self {
+        let q8 = &mut buf[..x.len() / QK];
+        ember_kernels::scalar::quantize_row_q8_0(x, q8);
+        Self { x, q8 }
+    }
 }
 
 impl Weights<'_> {
@@ -29,28 +58,69 @@ impl Weights<'_> {
             Self::F32(w) => w.len(),
             Self::F16(w) => w.len(),
             Self::BF16(w) => w.len(),
+            Self::Q8_0(w) => w.len() * QK,
+            Self::Q4_0(w) => w.len() * QK,
         }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The stored dtype.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::F32(_) => DType::F32,
+            Self::F16(_) => DType::F16,
+            Self::BF16(_) => DType::BF16,
+            Self::Q8_0(_) => DType::Q8_0,
+            Self::Q4_0(_) => DType::Q4_0,
+        }
+    }
     /// Copies row `r` of a `[rows, cols]` matrix into `out` (`out.len() == cols`),
-    /// widening to f32.
+    /// widening or dequantizing to f32.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         let c = out.len();
         match self {
             Self::F32(w) => out.copy_from_slice(&w[r * c..(r + 1) * c]),
             Self::F16(w) => ember_kernels::scalar::f16_to_f32(&w[r * c..(r + 1) * c], out),
             Self::BF16(w) => ember_kernels::scalar::bf16_to_f32(&w[r * c..(r + 1) * c], out),
+            Self::Q8_0(w) => {
+                let nb = c / QK;
+                ember_kernels::scalar::dequantize_row_q8_0(&w[r * nb..(r + 1) * nb], out)
+            }
+            Self::Q4_0(w) => {
+                let nb = c / QK;
+                ember_kernels::scalar::dequantize_row_q4_0(&w[r * nb..(r + 1) * nb], out)
+            }
         }
     }
-    /// `out = W x` for `W: [out.len(), x.len()]`.
+    /// `out = W x` for `W: [out.len(), x.len()]` with the process-wide kernels.
+    /// Quantized matrices quantize `x` into a temporary (allocates); the forward
+    /// pass uses `matvec_input` with a preallocated quantized input instead.
     pub fn matvec(&self, x: &[f32], out: &mut [f32]) {
-        use ember_kernels::scalar as k;
+        let k = ember_kernels::arch::kernels();
         match self {
-            Self::F32(w) => k::matvec_f32_f32(w, x, out),
-            Self::F16(w) => k::matvec_f16_f32(w, x, out),
-            Self::BF16(w) => k::matvec_bf16_f32(w, x, out),
+            Self::Q8_0(_) | Self::Q4_0(_) => {
+                let mut buf = vec![BlockQ8_0::zeroed(); x.len() / QK];
+                self.matvec_input(&k, &Input::quantized(x, &mut buf), out)
+            }
+            _ => self.matvec_input(&k, &Input::f32(x), out),
+        }
+    }
+    /// `out = W x` with the kernels of `k`. Quantized matrices read `input.q8`,
+    /// which must hold `input.x` quantized (see `Input::quantized`).
+    pub fn matvec_input(&self, k: &Kernels, input: &Input, out: &mut [f32]) {
+        match self {
+            Self::F32(w) => (k.matvec_f32_f32)(w, input.x, out),
+            Self::F16(w) => (k.matvec_f16_f32)(w, input.x, out),
+            Self::BF16(w) => ember_kernels::scalar::matvec_bf16_f32(w, input.x, out),
+            Self::Q8_0(w) => {
+                assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
+                (k.matvec_q8_0_q8_0)(w, input.q8, out)
+            }
+            Self::Q4_0(w) => {
+                assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
+                (k.matvec_q4_0_q8_0)(w, input.q8, out)
+            }
         }
     }
 }
@@ -86,6 +156,11 @@ pub struct Model {
     /// Output projection; the embeddings when tied.
     pub(crate) output: usize,
     pub(crate) layers: Vec<LayerIndex>,
+    /// Kernel table chosen at load (`ember_kernels::arch::kernels`).
+    pub(crate) kernels: Kernels,
+    /// Whether any matrix is stored in a quantized block type (the forward pass
+    /// then quantizes its matrix inputs).
+    pub(crate) has_quantized: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -155,6 +230,7 @@ impl Model {
             idx(names::OUTPUT)?
         };
         let norm = idx(names::NORM)?;
+        let has_quantized = parsed.tensors.iter().any(|t| t.dtype.is_quantized());
         let model = Model {
             storage,
             parsed,
@@ -163,6 +239,8 @@ impl Model {
             norm,
             output,
             layers,
+            kernels: ember_kernels::arch::kernels(),
+            has_quantized,
         };
         // Create every view once so that a misaligned buffer fails here, not later.
         for i in 0..model.parsed.tensors.len() {
@@ -173,6 +251,11 @@ impl Model {
 
     pub fn hparams(&self) -> &HyperParams {
         &self.parsed.hparams
+    }
+    /// The kernel tier chosen at load (best supported, capped by
+    /// `EMBER_KERNEL_TIER`).
+    pub fn kernel_tier(&self) -> ember_kernels::arch::Tier {
+        self.kernels.tier
     }
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
@@ -223,6 +306,13 @@ impl Model {
             DType::F16 => Weights::F16(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?),
             DType::BF16 => {
                 Weights::BF16(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+            // Blocks have alignment 1: any offset works.
+            DType::Q8_0 => {
+                Weights::Q8_0(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+            DType::Q4_0 => {
+                Weights::Q4_0(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
             }
         })
     }

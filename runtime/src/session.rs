@@ -1,14 +1,52 @@
-//! A decoding session: the per-conversation state over a shared model. Every
-//! buffer (activations, KV cache, RoPE table, logits) is allocated once in
-//! `Session::new`; `forward` never allocates.
+//! A decoding session: the per-conversation state over a shared model.
+//!
+//! Every buffer (activations, KV cache, token history, RoPE tables, logits) is
+//! sized from the hyperparameters and the [`SessionConfig`] at creation, on the
+//! heap ([`Session::new`]) or inside a caller's byte arena ([`Session::new_in`]).
+//! After that, `step`, `prefill`, `truncate`, context shifts and snapshot writes
+//! never touch the allocator.
 
+pub(crate) mod arena;
+
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 
+use ember_kernels::scalar::RopeLayout;
+
 use crate::error::{Error, Result};
-use crate::format::HyperParams;
+use crate::format::{HyperParams, RopePairing};
 use crate::forward::{forward, ForwardBuffers};
 use crate::kv_cache::KvCache;
+pub use crate::kv_cache::KvType;
 use crate::model::Model;
+use crate::rope::inverse_frequencies;
+use arena::{arena_size, Alloc, Arena, Slab};
+
+/// Upper bound on [`SessionConfig::threads`] (a sanity limit for bad input).
+pub const MAX_THREADS: usize = 1024;
+
+/// What a session does when a token arrives and the context is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContextPolicy {
+    /// Refuse the token with `Error::ContextFull` (the default).
+    #[default]
+    Error,
+    /// Keep the first `keep` tokens, drop the oldest half of the rest, move the
+    /// remainder down and re-rotate its keys (RoPE) to the new positions, then go
+    /// on. Needs `keep + 2 <= context`.
+    Shift { keep: usize },
+}
+
+impl ContextPolicy {
+    /// `error` or `shift`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Shift { .. } => "shift",
+        }
+    }
+}
 
 /// Session settings fixed at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,41 +54,185 @@ pub struct SessionConfig {
     /// Maximum number of positions (tokens) held in the KV cache; 1..=the model's
     /// `max_context`.
     pub context: usize,
+    /// Element type of the KV cache (default f16).
+    pub kv_type: KvType,
+    /// Worker threads for the forward pass, 1..=[`MAX_THREADS`]. Stored for the
+    /// threaded kernels; results must not depend on it (the sampler's RNG is
+    /// per session, and reductions have a fixed order).
+    pub threads: usize,
+    /// Tokens per prefill batch, >= 1. `prefill` processes prompts in chunks of
+    /// this size (today each token is one forward pass; the batched matrix path
+    /// will use it).
+    pub batch: usize,
+    /// What to do when the context is full.
+    pub context_policy: ContextPolicy,
 }
 
-/// Per-conversation state: position, KV cache and activation buffers.
-pub struct Session {
+impl Default for SessionConfig {
+    /// 512 positions, f16 KV, one thread, batches of 512, error when full.
+    fn default() -> Self {
+        Self {
+            context: 512,
+            kv_type: KvType::F16,
+            threads: 1,
+            batch: 512,
+            context_policy: ContextPolicy::Error,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The default config with `context` positions.
+    pub fn new(context: usize) -> Self {
+        Self {
+            context,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the config against a model: context in 1..=max_context, threads in
+    /// 1..=MAX_THREADS, batch >= 1, a shift policy that leaves room to shift.
+    pub fn validate(&self, hp: &HyperParams) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.context == 0 || self.context > hp.max_context as usize {
+            return bad(format!(
+                "context {} must be in 1..={} (the model's maximum)",
+                self.context, hp.max_context
+            ));
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return bad(format!(
+                "threads {} must be in 1..={MAX_THREADS}",
+                self.threads
+            ));
+        }
+        if self.batch == 0 {
+            return bad("prefill batch size must be at least 1".into());
+        }
+        validate_policy(self.context_policy, self.context)
+    }
+}
+
+fn validate_policy(policy: ContextPolicy, context: usize) -> Result<()> {
+    match policy {
+        ContextPolicy::Shift { keep } if keep + 2 > context => Err(Error::InvalidArgument(
+            format!("context shift keeps {keep} tokens but needs keep + 2 <= context ({context})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Per-conversation state: position, token history, KV cache and activation
+/// buffers. Borrows the arena it was created in for `'a` (`'static` on the heap).
+/// `Send`; many sessions can share one `Arc<Model>`.
+pub struct Session<'a> {
     model: Arc<Model>,
     config: SessionConfig,
-    /// Next position to be written.
+    /// Next position to be written = number of tokens in the cache.
     pos: usize,
+    /// `[context]` tokens at positions `0..pos`.
+    tokens: Slab<'a, u32>,
+    /// `[rope_dim / 2]` negated inverse frequencies (context shift rotates back).
+    neg_inv_freq: Slab<'a, f32>,
+    layout: RopeLayout,
+    /// Activation buffers (heap in both modes: `forward.rs` owns their type).
     buffers: ForwardBuffers,
-    kv: KvCache,
+    kv: KvCache<'a>,
+    /// True when `logits()` belongs to the token at `pos - 1`.
+    has_logits: bool,
+    /// Context shifts performed since creation.
+    shifts: usize,
 }
 
-impl Session {
-    /// Creates a session with every buffer allocated up front.
+impl Session<'static> {
+    /// Creates a session with every buffer allocated on the heap up front
+    /// ([`Session::memory_required`] bytes).
     pub fn new(model: Arc<Model>, config: SessionConfig) -> Result<Self> {
+        Session::create(model, config, &mut Alloc::Heap)
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Creates a session whose KV cache, token history and RoPE table live in
+    /// `arena` (at least [`Session::arena_bytes_required`] bytes, any alignment).
+    /// The activation buffers ([`Session::arena_heap_bytes`]) are still taken
+    /// from the heap here, at creation; afterwards nothing is allocated.
+    pub fn new_in(model: Arc<Model>, config: SessionConfig, arena: &'a mut [u8]) -> Result<Self> {
         let hp = *model.hparams();
-        if config.context == 0 || config.context > hp.max_context as usize {
+        config.validate(&hp)?;
+        let need = Self::arena_bytes_required(&hp, &config);
+        if arena.len() < need {
             return Err(Error::InvalidArgument(format!(
-                "context {} must be in 1..={} (the model's maximum)",
-                config.context, hp.max_context
+                "session arena has {} bytes but {need} are required",
+                arena.len()
             )));
         }
+        let mut arena = Arena::new(arena);
+        Session::create(model, config, &mut Alloc::Arena(&mut arena))
+    }
+
+    fn create(model: Arc<Model>, config: SessionConfig, alloc: &mut Alloc<'_, 'a>) -> Result<Self> {
+        let hp = *model.hparams();
+        config.validate(&hp)?;
+        let kv = KvCache::new_with(&hp, config.context, config.kv_type, alloc)?;
+        let mut tokens = alloc.zeroed(config.context)?;
+        tokens.fill(0);
+        let inv = inverse_frequencies(&hp);
+        let mut neg_inv_freq: Slab<'a, f32> = alloc.zeroed(inv.len())?;
+        for (d, s) in neg_inv_freq.iter_mut().zip(&inv) {
+            *d = -s;
+        }
+        drop(inv);
+        let layout = match RopePairing::from_u32(hp.rope_pairing) {
+            Some(RopePairing::Half) => RopeLayout::Half,
+            _ => RopeLayout::Interleaved,
+        };
         Ok(Self {
             config,
             pos: 0,
+            tokens,
+            neg_inv_freq,
+            layout,
             buffers: ForwardBuffers::new(&hp, config.context),
-            kv: KvCache::new(&hp, config.context),
+            kv,
+            has_logits: false,
+            shifts: 0,
             model,
         })
     }
 
-    /// Bytes this session allocates for a model with `hp` and `config`.
+    /// Sizes in bytes of the buffers `create` takes from its allocator, in order.
+    fn own_buffer_sizes(hp: &HyperParams, config: &SessionConfig) -> [usize; 7] {
+        let kv = KvCache::buffer_sizes(hp, config.context, config.kv_type);
+        [
+            kv[0],
+            kv[1],
+            kv[2],
+            kv[3],
+            kv[4],
+            4 * config.context,
+            4 * (hp.rope_dim as usize / 2),
+        ]
+    }
+
+    /// Bytes a heap session ([`Session::new`]) for `hp` and `config` keeps
+    /// allocated: exactly the sum of its buffers (KV cache, token history, RoPE
+    /// table, activations, logits). Does not validate `config`.
     pub fn memory_required(hp: &HyperParams, config: &SessionConfig) -> usize {
+        Self::own_buffer_sizes(hp, config).iter().sum::<usize>()
+            + ForwardBuffers::bytes_required(hp, config.context)
+    }
+
+    /// Bytes [`Session::new_in`] needs in its arena: the KV cache, token history
+    /// and RoPE table, each padded to 64 bytes, plus 63 for aligning the start.
+    pub fn arena_bytes_required(hp: &HyperParams, config: &SessionConfig) -> usize {
+        arena_size(&Self::own_buffer_sizes(hp, config))
+    }
+
+    /// Bytes [`Session::new_in`] still allocates on the heap (the activation
+    /// buffers).
+    pub fn arena_heap_bytes(hp: &HyperParams, config: &SessionConfig) -> usize {
         ForwardBuffers::bytes_required(hp, config.context)
-            + KvCache::bytes_required(hp, config.context)
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -59,33 +241,106 @@ impl Session {
     pub fn config(&self) -> &SessionConfig {
         &self.config
     }
-    /// Number of tokens processed so far (= the position of the next token).
+    /// Number of tokens in the cache (= the position of the next token).
     pub fn pos(&self) -> usize {
         self.pos
     }
-    /// Logits of the last `forward` call.
+    /// The tokens in the cache, positions `0..pos`.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens[..self.pos]
+    }
+    /// Logits predicting the token after position `pos - 1`: valid after `step`,
+    /// `prefill` or a `load_state` that carried them; see [`has_logits`](Self::has_logits).
     pub fn logits(&self) -> &[f32] {
         self.buffers.logits()
     }
+    /// True when [`logits`](Self::logits) belongs to the last token in the cache
+    /// (false after `reset`, `truncate`, or before the first token).
+    pub fn has_logits(&self) -> bool {
+        self.has_logits
+    }
+    /// Number of context shifts performed so far.
+    pub fn context_shifts(&self) -> usize {
+        self.shifts
+    }
+
+    /// Changes what happens when the context is full (e.g. `keep` = the length of
+    /// a system prompt once it is known).
+    pub fn set_context_policy(&mut self, policy: ContextPolicy) -> Result<()> {
+        validate_policy(policy, self.config.context)?;
+        self.config.context_policy = policy;
+        Ok(())
+    }
+
     /// Forgets every token (the cache is overwritten lazily).
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.has_logits = false;
     }
 
-    /// Feeds `token` at the next position and returns the logits predicting the
-    /// token after it. Errors (without changing state) if the token id is out of
-    /// range or the context is full.
-    pub fn forward(&mut self, token: u32) -> Result<&[f32]> {
+    /// Rewinds to `len` tokens (`len <= pos`): later positions are forgotten.
+    /// The logits are stale afterwards; feed a token to get fresh ones.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.pos {
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate to {len} tokens: the session holds {}",
+                self.pos
+            )));
+        }
+        if len < self.pos {
+            self.pos = len;
+            self.has_logits = false;
+        }
+        Ok(())
+    }
+
+    fn check_token(&self, token: u32) -> Result<()> {
         let vocab = self.model.hparams().vocab_size;
         if token >= vocab {
             return Err(Error::TokenOutOfRange { id: token, vocab });
         }
-        if self.pos >= self.config.context {
-            return Err(Error::ContextFull {
+        Ok(())
+    }
+
+    /// Makes room for one token per the context policy (the caller checked that
+    /// the shift policy is in force when the context is full).
+    fn make_room(&mut self) -> Result<()> {
+        if self.pos < self.config.context {
+            return Ok(());
+        }
+        match self.config.context_policy {
+            ContextPolicy::Error => Err(Error::ContextFull {
                 needed: self.pos + 1,
                 capacity: self.config.context,
-            });
+            }),
+            ContextPolicy::Shift { keep } => {
+                self.shift(keep);
+                Ok(())
+            }
         }
+    }
+
+    /// Drops the oldest half of the tokens after the first `keep` (at least one
+    /// token), moving the rest down and re-rotating their keys.
+    fn shift(&mut self, keep: usize) {
+        let keep = keep.min(self.pos);
+        let left = self.pos - keep;
+        let discard = (left / 2).max(1).min(left);
+        if discard == 0 {
+            return;
+        }
+        let moved = left - discard;
+        if moved > 0 {
+            self.kv
+                .shift(keep + discard, keep, moved, &self.neg_inv_freq, self.layout);
+        }
+        self.tokens.copy_within(keep + discard..self.pos, keep);
+        self.pos -= discard;
+        self.shifts += 1;
+    }
+
+    /// Runs one validated token (room already made).
+    fn run(&mut self, token: u32) {
         forward(
             &self.model,
             &mut self.buffers,
@@ -93,8 +348,287 @@ impl Session {
             token,
             self.pos,
         );
+        self.tokens[self.pos] = token;
         self.pos += 1;
+        self.has_logits = true;
+    }
+
+    /// Feeds `token` at the next position and returns the logits predicting the
+    /// token after it. Errors (without changing state) if the token id is out of
+    /// range, or if the context is full under `ContextPolicy::Error`; under
+    /// `Shift`, a full context is shifted first.
+    pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        self.check_token(token)?;
+        self.make_room()?;
+        self.run(token);
         Ok(self.buffers.logits())
+    }
+
+    /// Same as [`step`](Self::step) (the name the evaluation code uses).
+    pub fn forward(&mut self, token: u32) -> Result<&[f32]> {
+        self.step(token)
+    }
+
+    /// Feeds `tokens` (non-empty) in batches of `config.batch` and returns the
+    /// logits after the last. Validates every token and, under the error policy,
+    /// the capacity before changing any state.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument(
+                "prefill needs at least one token".into(),
+            ));
+        }
+        for &t in tokens {
+            self.check_token(t)?;
+        }
+        if self.config.context_policy == ContextPolicy::Error
+            && self.pos + tokens.len() > self.config.context
+        {
+            return Err(Error::ContextFull {
+                needed: self.pos + tokens.len(),
+                capacity: self.config.context,
+            });
+        }
+        for batch in tokens.chunks(self.config.batch) {
+            for &t in batch {
+                self.make_room()?;
+                self.run(t);
+            }
+        }
+        Ok(self.buffers.logits())
+    }
+
+    /// Writes the state (tokens, last logits, KV rows `0..pos`) and `app_data`
+    /// (opaque bytes the application wants back, e.g. a chat history) to `path`
+    /// in the prompt-cache format; see [`write_state`](Self::write_state).
+    pub fn save_state(&self, path: &Path, app_data: &[u8]) -> Result<()> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut w = std::io::BufWriter::new(file);
+        self.write_state(&mut w, app_data).map_err(io)?;
+        w.into_inner()
+            .map_err(|e| io(e.into_error()))?
+            .sync_all()
+            .map_err(io)
+    }
+
+    /// Restores a state written by [`save_state`](Self::save_state) and returns
+    /// its application data. The file must come from the same model file (header
+    /// checksum and hyperparameters) and KV type, and hold at most `context`
+    /// tokens; anything else, a truncated or a corrupt file (CRC) is a clear
+    /// error, after which the session is reset.
+    pub fn load_state(&mut self, path: &Path) -> Result<Vec<u8>> {
+        let file = std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.read_state(std::io::BufReader::new(file))
+            .map_err(|e| match e {
+                Error::InvalidArgument(m) => {
+                    Error::InvalidArgument(format!("prompt cache {}: {m}", path.display()))
+                }
+                e => e,
+            })
+    }
+
+    /// Writes the prompt-cache format (little-endian):
+    /// a 208-byte header (magic `89 45 4D 42 4B 56 0D 0A`, version, the model's
+    /// header checksum and hyperparameters, KV type id, flags (bit 0: logits
+    /// present), context, pos, app-data length), then `pos` u32 tokens, the
+    /// logits (`vocab_size` f32) if present, for each layer the key then the
+    /// value rows `0..pos` in the KV type's layout, the app data, and a CRC-32
+    /// (IEEE) of everything before it.
+    pub fn write_state<W: Write>(&self, w: W, app_data: &[u8]) -> std::io::Result<()> {
+        let model = &self.model;
+        let header = StateHeader {
+            magic: STATE_MAGIC,
+            version: STATE_VERSION,
+            model_checksum: model.file().header.header_checksum,
+            hparams: *model.hparams(),
+            kv_type: self.config.kv_type.id(),
+            flags: if self.has_logits { STATE_HAS_LOGITS } else { 0 },
+            context: self.config.context as u64,
+            pos: self.pos as u64,
+            app_data_len: app_data.len() as u64,
+            reserved: [0; 4],
+        };
+        let mut w = CrcWriter {
+            inner: w,
+            crc: crc32fast::Hasher::new(),
+        };
+        w.write_all(bytemuck::bytes_of(&header))?;
+        w.write_all(bytemuck::cast_slice(self.tokens()))?;
+        if self.has_logits {
+            w.write_all(bytemuck::cast_slice(self.logits()))?;
+        }
+        for l in 0..model.hparams().n_layers as usize {
+            let (k, v) = self.kv.layer_bytes(l, self.pos);
+            w.write_all(k)?;
+            w.write_all(v)?;
+        }
+        w.write_all(app_data)?;
+        let crc = w.crc.clone().finalize();
+        w.inner.write_all(&crc.to_le_bytes())?;
+        w.inner.flush()
+    }
+
+    /// Reads the format of [`write_state`](Self::write_state); see
+    /// [`load_state`](Self::load_state) for the checks. On error the session is reset.
+    pub fn read_state<R: Read>(&mut self, r: R) -> Result<Vec<u8>> {
+        let result = self.read_state_inner(r);
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    fn read_state_inner<R: Read>(&mut self, r: R) -> Result<Vec<u8>> {
+        let bad = |m: String| Error::InvalidArgument(m);
+        let io = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                bad("the prompt cache is truncated".into())
+            } else {
+                bad(format!("cannot read the prompt cache: {e}"))
+            }
+        };
+        let mut r = CrcReader {
+            inner: r,
+            crc: crc32fast::Hasher::new(),
+        };
+        let mut hb = [0u8; std::mem::size_of::<StateHeader>()];
+        r.read_exact(&mut hb).map_err(io)?;
+        let h: StateHeader = bytemuck::pod_read_unaligned(&hb);
+        if h.magic != STATE_MAGIC {
+            return Err(bad("not an Ember prompt cache (bad magic bytes)".into()));
+        }
+        if h.version != STATE_VERSION {
+            return Err(bad(format!(
+                "prompt cache version {} is not the supported {STATE_VERSION}",
+                h.version
+            )));
+        }
+        let hp = *self.model.hparams();
+        if h.model_checksum != self.model.file().header.header_checksum || h.hparams != hp {
+            return Err(bad(
+                "the prompt cache was saved for a different model file".into()
+            ));
+        }
+        let kv_type = KvType::from_id(h.kv_type)
+            .ok_or_else(|| bad(format!("unknown KV type id {}", h.kv_type)))?;
+        if kv_type != self.config.kv_type {
+            return Err(bad(format!(
+                "the prompt cache holds a {} KV cache but this session uses {}",
+                kv_type.name(),
+                self.config.kv_type.name()
+            )));
+        }
+        if h.flags & !STATE_HAS_LOGITS != 0 {
+            return Err(bad(format!("unknown flags {:#x}", h.flags)));
+        }
+        if h.pos > self.config.context as u64 {
+            return Err(bad(format!(
+                "the prompt cache holds {} tokens but the session context is {}",
+                h.pos, self.config.context
+            )));
+        }
+        if h.app_data_len > MAX_APP_DATA {
+            return Err(bad(format!(
+                "application data of {} bytes exceeds the {MAX_APP_DATA}-byte limit",
+                h.app_data_len
+            )));
+        }
+        let pos = h.pos as usize;
+        self.pos = 0;
+        self.has_logits = false;
+        r.read_exact(bytemuck::cast_slice_mut(&mut self.tokens[..pos]))
+            .map_err(io)?;
+        let has_logits = h.flags & STATE_HAS_LOGITS != 0;
+        if has_logits {
+            r.read_exact(bytemuck::cast_slice_mut(&mut self.buffers.logits))
+                .map_err(io)?;
+        }
+        for l in 0..hp.n_layers as usize {
+            let (k, v) = self.kv.layer_bytes_mut(l, pos);
+            r.read_exact(k).map_err(io)?;
+            r.read_exact(v).map_err(io)?;
+        }
+        let mut app = vec![0u8; h.app_data_len as usize];
+        r.read_exact(&mut app).map_err(io)?;
+        let computed = r.crc.clone().finalize();
+        let mut stored = [0u8; 4];
+        r.inner.read_exact(&mut stored).map_err(io)?;
+        if u32::from_le_bytes(stored) != computed {
+            return Err(bad("checksum mismatch: the prompt cache is corrupt".into()));
+        }
+        let mut extra = [0u8; 1];
+        if r.inner.read(&mut extra).map_err(io)? != 0 {
+            return Err(bad("trailing bytes after the prompt cache".into()));
+        }
+        if let Some(&t) = self.tokens[..pos].iter().find(|&&t| t >= hp.vocab_size) {
+            return Err(bad(format!("token id {t} is out of range")));
+        }
+        self.pos = pos;
+        self.has_logits = has_logits;
+        Ok(app)
+    }
+}
+
+/// `\x89EMBKV\r\n`: the prompt-cache magic.
+pub const STATE_MAGIC: [u8; 8] = *b"\x89EMBKV\r\n";
+/// Prompt-cache format version.
+pub const STATE_VERSION: u32 = 1;
+const STATE_HAS_LOGITS: u32 = 1;
+/// Largest application-data section accepted (bounds memory for hostile files).
+pub const MAX_APP_DATA: u64 = 64 << 20;
+
+/// The prompt-cache header (208 bytes, little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StateHeader {
+    magic: [u8; 8],
+    version: u32,
+    /// `header_checksum` of the model file the state was computed with.
+    model_checksum: u32,
+    hparams: HyperParams,
+    /// `KvType::id`.
+    kv_type: u32,
+    flags: u32,
+    /// Context of the saving session (informational).
+    context: u64,
+    /// Number of tokens.
+    pos: u64,
+    app_data_len: u64,
+    reserved: [u64; 4],
+}
+const _: () = assert!(std::mem::size_of::<StateHeader>() == 208);
+
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct CrcReader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
     }
 }
 

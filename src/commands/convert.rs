@@ -15,9 +15,15 @@ pub struct Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Storage type of the weight matrices: auto keeps f32/f16/bf16 sources and
-    /// stores dequantized GGUF blocks as f32. Norms and biases are always f32.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16", "bf16"])]
+    /// stores dequantized GGUF blocks as f32; q8_0/q4_0 quantize (GGUF blocks of
+    /// the same type are copied bit for bit). Norms and biases are always f32;
+    /// matrices whose rows are not a multiple of 32 stay f32 under q8_0/q4_0.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16", "bf16", "q8_0", "q4_0"])]
     dtype: String,
+    /// Storage type of the token embeddings and output matrix (default: q8_0
+    /// with --dtype q4_0, else the --dtype).
+    #[arg(long, value_parser = ["f32", "f16", "bf16", "q8_0", "q4_0"])]
+    embed_dtype: Option<String>,
     /// Tokenizer file for checkpoints without one (llama2.c tokenizer.bin).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -39,6 +45,7 @@ pub fn run(args: Args) -> CliResult {
     }
     let opts = ConvertOptions {
         dtype,
+        embed_dtype: args.embed_dtype.as_deref().and_then(DType::parse),
         tokenizer: args.tokenizer,
         progress: !args.json,
         interrupt: Some(&interrupt),
@@ -55,6 +62,7 @@ pub fn run(args: Args) -> CliResult {
             "params": w.params,
             "dtypes": w.dtype_counts.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
             "source_dtypes": w.source_dtype_counts.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+            "raw_copies": w.raw_copies,
             "seconds": w.elapsed.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -72,6 +80,9 @@ pub fn run(args: Args) -> CliResult {
         );
         eprintln!("  source tensors: {}", list(&w.source_dtype_counts));
         eprintln!("  stored tensors: {}", list(&w.dtype_counts));
+        if w.raw_copies > 0 {
+            eprintln!("  {} quantized tensors copied bit for bit", w.raw_copies);
+        }
         eprintln!(
             "  {} tensors, {:.1} M parameters, {} written to {} in {:.1} s",
             w.tensors,

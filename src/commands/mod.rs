@@ -1,7 +1,11 @@
 //! One module per subcommand.
 
+pub mod chat;
+pub mod chat_template;
 pub mod convert;
+pub mod detokenize;
 pub mod inspect;
 pub mod perplexity;
 pub mod run;
+pub mod tokenize;
 pub mod verify;

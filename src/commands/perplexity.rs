@@ -61,7 +61,7 @@ pub fn run(args: Args) -> CliResult {
         ids.truncate(n);
     }
     let ctx = args.ctx.min(model.hparams().max_context as usize);
-    let mut session = Session::new(model.clone(), SessionConfig { context: ctx })?;
+    let mut session = Session::new(model.clone(), SessionConfig::new(ctx))?;
     let t0 = Instant::now();
     let r = perplexity(&mut session, &ids, ctx)?;
     let secs = t0.elapsed().as_secs_f64();

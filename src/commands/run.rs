@@ -3,12 +3,122 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ember_runtime::generate::generate_greedy;
+use ember_runtime::chat::{self, Message};
+use ember_runtime::generate::{GenerateConfig, Generator, StopReason};
+use ember_runtime::sampler::{Sampler, SamplerConfig};
 use ember_runtime::tokenizer::EncodeOptions;
-use ember_runtime::{Model, Session, SessionConfig};
+use ember_runtime::{ContextPolicy, KvType, Model, Session, SessionConfig};
 
-use crate::chat_template::{self, Message};
 use crate::report::{peak_rss_bytes, CliResult};
+
+/// Sampling and session flags shared by `run` and `chat`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy (the default: no randomness).
+    #[arg(long = "temp", default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = off; applies with --temp > 0).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold in (0, 1] (1 = off; applies with --temp > 0).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the best one (0 = off; with --temp > 0).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty over the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Window of the penalties in tokens.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Subtracted from the logit of every token in the window (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Subtracted once per occurrence in the window (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Random seed (default: from the clock; printed with --verbose / --json).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop when the output contains this text (repeatable; not printed).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// KV cache type: f16 (default), f32 or q8_0.
+    #[arg(long, default_value = "f16", value_parser = parse_kv_type)]
+    pub kv_type: KvType,
+    /// When the context is full: stop (error) or drop the oldest half of the
+    /// tokens after --keep and go on (shift).
+    #[arg(long, value_parser = ["error", "shift"])]
+    pub context_policy: Option<String>,
+    /// Tokens at the start that a context shift keeps (default: the BOS token or
+    /// the system prompt).
+    #[arg(long)]
+    pub keep: Option<usize>,
+    /// Worker threads (results do not depend on it).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Prompt tokens per prefill batch.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+}
+
+fn parse_kv_type(s: &str) -> Result<KvType, String> {
+    KvType::from_name(s).map_err(|e| e.to_string())
+}
+
+impl SamplingArgs {
+    /// The sampler settings and the seed actually used.
+    pub fn sampler_config(&self) -> SamplerConfig {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            logit_bias: Vec::new(),
+            seed,
+        }
+    }
+
+    /// The context policy, `default_policy` unless given, with `keep` tokens
+    /// (unless --keep) kept on a shift; clamped so the shift stays possible.
+    pub fn policy(&self, default_shift: bool, keep: usize, ctx: usize) -> ContextPolicy {
+        let shift = match self.context_policy.as_deref() {
+            Some("shift") => true,
+            Some(_) => false,
+            None => default_shift,
+        };
+        if shift {
+            let keep = self.keep.unwrap_or(keep);
+            ContextPolicy::Shift {
+                keep: keep.min(ctx.saturating_sub(2)),
+            }
+        } else {
+            ContextPolicy::Error
+        }
+    }
+
+    /// The session config for `ctx` positions and `policy`.
+    pub fn session_config(&self, ctx: usize, policy: ContextPolicy) -> SessionConfig {
+        SessionConfig {
+            context: ctx,
+            kv_type: self.kv_type,
+            threads: self.threads,
+            batch: self.batch,
+            context_policy: policy,
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,12 +145,23 @@ pub struct Args {
     /// Treat special-token text in the prompt as plain text.
     #[arg(long)]
     no_special: bool,
+    /// Reuse (and save) the processed prompt in FILE: a later run whose prompt
+    /// starts with the cached tokens skips them.
+    #[arg(long)]
+    prompt_cache: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Print details (load time, token counts) on stderr.
     #[arg(short, long)]
     verbose: bool,
     /// Print the text and statistics as one JSON object instead of streaming.
     #[arg(long)]
     json: bool,
+}
+
+/// Length of the common prefix of `a` and `b`.
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -55,21 +176,15 @@ pub fn run(args: Args) -> CliResult {
         )?;
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
-            messages.push(Message {
-                role: "system".into(),
-                content: s.clone(),
-            });
+            messages.push(Message::new("system", s.clone()));
         }
-        messages.push(Message {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        });
+        messages.push(Message::new("user", args.prompt.clone()));
         let name = |id: Option<u32>| {
             id.and_then(|i| tok.spec().tokens.get(i as usize))
                 .cloned()
                 .unwrap_or_default()
         };
-        chat_template::render(
+        chat::render(
             template,
             &messages,
             true,
@@ -93,17 +208,50 @@ pub fn run(args: Args) -> CliResult {
     let ctx = args
         .ctx
         .unwrap_or((prompt.len() + args.max_tokens).min(max_ctx));
-    if prompt.len() > ctx {
+    let bos_keep = usize::from(tok.bos().is_some() && tok.bos() == prompt.first().copied());
+    let s = &args.sampling;
+    let policy = s.policy(false, bos_keep, ctx);
+    let session_config = s.session_config(ctx, policy);
+    session_config.validate(model.hparams())?;
+    if prompt.len() > ctx && policy == ContextPolicy::Error {
         return Err(format!(
-            "the prompt is {} tokens but the context is {ctx} (the model allows {max_ctx})",
+            "the prompt is {} tokens but the context is {ctx} (the model allows {max_ctx}); \
+             use a larger --ctx or --context-policy shift",
             prompt.len()
         )
         .into());
     }
-    let mut session = Session::new(model.clone(), SessionConfig { context: ctx })?;
+    let mut session = Session::new(model.clone(), session_config)?;
+    let sampler_config = s.sampler_config();
+    let sampler = Sampler::new(model.hparams().vocab_size as usize, &sampler_config)?;
+    let mut generator = Generator::new(
+        tok,
+        sampler,
+        GenerateConfig {
+            max_tokens: args.max_tokens,
+            stop: s.stop.clone(),
+            ignore_eos: false,
+        },
+    )?;
+
+    // Prompt cache: reuse the longest cached prefix of the prompt. Reading it
+    // counts as prefill time.
+    let t_prefill = Instant::now();
+    let mut reused = 0;
+    if let Some(path) = args.prompt_cache.as_deref().filter(|p| p.exists()) {
+        session.load_state(path)?;
+        let common = common_prefix(session.tokens(), &prompt);
+        reused = if common == prompt.len() && session.pos() == common && session.has_logits() {
+            common
+        } else {
+            common.min(prompt.len() - 1)
+        };
+        session.truncate(reused)?;
+    }
     if args.verbose {
         eprintln!(
-            "loaded {} in {:.1} ms ({}); prompt {} tokens; context {ctx}",
+            "loaded {} in {:.1} ms ({}); prompt {} tokens ({reused} from the prompt cache); \
+             context {ctx}, KV {}, policy {}, seed {}",
             args.model.display(),
             load.as_secs_f64() * 1e3,
             if model.is_mapped() {
@@ -111,14 +259,31 @@ pub fn run(args: Args) -> CliResult {
             } else {
                 "in memory"
             },
-            prompt.len()
+            prompt.len(),
+            s.kv_type.name(),
+            policy.name(),
+            sampler_config.seed
         );
+    }
+
+    // Prefill here (not in `generate`) so the prompt cache can hold the state
+    // right after the prompt, logits included: a full hit then needs no forward pass.
+    if reused < prompt.len() {
+        session.prefill(&prompt[reused..])?;
+    }
+    let prefill = t_prefill.elapsed();
+    for &t in &prompt {
+        generator.sampler_mut().accept(t);
+    }
+    let mut snapshot = Vec::new();
+    if args.prompt_cache.is_some() && reused < prompt.len() && session.tokens() == prompt {
+        session.write_state(&mut snapshot, &[])?;
     }
 
     let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
-    let stats = generate_greedy(&mut session, &prompt, args.max_tokens, |_, piece| {
+    let stats = generator.generate(&mut session, &[], |_, piece| {
         if args.json {
             text.push_str(piece);
             return true;
@@ -139,28 +304,46 @@ pub fn run(args: Args) -> CliResult {
             return Err(e.into());
         }
     }
-    let first_token_ms = (load + stats.prefill).as_secs_f64() * 1e3;
+    if let (Some(path), false) = (&args.prompt_cache, snapshot.is_empty()) {
+        std::fs::write(path, &snapshot)
+            .map_err(|e| format!("cannot write the prompt cache {}: {e}", path.display()))?;
+    }
+    let first_token_ms = (load + prefill).as_secs_f64() * 1e3;
+    let prefill_tps = (prompt.len() - reused) as f64 / prefill.as_secs_f64().max(1e-9);
     if args.json {
         let v = serde_json::json!({
             "text": text,
-            "prompt_tokens": stats.prompt_tokens,
+            "prompt_tokens": prompt.len(),
+            "prompt_cache_tokens": reused,
             "generated_tokens": stats.generated_tokens,
             "stop": stats.stop.name(),
+            "seed": sampler_config.seed,
+            "context": ctx,
+            "kv_type": s.kv_type.name(),
+            "context_shifts": stats.context_shifts,
             "load_ms": load.as_secs_f64() * 1e3,
+            "prefill_ms": prefill.as_secs_f64() * 1e3,
             "first_token_ms": first_token_ms,
-            "prefill_tokens_per_second": stats.prefill_tokens_per_second(),
+            "prefill_tokens_per_second": prefill_tps,
             "decode_tokens_per_second": stats.decode_tokens_per_second(),
+            "session_bytes": Session::memory_required(model.hparams(), session.config()),
             "peak_rss_bytes": peak_rss_bytes(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!();
+        if stats.stop == StopReason::ContextFull {
+            eprintln!(
+                "context full ({ctx} tokens): generation stopped; use a larger --ctx or \
+                 --context-policy shift"
+            );
+        }
         eprintln!(
-            "[{} prompt tokens, {} generated ({}); prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.0} ms]",
-            stats.prompt_tokens,
+            "[{} prompt tokens ({reused} cached), {} generated ({}); prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.0} ms]",
+            prompt.len(),
             stats.generated_tokens,
             stats.stop.name(),
-            stats.prefill_tokens_per_second(),
+            prefill_tps,
             stats.decode_tokens_per_second(),
             first_token_ms
         );

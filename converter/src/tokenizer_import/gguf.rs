@@ -2,8 +2,12 @@
 //!
 //! `tokenizer.ggml.model` `"llama"` is SentencePiece BPE (scores, `<0xNN>` byte
 //! tokens), `"gpt2"` is byte-level BPE with `tokenizer.ggml.merges`. For byte-level
-//! BPE, `tokenizer.ggml.pre` must name a pre-tokenizer whose split is GPT-2's:
-//! `default`, `gpt2`, or `smollm`. (llama.cpp additionally isolates digits for
+//! BPE, `tokenizer.ggml.pre` must name a pre-tokenizer whose split is one of ours:
+//! GPT-2's (`default`, `gpt2`, `smollm`) or Qwen2's (`qwen2`). Llama 3's
+//! (`llama-bpe`, `llama3`, `llama-v3`) is refused for now: llama.cpp encodes it with
+//! `ignore_merges` (a word that is a token is taken whole, as HF's Llama 3
+//! tokenizer.json says too), which the runtime does not model yet, so ids could
+//! differ. (llama.cpp additionally isolates digits for
 //! `smollm`; SmolLM2's vocabulary has no multi-character token containing a digit,
 //! and HF's `tokenizer.json` for SmolLM2 uses the plain GPT-2 split, which is what
 //! the reference goldens are made with.) Integer values may use any GGUF integer type.
@@ -15,8 +19,17 @@ use ember_runtime::tokenizer::{
 use crate::error::{ConvertError, Result};
 use crate::gguf::{GgufMetadata, GgufValue};
 
-/// GGUF `tokenizer.ggml.pre` names whose split is GPT-2's pattern.
-const GPT2_PRE: &[&str] = &["default", "gpt2", "smollm"];
+/// GGUF `tokenizer.ggml.pre` names of Llama 3's split, which llama.cpp encodes with
+/// `ignore_merges` (not modelled yet).
+const IGNORE_MERGES_PRE: &[&str] = &["llama-bpe", "llama3", "llama-v3"];
+
+/// GGUF `tokenizer.ggml.pre` names and the split each one is.
+const PRE_SPLITS: &[(&str, PreSplit)] = &[
+    ("default", PreSplit::Gpt2),
+    ("gpt2", PreSplit::Gpt2),
+    ("smollm", PreSplit::Gpt2),
+    ("qwen2", PreSplit::Qwen2),
+];
 
 fn bad(msg: impl Into<String>) -> ConvertError {
     ConvertError::Tokenizer(format!("GGUF metadata: {}", msg.into()))
@@ -115,17 +128,25 @@ pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<TokenizerSpec> {
         }
     };
     let pre_split = match kind {
-        TokenizerKind::SentencePieceBpe => PreSplit::None,
         TokenizerKind::ByteLevelBpe => {
             let pre = string(meta, "pre")?.unwrap_or("default");
-            if !GPT2_PRE.contains(&pre) {
+            if IGNORE_MERGES_PRE.contains(&pre) {
                 return Err(ConvertError::Unsupported(format!(
-                    "GGUF pre-tokenizer {pre:?} (supported: {})",
-                    GPT2_PRE.join(", ")
+                    "GGUF pre-tokenizer {pre:?}: llama.cpp encodes it with ignore_merges, which ember does not model yet"
                 )));
             }
-            PreSplit::Gpt2
+            match PRE_SPLITS.iter().find(|(name, _)| *name == pre) {
+                Some(&(_, split)) => split,
+                None => {
+                    let names: Vec<&str> = PRE_SPLITS.iter().map(|(n, _)| *n).collect();
+                    return Err(ConvertError::Unsupported(format!(
+                        "GGUF pre-tokenizer {pre:?} (supported: {})",
+                        names.join(", ")
+                    )));
+                }
+            }
         }
+        _ => PreSplit::None,
     };
 
     let tokens: Vec<String> = array(meta, "tokens")?
@@ -291,10 +312,16 @@ mod tests {
     #[test]
     fn rejects_unknown_and_malformed() {
         let mut m = gpt2_meta();
+        m.insert(key("pre"), GgufValue::String("deepseek-llm".into()));
+        assert!(
+            matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("deepseek-llm"))
+        );
         m.insert(key("pre"), GgufValue::String("llama-bpe".into()));
         assert!(
-            matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("llama-bpe"))
+            matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("ignore_merges"))
         );
+        m.insert(key("pre"), GgufValue::String("qwen2".into()));
+        assert_eq!(from_gguf_metadata(&m).unwrap().pre_split, PreSplit::Qwen2);
         let mut m = gpt2_meta();
         m.insert(key("model"), GgufValue::String("bert".into()));
         assert!(

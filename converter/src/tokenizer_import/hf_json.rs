@@ -1,9 +1,12 @@
 //! Tokenizer from Hugging Face `tokenizer.json` (+ `tokenizer_config.json`).
 //!
-//! Supported: model type `BPE` in two shapes.
-//! * Byte-level (GPT-2, SmolLM/SmolLM2): pre-tokenizer `ByteLevel` (alone or as the
-//!   only member of a `Sequence`), no normalizer. `use_regex: true` gives the GPT-2
-//!   split, `false` no split. `add_prefix_space: true` is not supported.
+//! Supported: model type `BPE` in two shapes, and `WordPiece`.
+//! * Byte-level (GPT-2, SmolLM/SmolLM2, Llama 3, Qwen2 without its NFC normalizer):
+//!   pre-tokenizer `ByteLevel` (alone or as the only member of a `Sequence`), no
+//!   normalizer. `use_regex: true` gives the GPT-2 split, `false` no split.
+//!   `add_prefix_space: true` is not supported. A `Split` (regex, `Isolated`, not
+//!   inverted) before a `ByteLevel` without regex selects the split by its pattern:
+//!   GPT-2's, Llama 3's or Qwen2's (see `PreSplit`), character for character.
 //! * SentencePiece-style (Llama 2, Mistral, TinyLlama): normalizer `Replace(' ', '▁')`
 //!   optionally preceded by `Prepend('▁')`, or pre-tokenizer `Metaspace` without
 //!   splitting; `byte_fallback` as given. HF applies such merges by rank, llama2.c-style
@@ -17,17 +20,39 @@
 //! Not modelled: added-token `lstrip`/`rstrip`/`single_word`/`normalized` flags,
 //! `fuse_unk`, Metaspace `prepend_scheme: "first"` (the dummy prefix is added to every
 //! text segment between special tokens, as with the legacy normalizer).
-//! Other model types (WordPiece, Unigram, WordLevel) are `ConvertError::Unsupported`.
+//! * WordPiece (BERT, MiniLM): normalizer `BertNormalizer` (or none), pre-tokenizer
+//!   `BertPreTokenizer`, `continuing_subword_prefix` `##`, decoder `WordPiece`
+//!   (its `cleanup` flag). The `TemplateProcessing` post-processor's `[CLS] A [SEP]`
+//!   becomes bos/eos with `add_bos`/`add_eos`, as HF's `encode(text)` adds them.
+//!   Padding and truncation settings are not part of the tokenizer spec.
+//!
+//! Other model types (Unigram, WordLevel) are `ConvertError::Unsupported`.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use ember_runtime::tokenizer::{
-    PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA,
+    PreSplit, TokenType, TokenizerKind, TokenizerSpec, WordPieceOptions, TOKENIZER_SCHEMA,
 };
 use serde_json::Value;
 
 use crate::error::{ConvertError, Result};
+
+/// `Split` pre-tokenizer regexes recognised, with the split each one is.
+const SPLIT_PATTERNS: &[(&str, PreSplit)] = &[
+    (
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+        PreSplit::Gpt2,
+    ),
+    (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        PreSplit::Llama3,
+    ),
+    (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        PreSplit::Qwen2,
+    ),
+];
 
 /// Largest token id accepted, so a corrupt id cannot trigger a huge allocation.
 const MAX_TOKEN_ID: u64 = 1 << 24;
@@ -149,6 +174,43 @@ fn flavour(json: &Value) -> Result<Flavour> {
         p => vec![p],
     };
     match (pres.as_slice(), replace) {
+        ([split, p], false)
+            if type_of(split) == "Split" && type_of(p) == "ByteLevel" && norms.is_empty() =>
+        {
+            let pattern = split.pointer("/pattern/Regex").and_then(Value::as_str);
+            let behavior = split.get("behavior").and_then(Value::as_str);
+            let invert = split
+                .get("invert")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let Some(&(_, pre_split)) =
+                SPLIT_PATTERNS.iter().find(|(pat, _)| Some(*pat) == pattern)
+            else {
+                return Err(unsupported(format!(
+                    "Split pre-tokenizer pattern {} (known: GPT-2, Llama 3, Qwen2)",
+                    split.get("pattern").unwrap_or(&Value::Null)
+                )));
+            };
+            if behavior != Some("Isolated") || invert {
+                return Err(unsupported(format!(
+                    "Split pre-tokenizer with behavior {behavior:?}, invert {invert}"
+                )));
+            }
+            if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true)
+                || p.get("add_prefix_space")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            {
+                return Err(unsupported(
+                    "ByteLevel after Split must have use_regex = false and add_prefix_space = false",
+                ));
+            }
+            Ok(Flavour {
+                kind: TokenizerKind::ByteLevelBpe,
+                pre_split,
+                add_space_prefix: false,
+            })
+        }
         ([], true) => Ok(Flavour {
             kind: TokenizerKind::SentencePieceBpe,
             pre_split: PreSplit::None,
@@ -222,11 +284,12 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
         .ok_or_else(|| bad("no \"model\" object"))?;
     match model.get("type").and_then(Value::as_str) {
         Some("BPE") => {}
+        Some("WordPiece") => return build_wordpiece(json, model, config),
         // Old files omit the type; BPE is recognised by its merges.
         None if model.get("merges").is_some() => {}
         Some(other) => {
             return Err(unsupported(format!(
-                "tokenizer model type {other} (only BPE is supported for now)"
+                "tokenizer model type {other} (supported: BPE, WordPiece)"
             )))
         }
         None => {
@@ -255,79 +318,12 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
         return Err(unsupported("BPE with dropout"));
     }
     let fl = flavour(json)?;
-
-    // Vocabulary: model.vocab plus added_tokens, indexed by id.
-    let vocab = model
-        .get("vocab")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("model.vocab is not an object"))?;
-    let mut entries: Vec<(u64, &str)> = Vec::with_capacity(vocab.len());
-    for (text, id) in vocab {
-        let id = id
-            .as_u64()
-            .filter(|&i| i < MAX_TOKEN_ID)
-            .ok_or_else(|| bad(format!("vocab entry {text:?} has bad id {id}")))?;
-        entries.push((id, text));
-    }
-    let mut added: Vec<(u64, &str, bool)> = Vec::new();
-    for a in json
-        .get("added_tokens")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let id = a
-            .get("id")
-            .and_then(Value::as_u64)
-            .filter(|&i| i < MAX_TOKEN_ID);
-        let content = a.get("content").and_then(Value::as_str);
-        let (Some(id), Some(content)) = (id, content) else {
-            return Err(bad(format!("added token {a} lacks a valid id or content")));
-        };
-        added.push((
-            id,
-            content,
-            a.get("special").and_then(Value::as_bool).unwrap_or(false),
-        ));
-    }
-    let n = entries
-        .iter()
-        .map(|e| e.0)
-        .chain(added.iter().map(|a| a.0))
-        .max()
-        .map_or(0, |m| m + 1) as usize;
-    let mut tokens: Vec<Option<String>> = vec![None; n];
-    let mut types = vec![TokenType::Normal; n];
-    for &(id, text) in &entries {
-        if tokens[id as usize].replace(text.to_string()).is_some() {
-            return Err(bad(format!("two vocab entries share id {id}")));
-        }
-    }
-    for &(id, content, special) in &added {
-        tokens[id as usize] = Some(content.to_string());
-        types[id as usize] = if special {
-            TokenType::Control
-        } else {
-            TokenType::UserDefined
-        };
-    }
-    // Gaps in the id space become empty Unused tokens: never produced, decode to nothing.
-    let tokens: Vec<String> = tokens
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            t.unwrap_or_else(|| {
-                types[i] = TokenType::Unused;
-                String::new()
-            })
-        })
-        .collect();
-    let mut id_of: HashMap<&str, u32> = HashMap::with_capacity(n);
-    for (i, t) in tokens.iter().enumerate() {
-        if !t.is_empty() {
-            id_of.entry(t.as_str()).or_insert(i as u32);
-        }
-    }
+    let Vocab {
+        tokens,
+        mut types,
+        id_of,
+    } = vocabulary(json, model)?;
+    let n = tokens.len();
     let lookup = |what: &str, text: &str| {
         id_of
             .get(text)
@@ -396,7 +392,162 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
         merges.clear();
     }
 
-    // Special ids and flags: tokenizer_config.json first, then the post-processor template.
+    let sp = specials(json, config, &id_of)?;
+    if unk.is_none() {
+        unk = sp.unk;
+    }
+    finish(TokenizerSpec {
+        schema: TOKENIZER_SCHEMA,
+        kind: fl.kind,
+        pre_split: fl.pre_split,
+        tokens,
+        scores,
+        token_types: types,
+        merges,
+        bos: sp.bos,
+        eos: sp.eos,
+        unk,
+        pad: sp.pad,
+        eog: Vec::new(),
+        add_bos: sp.add_bos,
+        add_eos: sp.add_eos,
+        add_space_prefix: fl.add_space_prefix,
+        byte_fallback,
+    })
+}
+
+/// Adds the well-known end-of-turn ids and validates the spec with the runtime.
+fn finish(mut spec: TokenizerSpec) -> Result<TokenizerSpec> {
+    spec.eog = well_known_eog(&spec);
+    let n_tokens = spec.tokens.len() as u32;
+    ember_runtime::tokenizer::Tokenizer::new(spec.clone(), n_tokens)?;
+    Ok(spec)
+}
+
+/// A WordPiece tokenizer (BERT): see the module documentation.
+fn build_wordpiece(json: &Value, model: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
+    let null = Value::Null;
+    let normalizer = json.get("normalizer").unwrap_or(&null);
+    let flag = |v: &Value, key: &str, default: bool| {
+        v.get(key).and_then(Value::as_bool).unwrap_or(default)
+    };
+    let (clean_text, handle_chinese_chars, strip_accents, lowercase) = match normalizer {
+        Value::Null => (false, false, false, false),
+        n if type_of(n) == "BertNormalizer" => {
+            let lowercase = flag(n, "lowercase", true);
+            (
+                flag(n, "clean_text", true),
+                flag(n, "handle_chinese_chars", true),
+                // HF: strip_accents null follows lowercase.
+                flag(n, "strip_accents", lowercase),
+                lowercase,
+            )
+        }
+        n => {
+            return Err(unsupported(format!(
+                "normalizer {} with WordPiece (supported: BertNormalizer)",
+                type_of(n)
+            )))
+        }
+    };
+    match json.get("pre_tokenizer") {
+        Some(p) if type_of(p) == "BertPreTokenizer" => {}
+        p => {
+            return Err(unsupported(format!(
+                "pre-tokenizer {} with WordPiece (supported: BertPreTokenizer)",
+                p.map_or("none", type_of)
+            )))
+        }
+    }
+    let prefix = model
+        .get("continuing_subword_prefix")
+        .and_then(Value::as_str)
+        .unwrap_or("##");
+    if prefix != "##" {
+        return Err(unsupported(format!(
+            "WordPiece continuing_subword_prefix {prefix:?} (supported: \"##\")"
+        )));
+    }
+    let max_chars = model
+        .get("max_input_chars_per_word")
+        .and_then(Value::as_u64)
+        .unwrap_or(100);
+    let max_input_chars_per_word = u32::try_from(max_chars)
+        .map_err(|_| bad(format!("max_input_chars_per_word {max_chars} is too large")))?;
+    let cleanup = match json.get("decoder") {
+        Some(d) if type_of(d) == "WordPiece" => {
+            if d.get("prefix").and_then(Value::as_str).unwrap_or("##") != "##" {
+                return Err(unsupported("WordPiece decoder with a prefix other than ##"));
+            }
+            flag(d, "cleanup", true)
+        }
+        _ => false,
+    };
+
+    let Vocab {
+        tokens,
+        mut types,
+        id_of,
+    } = vocabulary(json, model)?;
+    let mut unk = None;
+    if let Some(t) = model.get("unk_token").and_then(Value::as_str) {
+        let id = *id_of
+            .get(t)
+            .ok_or_else(|| bad(format!("unk_token {t:?} is not in the vocabulary")))?;
+        types[id as usize] = TokenType::Unknown;
+        unk = Some(id);
+    }
+    let sp = specials(json, config, &id_of)?;
+    finish(TokenizerSpec {
+        schema: TOKENIZER_SCHEMA,
+        kind: TokenizerKind::WordPiece(WordPieceOptions {
+            clean_text,
+            handle_chinese_chars,
+            strip_accents,
+            lowercase,
+            max_input_chars_per_word,
+            cleanup,
+        }),
+        pre_split: PreSplit::Bert,
+        tokens,
+        scores: Vec::new(),
+        token_types: types,
+        merges: Vec::new(),
+        bos: sp.bos,
+        eos: sp.eos,
+        unk: unk.or(sp.unk),
+        pad: sp.pad,
+        eog: Vec::new(),
+        add_bos: sp.add_bos,
+        add_eos: sp.add_eos,
+        add_space_prefix: false,
+        byte_fallback: false,
+    })
+}
+
+/// Special ids and the add-BOS/EOS flags.
+struct Specials {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    pad: Option<u32>,
+    unk: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+}
+
+/// Special ids and flags: tokenizer_config.json first, then the post-processor
+/// template (its leading and trailing special tokens) and the padding settings.
+fn specials(
+    json: &Value,
+    config: Option<&Value>,
+    id_of: &HashMap<String, u32>,
+) -> Result<Specials> {
+    let lookup = |what: &str, text: &str| {
+        id_of
+            .get(text)
+            .copied()
+            .ok_or_else(|| bad(format!("{what} {text:?} is not in the vocabulary")))
+    };
     let (tmpl_first, tmpl_last) = template_specials(json);
     let cfg_token = |key: &str| -> Result<Option<u32>> {
         match config.and_then(|c| c.get(key)).and_then(token_text) {
@@ -408,35 +559,107 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
     let tmpl_id = |t: Option<&str>| t.and_then(|t| id_of.get(t).copied());
     let bos = cfg_token("bos_token")?.or(tmpl_id(tmpl_first.as_deref()));
     let eos = cfg_token("eos_token")?.or(tmpl_id(tmpl_last.as_deref()));
-    let pad = cfg_token("pad_token")?;
-    if unk.is_none() {
-        unk = cfg_token("unk_token")?;
-    }
+    let pad = cfg_token("pad_token")?.or(tmpl_id(
+        json.pointer("/padding/pad_token").and_then(Value::as_str),
+    ));
+    let unk = cfg_token("unk_token")?;
     let add_bos = cfg_flag("add_bos_token").unwrap_or(tmpl_first.is_some()) && bos.is_some();
     let add_eos = cfg_flag("add_eos_token").unwrap_or(tmpl_last.is_some()) && eos.is_some();
-
-    let mut spec = TokenizerSpec {
-        schema: TOKENIZER_SCHEMA,
-        kind: fl.kind,
-        pre_split: fl.pre_split,
-        tokens,
-        scores,
-        token_types: types,
-        merges,
+    Ok(Specials {
         bos,
         eos,
-        unk,
         pad,
-        eog: Vec::new(),
+        unk,
         add_bos,
         add_eos,
-        add_space_prefix: fl.add_space_prefix,
-        byte_fallback,
-    };
-    spec.eog = well_known_eog(&spec);
-    let n_tokens = spec.tokens.len() as u32;
-    ember_runtime::tokenizer::Tokenizer::new(spec.clone(), n_tokens)?;
-    Ok(spec)
+    })
+}
+
+/// Tokens by id (gaps are empty Unused tokens), their types, and piece -> first id.
+struct Vocab {
+    tokens: Vec<String>,
+    types: Vec<TokenType>,
+    id_of: HashMap<String, u32>,
+}
+
+/// Vocabulary: model.vocab plus added_tokens (special: Control, else UserDefined).
+fn vocabulary(json: &Value, model: &Value) -> Result<Vocab> {
+    let vocab = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("model.vocab is not an object"))?;
+    let mut entries: Vec<(u64, &str)> = Vec::with_capacity(vocab.len());
+    for (text, id) in vocab {
+        let id = id
+            .as_u64()
+            .filter(|&i| i < MAX_TOKEN_ID)
+            .ok_or_else(|| bad(format!("vocab entry {text:?} has bad id {id}")))?;
+        entries.push((id, text));
+    }
+    let mut added: Vec<(u64, &str, bool)> = Vec::new();
+    for a in json
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let id = a
+            .get("id")
+            .and_then(Value::as_u64)
+            .filter(|&i| i < MAX_TOKEN_ID);
+        let content = a.get("content").and_then(Value::as_str);
+        let (Some(id), Some(content)) = (id, content) else {
+            return Err(bad(format!("added token {a} lacks a valid id or content")));
+        };
+        added.push((
+            id,
+            content,
+            a.get("special").and_then(Value::as_bool).unwrap_or(false),
+        ));
+    }
+    let n = entries
+        .iter()
+        .map(|e| e.0)
+        .chain(added.iter().map(|a| a.0))
+        .max()
+        .map_or(0, |m| m + 1) as usize;
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![TokenType::Normal; n];
+    for &(id, text) in &entries {
+        if tokens[id as usize].replace(text.to_string()).is_some() {
+            return Err(bad(format!("two vocab entries share id {id}")));
+        }
+    }
+    for &(id, content, special) in &added {
+        tokens[id as usize] = Some(content.to_string());
+        types[id as usize] = if special {
+            TokenType::Control
+        } else {
+            TokenType::UserDefined
+        };
+    }
+    // Gaps in the id space become empty Unused tokens: never produced, decode to nothing.
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.unwrap_or_else(|| {
+                types[i] = TokenType::Unused;
+                String::new()
+            })
+        })
+        .collect();
+    let mut id_of: HashMap<String, u32> = HashMap::with_capacity(n);
+    for (i, t) in tokens.iter().enumerate() {
+        if !t.is_empty() {
+            id_of.entry(t.clone()).or_insert(i as u32);
+        }
+    }
+    Ok(Vocab {
+        tokens,
+        types,
+        id_of,
+    })
 }
 
 /// Special tokens the `TemplateProcessing` post-processor puts before and after a
@@ -533,9 +756,9 @@ mod tests {
     #[test]
     fn rejects_unsupported_models() {
         let mut j = llama_like();
-        j["model"]["type"] = json!("WordPiece");
+        j["model"]["type"] = json!("Unigram");
         assert!(
-            matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("WordPiece"))
+            matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("Unigram"))
         );
         let mut j = llama_like();
         j["normalizer"] = json!({"type": "NFKC"});
@@ -543,6 +766,84 @@ mod tests {
         let mut j = llama_like();
         j["model"]["merges"] = json!(["▁ x"]);
         assert!(matches!(build(&j, None), Err(ConvertError::Tokenizer(m)) if m.contains("\"x\"")));
+    }
+
+    #[test]
+    fn wordpiece_bert_files() {
+        let j = json!({
+            "added_tokens": [
+                {"id": 0, "content": "[PAD]", "special": true},
+                {"id": 1, "content": "[UNK]", "special": true},
+                {"id": 2, "content": "[CLS]", "special": true},
+                {"id": 3, "content": "[SEP]", "special": true}
+            ],
+            "padding": {"pad_token": "[PAD]"},
+            "normalizer": {"type": "BertNormalizer", "clean_text": true,
+                "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "TemplateProcessing", "single": [
+                {"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": "[SEP]", "type_id": 0}}
+            ]},
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]",
+                "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
+                "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hi": 4, "##s": 5}}
+        });
+        let spec = build(&j, None).unwrap();
+        let TokenizerKind::WordPiece(o) = spec.kind else {
+            panic!("{:?}", spec.kind)
+        };
+        assert!(o.lowercase && o.strip_accents && o.clean_text && o.cleanup);
+        assert_eq!(o.max_input_chars_per_word, 100);
+        assert_eq!(
+            (
+                spec.bos,
+                spec.eos,
+                spec.unk,
+                spec.pad,
+                spec.add_bos,
+                spec.add_eos
+            ),
+            (Some(2), Some(3), Some(1), Some(0), true, true)
+        );
+        let t = ember_runtime::tokenizer::Tokenizer::new(spec, 6).unwrap();
+        assert_eq!(
+            t.encode("HIS hi", t.default_encode_options()),
+            [2, 4, 5, 4, 3]
+        );
+        let mut bad = j.clone();
+        bad["model"]["continuing_subword_prefix"] = json!("@@");
+        assert!(matches!(build(&bad, None), Err(ConvertError::Unsupported(m)) if m.contains("@@")));
+        let mut bad = j.clone();
+        bad["pre_tokenizer"] = json!({"type": "Whitespace"});
+        assert!(matches!(
+            build(&bad, None),
+            Err(ConvertError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn split_patterns_select_the_pre_split() {
+        let pre = |pattern: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+            ]})
+        };
+        for &(pattern, split) in SPLIT_PATTERNS {
+            let j = json!({"pre_tokenizer": pre(pattern)});
+            assert_eq!(flavour(&j).ok().map(|f| f.pre_split), Some(split));
+        }
+        let j = json!({"pre_tokenizer": pre(r"\p{N}+|\s+")});
+        assert!(matches!(flavour(&j), Err(ConvertError::Unsupported(m)) if m.contains("Split")));
+        let mut j = json!({"pre_tokenizer": pre(SPLIT_PATTERNS[1].0)});
+        j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = json!("Removed");
+        assert!(flavour(&j).is_err());
+        let mut j = json!({"pre_tokenizer": pre(SPLIT_PATTERNS[1].0)});
+        j["normalizer"] = json!({"type": "NFC"});
+        assert!(matches!(flavour(&j), Err(ConvertError::Unsupported(m)) if m.contains("NFC")));
     }
 
     #[test]

@@ -15,12 +15,26 @@ use ember_runtime::tokenizer::{
 
 use crate::error::{ConvertError, Result};
 
-/// Reads a llama2.c tokenizer file for a model with `vocab_size` tokens.
+/// Reads a llama2.c tokenizer file for a model with `vocab_size` tokens; a path
+/// ending in `.model` is read as a SentencePiece model instead
+/// ([`super::sentencepiece::from_sentencepiece_file`]), which must not have more
+/// pieces than `vocab_size`.
 ///
 /// Errors (`ConvertError::Tokenizer`, naming the file) on truncation, negative or
 /// oversized lengths, non-UTF-8 pieces, trailing bytes (a sign of the wrong vocab
 /// size) or a vocabulary too small to hold `<unk>`, BOS and EOS.
 pub fn from_llama2c_bin(path: &Path, vocab_size: u32) -> Result<TokenizerSpec> {
+    if path.extension().is_some_and(|e| e == "model") {
+        let spec = super::sentencepiece::from_sentencepiece_file(path)?;
+        if spec.tokens.len() as u64 > u64::from(vocab_size) {
+            return Err(ConvertError::Tokenizer(format!(
+                "{}: {} pieces but the checkpoint's vocabulary has {vocab_size}",
+                path.display(),
+                spec.tokens.len()
+            )));
+        }
+        return Ok(spec);
+    }
     let data = std::fs::read(path).map_err(|e| ConvertError::io(path, e))?;
     parse(&data, vocab_size)
         .map_err(|msg| ConvertError::Tokenizer(format!("{}: {msg}", path.display())))

@@ -3,3 +3,4 @@
 pub mod gguf;
 pub mod hf_json;
 pub mod llama2c;
+pub mod sentencepiece;

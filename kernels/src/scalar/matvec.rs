@@ -55,7 +55,7 @@ pub fn dot_f16_f32(w: &[f16], x: &[f32]) -> f32 {
 /// of `DOT_LANES`, so chunking does not change which sum an element joins).
 #[inline]
 fn widened_dot(n: usize, x: &[f32], mut widen: impl FnMut(usize, &mut [f32])) -> f32 {
-    const _: () = assert!(WIDEN_CHUNK % DOT_LANES == 0);
+    const _: () = assert!(WIDEN_CHUNK.is_multiple_of(DOT_LANES));
     let mut acc = [0.0f32; DOT_LANES];
     let mut buf = [0.0f32; WIDEN_CHUNK];
     let mut start = 0;

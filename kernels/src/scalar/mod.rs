@@ -8,6 +8,7 @@ mod activation;
 mod convert;
 mod matvec;
 mod norm;
+mod quant;
 mod rope;
 mod softmax;
 
@@ -15,5 +16,6 @@ pub use activation::*;
 pub use convert::*;
 pub use matvec::*;
 pub use norm::*;
+pub use quant::*;
 pub use rope::*;
 pub use softmax::*;

@@ -16,7 +16,7 @@ pub enum RopeLayout {
 pub fn rope_f32(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32], layout: RopeLayout) {
     let half = inv_freq.len();
     assert!(
-        head_dim > 0 && x.len() % head_dim == 0,
+        head_dim > 0 && x.len().is_multiple_of(head_dim),
         "rope_f32: bad head_dim"
     );
     assert!(

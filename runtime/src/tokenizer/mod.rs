@@ -1,4 +1,5 @@
-//! Tokenizers stored in `.ember` files: SentencePiece-style BPE and byte-level BPE.
+//! Tokenizers stored in `.ember` files: SentencePiece-style BPE, byte-level BPE and
+//! WordPiece.
 //!
 //! [`Tokenizer::new`] validates a [`TokenizerSpec`] once and builds the lookup
 //! tables; after that `encode`, `decode` and [`StreamDecoder`] cannot fail and never
@@ -9,9 +10,13 @@
 //!   tokens, else `unk`), then the adjacent pair whose concatenation is the
 //!   highest-scoring token is merged, leftmost on ties, until none is left.
 //! * Byte-level BPE reproduces Hugging Face `tokenizers` for GPT-2-style models:
-//!   split by the GPT-2 pattern, map bytes to GPT-2's alphabet, merge by rank.
+//!   split by the GPT-2 (or Llama 3 / Qwen2) pattern, map bytes to GPT-2's
+//!   alphabet, merge by rank.
+//! * WordPiece reproduces Hugging Face `tokenizers` for BERT: BERT normalizer, split
+//!   at whitespace and punctuation, greedy longest-match-first pieces (`##` marks a
+//!   continuation). Decoding joins words with spaces, as HF's WordPiece decoder.
 //!
-//! With `parse_special`, the texts of Control and UserDefined tokens are matched as
+//! With `parse_special`, the texts of Control, UserDefined and Unknown tokens are matched as
 //! whole tokens first (leftmost, longest first) and the text between them is
 //! encoded normally; the dummy prefix then applies to every such text segment, as in
 //! llama.cpp and HF's legacy Llama tokenizer.
@@ -21,6 +26,7 @@ mod byte_level;
 mod pretokenize;
 mod spec;
 mod stream;
+mod wordpiece;
 
 use std::collections::HashMap;
 
@@ -42,7 +48,7 @@ const SPACE_MARK: char = '\u{2581}';
 pub struct EncodeOptions {
     /// Prepend the BOS token (ignored when the tokenizer has none).
     pub add_bos: bool,
-    /// Match Control / UserDefined token texts in the input as those tokens;
+    /// Match Control / UserDefined / Unknown token texts in the input as those tokens;
     /// when false they are encoded as plain text.
     pub parse_special: bool,
 }
@@ -66,7 +72,7 @@ pub struct Tokenizer {
     offsets: Vec<u32>,
     /// True for tokens of type `Byte` (never subject to the leading-space strip).
     is_byte: Vec<bool>,
-    /// Control / UserDefined tokens matched in text: (text, id), grouped by first byte,
+    /// Control / UserDefined / Unknown tokens matched in text: (text, id), grouped by first byte,
     /// longest first within a group; `special_groups[b]..special_groups[b+1]` indexes it.
     specials: Vec<(Box<str>, u32)>,
     special_groups: Vec<u32>,
@@ -133,6 +139,17 @@ impl Tokenizer {
             TokenizerKind::ByteLevelBpe => {
                 if !spec.scores.is_empty() && spec.scores.len() != n {
                     return Err(err(format!("{} scores for {n} tokens", spec.scores.len())));
+                }
+                if spec.pre_split == PreSplit::Bert {
+                    return Err(err("byte-level BPE does not take the BERT pre-split"));
+                }
+            }
+            TokenizerKind::WordPiece(_) => {
+                if spec.pre_split != PreSplit::Bert {
+                    return Err(err("WordPiece needs the BERT pre-split"));
+                }
+                if !spec.merges.is_empty() || !spec.scores.is_empty() {
+                    return Err(err("WordPiece takes no merges or scores"));
                 }
             }
         }
@@ -206,7 +223,7 @@ impl Tokenizer {
             TokenizerKind::SentencePieceBpe => {
                 spec.scores.iter().map(|&s| bpe::score_key(s)).collect()
             }
-            TokenizerKind::ByteLevelBpe => Vec::new(),
+            _ => Vec::new(),
         };
         let mut byte_level_tokens = [None; 256];
         if spec.kind == TokenizerKind::ByteLevelBpe {
@@ -227,6 +244,20 @@ impl Tokenizer {
             let start = decoded.len();
             match (ty, spec.kind) {
                 (TokenType::Control, _) => {}
+                (TokenType::Unknown, TokenizerKind::WordPiece(_)) => {}
+                (_, TokenizerKind::WordPiece(o)) => {
+                    match piece.strip_prefix(wordpiece::CONTINUATION) {
+                        Some(rest) => decoded.extend_from_slice(rest.as_bytes()),
+                        None => {
+                            let glued =
+                                o.cleanup && matches!(piece.as_str(), "." | "?" | "!" | ",");
+                            if !glued {
+                                decoded.push(b' ');
+                            }
+                            decoded.extend_from_slice(piece.as_bytes());
+                        }
+                    }
+                }
                 (TokenType::Byte, _) => decoded.extend(parse_byte_piece(piece)),
                 (_, TokenizerKind::SentencePieceBpe) => {
                     for c in piece.chars() {
@@ -261,7 +292,11 @@ impl Tokenizer {
             .zip(&spec.token_types)
             .enumerate()
             .filter(|(_, (piece, ty))| {
-                !piece.is_empty() && matches!(ty, TokenType::Control | TokenType::UserDefined)
+                !piece.is_empty()
+                    && matches!(
+                        ty,
+                        TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+                    )
             })
             .map(|(i, (piece, _))| (piece.as_str().into(), i as u32))
             .collect();
@@ -336,7 +371,8 @@ impl Tokenizer {
 
     /// Encodes `text`: BOS if `opts.add_bos` (and the model has one), the tokens, then
     /// EOS if `spec.add_eos`. Characters with no token and no byte fallback become
-    /// `unk`, or are dropped when the model has no `unk`.
+    /// `unk`, or are dropped when the model has no `unk`; byte-level BPE drops bytes
+    /// its alphabet lacks.
     pub fn encode(&self, text: &str, opts: EncodeOptions) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if opts.add_bos {
@@ -395,13 +431,51 @@ impl Tokenizer {
         match self.spec.kind {
             TokenizerKind::SentencePieceBpe => self.encode_sentencepiece(text, out, scratch),
             TokenizerKind::ByteLevelBpe => match self.spec.pre_split {
-                PreSplit::None => self.encode_byte_level_word(text, out, scratch),
+                PreSplit::None | PreSplit::Bert => self.encode_byte_level_word(text, out, scratch),
                 PreSplit::Gpt2 => {
                     for word in pretokenize::Gpt2Split::new(text) {
                         self.encode_byte_level_word(word, out, scratch);
                     }
                 }
+                PreSplit::Llama3 | PreSplit::Qwen2 => {
+                    let digits = if self.spec.pre_split == PreSplit::Llama3 {
+                        3
+                    } else {
+                        1
+                    };
+                    let whole_words = self.spec.pre_split == PreSplit::Llama3;
+                    for word in pretokenize::Llama3Split::new(text, digits) {
+                        if !(whole_words && self.push_whole_word(word, out, scratch)) {
+                            self.encode_byte_level_word(word, out, scratch);
+                        }
+                    }
+                }
             },
+            TokenizerKind::WordPiece(o) => self.encode_wordpiece(text, &o, out, scratch),
+        }
+    }
+
+    fn encode_wordpiece(
+        &self,
+        text: &str,
+        o: &WordPieceOptions,
+        out: &mut Vec<u32>,
+        scratch: &mut Scratch,
+    ) {
+        let Scratch {
+            concat, norm, tmp, ..
+        } = scratch;
+        wordpiece::normalize(text, o, norm, tmp);
+        let lookup = |p: &str| self.piece_to_id.get(p).copied();
+        for word in wordpiece::BertSplit::new(norm) {
+            wordpiece::segment_word(
+                word,
+                o.max_input_chars_per_word as usize,
+                self.spec.unk,
+                lookup,
+                concat,
+                out,
+            );
         }
     }
 
@@ -440,11 +514,28 @@ impl Tokenizer {
         m.run(pair, out);
     }
 
+    /// Llama 3's `ignore_merges`: if the byte-level spelling of `word` is a token
+    /// (not a Control one), pushes it and returns true.
+    fn push_whole_word(&self, word: &str, out: &mut Vec<u32>, scratch: &mut Scratch) -> bool {
+        let s = &mut scratch.concat;
+        s.clear();
+        s.extend(word.bytes().map(|b| byte_level::BYTE_TO_CHAR[b as usize]));
+        match self.piece_to_id.get(s.as_str()) {
+            Some(&id) if self.spec.token_types.get(id as usize) != Some(&TokenType::Control) => {
+                out.push(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn encode_byte_level_word(&self, word: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
         let m = &mut scratch.merger;
         m.clear();
         for b in word.bytes() {
-            if let Some(id) = self.byte_level_tokens[b as usize].or(self.spec.unk) {
+            // A byte without a token is dropped, as HF's BPE (without a model-level
+            // unk_token) and llama.cpp do; byte-level vocabularies never use `unk`.
+            if let Some(id) = self.byte_level_tokens[b as usize] {
                 m.push(id);
             }
         }
@@ -466,12 +557,20 @@ impl Tokenizer {
     /// Bytes `id` contributes to decoded text when it follows `prev` (`None`: start of
     /// text). SentencePiece with a dummy prefix drops the leading space of the first
     /// token and of a token right after BOS (llama2.c's rule); byte tokens keep theirs.
-    pub(crate) fn decoded_bytes(&self, prev: Option<u32>, id: u32) -> &[u8] {
+    /// WordPiece drops the space before the first word that produces text
+    /// (`emitted`: an earlier token produced text), as HF decodes after skipping
+    /// special tokens.
+    pub(crate) fn decoded_bytes(&self, prev: Option<u32>, emitted: bool, id: u32) -> &[u8] {
         let bytes = self.token_bytes(id);
-        let strip = self.spec.kind == TokenizerKind::SentencePieceBpe
-            && self.spec.add_space_prefix
-            && (prev.is_none() || prev == self.spec.bos)
-            && !self.is_byte.get(id as usize).copied().unwrap_or(false);
+        let strip = match self.spec.kind {
+            TokenizerKind::SentencePieceBpe => {
+                self.spec.add_space_prefix
+                    && (prev.is_none() || prev == self.spec.bos)
+                    && !self.is_byte.get(id as usize).copied().unwrap_or(false)
+            }
+            TokenizerKind::WordPiece(_) => !emitted,
+            TokenizerKind::ByteLevelBpe => false,
+        };
         match bytes {
             [b' ', rest @ ..] if strip => rest,
             _ => bytes,
@@ -485,7 +584,7 @@ impl Tokenizer {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
         let mut prev = None;
         for &id in ids {
-            bytes.extend_from_slice(self.decoded_bytes(prev, id));
+            bytes.extend_from_slice(self.decoded_bytes(prev, !bytes.is_empty(), id));
             prev = Some(id);
         }
         match String::from_utf8(bytes) {
@@ -500,6 +599,9 @@ impl Tokenizer {
 struct Scratch {
     merger: Merger,
     concat: String,
+    /// WordPiece: normalized text and a second buffer for the normalizer.
+    norm: String,
+    tmp: String,
 }
 
 #[cfg(test)]

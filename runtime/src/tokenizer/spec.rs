@@ -27,8 +27,8 @@ pub enum TokenizerKind {
 /// `WordPiece` model and `WordPiece` decoder.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WordPieceOptions {
-    /// Drop NUL, U+FFFD and control characters (Cc, Cf, Co, unassigned; not tab,
-    /// newline, carriage return) and turn every whitespace character into a space.
+    /// Drop NUL, U+FFFD and control characters (Cc, Cf, Co; not tab, newline,
+    /// carriage return) and turn every whitespace character into a space.
     pub clean_text: bool,
     /// Put spaces around CJK ideographs so each becomes its own word.
     pub handle_chinese_chars: bool,
@@ -54,10 +54,14 @@ pub enum PreSplit {
     /// BERT's pre-tokenizer: split at whitespace (dropped) and around every
     /// punctuation character (ASCII punctuation or Unicode P*). Only for WordPiece.
     Bert,
-    /// Llama 3's pattern:
+    /// Llama 3's pre-tokenization: a word whose byte-level spelling is a token is
+    /// taken whole without merging (HF's `ignore_merges`, which Llama 3's
+    /// tokenizer.json sets and llama.cpp applies to `llama-bpe`); otherwise merged.
+    /// Words are split by Llama 3's pattern:
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     Llama3,
-    /// Qwen2's pattern: Llama 3's with single digits (`\p{N}` for `\p{N}{1,3}`).
+    /// Qwen2's pattern: Llama 3's with single digits (`\p{N}` for `\p{N}{1,3}`);
+    /// merges apply to every word (no `ignore_merges`).
     Qwen2,
 }
 

@@ -27,6 +27,8 @@ pub struct StreamDecoder {
     out: String,
     /// Previous id fed, `None` at the start of the text.
     prev: Option<u32>,
+    /// True once some token produced bytes (WordPiece's leading-space rule).
+    emitted: bool,
 }
 
 impl Default for StreamDecoder {
@@ -53,14 +55,16 @@ impl StreamDecoder {
             pending_len: 0,
             out: String::with_capacity(capacity),
             prev: None,
+            emitted: false,
         }
     }
 
     /// Feeds one id (out-of-range ids decode to nothing) and returns the text it completes.
     pub fn push<'a>(&'a mut self, tok: &Tokenizer, id: u32) -> &'a str {
         self.out.clear();
-        let bytes = tok.decoded_bytes(self.prev, id);
+        let bytes = tok.decoded_bytes(self.prev, self.emitted, id);
         self.prev = Some(id);
+        self.emitted |= !bytes.is_empty();
         for &b in bytes {
             self.push_byte(b);
         }
@@ -83,6 +87,7 @@ impl StreamDecoder {
         self.pending_len = 0;
         self.out.clear();
         self.prev = None;
+        self.emitted = false;
     }
 
     fn push_byte(&mut self, b: u8) {

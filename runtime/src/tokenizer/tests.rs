@@ -467,3 +467,75 @@ fn tokenizer_is_send_and_sync() {
     check::<Tokenizer>();
     check::<StreamDecoder>();
 }
+
+/// A BERT-style WordPiece vocabulary: specials, words, `##` continuations, punctuation.
+fn wp_spec() -> TokenizerSpec {
+    let pieces = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world", "un", "##aff", "##able", ",", ".",
+        "!", "'", "s", "cafe", "你",
+    ];
+    let mut types = vec![TokenType::Normal; pieces.len()];
+    types[0] = TokenType::Control;
+    types[1] = TokenType::Unknown;
+    types[2] = TokenType::Control;
+    types[3] = TokenType::Control;
+    TokenizerSpec {
+        schema: TOKENIZER_SCHEMA,
+        kind: TokenizerKind::WordPiece(WordPieceOptions {
+            clean_text: true,
+            handle_chinese_chars: true,
+            strip_accents: true,
+            lowercase: true,
+            max_input_chars_per_word: 10,
+            cleanup: true,
+        }),
+        pre_split: PreSplit::Bert,
+        tokens: pieces.iter().map(|p| p.to_string()).collect(),
+        scores: vec![],
+        token_types: types,
+        merges: vec![],
+        bos: Some(2),
+        eos: Some(3),
+        unk: Some(1),
+        pad: Some(0),
+        eog: vec![],
+        add_bos: true,
+        add_eos: true,
+        add_space_prefix: false,
+        byte_fallback: false,
+    }
+}
+
+#[test]
+fn wordpiece_encodes_and_decodes_like_bert() {
+    let t = Tokenizer::new(wp_spec(), 16).unwrap();
+    let opts = t.default_encode_options();
+    // [CLS] hello , world ! [SEP]; accents stripped, case folded, CJK isolated.
+    assert_eq!(t.encode("Hello,WORLD!", opts), [2, 4, 9, 5, 11, 3]);
+    assert_eq!(t.encode("Unaffable CAFÉ你", opts), [2, 6, 7, 8, 14, 15, 3]);
+    // No segmentation, or too long: the whole word is [UNK]; [UNK] in text is matched.
+    assert_eq!(t.encode("unx helloworldhello", opts), [2, 1, 1, 3]);
+    assert_eq!(t.encode("[UNK]x", opts)[1], 1);
+    // Decoding joins words with spaces, glues ## pieces and (cleanup) punctuation,
+    // and skips specials and [UNK] without leaving a leading space.
+    assert_eq!(t.decode(&[2, 4, 9, 5, 11, 3]), "hello, world!");
+    assert_eq!(t.decode(&[2, 1, 6, 7, 8, 12, 13]), "unaffable ' s");
+    let ids = [2, 1, 4, 1, 5, 10, 3];
+    let mut d = StreamDecoder::for_tokenizer(&t);
+    let streamed: String = ids.iter().map(|&i| d.push(&t, i).to_string()).collect();
+    assert_eq!(streamed, t.decode(&ids));
+    assert_eq!(streamed, "hello world.");
+}
+
+#[test]
+fn wordpiece_validation() {
+    let mut s = wp_spec();
+    s.pre_split = PreSplit::Gpt2;
+    assert!(Tokenizer::new(s, 16).is_err());
+    let mut s = wp_spec();
+    s.merges = vec![(4, 5)];
+    assert!(Tokenizer::new(s, 16).is_err());
+    let mut s = bl_spec();
+    s.pre_split = PreSplit::Bert;
+    assert!(Tokenizer::new(s, 1000).is_err());
+}

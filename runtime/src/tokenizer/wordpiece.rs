@@ -2,8 +2,8 @@
 //! longest-match-first segmentation, as Hugging Face `tokenizers` runs them.
 //!
 //! Character classes follow HF: whitespace is tab, newline, carriage return or
-//! Unicode White_Space; control is general category Cc, Cf, Co or Cn except tab,
-//! newline and carriage return; punctuation is ASCII punctuation or category P*;
+//! Unicode White_Space; control is general category Cc, Cf or Co except tab,
+//! newline and carriage return (unassigned code points are kept, as in HF); punctuation is ASCII punctuation or category P*;
 //! CJK ideographs are the blocks BERT lists (`is_chinese_char`).
 
 use unicode_general_category::{get_general_category, GeneralCategory as G};
@@ -24,7 +24,7 @@ fn is_bert_control(c: char) -> bool {
     }
     matches!(
         get_general_category(c),
-        G::Control | G::Format | G::PrivateUse | G::Unassigned | G::Surrogate
+        G::Control | G::Format | G::PrivateUse | G::Surrogate
     )
 }
 

@@ -1,0 +1,454 @@
+//! Conformance of every SIMD tier this CPU has against the scalar reference
+//! kernels (STYLE.md rule 2), plus the scalar quantized kernels against an exact
+//! f64 reference (the candle-style three-way check).
+//!
+//! Lengths: every length 0..=4 x (lanes x unroll) + 3 of the widest tier and the
+//! awkward list; starts misaligned by one element (or one byte for blocks); edge
+//! values. Integer block sums must match exactly; float sums within
+//! `reassoc_bound`.
+
+use bytemuck::Zeroable;
+use ember_kernels::arch::{kernels_for, Kernels, Tier};
+use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use ember_kernels::scalar;
+use half::f16;
+
+/// ggml's awkward lengths (elements for float kernels, blocks for block kernels).
+const AWKWARD: [usize; 18] = [
+    1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 67, 127, 129, 193, 255, 1023,
+];
+/// Widest float tier: 16 lanes (AVX-512) x 4 accumulators.
+const FLOAT_SPAN: usize = 16 * 4;
+/// Widest block tier: 2 blocks per register x 2 accumulators.
+const BLOCK_SPAN: usize = 2 * 2;
+/// Output rows per test matrix (several, so row offsets are exercised).
+const ROWS: usize = 3;
+
+/// Two summation orders of the same `n` products differ by at most
+/// `2 * gamma_n * sum |terms|` (each is within `gamma_n = n u / (1 - n u)` of the
+/// exact sum, `u = 2^-24`); the FMA tiers round less, never more. `+ 8` covers
+/// the final horizontal reduction of up to 16 lanes.
+fn reassoc_bound(n: usize, sum_abs: f64) -> f64 {
+    let u = f32::EPSILON as f64 / 2.0;
+    let k = (n + 8) as f64 * u;
+    2.0 * k / (1.0 - k) * sum_abs + f32::MIN_POSITIVE as f64
+}
+
+fn float_lengths() -> Vec<usize> {
+    let mut v: Vec<usize> = (0..=4 * FLOAT_SPAN + 3).collect();
+    v.extend(AWKWARD);
+    v
+}
+
+fn block_lengths() -> Vec<usize> {
+    let mut v: Vec<usize> = (0..=4 * BLOCK_SPAN + 3).collect();
+    v.extend(AWKWARD);
+    v
+}
+
+/// The SIMD tiers this CPU supports (scalar excluded: it is the reference).
+fn simd_tiers() -> Vec<Kernels> {
+    let v: Vec<Kernels> = Tier::ALL
+        .into_iter()
+        .filter(|&t| t != Tier::Scalar)
+        .filter_map(kernels_for)
+        .collect();
+    eprintln!(
+        "tiers under test: {:?}",
+        v.iter().map(|k| k.tier.name()).collect::<Vec<_>>()
+    );
+    v
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn i8(&mut self, lo: i32, hi: i32) -> i8 {
+        (lo + (self.next() % (hi - lo + 1) as u64) as i32) as i8
+    }
+}
+
+/// A copy of `v` starting one element past an aligned boundary.
+fn misaligned<T: Copy + Default>(v: &[T]) -> (Vec<T>, usize) {
+    let mut buf = vec![T::default(); v.len() + 1];
+    buf[1..].copy_from_slice(v);
+    (buf, 1)
+}
+
+fn check_float(tier: Tier, what: &str, n: usize, got: &[f32], want: &[f32], bound: &[f64]) {
+    for r in 0..got.len() {
+        let (g, w) = (got[r], want[r]);
+        if !w.is_finite() && what.starts_with('q') {
+            // A non-finite block scale times a partial (per-lane) integer sum of
+            // zero is NaN where the scalar kernel's whole-block product is inf:
+            // the contract is only "non-finite".
+            assert!(!g.is_finite(), "{} {what} n={n} row {r}: {g} vs {w}", tier.name());
+            continue;
+        }
+        if w.is_nan() || g.is_nan() || w.is_infinite() {
+            assert!(
+                (g.is_nan() && w.is_nan()) || g == w,
+                "{} {what} n={n} row {r}: {g} vs {w}",
+                tier.name()
+            );
+            continue;
+        }
+        assert!(
+            ((g - w) as f64).abs() <= bound[r],
+            "{} {what} n={n} row {r}: {g} vs scalar {w} (bound {})",
+            tier.name(),
+            bound[r]
+        );
+    }
+}
+
+fn float_case(tiers: &[Kernels], w: &[f32], x: &[f32], rows: usize) {
+    let n = x.len();
+    let mut want = vec![0.0f32; rows];
+    scalar::matvec_f32_f32(w, x, &mut want);
+    let bound: Vec<f64> = (0..rows)
+        .map(|r| {
+            let s: f64 = (0..n)
+                .map(|i| (w[r * n + i] as f64 * x[i] as f64).abs())
+                .sum();
+            reassoc_bound(n, s)
+        })
+        .collect();
+    let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let w16f: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+    let mut want16 = vec![0.0f32; rows];
+    scalar::matvec_f16_f32(&w16, x, &mut want16);
+    let bound16: Vec<f64> = (0..rows)
+        .map(|r| {
+            let s: f64 = (0..n)
+                .map(|i| (w16f[r * n + i] as f64 * x[i] as f64).abs())
+                .sum();
+            reassoc_bound(n, s)
+        })
+        .collect();
+    let (wb, wo) = misaligned(w);
+    let (xb, xo) = misaligned(x);
+    let (w16b, w16o) = misaligned(&w16);
+    for k in tiers {
+        let mut got = vec![f32::NAN; rows];
+        (k.matvec_f32_f32)(w, x, &mut got);
+        check_float(k.tier, "matvec_f32_f32", n, &got, &want, &bound);
+        (k.matvec_f32_f32)(&wb[wo..], &xb[xo..], &mut got);
+        check_float(k.tier, "matvec_f32_f32 misaligned", n, &got, &want, &bound);
+        (k.matvec_f16_f32)(&w16, x, &mut got);
+        check_float(k.tier, "matvec_f16_f32", n, &got, &want16, &bound16);
+        (k.matvec_f16_f32)(&w16b[w16o..], &xb[xo..], &mut got);
+        check_float(
+            k.tier,
+            "matvec_f16_f32 misaligned",
+            n,
+            &got,
+            &want16,
+            &bound16,
+        );
+    }
+}
+
+#[test]
+fn float_matvec_all_lengths() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for n in float_lengths() {
+        let w: Vec<f32> = (0..ROWS * n).map(|_| rng.f32()).collect();
+        let x: Vec<f32> = (0..n).map(|_| rng.f32() * 3.0).collect();
+        float_case(&tiers, &w, &x, ROWS);
+    }
+}
+
+#[test]
+fn float_matvec_edge_values() {
+    let tiers = simd_tiers();
+    for n in [1usize, 16, 17, 64, 67, 255] {
+        let zeros = vec![0.0f32; ROWS * n];
+        let x: Vec<f32> = (0..n).map(|i| i as f32 - 3.0).collect();
+        float_case(&tiers, &zeros, &x, ROWS);
+        // f16 extremes: largest finite, smallest subnormal.
+        let big: Vec<f32> = (0..ROWS * n)
+            .map(|i| if i % 2 == 0 { 65504.0 } else { -5.960_464_5e-8 })
+            .collect();
+        float_case(&tiers, &big, &x, ROWS);
+        for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut w = vec![0.5f32; ROWS * n];
+            w[n / 2] = special;
+            let x = vec![1.0f32; n];
+            float_case(&tiers, &w, &x, ROWS);
+        }
+    }
+}
+
+fn q8_block(rng: &mut Rng, lo: i32, hi: i32, d: f32) -> BlockQ8_0 {
+    let mut b = BlockQ8_0::zeroed();
+    b.d = f16::from_f32(d).to_bits().to_le_bytes();
+    for q in &mut b.qs {
+        *q = rng.i8(lo, hi) as u8;
+    }
+    b
+}
+
+fn q4_block(rng: &mut Rng, d: f32) -> BlockQ4_0 {
+    let mut b = BlockQ4_0::zeroed();
+    b.d = f16::from_f32(d).to_bits().to_le_bytes();
+    for q in &mut b.qs {
+        *q = rng.next() as u8;
+    }
+    b
+}
+
+/// Blocks copied into a byte buffer one byte past its (aligned) start.
+fn misaligned_blocks<B: bytemuck::Pod>(v: &[B]) -> Vec<u8> {
+    let bytes: &[u8] = bytemuck::cast_slice(v);
+    let mut buf = vec![0u8; bytes.len() + 1];
+    buf[1..].copy_from_slice(bytes);
+    buf
+}
+
+/// Exact value of one row: `sum_b d_w d_a isum_b` in f64 (f16 scales and i32
+/// block sums are exact in f64), and `sum_b |d_w d_a isum_b|`.
+fn exact_row(terms: impl Iterator<Item = (f32, f32, i32)>) -> (f64, f64) {
+    terms.fold((0.0, 0.0), |(s, a), (dw, da, i)| {
+        let t = dw as f64 * da as f64 * i as f64;
+        (s + t, a + t.abs())
+    })
+}
+
+/// Checks Q8_0 and Q4_0 matvec on every tier. `exact`: scales and magnitudes are
+/// such that every f32 partial sum is an integer below 2^24, so all summation
+/// orders give the exact result and tiers must match scalar bit for bit.
+fn block_case(tiers: &[Kernels], w8: &[BlockQ8_0], w4: &[BlockQ4_0], a: &[BlockQ8_0], exact: bool) {
+    let nb = a.len();
+    let rows = w8.len().checked_div(nb).unwrap_or(ROWS);
+    let mut want8 = vec![0.0f32; rows];
+    let mut want4 = vec![0.0f32; rows];
+    scalar::matvec_q8_0_q8_0(w8, a, &mut want8);
+    scalar::matvec_q4_0_q8_0(w4, a, &mut want4);
+    let ref8: Vec<(f64, f64)> = (0..rows)
+        .map(|r| {
+            exact_row((0..nb).map(|b| {
+                let (bw, ba) = (&w8[r * nb + b], &a[b]);
+                (bw.scale(), ba.scale(), scalar::block_isum_q8_0_q8_0(bw, ba))
+            }))
+        })
+        .collect();
+    let ref4: Vec<(f64, f64)> = (0..rows)
+        .map(|r| {
+            exact_row((0..nb).map(|b| {
+                let (bw, ba) = (&w4[r * nb + b], &a[b]);
+                (bw.scale(), ba.scale(), scalar::block_isum_q4_0_q8_0(bw, ba))
+            }))
+        })
+        .collect();
+    // Scalar against the exact reference.
+    for r in 0..rows {
+        for (got, (ex, abs), what) in [(want8[r], ref8[r], "q8_0"), (want4[r], ref4[r], "q4_0")] {
+            if ex.is_finite() {
+                assert!(
+                    (got as f64 - ex).abs() <= reassoc_bound(nb, abs) / 2.0 + ex.abs() * 1e-7,
+                    "scalar {what} nb={nb}: {got} vs exact {ex}"
+                );
+            }
+        }
+    }
+    let b8: Vec<f64> = ref8.iter().map(|&(_, a)| reassoc_bound(nb, a)).collect();
+    let b4: Vec<f64> = ref4.iter().map(|&(_, a)| reassoc_bound(nb, a)).collect();
+    let (w8m, w4m, am) = (
+        misaligned_blocks(w8),
+        misaligned_blocks(w4),
+        misaligned_blocks(a),
+    );
+    let w8m: &[BlockQ8_0] = bytemuck::cast_slice(&w8m[1..]);
+    let w4m: &[BlockQ4_0] = bytemuck::cast_slice(&w4m[1..]);
+    let am: &[BlockQ8_0] = bytemuck::cast_slice(&am[1..]);
+    for k in tiers {
+        for (wq8, wq4, aq, how) in [(w8, w4, a, ""), (w8m, w4m, am, " misaligned")] {
+            let mut got = vec![f32::NAN; rows];
+            (k.matvec_q8_0_q8_0)(wq8, aq, &mut got);
+            if exact {
+                assert_eq!(got, want8, "{} q8_0{how} nb={nb}: exact", k.tier.name());
+            }
+            check_float(k.tier, &format!("q8_0{how}"), nb, &got, &want8, &b8);
+            (k.matvec_q4_0_q8_0)(wq4, aq, &mut got);
+            if exact {
+                assert_eq!(got, want4, "{} q4_0{how} nb={nb}: exact", k.tier.name());
+            }
+            check_float(k.tier, &format!("q4_0{how}"), nb, &got, &want4, &b4);
+        }
+    }
+}
+
+#[test]
+fn block_matvec_all_lengths_random_scales() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    for nb in block_lengths() {
+        let w8: Vec<BlockQ8_0> = (0..ROWS * nb)
+            .map(|_| {
+                let d = rng.f32() * 0.01;
+                q8_block(&mut rng, -128, 127, d)
+            })
+            .collect();
+        let w4: Vec<BlockQ4_0> = (0..ROWS * nb)
+            .map(|_| {
+                let d = rng.f32() * 0.01;
+                q4_block(&mut rng, d)
+            })
+            .collect();
+        let a: Vec<BlockQ8_0> = (0..nb)
+            .map(|_| {
+                let d = rng.f32().abs() * 0.05;
+                q8_block(&mut rng, -127, 127, d)
+            })
+            .collect();
+        block_case(&tiers, &w8, &w4, &a, false);
+    }
+}
+
+#[test]
+fn block_matvec_integer_sums_exact() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    // 32 blocks of at most 32 x 128 x 127 keep every partial sum below 2^24.
+    for nb in (0..=32).chain([1, 3, 31]) {
+        let w8: Vec<BlockQ8_0> = (0..ROWS * nb)
+            .map(|_| q8_block(&mut rng, -128, 127, 1.0))
+            .collect();
+        let w4: Vec<BlockQ4_0> = (0..ROWS * nb).map(|_| q4_block(&mut rng, 1.0)).collect();
+        let a: Vec<BlockQ8_0> = (0..nb)
+            .map(|_| q8_block(&mut rng, -127, 127, 1.0))
+            .collect();
+        block_case(&tiers, &w8, &w4, &a, true);
+    }
+}
+
+#[test]
+fn block_matvec_domain_boundaries_and_edge_scales() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(7);
+    for nb in [1usize, 2, 3, 5, 17, 32] {
+        // Weight -128 and 127 against activations -127 and 127: the extremes of
+        // the documented domains (maddubs pair sums reach 32512).
+        for (wq, aq) in [(-128, -127), (-128, 127), (127, 127), (127, -127), (0, 127)] {
+            let w8: Vec<BlockQ8_0> = (0..ROWS * nb)
+                .map(|_| q8_block(&mut rng, wq, wq, 1.0))
+                .collect();
+            let w4: Vec<BlockQ4_0> = (0..ROWS * nb)
+                .map(|i| {
+                    let mut b = q4_block(&mut rng, 1.0);
+                    // All nibbles 0 (-8) or 15 (+7).
+                    b.qs = [if i % 2 == 0 { 0x00 } else { 0xFF }; QK / 2];
+                    b
+                })
+                .collect();
+            let a: Vec<BlockQ8_0> = (0..nb).map(|_| q8_block(&mut rng, aq, aq, 1.0)).collect();
+            block_case(&tiers, &w8, &w4, &a, true);
+        }
+        // Scales: zero, largest finite f16, smallest subnormal f16, inf, NaN.
+        for d in [0.0f32, 65504.0, 5.960_464_5e-8, f32::INFINITY, f32::NAN] {
+            let w8: Vec<BlockQ8_0> = (0..ROWS * nb)
+                .map(|_| q8_block(&mut rng, -128, 127, d))
+                .collect();
+            let w4: Vec<BlockQ4_0> = (0..ROWS * nb).map(|_| q4_block(&mut rng, d)).collect();
+            let a: Vec<BlockQ8_0> = (0..nb)
+                .map(|_| q8_block(&mut rng, -127, 127, 1.0))
+                .collect();
+            block_case(&tiers, &w8, &w4, &a, false);
+            let a: Vec<BlockQ8_0> = (0..nb).map(|_| q8_block(&mut rng, -127, 127, d)).collect();
+            block_case(&tiers, &w8, &w4, &a, false);
+        }
+    }
+}
+
+/// Normalised quantization error budgets (sum (x - dequant(quant(x)))^2 /
+/// sum x^2 on uniform data in [-1, 1]): Q8_0's step is max/127, so the error is
+/// about (1/127)^2/12 / (1/3) = 1.6e-5; Q4_0's step is max/8 (2.6e-3). Budgets are
+/// twice those.
+const Q8_0_NMSE_BUDGET: f64 = 3.2e-5;
+const Q4_0_NMSE_BUDGET: f64 = 5.2e-3;
+/// Error of the quantized dot product relative to the exact f32 dot product,
+/// normalised by `|w| |x|` (ggml's MAX_DOT_PRODUCT_ERROR scaled to our types:
+/// both operands quantized, errors add).
+const Q8_0_DOT_BUDGET: f64 = 2e-3;
+const Q4_0_DOT_BUDGET: f64 = 2e-2;
+
+#[test]
+fn quantizers_within_error_budget_three_way() {
+    let mut rng = Rng(99);
+    let n = 32 * 64;
+    let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+    let nmse = |a: &[f32], b: &[f32]| {
+        let e: f64 = a.iter().zip(b).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
+        e / a.iter().map(|p| (*p as f64).powi(2)).sum::<f64>()
+    };
+    let mut b8 = vec![BlockQ8_0::zeroed(); n / QK];
+    let mut b4 = vec![BlockQ4_0::zeroed(); n / QK];
+    let mut ay = vec![BlockQ8_0::zeroed(); n / QK];
+    scalar::quantize_row_q8_0(&x, &mut b8);
+    scalar::quantize_row_q4_0(&x, &mut b4);
+    scalar::quantize_row_q8_0(&y, &mut ay);
+    let mut back = vec![0.0f32; n];
+    scalar::dequantize_row_q8_0(&b8, &mut back);
+    let e8 = nmse(&x, &back);
+    assert!(e8 <= Q8_0_NMSE_BUDGET, "q8_0 nmse {e8}");
+    scalar::dequantize_row_q4_0(&b4, &mut back);
+    let e4 = nmse(&x, &back);
+    assert!(e4 <= Q4_0_NMSE_BUDGET, "q4_0 nmse {e4}");
+    // Three ways: exact f64 dot of the f32 inputs, scalar quantized, each tier.
+    let exact: f64 = x.iter().zip(&y).map(|(p, q)| *p as f64 * *q as f64).sum();
+    let norm = (x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>()
+        * y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>())
+    .sqrt();
+    let mut all = vec![ember_kernels::arch::SCALAR];
+    all.extend(simd_tiers());
+    for k in all {
+        let mut o = [0.0f32];
+        (k.matvec_q8_0_q8_0)(&b8, &ay, &mut o);
+        let e = (o[0] as f64 - exact).abs() / norm;
+        assert!(e <= Q8_0_DOT_BUDGET, "{} q8_0 dot error {e}", k.tier.name());
+        (k.matvec_q4_0_q8_0)(&b4, &ay, &mut o);
+        let e = (o[0] as f64 - exact).abs() / norm;
+        assert!(e <= Q4_0_DOT_BUDGET, "{} q4_0 dot error {e}", k.tier.name());
+    }
+}
+
+#[test]
+fn activation_quantizer_respects_domain() {
+    let x: Vec<f32> = [1.0f32, -1.0, f32::NAN, 0.0, 1e-30, -3.4e38, 3.4e38]
+        .into_iter()
+        .cycle()
+        .take(4 * QK)
+        .collect();
+    let mut b = vec![BlockQ8_0::zeroed(); 4];
+    scalar::quantize_row_q8_0(&x, &mut b);
+    for blk in &b {
+        assert!((0..QK).all(|j| blk.q(j) != -128));
+    }
+    let z = vec![0.0f32; QK];
+    let mut bz = [BlockQ8_0::zeroed()];
+    scalar::quantize_row_q8_0(&z, &mut bz);
+    assert_eq!(bz[0].scale(), 0.0);
+    assert!(bz[0].qs.iter().all(|&q| q == 0));
+}
+
+#[test]
+fn tier_selection() {
+    assert_eq!(ember_kernels::arch::best_tier(Tier::Scalar), Tier::Scalar);
+    for t in Tier::ALL {
+        assert!(ember_kernels::arch::best_tier(t) <= t);
+        assert_eq!(Tier::parse(t.name()), Some(t));
+    }
+    let k = ember_kernels::arch::kernels();
+    assert!(kernels_for(k.tier).is_some());
+}

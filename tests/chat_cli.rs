@@ -1,0 +1,306 @@
+//! `ember chat` driven through a stdin script, interrupted with SIGINT; and the
+//! decoding flags of `ember run` (sampling, KV type, prompt cache, policies).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ember(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ember");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// stories260K converted into `dir` (it has no chat template: chat uses --template).
+fn stories(dir: &Path) -> Option<PathBuf> {
+    let bin = common::shared_file("models/stories260K/stories260K.bin")?;
+    let tok = common::shared_file("models/stories260K/tok512.bin")?;
+    let out = dir.join("stories.ember");
+    let opts = ember_converter::ConvertOptions {
+        tokenizer: Some(tok),
+        ..Default::default()
+    };
+    ember_converter::convert(&bin, &out, &opts).unwrap();
+    Some(out)
+}
+
+#[test]
+fn chat_script_two_turns_reset_save_load() {
+    let dir = common::scratch();
+    let Some(m) = stories(dir.path()) else { return };
+    let m = m.to_str().unwrap();
+    let cache = dir.path().join("chat.cache");
+    let script = format!(
+        "Tell me a story\nAnd then?\n/save {c}\n/reset\n/nonsense\nHello\n/load {c}\n/load {c}.missing\n/quit\nnot reached\n",
+        c = cache.display()
+    );
+    let args = [
+        "chat",
+        "-m",
+        m,
+        "--template",
+        "chatml",
+        "-n",
+        "20",
+        "--ctx",
+        "256",
+    ];
+    let out = ember(&args, &script);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("[saved"), "{stderr}");
+    assert!(
+        stderr.contains("and 4 messages"),
+        "two turns saved: {stderr}"
+    );
+    assert!(stderr.contains("[conversation reset]"), "{stderr}");
+    assert!(stderr.contains("unknown command /nonsense"), "{stderr}");
+    assert!(stderr.contains("[loaded"), "{stderr}");
+    assert!(stderr.contains("cannot open"), "{stderr}");
+    assert!(!stdout.is_empty());
+    // Same script, same seed: same replies (greedy by default).
+    let again = ember(&args, &script);
+    assert_eq!(text(&again.stdout), stdout);
+    // A model without a template and no --template: a clear error.
+    let out = ember(&["chat", "-m", m], "hi\n");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no chat template"));
+}
+
+#[test]
+fn chat_invalid_utf8_line_is_skipped() {
+    let dir = common::scratch();
+    let Some(m) = stories(dir.path()) else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args([
+            "chat",
+            "-m",
+            m.to_str().unwrap(),
+            "--template",
+            "chatml",
+            "-n",
+            "5",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ok \xff\xfe\nHi\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("not valid UTF-8"));
+}
+
+#[cfg(unix)]
+#[test]
+fn chat_interrupt_stops_the_reply_not_the_chat() {
+    let dir = common::scratch();
+    let Some(m) = stories(dir.path()) else { return };
+    // A reply that would run for a long time: shift policy, huge token limit.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args([
+            "chat",
+            "-m",
+            m.to_str().unwrap(),
+            "--template",
+            "chatml",
+            "-n",
+            "100000000",
+            "--ctx",
+            "128",
+            "--context-policy",
+            "shift",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Tell me a long story\n").unwrap();
+    stdin.flush().unwrap();
+    // Wait until the reply is streaming, then interrupt it.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let start = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // The chat goes on: a second turn, then end of input.
+    stdin.write_all(b"/reset\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("[interrupted]"), "{stderr}");
+    assert!(stderr.contains("[conversation reset]"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn run_sampling_flags_and_errors() {
+    let dir = common::scratch();
+    let Some(m) = stories(dir.path()) else { return };
+    let m = m.to_str().unwrap();
+    let base = ["run", "-m", m, "-p", "Once upon a time", "-n", "40"];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        ember(&a, "")
+    };
+    let sampled = [
+        "--temp",
+        "0.9",
+        "--top-k",
+        "30",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.05",
+        "--repeat-penalty",
+        "1.1",
+        "--presence-penalty",
+        "0.1",
+        "--frequency-penalty",
+        "0.1",
+        "--seed",
+        "9",
+    ];
+    let a = with(&sampled);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(
+        text(&a.stdout),
+        text(&with(&sampled).stdout),
+        "same seed, same text"
+    );
+    let greedy = with(&[]);
+    assert_eq!(
+        text(&greedy.stdout),
+        text(&with(&["--kv-type", "f32"]).stdout)
+    );
+    // A stop sequence taken from the greedy text ends the output right before it.
+    let g = text(&greedy.stdout);
+    let stop = &g[20..26];
+    let s = with(&["--stop", stop]);
+    assert_eq!(
+        text(&s.stdout),
+        format!("{}\n", &g[..g.find(stop).unwrap()])
+    );
+    // Errors.
+    let e = with(&["--kv-type", "q4"]);
+    assert!(!e.status.success());
+    assert!(text(&e.stderr).contains("q4"), "{}", text(&e.stderr));
+    let e = with(&["--ctx", "0"]);
+    assert!(text(&e.stderr).contains("context 0"), "{}", text(&e.stderr));
+    let e = with(&["--ctx", "3"]);
+    assert!(
+        text(&e.stderr).contains("--context-policy shift"),
+        "{}",
+        text(&e.stderr)
+    );
+    let e = with(&["--ctx", "20"]);
+    assert!(e.status.success());
+    assert!(
+        text(&e.stderr).contains("context full (20 tokens)"),
+        "{}",
+        text(&e.stderr)
+    );
+    let e = with(&["--ctx", "20", "--context-policy", "shift"]);
+    assert!(e.status.success() && !text(&e.stderr).contains("context full"));
+}
+
+#[test]
+fn run_prompt_cache_reuses_the_prompt() {
+    let dir = common::scratch();
+    let Some(m) = stories(dir.path()) else { return };
+    let m = m.to_str().unwrap();
+    let cache = dir.path().join("p.cache");
+    let c = cache.to_str().unwrap();
+    let args = [
+        "run",
+        "-m",
+        m,
+        "-p",
+        "Once upon a time, in a big forest",
+        "-n",
+        "30",
+        "--json",
+    ];
+    let json = |extra: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(extra);
+        let out = ember(&a, "");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let plain = json(&[]);
+    let first = json(&["--prompt-cache", c]);
+    assert_eq!(first["prompt_cache_tokens"], 0);
+    assert!(cache.exists());
+    let second = json(&["--prompt-cache", c]);
+    assert_eq!(second["prompt_cache_tokens"], plain["prompt_tokens"]);
+    assert_eq!(second["text"], plain["text"]);
+    assert_eq!(first["text"], plain["text"]);
+    // Corrupt or mismatched caches are clear errors.
+    let mut bytes = std::fs::read(&cache).unwrap();
+    bytes[250] ^= 0xff;
+    std::fs::write(&cache, &bytes).unwrap();
+    let out = ember(&["run", "-m", m, "-p", "Once", "--prompt-cache", c], "");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("corrupt"),
+        "{}",
+        text(&out.stderr)
+    );
+    bytes[250] ^= 0xff;
+    std::fs::write(&cache, &bytes).unwrap();
+    let out = ember(
+        &[
+            "run",
+            "-m",
+            m,
+            "-p",
+            "Once",
+            "--prompt-cache",
+            c,
+            "--kv-type",
+            "q8_0",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("f16 KV cache"),
+        "{}",
+        text(&out.stderr)
+    );
+}

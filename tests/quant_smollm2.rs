@@ -1,0 +1,157 @@
+//! Quantized models: SmolLM2-135M-Instruct at q8_0 (answer, bit-exact GGUF block
+//! import) and stories260K at q8_0 / q4_0 (agreement of the greedy story with
+//! llama2.c's). Skips with a message when the models are absent.
+
+mod common;
+
+use std::sync::Arc;
+
+use ember_converter::{convert, ConvertOptions, DTypeChoice};
+use ember_runtime::format::{names, DType};
+use ember_runtime::generate::generate_greedy;
+use ember_runtime::{Model, Session, SessionConfig};
+
+/// Greedy tokens of stories260K at q8_0 that must equal llama2.c's f32 story
+/// (the acceptance criterion asks for at least 100).
+const STORIES_Q8_0_AGREEMENT: usize = 100;
+
+fn convert_with(
+    input: &std::path::Path,
+    dtype: DType,
+    tokenizer: Option<std::path::PathBuf>,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    ember_converter::WriteSummary,
+) {
+    let dir = common::scratch();
+    let out = dir.path().join(format!("m-{}.ember", dtype.name()));
+    let opts = ConvertOptions {
+        dtype: DTypeChoice::Fixed(dtype),
+        tokenizer,
+        ..Default::default()
+    };
+    let s = convert(input, &out, &opts).expect("convert");
+    (dir, out, s.write)
+}
+
+#[test]
+fn smollm2_q8_0_answers_paris_and_copies_gguf_blocks() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let (_dir, out, summary) = convert_with(&gguf, DType::Q8_0, None);
+    // The PyPI GGUF stores its (tied) token embeddings as Q8_0.
+    assert_eq!(summary.raw_copies, 1);
+    let model = Arc::new(Model::load(&out).unwrap());
+    model.verify_checksums().unwrap();
+
+    // Bit-exact: the stored bytes are the GGUF's bytes.
+    let ir = ember_converter::gguf::load(&gguf).unwrap();
+    let src = ir
+        .tensors
+        .iter()
+        .find(|t| t.name == names::TOK_EMBEDDINGS)
+        .unwrap();
+    let raw = src.source.raw_as(DType::Q8_0).unwrap().unwrap();
+    let idx = model
+        .tensors()
+        .iter()
+        .position(|t| t.name == names::TOK_EMBEDDINGS)
+        .unwrap();
+    assert_eq!(model.tensors()[idx].dtype, DType::Q8_0);
+    assert!(
+        model.tensor_bytes(idx) == raw.as_slice(),
+        "blocks copied bit for bit"
+    );
+    // Every other matrix is quantized, vectors stay f32.
+    for t in model.tensors() {
+        let want = if t.shape.len() == 1 {
+            DType::F32
+        } else {
+            DType::Q8_0
+        };
+        assert_eq!(t.dtype, want, "{}", t.name);
+    }
+
+    let tok = model.tokenizer();
+    let prompt =
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let ids = tok.encode(prompt, tok.default_encode_options());
+    let mut session = Session::new(model.clone(), SessionConfig::new(128)).unwrap();
+    let mut text = String::new();
+    generate_greedy(&mut session, &ids, 64, |_, piece| {
+        text.push_str(piece);
+        true
+    })
+    .unwrap();
+    assert_eq!(text, "The capital of France is Paris.");
+}
+
+#[test]
+fn smollm2_q4_0_keeps_embeddings_at_q8_0() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let (_dir, out, _) = convert_with(&gguf, DType::Q4_0, None);
+    let model = Model::load(&out).unwrap();
+    for t in model.tensors() {
+        let want = match (t.shape.len(), t.name.as_str()) {
+            (1, _) => DType::F32,
+            (_, names::TOK_EMBEDDINGS) => DType::Q8_0,
+            _ => DType::Q4_0,
+        };
+        assert_eq!(t.dtype, want, "{}", t.name);
+    }
+}
+
+fn stories_greedy(path: &std::path::Path, steps: usize) -> String {
+    let model = Arc::new(Model::load(path).expect("load"));
+    let tok = model.tokenizer();
+    let prompt = tok.encode("", tok.default_encode_options());
+    let mut session = Session::new(model.clone(), SessionConfig::new(steps)).unwrap();
+    let mut text = String::new();
+    generate_greedy(&mut session, &prompt[..1], steps, |_, piece| {
+        text.push_str(piece);
+        true
+    })
+    .unwrap();
+    text
+}
+
+#[test]
+fn stories260k_q8_0_keeps_the_greedy_story() {
+    let (Some(bin), Some(tok), Some(expected)) = (
+        common::shared_file("models/stories260K/stories260K.bin"),
+        common::shared_file("models/stories260K/tok512.bin"),
+        common::shared_file("models/stories260K/expected_greedy_t0_n200.txt"),
+    ) else {
+        return;
+    };
+    let (_dir, out, _) = convert_with(&bin, DType::Q8_0, Some(tok));
+    let model = Model::load(&out).unwrap();
+    // dim 64 quantizes; w_down's rows (ffn 172) are not whole blocks: f32.
+    for t in model.tensors() {
+        let want = match (t.shape.len(), t.shape.last()) {
+            (1, _) => DType::F32,
+            (_, Some(172)) => DType::F32,
+            _ => DType::Q8_0,
+        };
+        assert_eq!(t.dtype, want, "{}", t.name);
+    }
+    let expected = std::fs::read_to_string(expected).unwrap();
+    let text = stories_greedy(&out, 200);
+    // Compare token by token through the tokenizer of the model.
+    let m = Model::load(&out).unwrap();
+    let t = m.tokenizer();
+    let (a, b) = (
+        t.encode(&expected, t.default_encode_options()),
+        t.encode(&text, t.default_encode_options()),
+    );
+    let agree = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    eprintln!("stories260K q8_0: {agree} leading tokens agree with llama2.c");
+    assert!(
+        agree >= STORIES_Q8_0_AGREEMENT,
+        "only {agree} tokens agree:\n{text}\nvs\n{expected}"
+    );
+}
