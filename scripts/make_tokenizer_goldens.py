@@ -28,7 +28,8 @@ decoder's text for the ids, special tokens skipped, where there is a reference):
                      transcribed below.
   gpt2_bpe_ids.json, llama3_bpe_ids.json, qwen2_bpe_ids.json: the small byte-level BPE
                      tokenizers in trained/ (GPT-2, Llama 3 and Qwen2 pre-tokenizer
-                     splits), encode(text, add_special_tokens=False). `--train`
+                     splits; Llama 3's with ignore_merges, as Llama 3's own file),
+                     encode(text, add_special_tokens=False). `--train`
                      retrains them first from tiny-shakespeare + multilingual.txt.
 
 Every text set includes the lines of multilingual.txt and the whole file.
@@ -279,6 +280,13 @@ def train():
         tok.train_from_iterator(corpus, trainer)
         path = os.path.join(FIX, "trained", f"{name}.json")
         tok.save(path, pretty=False)
+        if pre == "llama3":
+            # Llama 3's tokenizer.json takes words that are tokens whole.
+            with open(path, encoding="utf-8") as f:
+                j = json.load(f)
+            j["model"]["ignore_merges"] = True
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
         print(f"trained {path} ({os.path.getsize(path)} bytes)")
 
 

@@ -3,11 +3,9 @@
 //! `tokenizer.ggml.model` `"llama"` is SentencePiece BPE (scores, `<0xNN>` byte
 //! tokens), `"gpt2"` is byte-level BPE with `tokenizer.ggml.merges`. For byte-level
 //! BPE, `tokenizer.ggml.pre` must name a pre-tokenizer whose split is one of ours:
-//! GPT-2's (`default`, `gpt2`, `smollm`) or Qwen2's (`qwen2`). Llama 3's
-//! (`llama-bpe`, `llama3`, `llama-v3`) is refused for now: llama.cpp encodes it with
-//! `ignore_merges` (a word that is a token is taken whole, as HF's Llama 3
-//! tokenizer.json says too), which the runtime does not model yet, so ids could
-//! differ. (llama.cpp additionally isolates digits for
+//! GPT-2's (`default`, `gpt2`, `smollm`), Llama 3's (`llama-bpe`, `llama3`,
+//! `llama-v3`; llama.cpp encodes them with `ignore_merges`, which
+//! `PreSplit::Llama3` includes) or Qwen2's (`qwen2`). (llama.cpp additionally isolates digits for
 //! `smollm`; SmolLM2's vocabulary has no multi-character token containing a digit,
 //! and HF's `tokenizer.json` for SmolLM2 uses the plain GPT-2 split, which is what
 //! the reference goldens are made with.) Integer values may use any GGUF integer type.
@@ -19,15 +17,14 @@ use ember_runtime::tokenizer::{
 use crate::error::{ConvertError, Result};
 use crate::gguf::{GgufMetadata, GgufValue};
 
-/// GGUF `tokenizer.ggml.pre` names of Llama 3's split, which llama.cpp encodes with
-/// `ignore_merges` (not modelled yet).
-const IGNORE_MERGES_PRE: &[&str] = &["llama-bpe", "llama3", "llama-v3"];
-
 /// GGUF `tokenizer.ggml.pre` names and the split each one is.
 const PRE_SPLITS: &[(&str, PreSplit)] = &[
     ("default", PreSplit::Gpt2),
     ("gpt2", PreSplit::Gpt2),
     ("smollm", PreSplit::Gpt2),
+    ("llama-bpe", PreSplit::Llama3),
+    ("llama3", PreSplit::Llama3),
+    ("llama-v3", PreSplit::Llama3),
     ("qwen2", PreSplit::Qwen2),
 ];
 
@@ -130,11 +127,6 @@ pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<TokenizerSpec> {
     let pre_split = match kind {
         TokenizerKind::ByteLevelBpe => {
             let pre = string(meta, "pre")?.unwrap_or("default");
-            if IGNORE_MERGES_PRE.contains(&pre) {
-                return Err(ConvertError::Unsupported(format!(
-                    "GGUF pre-tokenizer {pre:?}: llama.cpp encodes it with ignore_merges, which ember does not model yet"
-                )));
-            }
             match PRE_SPLITS.iter().find(|(name, _)| *name == pre) {
                 Some(&(_, split)) => split,
                 None => {
@@ -317,9 +309,7 @@ mod tests {
             matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("deepseek-llm"))
         );
         m.insert(key("pre"), GgufValue::String("llama-bpe".into()));
-        assert!(
-            matches!(from_gguf_metadata(&m), Err(ConvertError::Unsupported(s)) if s.contains("ignore_merges"))
-        );
+        assert_eq!(from_gguf_metadata(&m).unwrap().pre_split, PreSplit::Llama3);
         m.insert(key("pre"), GgufValue::String("qwen2".into()));
         assert_eq!(from_gguf_metadata(&m).unwrap().pre_split, PreSplit::Qwen2);
         let mut m = gpt2_meta();

@@ -7,6 +7,8 @@
 //!   `add_prefix_space: true` is not supported. A `Split` (regex, `Isolated`, not
 //!   inverted) before a `ByteLevel` without regex selects the split by its pattern:
 //!   GPT-2's, Llama 3's or Qwen2's (see `PreSplit`), character for character.
+//!   `ignore_merges` must be true with Llama 3's pattern and false otherwise
+//!   (`PreSplit::Llama3` includes it).
 //! * SentencePiece-style (Llama 2, Mistral, TinyLlama): normalizer `Replace(' ', '▁')`
 //!   optionally preceded by `Prepend('▁')`, or pre-tokenizer `Metaspace` without
 //!   splitting; `byte_fallback` as given. HF applies such merges by rank, llama2.c-style
@@ -307,9 +309,6 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
             return Err(unsupported(format!("BPE with {key}")));
         }
     }
-    if model.get("ignore_merges").and_then(Value::as_bool) == Some(true) {
-        return Err(unsupported("BPE with ignore_merges = true"));
-    }
     if model
         .get("dropout")
         .and_then(Value::as_f64)
@@ -318,6 +317,21 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
         return Err(unsupported("BPE with dropout"));
     }
     let fl = flavour(json)?;
+    // Ember models ignore_merges as part of the Llama 3 pre-tokenization only.
+    let ignore_merges = model.get("ignore_merges").and_then(Value::as_bool) == Some(true);
+    match (fl.pre_split == PreSplit::Llama3, ignore_merges) {
+        (true, false) => {
+            return Err(unsupported(
+                "the Llama 3 Split pattern without ignore_merges (only Llama 3's combination is supported)",
+            ))
+        }
+        (false, true) => {
+            return Err(unsupported(
+                "BPE with ignore_merges = true (supported only with the Llama 3 Split pattern)",
+            ))
+        }
+        _ => {}
+    }
     let Vocab {
         tokens,
         mut types,

@@ -539,3 +539,27 @@ fn wordpiece_validation() {
     s.pre_split = PreSplit::Bert;
     assert!(Tokenizer::new(s, 1000).is_err());
 }
+
+#[test]
+fn llama3_takes_whole_words_that_are_tokens() {
+    // "Ġthe" merges to Ġt + he (no merge joins them); "Ġthin" is a token no merge makes.
+    let mut spec = bl_spec();
+    spec.tokens.push("Ġthin".into());
+    spec.token_types.push(TokenType::Normal);
+    let n = spec.tokens.len() as u32;
+    let gpt2 = Tokenizer::new(spec.clone(), n).unwrap();
+    assert_eq!(
+        pieces(&gpt2, &gpt2.encode(" thin", PLAIN)),
+        ["Ġt", "h", "in"]
+    );
+    for (split, whole) in [(PreSplit::Llama3, true), (PreSplit::Qwen2, false)] {
+        spec.pre_split = split;
+        let t = Tokenizer::new(spec.clone(), n).unwrap();
+        let got = pieces(&t, &t.encode("x thin", PLAIN));
+        if whole {
+            assert_eq!(got, ["x", "Ġthin"]);
+        } else {
+            assert_eq!(got, ["x", "Ġt", "h", "in"]);
+        }
+    }
+}
