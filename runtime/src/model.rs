@@ -343,4 +343,11 @@ impl Model {
             .map(|t| t.shape.iter().product::<u64>())
             .sum()
     }
+
+    /// Validates a complete file image that outlives the model (`include_bytes!`,
+    /// flash, a mapping the caller owns) and uses it in place when its start is
+    /// 64-byte aligned; an unaligned image is copied, as by [`Model::from_bytes`].
+    pub fn from_static_bytes(bytes: &'static [u8]) -> Result<Self> {
+        Self::from_storage(Storage::borrowed_or_copied(bytes))
+    }
 }

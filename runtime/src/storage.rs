@@ -1,6 +1,8 @@
 //! Where a model's bytes live: a read-only memory map of the file (the normal
-//! case: zero copies, pages shared between processes) or an owned, 64-byte
-//! aligned copy (models handed over as a buffer).
+//! case: zero copies, pages shared between processes), an owned, 64-byte
+//! aligned copy (models handed over as a buffer), or a caller's buffer that
+//! lives for the rest of the program (a model in flash or in a mapping the
+//! caller owns: zero copies).
 
 use std::fs::File;
 use std::path::Path;
@@ -17,6 +19,8 @@ pub(crate) enum Storage {
         start: usize,
         len: usize,
     },
+    /// A caller's 64-byte aligned file image, used in place.
+    Borrowed(&'static [u8]),
 }
 
 impl Storage {
@@ -57,10 +61,22 @@ impl Storage {
         }
     }
 
+    /// Uses `bytes` in place when its start is 64-byte aligned (the alignment the
+    /// format guarantees for tensors relative to the file start), otherwise copies
+    /// it like [`copy_aligned`](Self::copy_aligned).
+    pub fn borrowed_or_copied(bytes: &'static [u8]) -> Self {
+        if (bytes.as_ptr() as usize) % OWNED_ALIGNMENT == 0 {
+            Self::Borrowed(bytes)
+        } else {
+            Self::copy_aligned(bytes)
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match self {
             Self::Mapped(m) => m,
             Self::Owned { buf, start, len } => &buf[*start..*start + *len],
+            Self::Borrowed(b) => b,
         }
     }
 

@@ -1,0 +1,305 @@
+//! `ember bench`: prefill and decode speed (tokens/s, mean and spread over
+//! repetitions, like llama-bench's pp/tg) and peak RSS; and a generator for
+//! random-weight models of the benchmark shapes (weights do not change speed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ember_converter::ir::{IrTensor, ModelIr, TensorSource};
+use ember_converter::writer::{write_model, WriteOptions};
+use ember_converter::DTypeChoice;
+use ember_runtime::format::{
+    expected_tensors, flags, Activation, Architecture, DType, HyperParams, NormKind, RopePairing,
+};
+use ember_runtime::tokenizer::{
+    PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA,
+};
+use ember_runtime::{Model, Session, SessionConfig};
+
+use crate::report::{peak_rss_bytes, CliResult};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file (.ember). With --shape: where the random-weight model is
+    /// cached (default `~/.cache/ember/bench/<shape>-<dtype>.ember`).
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Generate (once) and benchmark a random-weight model of this shape:
+    /// `135m` (SmolLM-135M) or `1.1b` (TinyLlama-1.1B).
+    #[arg(long, value_parser = ["135m", "1.1b"])]
+    shape: Option<String>,
+    /// Matrix dtype of the generated model.
+    #[arg(long, default_value = "q8_0", value_parser = ["f32", "f16", "q8_0", "q4_0"])]
+    dtype: String,
+    /// Thread counts to measure, comma-separated (one session each).
+    #[arg(short, long, default_value = "1", value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Prompt tokens for the prefill measurement (0 = skip).
+    #[arg(short, long, default_value_t = 512)]
+    prompt: usize,
+    /// Generated tokens for the decode measurement (0 = skip).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    gen: usize,
+    /// Repetitions per measurement.
+    #[arg(short, long, default_value_t = 3)]
+    reps: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Mean and sample standard deviation.
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+pub fn run(args: Args) -> CliResult {
+    let path = match (&args.shape, &args.model) {
+        (Some(shape), model) => {
+            let dtype = DType::parse(&args.dtype).ok_or("unknown dtype")?;
+            let path = model.clone().unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").unwrap_or_default();
+                PathBuf::from(home)
+                    .join(".cache/ember/bench")
+                    .join(format!("{shape}-{}.ember", dtype.name()))
+            });
+            if !path.is_file() {
+                generate(shape, dtype, &path)?;
+            }
+            path
+        }
+        (None, Some(m)) => m.clone(),
+        (None, None) => return Err("give --model or --shape".into()),
+    };
+    let model = Arc::new(Model::load(&path)?);
+    let hp = *model.hparams();
+    let vocab = hp.vocab_size;
+    // Deterministic pseudo-random tokens (content does not change speed).
+    let tokens: Vec<u32> = (0..args.prompt.max(1) as u64)
+        .map(|i| ((i * 2_654_435_761 + 12_345) % vocab as u64) as u32)
+        .collect();
+    let ctx = (args.prompt + args.gen).clamp(1, hp.max_context as usize);
+    let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut rows = Vec::new();
+    for &threads in &args.threads {
+        let config = SessionConfig {
+            threads,
+            ..SessionConfig::new(ctx)
+        };
+        let mut session = Session::new(model.clone(), config)?;
+        let (mut pp, mut tg) = (Vec::new(), Vec::new());
+        for _ in 0..args.reps.max(1) {
+            if args.prompt > 0 {
+                session.reset();
+                let t = Instant::now();
+                session.prefill(&tokens[..args.prompt.min(ctx)])?;
+                pp.push(args.prompt.min(ctx) as f64 / t.elapsed().as_secs_f64());
+            }
+            if args.gen > 0 {
+                session.reset();
+                let mut tok = tokens[0];
+                let t = Instant::now();
+                for _ in 0..args.gen.min(ctx) {
+                    let logits = session.forward(tok)?;
+                    tok = ember_runtime::argmax(logits);
+                }
+                tg.push(args.gen.min(ctx) as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        rows.push((threads, pp, tg));
+    }
+    let rss = peak_rss_bytes();
+    if args.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|(t, pp, tg)| {
+                let (pm, ps) = if pp.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    mean_sd(pp)
+                };
+                let (tm, ts) = if tg.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    mean_sd(tg)
+                };
+                serde_json::json!({
+                    "threads": t,
+                    "prefill_tokens": args.prompt, "prefill_tok_s": pm, "prefill_sd": ps,
+                    "decode_tokens": args.gen, "decode_tok_s": tm, "decode_sd": ts,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "model": path,
+            "file_bytes": file_bytes,
+            "kernel_tier": model.kernel_tier().name(),
+            "reps": args.reps,
+            "peak_rss_bytes": rss,
+            "results": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{} ({:.1} MiB, kernels {})",
+            path.display(),
+            file_bytes as f64 / 1048576.0,
+            model.kernel_tier().name()
+        );
+        println!("| threads | test | tok/s |");
+        println!("|---:|---|---:|");
+        for (t, pp, tg) in &rows {
+            if !pp.is_empty() {
+                let (m, s) = mean_sd(pp);
+                println!("| {t} | pp{} | {m:.2} ± {s:.2} |", args.prompt);
+            }
+            if !tg.is_empty() {
+                let (m, s) = mean_sd(tg);
+                println!("| {t} | tg{} | {m:.2} ± {s:.2} |", args.gen);
+            }
+        }
+        if let Some(r) = rss {
+            println!("peak RSS {:.1} MiB", r as f64 / 1048576.0);
+        }
+    }
+    Ok(())
+}
+
+/// Hyperparameters of the benchmark shapes (BASELINES.md).
+fn shape_hparams(shape: &str) -> HyperParams {
+    let (dim, layers, heads, kv, ffn, vocab, tied) = match shape {
+        "1.1b" => (2048, 22, 32, 4, 5632, 32000, false),
+        _ => (576, 30, 9, 3, 1536, 49152, true),
+    };
+    HyperParams {
+        architecture: Architecture::Llama as u32,
+        activation: Activation::Silu as u32,
+        dim,
+        n_layers: layers,
+        n_heads: heads,
+        n_kv_heads: kv,
+        head_dim: dim / heads,
+        ffn_dim: ffn,
+        vocab_size: vocab,
+        max_context: 2048,
+        rope_pairing: RopePairing::Interleaved as u32,
+        rope_dim: dim / heads,
+        rope_theta: 10000.0,
+        rope_scaling_factor: 1.0,
+        norm: NormKind::RmsNorm as u32,
+        norm_eps: 1e-5,
+        flags: if tied { flags::TIED_OUTPUT } else { 0 },
+        ..Default::default()
+    }
+}
+
+/// Uniform values in `[-scale, scale)` from a seeded xorshift, made on demand
+/// (so generating a 1.1B model never holds more than one tensor in memory).
+struct RandomSource {
+    n: usize,
+    seed: u64,
+    scale: f32,
+    offset: f32,
+}
+
+impl TensorSource for RandomSource {
+    fn source_dtype(&self) -> String {
+        "random".into()
+    }
+    fn native_dtype(&self) -> Option<DType> {
+        None
+    }
+    fn to_f32(&self) -> ember_converter::Result<Vec<f32>> {
+        let mut s = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        Ok((0..self.n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+                self.offset + (2.0 * u - 1.0) * self.scale
+            })
+            .collect())
+    }
+}
+
+/// Writes a random-weight model of `shape` with matrices in `dtype` to `path`
+/// (never committed: it lives in a cache directory).
+fn generate(shape: &str, dtype: DType, path: &Path) -> CliResult {
+    let hp = shape_hparams(shape);
+    let tensors = expected_tensors(&hp)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n = shape.iter().product::<u64>() as usize;
+            let norm = shape.len() == 1;
+            IrTensor {
+                name,
+                shape,
+                source: Box::new(RandomSource {
+                    n,
+                    seed: i as u64 + 1,
+                    scale: if norm { 0.1 } else { 0.05 },
+                    offset: if norm { 1.0 } else { 0.0 },
+                }),
+            }
+        })
+        .collect();
+    let vocab = hp.vocab_size as usize;
+    let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+    let mut token_types = vec![TokenType::Unknown, TokenType::Control, TokenType::Control];
+    for i in 3..vocab {
+        tokens.push(format!("t{i}"));
+        token_types.push(TokenType::Normal);
+    }
+    let ir = ModelIr {
+        hparams: hp,
+        tensors,
+        tokenizer: TokenizerSpec {
+            schema: TOKENIZER_SCHEMA,
+            kind: TokenizerKind::SentencePieceBpe,
+            pre_split: PreSplit::None,
+            scores: vec![0.0; vocab],
+            tokens,
+            token_types,
+            merges: vec![],
+            bos: Some(1),
+            eos: Some(2),
+            unk: Some(0),
+            pad: None,
+            eog: vec![],
+            add_bos: true,
+            add_eos: false,
+            add_space_prefix: false,
+            byte_fallback: false,
+        },
+        chat_template: None,
+        metadata: vec![("general.name".into(), format!("random {shape}"))],
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    eprintln!(
+        "generating random-weight {shape} model ({}) at {}",
+        dtype.name(),
+        path.display()
+    );
+    write_model(
+        &ir,
+        path,
+        &WriteOptions {
+            dtype: DTypeChoice::Fixed(dtype),
+            progress: true,
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
