@@ -96,8 +96,15 @@ fn convert_and_load(input: &Path, out_dir: &Path, name: &str) -> Arc<Model> {
 
 /// Logits after each token of `ids`, fed one at a time.
 fn run(model: &Arc<Model>, ids: &[u32]) -> Vec<Vec<f32>> {
-    let mut session =
-        Session::new(model.clone(), SessionConfig { context: CONTEXT, kv_type: KvType::F32, ..Default::default() }).expect("session");
+    let mut session = Session::new(
+        model.clone(),
+        SessionConfig {
+            context: CONTEXT,
+            kv_type: KvType::F32,
+            ..Default::default()
+        },
+    )
+    .expect("session");
     ids.iter()
         .map(|&tok| session.forward(tok).expect("forward").to_vec())
         .collect()

@@ -12,6 +12,7 @@
 //! states its contract.
 
 #![allow(non_camel_case_types)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod model;
 mod ptr;
@@ -160,4 +161,34 @@ pub extern "C" fn ember_status_name(status: ember_status) -> *const c_char {
         _ => c"unknown status",
     };
     name.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last() -> String {
+        // SAFETY: ember_last_error returns a NUL-terminated string, never NULL.
+        unsafe { CStr::from_ptr(ember_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_with_its_message() {
+        let st = boundary(|| panic!("kaboom {}", 42));
+        assert_eq!(st, EMBER_ERR_INTERNAL);
+        assert!(last().contains("kaboom 42"), "{}", last());
+    }
+
+    #[test]
+    fn errors_set_the_message_and_success_keeps_it() {
+        assert_eq!(
+            boundary(|| Err(CError::invalid("bad\0tail"))),
+            EMBER_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(last(), "bad");
+        assert_eq!(boundary(|| Ok(())), EMBER_OK);
+        assert_eq!(last(), "bad");
+    }
 }

@@ -21,8 +21,9 @@ const AWKWARD: [usize; 18] = [
 const FLOAT_SPAN: usize = 16 * 4;
 /// Widest block tier: 2 blocks per register x 2 accumulators.
 const BLOCK_SPAN: usize = 2 * 2;
-/// Output rows per test matrix (several, so row offsets are exercised).
-const ROWS: usize = 3;
+/// Output rows per test matrix: one group of four (the multi-row kernels) plus
+/// three left over, so both paths and row offsets are exercised.
+const ROWS: usize = 7;
 
 /// Two summation orders of the same `n` products differ by at most
 /// `2 * gamma_n * sum |terms|` (each is within `gamma_n = n u / (1 - n u)` of the
@@ -90,7 +91,11 @@ fn check_float(tier: Tier, what: &str, n: usize, got: &[f32], want: &[f32], boun
             // A non-finite block scale times a partial (per-lane) integer sum of
             // zero is NaN where the scalar kernel's whole-block product is inf:
             // the contract is only "non-finite".
-            assert!(!g.is_finite(), "{} {what} n={n} row {r}: {g} vs {w}", tier.name());
+            assert!(
+                !g.is_finite(),
+                "{} {what} n={n} row {r}: {g} vs {w}",
+                tier.name()
+            );
             continue;
         }
         if w.is_nan() || g.is_nan() || w.is_infinite() {
@@ -216,12 +221,18 @@ fn misaligned_blocks<B: bytemuck::Pod>(v: &[B]) -> Vec<u8> {
 }
 
 /// Exact value of one row: `sum_b d_w d_a isum_b` in f64 (f16 scales and i32
-/// block sums are exact in f64), and `sum_b |d_w d_a isum_b|`.
-fn exact_row(terms: impl Iterator<Item = (f32, f32, i32)>) -> (f64, f64) {
-    terms.fold((0.0, 0.0), |(s, a), (dw, da, i)| {
-        let t = dw as f64 * da as f64 * i as f64;
-        (s + t, a + t.abs())
+/// block sums are exact in f64), and `sum_b |d_w d_a| sum_j |w_j a_j|`, the bound
+/// on every partial sum a tier may form (lanes split a block's integer sum, so
+/// `|isum_b|` alone is not enough when lanes cancel).
+fn exact_row(terms: impl Iterator<Item = (f32, f32, i32, i32)>) -> (f64, f64) {
+    terms.fold((0.0, 0.0), |(s, a), (dw, da, i, iabs)| {
+        let d = dw as f64 * da as f64;
+        (s + d * i as f64, a + (d * iabs as f64).abs())
     })
+}
+
+fn abs_isum(w: impl Fn(usize) -> i8, a: &BlockQ8_0) -> i32 {
+    (0..QK).map(|j| (w(j) as i32 * a.q(j) as i32).abs()).sum()
 }
 
 /// Checks Q8_0 and Q4_0 matvec on every tier. `exact`: scales and magnitudes are
@@ -238,7 +249,12 @@ fn block_case(tiers: &[Kernels], w8: &[BlockQ8_0], w4: &[BlockQ4_0], a: &[BlockQ
         .map(|r| {
             exact_row((0..nb).map(|b| {
                 let (bw, ba) = (&w8[r * nb + b], &a[b]);
-                (bw.scale(), ba.scale(), scalar::block_isum_q8_0_q8_0(bw, ba))
+                (
+                    bw.scale(),
+                    ba.scale(),
+                    scalar::block_isum_q8_0_q8_0(bw, ba),
+                    abs_isum(|j| bw.q(j), ba),
+                )
             }))
         })
         .collect();
@@ -246,7 +262,12 @@ fn block_case(tiers: &[Kernels], w8: &[BlockQ8_0], w4: &[BlockQ4_0], a: &[BlockQ
         .map(|r| {
             exact_row((0..nb).map(|b| {
                 let (bw, ba) = (&w4[r * nb + b], &a[b]);
-                (bw.scale(), ba.scale(), scalar::block_isum_q4_0_q8_0(bw, ba))
+                (
+                    bw.scale(),
+                    ba.scale(),
+                    scalar::block_isum_q4_0_q8_0(bw, ba),
+                    abs_isum(|j| bw.q(j), ba),
+                )
             }))
         })
         .collect();

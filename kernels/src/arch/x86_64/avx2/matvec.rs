@@ -156,7 +156,30 @@ pub(super) fn matvec_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matvec_q8_0_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
-    for (r, o) in out.iter_mut().enumerate() {
+    let rows4 = out.len() / 4 * 4;
+    // Four rows at a time: each activation block is loaded once for four weight
+    // rows, and four independent accumulators keep four weight streams in flight.
+    for r in (0..rows4).step_by(4) {
+        let rows: [&[BlockQ8_0]; 4] = core::array::from_fn(|j| &w[(r + j) * nb..(r + j + 1) * nb]);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (k, ba) in a.iter().enumerate() {
+            // SAFETY: `qs` is 32 bytes; unaligned load.
+            let av = unsafe { _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i) };
+            let da = f16_le(ba.d);
+            for j in 0..4 {
+                let bw = &rows[j][k];
+                // SAFETY: `qs` is 32 bytes; unaligned load.
+                let wv = unsafe { _mm256_loadu_si256(bw.qs.as_ptr() as *const __m256i) };
+                let p = _mm256_cvtepi32_ps(block_dot_i8(wv, av));
+                let d = _mm256_set1_ps(f16_le(bw.d) * da);
+                acc[j] = _mm256_fmadd_ps(d, p, acc[j]);
+            }
+        }
+        for j in 0..4 {
+            out[r + j] = hsum_ps(acc[j]);
+        }
+    }
+    for (r, o) in out.iter_mut().enumerate().skip(rows4) {
         let row = &w[r * nb..(r + 1) * nb];
         // Two accumulators in registers (see the AVX-512 tier).
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -213,7 +236,29 @@ pub(super) fn matvec_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matvec_q4_0_q8_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
-    for (r, o) in out.iter_mut().enumerate() {
+    let rows4 = out.len() / 4 * 4;
+    // Four rows at a time: each activation block is loaded once for four weight
+    // rows, and four independent accumulators keep four weight streams in flight.
+    for r in (0..rows4).step_by(4) {
+        let rows: [&[BlockQ4_0]; 4] = core::array::from_fn(|j| &w[(r + j) * nb..(r + j + 1) * nb]);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (k, ba) in a.iter().enumerate() {
+            // SAFETY: `qs` is 32 bytes; unaligned load.
+            let av = unsafe { _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i) };
+            let da = f16_le(ba.d);
+            for j in 0..4 {
+                let bw = &rows[j][k];
+                let wv = unpack_q4_0(bw);
+                let p = _mm256_cvtepi32_ps(block_dot_i8(wv, av));
+                let d = _mm256_set1_ps(f16_le(bw.d) * da);
+                acc[j] = _mm256_fmadd_ps(d, p, acc[j]);
+            }
+        }
+        for j in 0..4 {
+            out[r + j] = hsum_ps(acc[j]);
+        }
+    }
+    for (r, o) in out.iter_mut().enumerate().skip(rows4) {
         let row = &w[r * nb..(r + 1) * nb];
         // Two accumulators in registers (see the AVX-512 tier).
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());

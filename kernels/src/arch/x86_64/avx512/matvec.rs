@@ -174,7 +174,48 @@ pub(super) fn matvec_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]
 unsafe fn matvec_q8_0_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
     let pairs = nb / 2;
-    for (r, o) in out.iter_mut().enumerate() {
+    let rows4 = out.len() / 4 * 4;
+    // Four rows at a time: each activation pair is loaded once for four weight
+    // rows, and four independent accumulators keep four weight streams in flight.
+    for r in (0..rows4).step_by(4) {
+        let rows: [&[BlockQ8_0]; 4] = core::array::from_fn(|j| &w[(r + j) * nb..(r + j + 1) * nb]);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for k in 0..pairs {
+            let (a0, a1) = (&a[2 * k], &a[2 * k + 1]);
+            // SAFETY: every `qs` is 32 bytes.
+            let av = unsafe { load2(a0.qs.as_ptr(), a1.qs.as_ptr()) };
+            let (da0, da1) = (f16_le(a0.d), f16_le(a1.d));
+            for j in 0..4 {
+                let (w0, w1) = (&rows[j][2 * k], &rows[j][2 * k + 1]);
+                // SAFETY: every `qs` is 32 bytes.
+                let wv = unsafe { load2(w0.qs.as_ptr(), w1.qs.as_ptr()) };
+                let p = _mm512_cvtepi32_ps(dot_i8(wv, av));
+                let d = scales2(f16_le(w0.d) * da0, f16_le(w1.d) * da1);
+                acc[j] = _mm512_fmadd_ps(d, p, acc[j]);
+            }
+        }
+        if nb % 2 == 1 {
+            let a0 = &a[nb - 1];
+            // SAFETY: `qs` is 32 bytes.
+            let av = _mm512_zextsi256_si512(unsafe {
+                _mm256_loadu_si256(a0.qs.as_ptr() as *const __m256i)
+            });
+            let da0 = f16_le(a0.d);
+            for j in 0..4 {
+                let w0 = &rows[j][nb - 1];
+                // SAFETY: `qs` is 32 bytes.
+                let wv = _mm512_zextsi256_si512(unsafe {
+                    _mm256_loadu_si256(w0.qs.as_ptr() as *const __m256i)
+                });
+                let p = _mm512_cvtepi32_ps(dot_i8(wv, av));
+                acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(f16_le(w0.d) * da0), p, acc[j]);
+            }
+        }
+        for j in 0..4 {
+            out[r + j] = _mm512_reduce_add_ps(acc[j]);
+        }
+    }
+    for (r, o) in out.iter_mut().enumerate().skip(rows4) {
         let row = &w[r * nb..(r + 1) * nb];
         // Two accumulators in registers (an indexed array would live on the
         // stack and serialise the loop through store-to-load forwarding).
@@ -252,7 +293,46 @@ unsafe fn matvec_q4_0_q8_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32
     let pairs = nb / 2;
     let eights = _mm512_set1_epi8(8);
     let zero = _mm512_setzero_si512();
-    for (r, o) in out.iter_mut().enumerate() {
+    let rows4 = out.len() / 4 * 4;
+    // Four rows at a time, as for Q8_0.
+    for r in (0..rows4).step_by(4) {
+        let rows: [&[BlockQ4_0]; 4] = core::array::from_fn(|j| &w[(r + j) * nb..(r + j + 1) * nb]);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for k in 0..pairs {
+            let (a0, a1) = (&a[2 * k], &a[2 * k + 1]);
+            // SAFETY: every `qs` is 32 bytes.
+            let av = unsafe { load2(a0.qs.as_ptr(), a1.qs.as_ptr()) };
+            let corr = _mm512_dpbusd_epi32(zero, eights, av);
+            let (da0, da1) = (f16_le(a0.d), f16_le(a1.d));
+            for j in 0..4 {
+                let (w0, w1) = (&rows[j][2 * k], &rows[j][2 * k + 1]);
+                let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(nibbles(w0)), nibbles(w1));
+                let i = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wv, av), corr);
+                let d = scales2(f16_le(w0.d) * da0, f16_le(w1.d) * da1);
+                acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(i), acc[j]);
+            }
+        }
+        if nb % 2 == 1 {
+            let a0 = &a[nb - 1];
+            // SAFETY: `qs` is 32 bytes.
+            let av = _mm512_zextsi256_si512(unsafe {
+                _mm256_loadu_si256(a0.qs.as_ptr() as *const __m256i)
+            });
+            let corr = _mm512_dpbusd_epi32(zero, eights, av);
+            let da0 = f16_le(a0.d);
+            for j in 0..4 {
+                let w0 = &rows[j][nb - 1];
+                let wv = _mm512_zextsi256_si512(nibbles(w0));
+                let i = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wv, av), corr);
+                let d = _mm512_set1_ps(f16_le(w0.d) * da0);
+                acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(i), acc[j]);
+            }
+        }
+        for j in 0..4 {
+            out[r + j] = _mm512_reduce_add_ps(acc[j]);
+        }
+    }
+    for (r, o) in out.iter_mut().enumerate().skip(rows4) {
         let row = &w[r * nb..(r + 1) * nb];
         let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let q4_pair = |k: usize, acc: __m512| {
