@@ -10,8 +10,9 @@
  *   failure ember_last_error() gives a readable message (thread-local). No Rust
  *   panic crosses into C: an internal error returns EMBER_ERR_INTERNAL.
  * - Every pointer argument is checked: NULL where one is required returns
- *   EMBER_ERR_INVALID_ARGUMENT. Out-parameters are written only on success
- *   (except the required sizes reported with EMBER_ERR_BUFFER_TOO_SMALL).
+ *   EMBER_ERR_INVALID_ARGUMENT. Out-parameters are written only on success,
+ *   except the required sizes reported with EMBER_ERR_BUFFER_TOO_SMALL and
+ *   handle outputs (`ember_xxx **out`), which are set to NULL on failure.
  * - Text is UTF-8, NUL-terminated on input. Text outputs go to a caller buffer
  *   `(char *buf, size_t capacity, size_t *len)`: *len receives the text length
  *   in bytes without the NUL; the text and a NUL are written when capacity >=
@@ -371,7 +372,9 @@ typedef struct ember_generate_result {
  * logits) and generates, streaming text to `callback` (may be NULL).
  * `sampler` NULL = greedy, `options` NULL = defaults, `result` may be NULL.
  * The token that ends generation (EOS, stop sequence) is not fed to the
- * session, so the session can continue the conversation. */
+ * session, so the session can continue the conversation. Every argument is
+ * checked before the session changes; a cancel during the prompt leaves the
+ * prompt tokens fed so far in the session (see ember_session_tokens). */
 ember_status ember_generate(ember_session *session, const ember_token *prompt, size_t n_prompt,
                             const ember_sampler_config *sampler,
                             const ember_generate_options *options, ember_token_callback callback,

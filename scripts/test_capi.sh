@@ -84,7 +84,7 @@ step "reference text from the ember CLI"
 cargo build -q -p ember --bin ember
 ember=$root/target/debug/ember
 model=$work/stories.ember
-"$ember" convert "$stories/stories260K.bin" --tokenizer "$stories/tok512.bin" -o "$model" >/dev/null
+"$ember" convert "$stories/stories260K.bin" --tokenizer "$stories/tok512.bin" -o "$model" >/dev/null 2>&1
 prompts=("Once upon a time" "" "The little dog")
 for i in "${!prompts[@]}"; do
     "$ember" run -m "$model" -p "${prompts[$i]}" -n 60 >"$work/ref$i.txt" 2>/dev/null
