@@ -104,13 +104,21 @@ static int turn(chat *c, const char *user, size_t ctx, size_t reserve,
     char *start, *end;
     ember_status st;
 
-    if (c->n_msgs + 2 > MAX_MESSAGES) drop_message(c, c->first);
+    if (c->n_msgs + 2 > MAX_MESSAGES) {
+        drop_message(c, c->first);
+        while (c->n_msgs > c->first && strcmp(c->msgs[c->first].role, "user") != 0)
+            drop_message(c, c->first);
+    }
     c->msgs[c->n_msgs].role = "user";
     c->msgs[c->n_msgs].content = dup_str(user);
     c->n_msgs++;
     if ((st = encode(c)) != EMBER_OK) return fail("rendering the conversation", st);
+    /* Drop whole exchanges so the history still starts with a user message
+     * (templates such as Llama 2's require alternating roles). */
     while (c->n_ids + reserve > ctx && c->n_msgs > c->first + 1) {
         drop_message(c, c->first);
+        while (c->n_msgs > c->first + 1 && strcmp(c->msgs[c->first].role, "user") != 0)
+            drop_message(c, c->first);
         if ((st = encode(c)) != EMBER_OK) return fail("rendering the conversation", st);
     }
     /* Reuse the cached prefix; feed at least one token. */

@@ -84,9 +84,14 @@ impl Chat {
         let ctx = self.session.config().context;
         let first = usize::from(self.system.is_some());
         let mut ids = self.encode()?;
-        // Drop the oldest turns until the prompt and a reply fit.
+        // Drop the oldest exchanges (a user message and the replies after it)
+        // until the prompt and a reply fit; the history keeps starting with a
+        // user message, as templates that check role alternation require.
         while ids.len() + self.reserve > ctx && self.messages.len() > first + 1 {
             self.messages.remove(first);
+            while self.messages.len() > first + 1 && self.messages[first].role != "user" {
+                self.messages.remove(first);
+            }
             ids = self.encode()?;
         }
         let shift = matches!(
