@@ -45,6 +45,8 @@ pub struct ForwardBuffers {
     /// `[max(dim, q_dim, ffn) / QK]` the current matrix input quantized to Q8_0
     /// (used when the model has quantized matrices).
     xq: Vec<BlockQ8_0>,
+    /// Threads for the large matrix-vector products (1 = the calling thread).
+    threads: usize,
 }
 
 /// Blocks needed to quantize the widest matrix input.
@@ -77,7 +79,14 @@ impl ForwardBuffers {
             logits: vec![0.0; hp.vocab_size as usize],
             inv_freq: inverse_frequencies(hp),
             xq: vec![bytemuck::Zeroable::zeroed(); xq_blocks(hp)],
+            threads: 1,
         }
+    }
+
+    /// Splits large matrix-vector products over `threads` threads (at least 1);
+    /// results do not depend on it (`Weights::matvec_input_threaded`).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     /// Bytes `new` allocates.
@@ -107,6 +116,7 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
     let hp = model.hparams();
     let kern = &model.kernels;
     let quant = model.has_quantized;
+    let nt = buf.threads;
     let dim = hp.dim as usize;
     let head_dim = hp.head_dim as usize;
     let group = (hp.n_heads / hp.n_kv_heads) as usize;
@@ -132,9 +142,15 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(li.attn_norm), eps);
         let (k_row, v_row) = kv.rows_mut(l, pos);
         let xin = input(&buf.xn, &mut buf.xq, quant);
-        model.weights(li.wq).matvec_input(kern, &xin, &mut buf.q);
-        model.weights(li.wk).matvec_input(kern, &xin, k_row);
-        model.weights(li.wv).matvec_input(kern, &xin, v_row);
+        model
+            .weights(li.wq)
+            .matvec_input_threaded(kern, &xin, &mut buf.q, nt);
+        model
+            .weights(li.wk)
+            .matvec_input_threaded(kern, &xin, k_row, nt);
+        model
+            .weights(li.wv)
+            .matvec_input_threaded(kern, &xin, v_row, nt);
         if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
             k::add_f32(&mut buf.q, model.vector(bq));
             k::add_f32(k_row, model.vector(bk));
@@ -158,7 +174,9 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
             );
         }
         let ain = input(&buf.att_out, &mut buf.xq, quant);
-        model.weights(li.wo).matvec_input(kern, &ain, &mut buf.proj);
+        model
+            .weights(li.wo)
+            .matvec_input_threaded(kern, &ain, &mut buf.proj, nt);
         if let Some(bo) = li.bo {
             k::add_f32(&mut buf.proj, model.vector(bo));
         }
@@ -169,8 +187,10 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         let xin = input(&buf.xn, &mut buf.xq, quant);
         model
             .weights(li.w_gate)
-            .matvec_input(kern, &xin, &mut buf.gate);
-        model.weights(li.w_up).matvec_input(kern, &xin, &mut buf.up);
+            .matvec_input_threaded(kern, &xin, &mut buf.gate, nt);
+        model
+            .weights(li.w_up)
+            .matvec_input_threaded(kern, &xin, &mut buf.up, nt);
         if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
             k::add_f32(&mut buf.gate, model.vector(bg));
             k::add_f32(&mut buf.up, model.vector(bu));
@@ -182,7 +202,7 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         let gin = input(&buf.gate, &mut buf.xq, quant);
         model
             .weights(li.w_down)
-            .matvec_input(kern, &gin, &mut buf.proj[..dim]);
+            .matvec_input_threaded(kern, &gin, &mut buf.proj[..dim], nt);
         if let Some(bd) = li.b_down {
             k::add_f32(&mut buf.proj, model.vector(bd));
         }
@@ -193,5 +213,5 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
     let xin = input(&buf.xn, &mut buf.xq, quant);
     model
         .weights(model.output)
-        .matvec_input(kern, &xin, &mut buf.logits);
+        .matvec_input_threaded(kern, &xin, &mut buf.logits, nt);
 }

@@ -106,6 +106,51 @@ impl Weights<'_> {
             _ => self.matvec_input(&k, &Input::f32(x), out),
         }
     }
+    /// Rows `r0..r1` of a matrix with `cols` columns, as a view of the same type.
+    fn rows(&self, cols: usize, r0: usize, r1: usize) -> Self {
+        match self {
+            Self::F32(w) => Self::F32(&w[r0 * cols..r1 * cols]),
+            Self::F16(w) => Self::F16(&w[r0 * cols..r1 * cols]),
+            Self::BF16(w) => Self::BF16(&w[r0 * cols..r1 * cols]),
+            Self::Q8_0(w) => Self::Q8_0(&w[r0 * cols / QK..r1 * cols / QK]),
+            Self::Q4_0(w) => Self::Q4_0(&w[r0 * cols / QK..r1 * cols / QK]),
+        }
+    }
+
+    /// `matvec_input` with the output rows split over up to `threads` threads
+    /// (scoped threads; the calling thread takes the last share). Matrices
+    /// smaller than `PARALLEL_MIN_BYTES` run on the calling thread, so small
+    /// models do not pay thread start-up on every projection. Shares are
+    /// multiples of 4 rows, so every row is computed by the same kernel path as
+    /// on one thread: the results are identical for every thread count.
+    pub fn matvec_input_threaded(
+        &self,
+        k: &Kernels,
+        input: &Input,
+        out: &mut [f32],
+        threads: usize,
+    ) {
+        let rows = out.len();
+        let bytes = self.dtype().bytes_for(self.len() as u64).unwrap_or(0);
+        if threads <= 1 || rows < 8 || bytes < PARALLEL_MIN_BYTES {
+            return self.matvec_input(k, input, out);
+        }
+        let cols = input.x.len();
+        let share = rows.div_ceil(threads).div_ceil(4) * 4;
+        std::thread::scope(|s| {
+            let mut rest = &mut out[..];
+            let mut r0 = 0;
+            while rest.len() > share {
+                let (head, tail) = rest.split_at_mut(share);
+                let w = self.rows(cols, r0, r0 + share);
+                s.spawn(move || w.matvec_input(k, input, head));
+                r0 += share;
+                rest = tail;
+            }
+            self.rows(cols, r0, rows).matvec_input(k, input, rest);
+        });
+    }
+
     /// `out = W x` with the kernels of `k`. Quantized matrices read `input.q8`,
     /// which must hold `input.x` quantized (see `Input::quantized`).
     pub fn matvec_input(&self, k: &Kernels, input: &Input, out: &mut [f32]) {
@@ -124,6 +169,11 @@ impl Weights<'_> {
         }
     }
 }
+
+/// Smallest matrix (in stored bytes) whose matrix-vector product is split over
+/// threads: below it, starting scoped threads costs more than the rows save.
+/// 4 MiB keeps every SmolLM-135M projection but the output on one thread.
+pub const PARALLEL_MIN_BYTES: u64 = 4 << 20;
 
 /// Indices (into the tensor table) of one layer's weights.
 #[derive(Clone, Debug)]

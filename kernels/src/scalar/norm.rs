@@ -8,7 +8,8 @@ pub fn rmsnorm_f32(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
         "rmsnorm_f32: length mismatch"
     );
     let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
-    let inv = (1.0 / (ss + eps as f64).sqrt()) as f32;
+    // libm: no_std has no inherent sqrt; both are correctly rounded (same bits).
+    let inv = (1.0 / libm::sqrt(ss + eps as f64)) as f32;
     for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(weight) {
         *o = xi * inv * wi;
     }

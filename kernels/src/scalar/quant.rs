@@ -91,7 +91,13 @@ pub fn block_isum_q8_0_q8_0(w: &BlockQ8_0, a: &BlockQ8_0) -> i32 {
 /// Exact integer dot product of a Q4_0 block's centred quants with a Q8_0 block's.
 #[inline]
 pub fn block_isum_q4_0_q8_0(w: &BlockQ4_0, a: &BlockQ8_0) -> i32 {
-    (0..QK).map(|j| w.q(j) as i32 * a.q(j) as i32).sum()
+    let mut s = 0;
+    // Byte j holds elements j (low nibble) and j + 16 (high nibble).
+    for (j, &b) in w.qs.iter().enumerate() {
+        s += ((b & 0x0F) as i32 - 8) * a.q(j) as i32;
+        s += ((b >> 4) as i32 - 8) * a.q(j + QK / 2) as i32;
+    }
+    s
 }
 
 /// `sum_b d_w[b] * d_a[b] * isum[b]`, accumulated in f32 in block order.

@@ -1,0 +1,82 @@
+//! GGUF Q8_0 / Q4_0 tensors are imported bit for bit when the target dtype
+//! matches (no dequantize-requantize), and `.ember`'s block decoding of them
+//! equals the GGUF reader's (ggml's) dequantization exactly. Uses the tiny
+//! fixture written by gguf-py (`tests/fixtures/gguf/tiny-llama.gguf`), which holds
+//! Q8_0, Q4_0, Q4_1, F16, BF16 and F32 matrices.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ember_converter::{convert, ConvertOptions, DTypeChoice};
+use ember_runtime::format::{names, DType};
+use ember_runtime::{Model, Session, SessionConfig};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/gguf/tiny-llama.gguf"
+);
+
+fn check(dtype: DType, want_copies: usize) {
+    let dir = common::scratch();
+    let out = dir.path().join("tiny.ember");
+    let opts = ConvertOptions {
+        dtype: DTypeChoice::Fixed(dtype),
+        ..Default::default()
+    };
+    let s = convert(Path::new(FIXTURE), &out, &opts).unwrap();
+    assert_eq!(s.write.raw_copies, want_copies, "{}", dtype.name());
+    let model = Arc::new(Model::load(&out).unwrap());
+    model.verify_checksums().unwrap();
+    let ir = ember_converter::gguf::load(Path::new(FIXTURE)).unwrap();
+    let mut copied = 0;
+    for (i, t) in model.tensors().iter().enumerate() {
+        let src = &ir.tensors.iter().find(|s| s.name == t.name).unwrap().source;
+        // The mixed policy: vectors f32, embeddings q8_0 under q4_0.
+        let want = match (t.shape.len(), t.name.as_str(), dtype) {
+            (1, _, _) => DType::F32,
+            (_, names::TOK_EMBEDDINGS, DType::Q4_0) => DType::Q8_0,
+            _ => dtype,
+        };
+        assert_eq!(t.dtype, want, "{}", t.name);
+        if let Some(raw) = src.raw_as(t.dtype) {
+            copied += 1;
+            assert!(
+                model.tensor_bytes(i) == raw.unwrap().as_slice(),
+                "{}",
+                t.name
+            );
+            // Same values as the GGUF reader's dequantization, bit for bit.
+            let values = src.to_f32().unwrap();
+            let cols = t.shape[t.shape.len() - 1] as usize;
+            let w = model.weights(i);
+            let mut row = vec![0.0f32; cols];
+            for (r, want) in values.chunks_exact(cols).enumerate() {
+                w.row_to_f32(r, &mut row);
+                let same = row
+                    .iter()
+                    .zip(want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} row {r}", t.name);
+            }
+        }
+    }
+    assert_eq!(copied, want_copies);
+    // The converted model runs.
+    let mut session = Session::new(model.clone(), SessionConfig::new(8)).unwrap();
+    let logits = session.forward(1).unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn q8_0_blocks_are_copied_bit_for_bit() {
+    // token_embd, blk.0.ffn_{gate,up,down}, blk.1.ffn_up.
+    check(DType::Q8_0, 5);
+}
+
+#[test]
+fn q4_0_blocks_are_copied_bit_for_bit() {
+    // blk.1.attn_v and blk.1.ffn_down (Q4_0), plus token_embd kept at q8_0.
+    check(DType::Q4_0, 3);
+}
