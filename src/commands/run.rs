@@ -264,6 +264,10 @@ pub fn run(args: Args) -> CliResult {
             policy.name(),
             sampler_config.seed
         );
+        eprintln!(
+            "kernels: {} (set EMBER_KERNEL_TIER=scalar|avx2|avx512 to cap the tier)",
+            model.kernel_tier().name()
+        );
     }
 
     // Prefill here (not in `generate`) so the prompt cache can hold the state
