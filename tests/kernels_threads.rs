@@ -1,10 +1,23 @@
 //! Splitting a matrix-vector product over threads gives the same bits as one
-//! thread, on every kernel tier and for every weight type with a SIMD kernel.
+//! thread, on every kernel tier and for every weight type with a SIMD kernel;
+//! and a session's logits and greedy tokens are bitwise the same for 1, 2 and
+//! 3 threads on models whose matrices take the threaded path.
 
+mod common;
+
+use std::sync::Arc;
+
+use ember_converter::ir::{F32Source, IrTensor, ModelIr};
+use ember_converter::writer::{write_model, WriteOptions};
+use ember_converter::DTypeChoice;
 use ember_kernels::arch::{kernels_for, Tier};
 use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
 use ember_kernels::scalar;
+use ember_runtime::format::{expected_tensors, DType};
 use ember_runtime::model::{Input, Weights, PARALLEL_MIN_BYTES};
+use ember_runtime::pool::Pool;
+use ember_runtime::tokenizer::TokenType;
+use ember_runtime::{argmax, Model, Session, SessionConfig};
 use half::f16;
 
 #[test]
@@ -59,8 +72,9 @@ fn threaded_matvec_is_bit_identical() {
             let mut one = vec![0.0f32; rows];
             w.matvec_input(&k, &input, &mut one);
             for threads in [2usize, 3, 4] {
+                let mut pool = Pool::new(threads).unwrap();
                 let mut many = vec![f32::NAN; rows];
-                w.matvec_input_threaded(&k, &input, &mut many, threads);
+                w.matvec_input_threaded(&k, &input, &mut many, &mut pool);
                 assert!(
                     one.iter()
                         .zip(&many)
@@ -68,6 +82,94 @@ fn threaded_matvec_is_bit_identical() {
                     "{} {:?} threads {threads} (matrix {bytes} B, threshold {PARALLEL_MIN_BYTES})",
                     k.tier.name(),
                     w.dtype()
+                );
+            }
+        }
+    }
+}
+
+/// A one-layer model (tiny model's layout, wider) whose output matrix, and for
+/// f32 also the feed-forward matrices, are at least `PARALLEL_MIN_BYTES`.
+fn wide_model(dtype: DType, vocab: usize) -> Arc<Model> {
+    let mut hp = common::tiny_hparams();
+    hp.dim = 256;
+    hp.n_layers = 1;
+    hp.head_dim = 64;
+    hp.rope_dim = 64;
+    hp.ffn_dim = 4096;
+    hp.vocab_size = vocab as u32;
+    let tensors = expected_tensors(&hp)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n = shape.iter().product::<u64>() as usize;
+            let mut v = common::random_values(n, i as u64 + 7, 0.5);
+            if name.ends_with("norm") {
+                v.iter_mut().for_each(|x| *x += 1.0);
+            }
+            IrTensor {
+                name,
+                shape,
+                source: Box::new(F32Source(v)),
+            }
+        })
+        .collect();
+    let mut tokenizer = common::tiny_tokenizer(264);
+    for i in tokenizer.tokens.len()..vocab {
+        tokenizer.tokens.push(format!("w{i}"));
+        tokenizer.scores.push(-(i as f32));
+        tokenizer.token_types.push(TokenType::Normal);
+    }
+    let ir = ModelIr {
+        hparams: hp,
+        tensors,
+        tokenizer,
+        chat_template: None,
+        metadata: vec![],
+    };
+    let dir = common::scratch();
+    let path = dir.path().join("wide.ember");
+    let opts = WriteOptions {
+        dtype: DTypeChoice::Fixed(dtype),
+        embed_dtype: Some(dtype),
+        ..Default::default()
+    };
+    write_model(&ir, &path, &opts).unwrap();
+    let bytes = dtype.bytes_for((vocab * 256) as u64).unwrap();
+    assert!(bytes >= PARALLEL_MIN_BYTES, "the output must be threaded");
+    Arc::new(Model::load(&path).unwrap())
+}
+
+/// Logits of every step of a greedy run of `steps` tokens.
+fn greedy_logits(model: &Arc<Model>, threads: usize, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let config = SessionConfig {
+        context: 64,
+        threads,
+        ..Default::default()
+    };
+    let mut s = Session::new(model.clone(), config).unwrap();
+    let (mut tok, mut tokens, mut logits) = (1u32, vec![], vec![]);
+    for _ in 0..steps {
+        let l = s.step(tok).unwrap();
+        tok = argmax(l);
+        tokens.push(tok);
+        logits.push(l.to_vec());
+    }
+    (tokens, logits)
+}
+
+#[test]
+fn threaded_session_is_bit_identical() {
+    for (dtype, vocab) in [(DType::F32, 4096), (DType::Q8_0, 16384)] {
+        let model = wide_model(dtype, vocab);
+        let (tokens, logits) = greedy_logits(&model, 1, 12);
+        for threads in [2, 3] {
+            let (t, l) = greedy_logits(&model, threads, 12);
+            assert_eq!(tokens, t, "{dtype:?} threads {threads}: greedy tokens");
+            for (step, (a, b)) in logits.iter().zip(&l).enumerate() {
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{dtype:?} threads {threads}: logits of step {step} differ"
                 );
             }
         }

@@ -1,8 +1,9 @@
 //! The decode loop never allocates: a counting global allocator (this test binary
 //! only) proves zero heap allocations after session creation for greedy and
 //! for a full sampler chain with streaming detokenization and stop sequences,
-//! through context shifts, and in arena mode; and that `memory_required`
-//! equals what a session keeps allocated.
+//! through context shifts, in arena mode, and with 2 threads (the worker pool
+//! is started at session creation); and that `memory_required` equals what a
+//! session keeps allocated.
 //!
 //! Counters are per thread, so the tests can run in parallel.
 
@@ -12,8 +13,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 
+use ember_converter::ir::{F32Source, IrTensor, ModelIr};
+use ember_converter::writer::{write_model, WriteOptions};
+use ember_runtime::format::expected_tensors;
 use ember_runtime::generate::{GenerateConfig, Generator};
+use ember_runtime::model::PARALLEL_MIN_BYTES;
 use ember_runtime::sampler::{Sampler, SamplerConfig};
+use ember_runtime::tokenizer::TokenType;
 use ember_runtime::{ContextPolicy, KvType, Model, Session, SessionConfig};
 
 thread_local! {
@@ -223,5 +229,65 @@ fn memory_required_equals_the_allocation() {
                 drop(s);
             }
         }
+    }
+}
+
+/// A one-layer f32 model (the tiny model's layout, wider) whose output and
+/// feed-forward matrices take the threaded path (`PARALLEL_MIN_BYTES`).
+fn wide() -> Arc<Model> {
+    let mut hp = common::tiny_hparams();
+    (hp.dim, hp.n_layers, hp.head_dim, hp.rope_dim) = (256, 1, 64, 64);
+    (hp.ffn_dim, hp.vocab_size) = (4096, 4096);
+    const { assert!(4 * 256 * 4096 >= PARALLEL_MIN_BYTES) };
+    let tensors = expected_tensors(&hp)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n = shape.iter().product::<u64>() as usize;
+            let mut v = common::random_values(n, i as u64 + 7, 0.5);
+            if name.ends_with("norm") {
+                v.iter_mut().for_each(|x| *x += 1.0);
+            }
+            IrTensor {
+                name,
+                shape,
+                source: Box::new(F32Source(v)),
+            }
+        })
+        .collect();
+    let mut tokenizer = common::tiny_tokenizer(264);
+    for i in tokenizer.tokens.len()..hp.vocab_size as usize {
+        tokenizer.tokens.push(format!("w{i}"));
+        tokenizer.scores.push(-(i as f32));
+        tokenizer.token_types.push(TokenType::Normal);
+    }
+    let ir = ModelIr {
+        hparams: hp,
+        tensors,
+        tokenizer,
+        chat_template: None,
+        metadata: vec![],
+    };
+    let dir = common::scratch();
+    let path = dir.path().join("wide.ember");
+    write_model(&ir, &path, &WriteOptions::default()).unwrap();
+    Arc::new(Model::load(&path).unwrap())
+}
+
+#[test]
+fn two_thread_decode_allocates_nothing_after_creation() {
+    // Counts the calling thread; the pool's workers only run atomics, park
+    // and the matrix kernels, none of which allocates.
+    let model = wide();
+    for sampler in [SamplerConfig::greedy(), full_chain()] {
+        let config = SessionConfig {
+            context: 64,
+            threads: 2,
+            ..Default::default()
+        };
+        let mut s = Session::new(model.clone(), config).unwrap();
+        let (allocs, n) = decode_allocations(&mut s, &sampler, &["zzz"], 40);
+        assert!(n > 0);
+        assert_eq!(allocs, 0, "2 threads: {allocs} allocations for {n} tokens");
     }
 }

@@ -78,8 +78,9 @@ fn prompt(model: &Model, text: &str) -> Vec<u32> {
 
 #[test]
 fn same_seed_same_tokens_for_one_and_two_threads() {
-    // Forward-looking: threads is a config value the threaded kernels will use;
-    // the output must not depend on it.
+    // The session's worker pool must not change the output (stories260K's
+    // matrices stay on one thread; tests/kernels_threads.rs covers models
+    // whose matrices are split).
     let Some(model) = stories() else { return };
     let p = prompt(&model, "Once upon a time");
     let run = |threads| {

@@ -17,7 +17,7 @@ use half::f16;
 const AWKWARD: [usize; 18] = [
     1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 67, 127, 129, 193, 255, 1023,
 ];
-/// Widest float tier: 16 lanes (AVX-512) x 4 accumulators.
+/// Widest float tier: 16 lanes (AVX-512) x 4 accumulators (NEON: 4 x 4).
 const FLOAT_SPAN: usize = 16 * 4;
 /// Widest block tier: 2 blocks per register x 2 accumulators.
 const BLOCK_SPAN: usize = 2 * 2;
@@ -47,7 +47,8 @@ fn block_lengths() -> Vec<usize> {
     v
 }
 
-/// The SIMD tiers this CPU supports (scalar excluded: it is the reference).
+/// The SIMD tiers this CPU supports (scalar excluded: it is the reference), of
+/// whatever architecture the test runs on (`Tier::ALL` is per architecture).
 fn simd_tiers() -> Vec<Kernels> {
     let v: Vec<Kernels> = Tier::ALL
         .into_iter()

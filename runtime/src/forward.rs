@@ -18,6 +18,7 @@ use ember_kernels::scalar::{self as k, RopeLayout};
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
 use crate::model::{Input, Model};
+use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
 use ember_kernels::blocks::{BlockQ8_0, QK};
 
@@ -45,8 +46,6 @@ pub struct ForwardBuffers {
     /// `[max(dim, q_dim, ffn) / QK]` the current matrix input quantized to Q8_0
     /// (used when the model has quantized matrices).
     xq: Vec<BlockQ8_0>,
-    /// Threads for the large matrix-vector products (1 = the calling thread).
-    threads: usize,
 }
 
 /// Blocks needed to quantize the widest matrix input.
@@ -79,14 +78,7 @@ impl ForwardBuffers {
             logits: vec![0.0; hp.vocab_size as usize],
             inv_freq: inverse_frequencies(hp),
             xq: vec![bytemuck::Zeroable::zeroed(); xq_blocks(hp)],
-            threads: 1,
         }
-    }
-
-    /// Splits large matrix-vector products over `threads` threads (at least 1);
-    /// results do not depend on it (`Weights::matvec_input_threaded`).
-    pub fn set_threads(&mut self, threads: usize) {
-        self.threads = threads.max(1);
     }
 
     /// Bytes `new` allocates.
@@ -112,11 +104,20 @@ impl ForwardBuffers {
 ///
 /// Contract (checked by the caller): `token < vocab_size`, `pos < kv.context()`,
 /// positions `0..pos` of `kv` hold this sequence's earlier tokens.
-pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token: u32, pos: usize) {
+///
+/// Large matrix-vector products are split over the threads of `pool`
+/// (`Weights::matvec_input_threaded`); the results do not depend on it.
+pub fn forward(
+    model: &Model,
+    buf: &mut ForwardBuffers,
+    kv: &mut KvCache,
+    pool: &mut Pool,
+    token: u32,
+    pos: usize,
+) {
     let hp = model.hparams();
     let kern = &model.kernels;
     let quant = model.has_quantized;
-    let nt = buf.threads;
     let dim = hp.dim as usize;
     let head_dim = hp.head_dim as usize;
     let group = (hp.n_heads / hp.n_kv_heads) as usize;
@@ -144,13 +145,13 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         let xin = input(&buf.xn, &mut buf.xq, quant);
         model
             .weights(li.wq)
-            .matvec_input_threaded(kern, &xin, &mut buf.q, nt);
+            .matvec_input_threaded(kern, &xin, &mut buf.q, pool);
         model
             .weights(li.wk)
-            .matvec_input_threaded(kern, &xin, k_row, nt);
+            .matvec_input_threaded(kern, &xin, k_row, pool);
         model
             .weights(li.wv)
-            .matvec_input_threaded(kern, &xin, v_row, nt);
+            .matvec_input_threaded(kern, &xin, v_row, pool);
         if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
             k::add_f32(&mut buf.q, model.vector(bq));
             k::add_f32(k_row, model.vector(bk));
@@ -176,7 +177,7 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         let ain = input(&buf.att_out, &mut buf.xq, quant);
         model
             .weights(li.wo)
-            .matvec_input_threaded(kern, &ain, &mut buf.proj, nt);
+            .matvec_input_threaded(kern, &ain, &mut buf.proj, pool);
         if let Some(bo) = li.bo {
             k::add_f32(&mut buf.proj, model.vector(bo));
         }
@@ -187,10 +188,10 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         let xin = input(&buf.xn, &mut buf.xq, quant);
         model
             .weights(li.w_gate)
-            .matvec_input_threaded(kern, &xin, &mut buf.gate, nt);
+            .matvec_input_threaded(kern, &xin, &mut buf.gate, pool);
         model
             .weights(li.w_up)
-            .matvec_input_threaded(kern, &xin, &mut buf.up, nt);
+            .matvec_input_threaded(kern, &xin, &mut buf.up, pool);
         if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
             k::add_f32(&mut buf.gate, model.vector(bg));
             k::add_f32(&mut buf.up, model.vector(bu));
@@ -202,7 +203,7 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
         let gin = input(&buf.gate, &mut buf.xq, quant);
         model
             .weights(li.w_down)
-            .matvec_input_threaded(kern, &gin, &mut buf.proj[..dim], nt);
+            .matvec_input_threaded(kern, &gin, &mut buf.proj[..dim], pool);
         if let Some(bd) = li.b_down {
             k::add_f32(&mut buf.proj, model.vector(bd));
         }
@@ -213,5 +214,5 @@ pub fn forward(model: &Model, buf: &mut ForwardBuffers, kv: &mut KvCache, token:
     let xin = input(&buf.xn, &mut buf.xq, quant);
     model
         .weights(model.output)
-        .matvec_input_threaded(kern, &xin, &mut buf.logits, nt);
+        .matvec_input_threaded(kern, &xin, &mut buf.logits, pool);
 }

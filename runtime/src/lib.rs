@@ -1,7 +1,8 @@
 //! Ember runtime: the `.ember` format, the memory-mapped loader with validation,
 //! tokenizers, the reference forward pass, sessions and generation.
 //!
-//! Unsafe code is confined to `storage` (the memory map); everything else is safe.
+//! Unsafe code is confined to `storage` (the memory map) and `pool` (handing a
+//! job on the caller's stack to the worker threads); everything else is safe.
 
 #![deny(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod loader;
 pub mod model;
+pub mod pool;
 mod rope;
 pub mod sampler;
 pub mod session;

@@ -14,6 +14,7 @@ use half::{bf16, f16};
 use crate::error::{Error, Result};
 use crate::format::{names, DType, HyperParams, Metadata};
 use crate::loader::{self, ParsedFile, TensorInfo};
+use crate::pool::Pool;
 use crate::storage::Storage;
 use crate::tokenizer::Tokenizer;
 
@@ -117,37 +118,29 @@ impl Weights<'_> {
         }
     }
 
-    /// `matvec_input` with the output rows split over up to `threads` threads
-    /// (scoped threads; the calling thread takes the last share). Matrices
-    /// smaller than `PARALLEL_MIN_BYTES` run on the calling thread, so small
-    /// models do not pay thread start-up on every projection. Shares are
-    /// multiples of 4 rows, so every row is computed by the same kernel path as
-    /// on one thread: the results are identical for every thread count.
+    /// `matvec_input` with the output rows split over the threads of `pool`
+    /// (chunks claimed by the caller and the workers, `Pool::split_rows`).
+    /// Matrices smaller than `PARALLEL_MIN_BYTES` run on the calling thread
+    /// alone: for them the hand-off costs more than the rows save. Chunks are
+    /// multiples of 4 rows,
+    /// so every row is computed by the same kernel path as on one thread: the
+    /// results are identical for every thread count. Allocates nothing.
     pub fn matvec_input_threaded(
         &self,
         k: &Kernels,
         input: &Input,
         out: &mut [f32],
-        threads: usize,
+        pool: &mut Pool,
     ) {
         let rows = out.len();
         let bytes = self.dtype().bytes_for(self.len() as u64).unwrap_or(0);
-        if threads <= 1 || rows < 8 || bytes < PARALLEL_MIN_BYTES {
+        if pool.threads() <= 1 || rows < 8 || bytes < PARALLEL_MIN_BYTES {
             return self.matvec_input(k, input, out);
         }
         let cols = input.x.len();
-        let share = rows.div_ceil(threads).div_ceil(4) * 4;
-        std::thread::scope(|s| {
-            let mut rest = &mut out[..];
-            let mut r0 = 0;
-            while rest.len() > share {
-                let (head, tail) = rest.split_at_mut(share);
-                let w = self.rows(cols, r0, r0 + share);
-                s.spawn(move || w.matvec_input(k, input, head));
-                r0 += share;
-                rest = tail;
-            }
-            self.rows(cols, r0, rows).matvec_input(k, input, rest);
+        pool.split_rows(out, 4, &|r0, part| {
+            self.rows(cols, r0, r0 + part.len())
+                .matvec_input(k, input, part)
         });
     }
 
@@ -171,9 +164,11 @@ impl Weights<'_> {
 }
 
 /// Smallest matrix (in stored bytes) whose matrix-vector product is split over
-/// threads: below it, starting scoped threads costs more than the rows save.
-/// 4 MiB keeps every SmolLM-135M projection but the output on one thread.
-pub const PARALLEL_MIN_BYTES: u64 = 4 << 20;
+/// the session's threads. A hand-off to a spinning worker costs ~0.2 us
+/// (`pool::overhead` test), so even SmolLM-135M's attention projections pay
+/// (0.35 MiB at Q8_0); its 0.12 MiB key/value projections stay on the calling
+/// thread. Measurements: `benches/RESULTS.md`, "Worker pool".
+pub const PARALLEL_MIN_BYTES: u64 = 256 << 10;
 
 /// Indices (into the tensor table) of one layer's weights.
 #[derive(Clone, Debug)]

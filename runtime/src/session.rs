@@ -20,6 +20,7 @@ use crate::forward::{forward, ForwardBuffers};
 use crate::kv_cache::KvCache;
 pub use crate::kv_cache::KvType;
 use crate::model::Model;
+use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
 use arena::{arena_size, Alloc, Arena, Slab};
 
@@ -56,9 +57,10 @@ pub struct SessionConfig {
     pub context: usize,
     /// Element type of the KV cache (default f16).
     pub kv_type: KvType,
-    /// Worker threads for the forward pass, 1..=[`MAX_THREADS`]. Stored for the
-    /// threaded kernels; results must not depend on it (the sampler's RNG is
-    /// per session, and reductions have a fixed order).
+    /// Threads for the forward pass, 1..=[`MAX_THREADS`]: the caller plus
+    /// `threads - 1` workers started at creation (`crate::pool`), which split the
+    /// rows of large matrix-vector products. Results do not depend on it (rows are
+    /// split on 4-row boundaries; each row's reduction order is fixed).
     pub threads: usize,
     /// Tokens per prefill batch, >= 1. `prefill` processes prompts in chunks of
     /// this size (today each token is one forward pass; the batched matrix path
@@ -137,6 +139,9 @@ pub struct Session<'a> {
     layout: RopeLayout,
     /// Activation buffers (heap in both modes: `forward.rs` owns their type).
     buffers: ForwardBuffers,
+    /// `config.threads - 1` workers for the large matrix-vector products,
+    /// started here so that decoding allocates nothing.
+    pool: Pool,
     kv: KvCache<'a>,
     /// True when `logits()` belongs to the token at `pos - 1`.
     has_logits: bool,
@@ -187,6 +192,9 @@ impl<'a> Session<'a> {
             Some(RopePairing::Half) => RopeLayout::Half,
             _ => RopeLayout::Interleaved,
         };
+        let pool = Pool::new(config.threads).map_err(|e| {
+            Error::InvalidArgument(format!("cannot start {} threads: {e}", config.threads))
+        })?;
         Ok(Self {
             config,
             pos: 0,
@@ -194,6 +202,7 @@ impl<'a> Session<'a> {
             neg_inv_freq,
             layout,
             buffers: ForwardBuffers::new(&hp, config.context),
+            pool,
             kv,
             has_logits: false,
             shifts: 0,
@@ -345,6 +354,7 @@ impl<'a> Session<'a> {
             &self.model,
             &mut self.buffers,
             &mut self.kv,
+            &mut self.pool,
             token,
             self.pos,
         );

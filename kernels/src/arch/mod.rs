@@ -4,8 +4,9 @@
 //! supports overwrites the slots it improves. The CPU is probed once (with the
 //! `std` feature; without it only tiers enabled at compile time, e.g. with
 //! `-C target-cpu`, are used) and the table is cached. `EMBER_KERNEL_TIER=
-//! scalar|avx2|avx512` forces a lower tier, so tests and benchmarks can run every
-//! tier on one machine; a tier the CPU lacks is never selected.
+//! scalar|avx2|avx512` (x86-64) or `scalar|neon|dotprod` (AArch64) forces a lower
+//! tier, so tests and benchmarks can run every tier on one machine; a tier the
+//! CPU lacks is never selected.
 //!
 //! Safety by construction: a `#[target_feature]` kernel is reachable only through
 //! a tier table, and a tier table can only be built from a token whose
@@ -16,10 +17,14 @@ use half::f16;
 use crate::blocks::{BlockQ4_0, BlockQ8_0};
 use crate::scalar;
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
-/// Instruction-set tiers, lowest first.
+/// Instruction-set tiers, lowest first within each architecture (the x86 and
+/// ARM tiers are never compared with each other: `Tier::ALL` lists only the
+/// running architecture's). New tiers are appended so names and order stay stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
     /// Portable reference kernels (`crate::scalar`).
@@ -29,11 +34,26 @@ pub enum Tier {
     /// x86-64 AVX-512 F/BW/VL + VNNI (Ice Lake, Zen 4 and later). CPUs with
     /// AVX-512 but no VNNI (Skylake-X) use the AVX2 tier.
     Avx512,
+    /// AArch64 Advanced SIMD (NEON): the AArch64 baseline (Cortex-A53/A72:
+    /// Raspberry Pi 3, 4). Int8 via widening multiply and pairwise add.
+    Neon,
+    /// AArch64 NEON + DotProd (`sdot`; Cortex-A76: Raspberry Pi 5).
+    Dotprod,
 }
 
 impl Tier {
-    /// Every tier, lowest first.
+    /// Every tier of the target architecture, lowest first (scalar first).
+    #[cfg(target_arch = "x86_64")]
     pub const ALL: [Tier; 3] = [Tier::Scalar, Tier::Avx2, Tier::Avx512];
+    /// Every tier of the target architecture, lowest first (scalar first).
+    #[cfg(target_arch = "aarch64")]
+    pub const ALL: [Tier; 3] = [Tier::Scalar, Tier::Neon, Tier::Dotprod];
+    /// Every tier of the target architecture, lowest first (scalar first).
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    pub const ALL: [Tier; 1] = [Tier::Scalar];
+
+    /// The highest tier of the target architecture (the default cap).
+    pub const TOP: Tier = Tier::ALL[Tier::ALL.len() - 1];
 
     /// The name used by `EMBER_KERNEL_TIER` and in logs.
     pub fn name(self) -> &'static str {
@@ -41,10 +61,14 @@ impl Tier {
             Tier::Scalar => "scalar",
             Tier::Avx2 => "avx2",
             Tier::Avx512 => "avx512",
+            Tier::Neon => "neon",
+            Tier::Dotprod => "dotprod",
         }
     }
 
-    /// Parses a tier name (`scalar`, `avx2`, `avx512`).
+    /// Parses the name of a tier of the target architecture (`scalar`, `avx2`,
+    /// `avx512` on x86-64; `scalar`, `neon`, `dotprod` on AArch64). Other
+    /// architectures' tier names give `None`.
     pub fn parse(s: &str) -> Option<Tier> {
         Tier::ALL.into_iter().find(|t| t.name() == s)
     }
@@ -91,7 +115,11 @@ pub fn kernels_for(tier: Tier) -> Option<Kernels> {
         Tier::Avx2 => x86_64::avx2_table(),
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => x86_64::avx512_table(),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        Tier::Neon => aarch64::neon_table(),
+        #[cfg(target_arch = "aarch64")]
+        Tier::Dotprod => aarch64::dotprod_table(),
+        #[allow(unreachable_patterns)]
         _ => None,
     }
 }
@@ -109,7 +137,7 @@ pub fn best_tier(limit: Tier) -> Tier {
         .unwrap_or(Tier::Scalar)
 }
 
-/// Environment variable that caps the tier (`scalar`, `avx2`, `avx512`).
+/// Environment variable that caps the tier (a `Tier::name` of this architecture).
 pub const TIER_ENV: &str = "EMBER_KERNEL_TIER";
 
 /// The process-wide kernel table: chosen once (best supported tier, capped by
@@ -122,7 +150,7 @@ pub fn kernels() -> Kernels {
         let limit = std::env::var(TIER_ENV)
             .ok()
             .and_then(|v| Tier::parse(v.trim()))
-            .unwrap_or(Tier::Avx512);
+            .unwrap_or(Tier::TOP);
         kernels_for(best_tier(limit)).unwrap_or(SCALAR)
     })
 }
@@ -131,5 +159,5 @@ pub fn kernels() -> Kernels {
 /// with `-C target-cpu`; chosen on every call, which costs only a few branches).
 #[cfg(not(feature = "std"))]
 pub fn kernels() -> Kernels {
-    kernels_for(best_tier(Tier::Avx512)).unwrap_or(SCALAR)
+    kernels_for(best_tier(Tier::TOP)).unwrap_or(SCALAR)
 }

@@ -1,0 +1,16 @@
+//! Dot-product tier (`sdot`, ARMv8.2-A DotProd: Cortex-A76 and later).
+
+mod matvec;
+
+use super::{neon, DotprodToken};
+use crate::arch::{Kernels, Tier};
+
+/// The dotprod table: the int8 slots use `sdot`, the rest are the NEON ones.
+pub(super) fn table(t: DotprodToken) -> Kernels {
+    Kernels {
+        tier: Tier::Dotprod,
+        matvec_q8_0_q8_0: matvec::matvec_q8_0_q8_0,
+        matvec_q4_0_q8_0: matvec::matvec_q4_0_q8_0,
+        ..neon::table(t.neon())
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Cross-builds Ember's kernel tests, the runtime unit tests and the stories260K
+# end-to-end test for aarch64-unknown-linux-gnu and runs them under qemu-aarch64
+# once per CPU model (Raspberry Pi 3/4: cortex-a53/a72, Pi 5: cortex-a76, and
+# max), with EMBER_EXPECT_TIER set to the kernel tier that model must select.
+# qemu enforces the model, so a dotprod kernel reached on an A53/A72 dies with
+# SIGILL. stories260K must give the same text as on x86 (the test compares with
+# ../shared/models/stories260K/expected_greedy_t0_n200.txt).
+#
+# Needs the Debian cross toolchain (../shared/docs/AARCH64.md). Extra arguments
+# are passed to every `cargo test` (e.g. `-- --nocapture`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CROSS=(--config ci/cross-aarch64.toml)
+# CPU model -> expected tier (see the table in AARCH64.md).
+MODELS=(cortex-a53:neon cortex-a72:neon cortex-a76:dotprod max:dotprod)
+
+if [[ ! -f ../shared/models/stories260K/stories260K.bin ]]; then
+    echo "error: ../shared/models/stories260K not found; the end-to-end test would skip" >&2
+    exit 1
+fi
+
+run_all() {
+    cargo "${CROSS[@]}" test -p ember-kernels "$@"
+    cargo "${CROSS[@]}" test -p ember-runtime --lib "$@"
+    cargo "${CROSS[@]}" test -p ember --test stories260k "$@"
+}
+
+start=$SECONDS
+echo "== building (no run)"
+cargo "${CROSS[@]}" test -p ember-kernels --no-run
+cargo "${CROSS[@]}" test -p ember-runtime --lib --no-run
+cargo "${CROSS[@]}" test -p ember --test stories260k --no-run
+echo "== build: $((SECONDS - start)) s"
+
+# Never let a caller's tier cap hide a wrong selection.
+unset EMBER_KERNEL_TIER
+for m in "${MODELS[@]}"; do
+    cpu=${m%%:*} tier=${m##*:}
+    t0=$SECONDS
+    echo "== QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier"
+    QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_all "$@"
+    echo "== QEMU_CPU=$cpu: ok in $((SECONDS - t0)) s"
+done
+echo "== all aarch64 CPU models passed in $((SECONDS - start)) s"
