@@ -230,7 +230,8 @@ ember_status ember_session_config_default(ember_session_config *config, size_t s
 /* Memory a session with `config` (NULL = defaults) needs, each out optional:
  * heap_bytes   - what ember_session_new allocates in total;
  * arena_bytes  - the arena size ember_session_new_in requires;
- * arena_heap_bytes - what ember_session_new_in still allocates (activations). */
+ * arena_heap_bytes - what ember_session_new_in takes from the heap besides the
+ *                    arena: 0 (worker threads for threads > 1 are not counted). */
 ember_status ember_session_memory_required(const ember_model *model,
                                            const ember_session_config *config,
                                            size_t *heap_bytes, size_t *arena_bytes,

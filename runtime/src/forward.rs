@@ -15,37 +15,39 @@
 
 use ember_kernels::scalar::{self as k, RopeLayout};
 
+use crate::error::Result;
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
 use crate::model::{Input, Model};
 use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
+use crate::session::arena::{Alloc, Slab};
 use ember_kernels::blocks::{BlockQ8_0, QK};
 
 /// Activation buffers of one forward pass, sized once from the hyperparameters.
-pub struct ForwardBuffers {
+pub struct ForwardBuffers<'a> {
     /// `[dim]` residual stream.
-    x: Vec<f32>,
+    x: Slab<'a, f32>,
     /// `[dim]` normalised input of the current sub-block.
-    xn: Vec<f32>,
+    xn: Slab<'a, f32>,
     /// `[q_dim]` queries.
-    q: Vec<f32>,
+    q: Slab<'a, f32>,
     /// `[q_dim]` attention output (all heads).
-    att_out: Vec<f32>,
+    att_out: Slab<'a, f32>,
     /// `[dim]` projection output before the residual add.
-    proj: Vec<f32>,
+    proj: Slab<'a, f32>,
     /// `[context]` attention scores of one head.
-    scores: Vec<f32>,
+    scores: Slab<'a, f32>,
     /// `[ffn]` gate and up activations.
-    gate: Vec<f32>,
-    up: Vec<f32>,
+    gate: Slab<'a, f32>,
+    up: Slab<'a, f32>,
     /// `[vocab]` output.
-    pub(crate) logits: Vec<f32>,
+    pub(crate) logits: Slab<'a, f32>,
     /// `[rope_dim / 2]` RoPE inverse frequencies (after scaling).
-    inv_freq: Vec<f32>,
+    inv_freq: Slab<'a, f32>,
     /// `[max(dim, q_dim, ffn) / QK]` the current matrix input quantized to Q8_0
     /// (used when the model has quantized matrices).
-    xq: Vec<BlockQ8_0>,
+    xq: Slab<'a, BlockQ8_0>,
 }
 
 /// Blocks needed to quantize the widest matrix input.
@@ -63,35 +65,54 @@ fn input<'a>(x: &'a [f32], xq: &'a mut [BlockQ8_0], quantize: bool) -> Input<'a>
     }
 }
 
-impl ForwardBuffers {
-    pub fn new(hp: &HyperParams, context: usize) -> Self {
+impl<'a> ForwardBuffers<'a> {
+    /// Takes every buffer from `alloc` (the heap, or a session arena), zeroed, in
+    /// the order of [`ForwardBuffers::buffer_sizes`].
+    pub(crate) fn new_with(
+        hp: &HyperParams,
+        context: usize,
+        alloc: &mut Alloc<'_, 'a>,
+    ) -> Result<Self> {
         let dim = hp.dim as usize;
-        Self {
-            x: vec![0.0; dim],
-            xn: vec![0.0; dim],
-            q: vec![0.0; hp.q_dim()],
-            att_out: vec![0.0; hp.q_dim()],
-            proj: vec![0.0; dim],
-            scores: vec![0.0; context],
-            gate: vec![0.0; hp.ffn_dim as usize],
-            up: vec![0.0; hp.ffn_dim as usize],
-            logits: vec![0.0; hp.vocab_size as usize],
-            inv_freq: inverse_frequencies(hp),
-            xq: vec![bytemuck::Zeroable::zeroed(); xq_blocks(hp)],
-        }
+        let mut inv_freq: Slab<'a, f32> = alloc.zeroed(hp.rope_dim as usize / 2)?;
+        inv_freq.copy_from_slice(&inverse_frequencies(hp));
+        Ok(Self {
+            x: alloc.zeroed(dim)?,
+            xn: alloc.zeroed(dim)?,
+            q: alloc.zeroed(hp.q_dim())?,
+            att_out: alloc.zeroed(hp.q_dim())?,
+            proj: alloc.zeroed(dim)?,
+            scores: alloc.zeroed(context)?,
+            gate: alloc.zeroed(hp.ffn_dim as usize)?,
+            up: alloc.zeroed(hp.ffn_dim as usize)?,
+            logits: alloc.zeroed(hp.vocab_size as usize)?,
+            inv_freq,
+            xq: alloc.zeroed(xq_blocks(hp))?,
+        })
     }
 
-    /// Bytes `new` allocates.
-    pub fn bytes_required(hp: &HyperParams, context: usize) -> usize {
+    /// Byte sizes of the buffers `new_with` takes, in the order it takes them.
+    pub(crate) fn buffer_sizes(hp: &HyperParams, context: usize) -> [usize; 11] {
+        let f = std::mem::size_of::<f32>();
         let dim = hp.dim as usize;
-        std::mem::size_of::<f32>()
-            * (3 * dim
-                + 2 * hp.q_dim()
-                + context
-                + 2 * hp.ffn_dim as usize
-                + hp.vocab_size as usize
-                + hp.rope_dim as usize / 2)
-            + std::mem::size_of::<BlockQ8_0>() * xq_blocks(hp)
+        [
+            f * (hp.rope_dim as usize / 2),
+            f * dim,
+            f * dim,
+            f * hp.q_dim(),
+            f * hp.q_dim(),
+            f * dim,
+            f * context,
+            f * hp.ffn_dim as usize,
+            f * hp.ffn_dim as usize,
+            f * hp.vocab_size as usize,
+            std::mem::size_of::<BlockQ8_0>() * xq_blocks(hp),
+        ]
+    }
+
+    /// Bytes `new_with` takes in total (unpadded: what the heap allocates).
+    pub fn bytes_required(hp: &HyperParams, context: usize) -> usize {
+        Self::buffer_sizes(hp, context).iter().sum()
     }
 
     pub fn logits(&self) -> &[f32] {
@@ -109,7 +130,7 @@ impl ForwardBuffers {
 /// (`Weights::matvec_input_threaded`); the results do not depend on it.
 pub fn forward(
     model: &Model,
-    buf: &mut ForwardBuffers,
+    buf: &mut ForwardBuffers<'_>,
     kv: &mut KvCache,
     pool: &mut Pool,
     token: u32,

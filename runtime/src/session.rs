@@ -137,8 +137,8 @@ pub struct Session<'a> {
     /// `[rope_dim / 2]` negated inverse frequencies (context shift rotates back).
     neg_inv_freq: Slab<'a, f32>,
     layout: RopeLayout,
-    /// Activation buffers (heap in both modes: `forward.rs` owns their type).
-    buffers: ForwardBuffers,
+    /// Activation buffers and logits (from the same allocator as the rest).
+    buffers: ForwardBuffers<'a>,
     /// `config.threads - 1` workers for the large matrix-vector products,
     /// started here so that decoding allocates nothing.
     pool: Pool,
@@ -158,10 +158,11 @@ impl Session<'static> {
 }
 
 impl<'a> Session<'a> {
-    /// Creates a session whose KV cache, token history and RoPE table live in
-    /// `arena` (at least [`Session::arena_bytes_required`] bytes, any alignment).
-    /// The activation buffers ([`Session::arena_heap_bytes`]) are still taken
-    /// from the heap here, at creation; afterwards nothing is allocated.
+    /// Creates a session whose buffers (KV cache, token history, RoPE tables,
+    /// activations, logits) all live in `arena` (at least
+    /// [`Session::arena_bytes_required`] bytes, any alignment). With one thread
+    /// nothing is taken from the heap; with more, only the worker threads
+    /// ([`Session::arena_heap_bytes`]). Afterwards nothing is allocated.
     pub fn new_in(model: Arc<Model>, config: SessionConfig, arena: &'a mut [u8]) -> Result<Self> {
         let hp = *model.hparams();
         config.validate(&hp)?;
@@ -188,6 +189,7 @@ impl<'a> Session<'a> {
             *d = -s;
         }
         drop(inv);
+        let buffers = ForwardBuffers::new_with(&hp, config.context, alloc)?;
         let layout = match RopePairing::from_u32(hp.rope_pairing) {
             Some(RopePairing::Half) => RopeLayout::Half,
             _ => RopeLayout::Interleaved,
@@ -201,7 +203,7 @@ impl<'a> Session<'a> {
             tokens,
             neg_inv_freq,
             layout,
-            buffers: ForwardBuffers::new(&hp, config.context),
+            buffers,
             pool,
             kv,
             has_logits: false,
@@ -211,37 +213,32 @@ impl<'a> Session<'a> {
     }
 
     /// Sizes in bytes of the buffers `create` takes from its allocator, in order.
-    fn own_buffer_sizes(hp: &HyperParams, config: &SessionConfig) -> [usize; 7] {
-        let kv = KvCache::buffer_sizes(hp, config.context, config.kv_type);
-        [
-            kv[0],
-            kv[1],
-            kv[2],
-            kv[3],
-            kv[4],
-            4 * config.context,
-            4 * (hp.rope_dim as usize / 2),
-        ]
+    fn own_buffer_sizes(hp: &HyperParams, config: &SessionConfig) -> Vec<usize> {
+        let mut sizes = KvCache::buffer_sizes(hp, config.context, config.kv_type).to_vec();
+        sizes.push(4 * config.context);
+        sizes.push(4 * (hp.rope_dim as usize / 2));
+        sizes.extend(ForwardBuffers::buffer_sizes(hp, config.context));
+        sizes
     }
 
     /// Bytes a heap session ([`Session::new`]) for `hp` and `config` keeps
     /// allocated: exactly the sum of its buffers (KV cache, token history, RoPE
-    /// table, activations, logits). Does not validate `config`.
+    /// tables, activations, logits). Does not validate `config`.
     pub fn memory_required(hp: &HyperParams, config: &SessionConfig) -> usize {
         Self::own_buffer_sizes(hp, config).iter().sum::<usize>()
-            + ForwardBuffers::bytes_required(hp, config.context)
     }
 
-    /// Bytes [`Session::new_in`] needs in its arena: the KV cache, token history
-    /// and RoPE table, each padded to 64 bytes, plus 63 for aligning the start.
+    /// Bytes [`Session::new_in`] needs in its arena: every buffer of
+    /// [`Session::memory_required`], each padded to 64 bytes, plus 63 for
+    /// aligning the start.
     pub fn arena_bytes_required(hp: &HyperParams, config: &SessionConfig) -> usize {
         arena_size(&Self::own_buffer_sizes(hp, config))
     }
 
-    /// Bytes [`Session::new_in`] still allocates on the heap (the activation
-    /// buffers).
-    pub fn arena_heap_bytes(hp: &HyperParams, config: &SessionConfig) -> usize {
-        ForwardBuffers::bytes_required(hp, config.context)
+    /// Bytes [`Session::new_in`] takes from the heap besides the arena: 0 (every
+    /// buffer is in the arena; worker threads for `threads > 1` are not counted).
+    pub fn arena_heap_bytes(_hp: &HyperParams, _config: &SessionConfig) -> usize {
+        0
     }
 
     pub fn model(&self) -> &Arc<Model> {
