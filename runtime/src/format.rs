@@ -17,7 +17,6 @@
 //! of its tensor's bytes, checked by `ember verify`.
 
 use bytemuck::{Pod, Zeroable};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::tokenizer::TokenizerSpec;
@@ -656,11 +655,4 @@ pub fn decode_metadata(bytes: &[u8]) -> Result<Metadata> {
         section: "metadata",
         reason: e.to_string(),
     })
-}
-
-/// Serializable mirror used by `--json` outputs of inspect.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct VersionInfo {
-    pub major: u16,
-    pub minor: u16,
 }

@@ -7,6 +7,8 @@
 //! `attend` on that layer first stores the staged row in the cache's type, so the
 //! current position is attended to with the same rounding as every earlier one.
 
+pub use ember_kernels::blocks::BlockQ8_0;
+use ember_kernels::blocks::QK;
 use ember_kernels::scalar::{self as k, RopeLayout};
 use half::f16;
 
@@ -84,41 +86,27 @@ impl std::str::FromStr for KvType {
 }
 
 /// Elements per q8_0 block.
-pub const Q8_0_BLOCK: usize = 32;
+pub const Q8_0_BLOCK: usize = QK;
 
-/// One q8_0 block: `x[i] ≈ d * qs[i]`. 34 bytes, little-endian, no padding.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockQ8_0 {
-    /// Scale: `max |x| / 127` of the block, rounded to f16.
-    pub d: f16,
-    /// Quantized values, in -127..=127 (never -128).
-    pub qs: [i8; Q8_0_BLOCK],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-
-/// Quantizes `x` (any length) into `ceil(len / 32)` blocks; the tail of the last
-/// block is zero. Rounding is to nearest, ties away from zero, as ggml does.
+/// Quantizes `x` (any length) into `ceil(len / 32)` q8_0 blocks with the
+/// kernels' reference quantizer (`max |x| / 127` scales, quants in -127..=127);
+/// the tail of a partial last block is zero.
 pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
-    assert_eq!(out.len(), x.len().div_ceil(Q8_0_BLOCK), "q8_0: block count");
-    for (chunk, b) in x.chunks(Q8_0_BLOCK).zip(out.iter_mut()) {
-        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        b.d = f16::from_f32(d);
-        b.qs = [0; Q8_0_BLOCK];
-        for (q, &v) in b.qs.iter_mut().zip(chunk) {
-            // |v * id| <= 127 up to rounding; the clamp keeps -128 out.
-            *q = libm::roundf(v * id).clamp(-127.0, 127.0) as i8;
-        }
+    assert_eq!(out.len(), x.len().div_ceil(QK), "q8_0: block count");
+    let full = x.len() / QK;
+    k::quantize_row_q8_0(&x[..full * QK], &mut out[..full]);
+    if full < out.len() {
+        let mut padded = [0.0f32; QK];
+        padded[..x.len() - full * QK].copy_from_slice(&x[full * QK..]);
+        k::quantize_row_q8_0(&padded, &mut out[full..]);
     }
 }
 
 /// Widens elements `start..start + out.len()` of a q8_0 row.
 pub fn dequantize_q8_0(row: &[BlockQ8_0], start: usize, out: &mut [f32]) {
     for (i, o) in (start..).zip(out.iter_mut()) {
-        let b = &row[i / Q8_0_BLOCK];
-        *o = b.d.to_f32() * b.qs[i % Q8_0_BLOCK] as f32;
+        let b = &row[i / QK];
+        *o = b.scale() * b.q(i % QK) as f32;
     }
 }
 
@@ -450,7 +438,7 @@ mod tests {
             let x: Vec<f32> = (0..len)
                 .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37)
                 .collect();
-            let mut b = vec![BlockQ8_0::default(); len.div_ceil(Q8_0_BLOCK)];
+            let mut b = vec![bytemuck::Zeroable::zeroed(); len.div_ceil(Q8_0_BLOCK)];
             quantize_row_q8_0(&x, &mut b);
             let mut y = vec![0.0; len];
             dequantize_q8_0(&b, 0, &mut y);
@@ -463,21 +451,21 @@ mod tests {
                     );
                 }
             }
-            assert!(b.iter().all(|b| b.qs.iter().all(|&q| q != -128)));
+            assert!(b.iter().all(|b| (0..QK).all(|j| b.q(j) != -128)));
         }
     }
 
     #[test]
     fn q8_0_edge_values() {
-        let mut b = [BlockQ8_0::default()];
+        let mut b: [BlockQ8_0; 1] = [bytemuck::Zeroable::zeroed()];
         quantize_row_q8_0(&[0.0; 32], &mut b);
         assert_eq!(b[0].qs, [0; 32]);
-        assert_eq!(b[0].d.to_f32(), 0.0);
+        assert_eq!(b[0].scale(), 0.0);
         let mut x = [0.0f32; 32];
         x[0] = -5.0;
         x[1] = 5.0;
         quantize_row_q8_0(&x, &mut b);
-        assert_eq!((b[0].qs[0], b[0].qs[1]), (-127, 127));
+        assert_eq!((b[0].q(0), b[0].q(1)), (-127, 127));
     }
 
     #[test]
