@@ -39,8 +39,12 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Print the text a sequence of token ids decodes to.
     Detokenize(commands::detokenize::Args),
+    /// Train a LoRA adapter on text or chat data (the base model stays frozen).
+    Finetune(commands::finetune::Args),
     /// Render a conversation (JSON) with the model's chat template.
     ChatTemplate(commands::chat_template::Args),
+    /// Bake a LoRA adapter (PEFT directory) into a new model file.
+    Merge(commands::merge::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Detokenize(a) => commands::detokenize::run(a),
         Command::ChatTemplate(a) => commands::chat_template::run(a),
+        Command::Finetune(a) => commands::finetune::run(a),
+        Command::Merge(a) => commands::merge::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ mod common;
 
 use bytemuck::Zeroable;
 use ember_runtime::format::{
-    header_checksum, DirEntry, Header, CHECKSUM_FIELD_OFFSET, DIR_ENTRY_SIZE, HEADER_SIZE,
+    header_checksum, DType, DirEntry, Header, CHECKSUM_FIELD_OFFSET, DIR_ENTRY_SIZE, HEADER_SIZE,
 };
 use ember_runtime::{Error, Model};
 
@@ -217,7 +217,7 @@ fn wrong_byte_length_for_shape() {
 
 #[test]
 fn unknown_dtype_ids() {
-    for id in [3u32, 18, 31, 99, u32::MAX] {
+    for id in [3u32, 20, 31, 99, u32::MAX] {
         let mut bytes = common::tiny_model_bytes();
         let mut e = entry(&bytes, 1);
         e.dtype = id;
@@ -227,6 +227,26 @@ fn unknown_dtype_ids() {
             Error::UnknownDType { id: got, .. } => assert_eq!(got, id),
             e => panic!("dtype {id}: expected UnknownDType, got {e}"),
         }
+    }
+}
+
+#[test]
+fn row_interleaved_dtypes_need_matrices_of_whole_tiles() {
+    // q8_0x4 on a 1-D tensor (a norm vector of 32 elements).
+    let mut bytes = common::tiny_model_bytes();
+    let i = (0..)
+        .find(|&i| entry(&bytes, i).n_dims == 1)
+        .expect("the tiny model has vectors");
+    let mut e = entry(&bytes, i);
+    e.dtype = DType::Q8_0X4 as u32;
+    e.nbytes = 34;
+    put_entry(&mut bytes, i, &e);
+    reseal(&mut bytes);
+    match load_err(&bytes) {
+        Error::BadTensor { reason, .. } => {
+            assert!(reason.contains("multiple of 4"), "{reason}")
+        }
+        e => panic!("expected BadTensor, got {e}"),
     }
 }
 

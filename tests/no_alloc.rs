@@ -171,6 +171,40 @@ fn full_chain_with_stops_and_shift_allocates_nothing() {
 }
 
 #[test]
+fn decode_with_a_lora_adapter_allocates_nothing() {
+    use ember_runtime::lora::{LoraAdapter, LoraTarget};
+    for model in [tiny(), wide()] {
+        let hp = *model.hparams();
+        let mut adapter = LoraAdapter::zeros(&hp, 4, 8.0, &LoraTarget::ALL).unwrap();
+        for (i, p) in adapter
+            .layers
+            .iter_mut()
+            .flat_map(|l| l.pairs.iter_mut().flatten())
+            .enumerate()
+        {
+            p.a = common::random_values(p.a.len(), i as u64, 0.1);
+            p.b = common::random_values(p.b.len(), i as u64 + 99, 0.1);
+        }
+        let adapter = Arc::new(adapter);
+        for threads in [1, 2] {
+            let config = SessionConfig {
+                context: 64,
+                threads,
+                ..Default::default()
+            };
+            let mut s = Session::new(model.clone(), config).unwrap();
+            s.set_lora(Some(adapter.clone()), 0.5).unwrap();
+            let (allocs, n) = decode_allocations(&mut s, &full_chain(), &["zzz"], 40);
+            assert!(n > 0);
+            assert_eq!(
+                allocs, 0,
+                "{threads} threads: {allocs} allocations for {n} tokens"
+            );
+        }
+    }
+}
+
+#[test]
 fn arena_session_allocates_nothing_after_creation() {
     let model = stories().unwrap_or_else(tiny);
     let hp = *model.hparams();

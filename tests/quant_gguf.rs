@@ -9,7 +9,8 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use ember_converter::{convert, ConvertOptions, DTypeChoice};
+use ember_converter::{convert, tiled_if_possible, ConvertOptions, DTypeChoice};
+use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK};
 use ember_runtime::format::{names, DType};
 use ember_runtime::{Model, Session, SessionConfig};
 
@@ -34,19 +35,23 @@ fn check(dtype: DType, want_copies: usize) {
     for (i, t) in model.tensors().iter().enumerate() {
         let src = &ir.tensors.iter().find(|s| s.name == t.name).unwrap().source;
         // The mixed policy: vectors f32, embeddings q8_0 under q4_0.
+        // Matrices whose row count is a multiple of 4 are stored row-interleaved.
         let want = match (t.shape.len(), t.name.as_str(), dtype) {
             (1, _, _) => DType::F32,
-            (_, names::TOK_EMBEDDINGS, DType::Q4_0) => DType::Q8_0,
-            _ => dtype,
+            (_, names::TOK_EMBEDDINGS, DType::Q4_0) => tiled_if_possible(DType::Q8_0, &t.shape),
+            _ => tiled_if_possible(dtype, &t.shape),
         };
         assert_eq!(t.dtype, want, "{}", t.name);
-        if let Some(raw) = src.raw_as(t.dtype) {
+        if let Some(raw) = src.raw_as(t.dtype.untiled()) {
             copied += 1;
-            assert!(
-                model.tensor_bytes(i) == raw.unwrap().as_slice(),
-                "{}",
-                t.name
-            );
+            let raw = raw.unwrap();
+            let cols = t.shape[t.shape.len() - 1] as usize;
+            let stored = if t.dtype.is_tiled() {
+                permuted(&raw, t.dtype, cols)
+            } else {
+                raw
+            };
+            assert!(model.tensor_bytes(i) == stored.as_slice(), "{}", t.name);
             // Same values as the GGUF reader's dequantization, bit for bit.
             let values = src.to_f32().unwrap();
             let cols = t.shape[t.shape.len() - 1] as usize;
@@ -67,6 +72,20 @@ fn check(dtype: DType, want_copies: usize) {
     let mut session = Session::new(model.clone(), SessionConfig::new(8)).unwrap();
     let logits = session.forward(1).unwrap();
     assert!(logits.iter().all(|v| v.is_finite()));
+}
+
+/// `raw` (plain row-major blocks) permuted into the row-interleaved layout.
+fn permuted(raw: &[u8], dtype: DType, cols: usize) -> Vec<u8> {
+    fn go<B: bytemuck::Pod>(raw: &[u8], nb: usize) -> Vec<u8> {
+        let src: &[B] = bytemuck::cast_slice(raw);
+        let mut dst = src.to_vec();
+        interleave_rows(src, nb, &mut dst);
+        bytemuck::cast_slice(&dst).to_vec()
+    }
+    match dtype {
+        DType::Q8_0X4 => go::<BlockQ8_0>(raw, cols / QK),
+        _ => go::<BlockQ4_0>(raw, cols / QK),
+    }
 }
 
 #[test]

@@ -6,7 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use ember_converter::{convert, ConvertOptions, DTypeChoice};
+use ember_converter::{convert, tiled_if_possible, ConvertOptions, DTypeChoice};
+use ember_kernels::blocks::{interleave_rows, BlockQ8_0, QK};
 use ember_runtime::format::{names, DType};
 use ember_runtime::generate::generate_greedy;
 use ember_runtime::{Model, Session, SessionConfig};
@@ -59,9 +60,14 @@ fn smollm2_q8_0_answers_paris_and_copies_gguf_blocks() {
         .iter()
         .position(|t| t.name == names::TOK_EMBEDDINGS)
         .unwrap();
-    assert_eq!(model.tensors()[idx].dtype, DType::Q8_0);
+    // Stored row-interleaved: the same blocks, permuted into tiles of 4 rows.
+    assert_eq!(model.tensors()[idx].dtype, DType::Q8_0X4);
+    let cols = model.tensors()[idx].shape[1] as usize;
+    let plain: &[BlockQ8_0] = bytemuck::cast_slice(&raw);
+    let mut tiled = plain.to_vec();
+    interleave_rows(plain, cols / QK, &mut tiled);
     assert!(
-        model.tensor_bytes(idx) == raw.as_slice(),
+        model.tensor_bytes(idx) == bytemuck::cast_slice::<BlockQ8_0, u8>(&tiled),
         "blocks copied bit for bit"
     );
     // Every other matrix is quantized, vectors stay f32.
@@ -69,7 +75,7 @@ fn smollm2_q8_0_answers_paris_and_copies_gguf_blocks() {
         let want = if t.shape.len() == 1 {
             DType::F32
         } else {
-            DType::Q8_0
+            tiled_if_possible(DType::Q8_0, &t.shape)
         };
         assert_eq!(t.dtype, want, "{}", t.name);
     }
@@ -98,8 +104,8 @@ fn smollm2_q4_0_keeps_embeddings_at_q8_0() {
     for t in model.tensors() {
         let want = match (t.shape.len(), t.name.as_str()) {
             (1, _) => DType::F32,
-            (_, names::TOK_EMBEDDINGS) => DType::Q8_0,
-            _ => DType::Q4_0,
+            (_, names::TOK_EMBEDDINGS) => tiled_if_possible(DType::Q8_0, &t.shape),
+            _ => tiled_if_possible(DType::Q4_0, &t.shape),
         };
         assert_eq!(t.dtype, want, "{}", t.name);
     }
@@ -135,7 +141,7 @@ fn stories260k_q8_0_keeps_the_greedy_story() {
         let want = match (t.shape.len(), t.shape.last()) {
             (1, _) => DType::F32,
             (_, Some(172)) => DType::F32,
-            _ => DType::Q8_0,
+            _ => tiled_if_possible(DType::Q8_0, &t.shape),
         };
         assert_eq!(t.dtype, want, "{}", t.name);
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 pub use error::{ConvertError, Result};
-pub use writer::{mixed_policy, DTypeChoice, WriteSummary};
+pub use writer::{mixed_policy, tiled_if_possible, DTypeChoice, WriteSummary};
 
 /// The kind of checkpoint an input path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -164,9 +164,10 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
             DType::F32
         } else {
             match opts.dtype {
-                DTypeChoice::Fixed(d) => {
-                    mixed_policy(name, shape[shape.len() - 1], d, opts.embed_dtype)
-                }
+                DTypeChoice::Fixed(d) => tiled_if_possible(
+                    mixed_policy(name, shape[shape.len() - 1], d, opts.embed_dtype),
+                    shape,
+                ),
                 DTypeChoice::Auto => t.source.native_dtype().unwrap_or(DType::F32),
             }
         };
@@ -224,9 +225,15 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
             return Err(ConvertError::Interrupted);
         }
         bar.set_message(p.tensor.name.clone());
-        let bytes = match p.tensor.source.raw_as(p.dtype) {
+        let cols = p.shape[p.n_dims - 1] as usize;
+        let bytes = match p.tensor.source.raw_as(p.dtype.untiled()) {
             Some(raw) => {
                 let raw = raw?;
+                let raw = if p.dtype.is_tiled() && raw.len() as u64 == p.nbytes {
+                    interleave_bytes(&raw, p.dtype, cols)
+                } else {
+                    raw
+                };
                 if raw.len() as u64 != p.nbytes {
                     return Err(ConvertError::Tensor {
                         name: p.tensor.name.clone(),
@@ -248,7 +255,7 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
                         ),
                     });
                 }
-                encode(&values, p.dtype)
+                encode(&values, p.dtype, cols)
             }
         };
         debug_assert_eq!(bytes.len() as u64, p.nbytes);
@@ -347,14 +354,53 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
     })
 }
 
-/// Encodes f32 values as little-endian bytes of `dtype`: float types round to
-/// nearest even; block types quantize consecutive runs of 32 values with the
-/// reference quantizers (`values.len()` a multiple of 32; rows of a matrix are
-/// whole blocks, so the flat tensor quantizes row by row).
-pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
+/// The row-interleaved variant of a block type for a matrix whose row count
+/// allows it (2-D, rows a multiple of `TILE_ROWS`): the layout the matrix
+/// kernels read as one stream. Other dtypes and shapes are returned unchanged.
+pub fn tiled_if_possible(d: DType, shape: &[u64]) -> DType {
+    let tileable = shape.len() == 2 && shape[0] % ember_kernels::blocks::TILE_ROWS as u64 == 0;
+    if tileable {
+        d.tiled()
+    } else {
+        d
+    }
+}
+
+/// Permutes the plain row-major blocks of a `[rows, cols]` matrix (`bytes`, of
+/// `dtype.untiled()`) into the row-interleaved layout of `dtype`.
+fn interleave_bytes(bytes: &[u8], dtype: DType, cols: usize) -> Vec<u8> {
+    use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK};
+    let nb = cols / QK;
+    match dtype {
+        DType::Q8_0X4 => {
+            let src: &[BlockQ8_0] = bytemuck::cast_slice(bytes);
+            let mut dst = src.to_vec();
+            interleave_rows(src, nb, &mut dst);
+            bytemuck::cast_slice(&dst).to_vec()
+        }
+        DType::Q4_0X4 => {
+            let src: &[BlockQ4_0] = bytemuck::cast_slice(bytes);
+            let mut dst = src.to_vec();
+            interleave_rows(src, nb, &mut dst);
+            bytemuck::cast_slice(&dst).to_vec()
+        }
+        _ => bytes.to_vec(),
+    }
+}
+
+/// Encodes f32 values of a tensor whose rows have `cols` elements as
+/// little-endian bytes of `dtype`: float types round to nearest even; block
+/// types quantize consecutive runs of 32 values with the reference quantizers
+/// (`cols` a multiple of 32, so rows are whole blocks); row-interleaved types
+/// are quantized row by row, then permuted (`values.len()` a multiple of
+/// `TILE_ROWS * cols`).
+pub fn encode(values: &[f32], dtype: DType, cols: usize) -> Vec<u8> {
     use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
     use ember_kernels::scalar;
     match dtype {
+        DType::Q8_0X4 | DType::Q4_0X4 => {
+            interleave_bytes(&encode(values, dtype.untiled(), cols), dtype, cols)
+        }
         DType::F32 => bytemuck::cast_slice(values).to_vec(),
         DType::F16 => {
             let v: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();

@@ -67,3 +67,56 @@ impl BlockQ4_0 {
         nib as i8 - 8
     }
 }
+
+/// Rows per tile of the row-interleaved ("x4") matrix layouts.
+///
+/// A `[rows, cols]` matrix of 32-element blocks (`nb = cols / QK` blocks per row,
+/// `rows` a multiple of `TILE_ROWS`) is stored in tiles: group `g` covers rows
+/// `4g..4g + 4`, and tile `(g, k)` holds block `k` of each of those four rows,
+/// in row order. So block `k` of row `r` is at index
+/// `tiled_index(r, k, nb) = (r / 4) * nb * 4 + k * 4 + r % 4`. The blocks are
+/// the plain `BlockQ8_0` / `BlockQ4_0` structs, unchanged: interleaving only
+/// permutes them, so GGUF tensors stay bit-exact, and a matrix-vector kernel
+/// reads one sequential stream instead of four strided ones while each
+/// activation block serves four rows.
+pub const TILE_ROWS: usize = 4;
+
+/// Index of block `k` of row `r` in the row-interleaved layout (see `TILE_ROWS`).
+#[inline]
+pub const fn tiled_index(r: usize, k: usize, nb: usize) -> usize {
+    (r / TILE_ROWS) * nb * TILE_ROWS + k * TILE_ROWS + r % TILE_ROWS
+}
+
+/// Permutes a row-major matrix of blocks (`nb` blocks per row) into the
+/// row-interleaved layout. Contract: `src.len() == dst.len()`, a multiple of
+/// `nb * TILE_ROWS` (`nb > 0`).
+pub fn interleave_rows<B: Copy>(src: &[B], nb: usize, dst: &mut [B]) {
+    assert_eq!(src.len(), dst.len(), "interleave_rows: length mismatch");
+    assert!(
+        nb > 0 && src.len().is_multiple_of(nb * TILE_ROWS),
+        "interleave_rows: rows must be a multiple of {TILE_ROWS}"
+    );
+    for (i, b) in src.iter().enumerate() {
+        dst[tiled_index(i / nb, i % nb, nb)] = *b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiled_index_is_a_permutation() {
+        let nb = 3;
+        let src: [u32; 24] = core::array::from_fn(|i| i as u32);
+        let mut dst = [0u32; 24];
+        interleave_rows(&src, nb, &mut dst);
+        // Tile (0, 0) = block 0 of rows 0..4 = elements 0, 3, 6, 9.
+        assert_eq!(dst[..4], [0, 3, 6, 9]);
+        assert_eq!(dst[4..8], [1, 4, 7, 10]);
+        assert_eq!(dst[12..16], [12, 15, 18, 21]);
+        let mut seen = dst;
+        seen.sort_unstable();
+        assert_eq!(seen, src);
+    }
+}

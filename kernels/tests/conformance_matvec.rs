@@ -9,7 +9,7 @@
 
 use bytemuck::Zeroable;
 use ember_kernels::arch::{kernels_for, Kernels, Tier};
-use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK, TILE_ROWS};
 use ember_kernels::scalar;
 use half::f16;
 
@@ -23,7 +23,7 @@ const FLOAT_SPAN: usize = 16 * 4;
 const BLOCK_SPAN: usize = 2 * 2;
 /// Output rows per test matrix: one group of four (the multi-row kernels) plus
 /// three left over, so both paths and row offsets are exercised.
-const ROWS: usize = 7;
+const ROWS: usize = 11;
 
 /// Two summation orders of the same `n` products differ by at most
 /// `2 * gamma_n * sum |terms|` (each is within `gamma_n = n u / (1 - n u)` of the
@@ -308,6 +308,118 @@ fn block_case(tiers: &[Kernels], w8: &[BlockQ8_0], w4: &[BlockQ4_0], a: &[BlockQ
             check_float(k.tier, &format!("q4_0{how}"), nb, &got, &want4, &b4);
         }
     }
+    tiled_case(tiers, w8, w4, a, exact, (&want8, &want4), (&b8, &b4));
+}
+
+/// The row-interleaved kernels on the first `rows / 4 * 4` rows of the same
+/// matrices: scalar must equal the plain-layout scalar bit for bit (same
+/// per-row summation), every tier must be within the same bounds.
+fn tiled_case(
+    tiers: &[Kernels],
+    w8: &[BlockQ8_0],
+    w4: &[BlockQ4_0],
+    a: &[BlockQ8_0],
+    exact: bool,
+    want: (&[f32], &[f32]),
+    bound: (&[f64], &[f64]),
+) {
+    let nb = a.len();
+    if nb == 0 {
+        return;
+    }
+    let rows = w8.len() / nb / TILE_ROWS * TILE_ROWS;
+    let (want8, want4) = (&want.0[..rows], &want.1[..rows]);
+    let (b8, b4) = (&bound.0[..rows], &bound.1[..rows]);
+    let mut t8 = w8[..rows * nb].to_vec();
+    let mut t4 = w4[..rows * nb].to_vec();
+    interleave_rows(&w8[..rows * nb], nb, &mut t8);
+    interleave_rows(&w4[..rows * nb], nb, &mut t4);
+    let mut got = vec![f32::NAN; rows];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    scalar::matvec_q8_0x4_q8_0(&t8, a, &mut got);
+    assert_eq!(
+        bits(&got),
+        bits(want8),
+        "scalar q8_0x4 nb={nb}: equals the plain layout"
+    );
+    scalar::matvec_q4_0x4_q8_0(&t4, a, &mut got);
+    assert_eq!(
+        bits(&got),
+        bits(want4),
+        "scalar q4_0x4 nb={nb}: equals the plain layout"
+    );
+    let (t8m, t4m, am) = (
+        misaligned_blocks(&t8),
+        misaligned_blocks(&t4),
+        misaligned_blocks(a),
+    );
+    let t8m: &[BlockQ8_0] = bytemuck::cast_slice(&t8m[1..]);
+    let t4m: &[BlockQ4_0] = bytemuck::cast_slice(&t4m[1..]);
+    let am: &[BlockQ8_0] = bytemuck::cast_slice(&am[1..]);
+    for k in tiers {
+        for (wq8, wq4, aq, how) in [(&t8[..], &t4[..], a, ""), (t8m, t4m, am, " misaligned")] {
+            let mut got = vec![f32::NAN; rows];
+            (k.matvec_q8_0x4_q8_0)(wq8, aq, &mut got);
+            if exact {
+                assert_eq!(got, want8, "{} q8_0x4{how} nb={nb}: exact", k.tier.name());
+            }
+            check_float(k.tier, &format!("q8_0x4{how}"), nb, &got, want8, b8);
+            (k.matvec_q4_0x4_q8_0)(wq4, aq, &mut got);
+            if exact {
+                assert_eq!(got, want4, "{} q4_0x4{how} nb={nb}: exact", k.tier.name());
+            }
+            check_float(k.tier, &format!("q4_0x4{how}"), nb, &got, want4, b4);
+        }
+    }
+    matmul_case(tiers, &t8, &t4, a, rows);
+}
+
+/// The batched kernels over three tokens (`a`, `a` negated, `a`): each
+/// token's results must be bit-identical to the same tier's matrix-vector
+/// product for that token (prefill and decode agree exactly), including the
+/// scalar tier.
+fn matmul_case(
+    tiers: &[Kernels],
+    t8: &[BlockQ8_0],
+    t4: &[BlockQ4_0],
+    a: &[BlockQ8_0],
+    rows: usize,
+) {
+    let nb = a.len();
+    let neg: Vec<BlockQ8_0> = a
+        .iter()
+        .map(|b| BlockQ8_0 {
+            d: b.d,
+            qs: b.qs.map(|q| (q as i8).wrapping_neg() as u8),
+        })
+        .collect();
+    let toks: Vec<&[BlockQ8_0]> = vec![a, &neg, a];
+    let a3: Vec<BlockQ8_0> = toks.concat();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let all = std::iter::once(ember_kernels::arch::SCALAR).chain(tiers.iter().copied());
+    for k in all {
+        let mut got8 = vec![f32::NAN; 3 * rows];
+        let mut got4 = vec![f32::NAN; 3 * rows];
+        (k.matmul_q8_0x4_q8_0)(t8, &a3, 3, &mut got8);
+        (k.matmul_q4_0x4_q8_0)(t4, &a3, 3, &mut got4);
+        for (t, at) in toks.iter().enumerate() {
+            let mut want = vec![0.0f32; rows];
+            (k.matvec_q8_0x4_q8_0)(t8, at, &mut want);
+            assert_eq!(
+                bits(&got8[t * rows..(t + 1) * rows]),
+                bits(&want),
+                "{} matmul_q8_0x4 nb={nb} token {t}",
+                k.tier.name()
+            );
+            (k.matvec_q4_0x4_q8_0)(t4, at, &mut want);
+            assert_eq!(
+                bits(&got4[t * rows..(t + 1) * rows]),
+                bits(&want),
+                "{} matmul_q4_0x4 nb={nb} token {t}",
+                k.tier.name()
+            );
+        }
+    }
 }
 
 #[test]
@@ -473,4 +585,55 @@ fn tier_selection() {
     }
     let k = ember_kernels::arch::kernels();
     assert!(kernels_for(k.tier).is_some());
+}
+
+/// Every tier's activation quantizer is bit-identical to scalar (scale bits and
+/// quants): random magnitudes, exact rounding ties (a block whose maximum is
+/// 127 has `d = 1`, so `k + 0.5` values are ties), zeros, NaN and infinities,
+/// on misaligned inputs.
+#[test]
+fn activation_quantizer_tiers_are_bit_identical() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(0x5EED);
+    for nb in block_lengths() {
+        let mut cases: Vec<Vec<f32>> = Vec::new();
+        for scale in [1e-6f32, 0.37, 1.0, 250.0, 3e4] {
+            cases.push((0..nb * QK).map(|_| rng.f32() * scale).collect());
+        }
+        cases.push(
+            (0..nb * QK)
+                .map(|i| match i % QK {
+                    0 => 127.0,
+                    j => (j as f32 - 16.0) + 0.5,
+                })
+                .collect(),
+        );
+        cases.push(vec![0.0; nb * QK]);
+        cases.push(
+            (0..nb * QK)
+                .map(|i| match i % 7 {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => f32::NEG_INFINITY,
+                    _ => rng.f32(),
+                })
+                .collect(),
+        );
+        cases.push(
+            (0..nb * QK)
+                .map(|i| if i % 5 == 0 { f32::NAN } else { rng.f32() })
+                .collect(),
+        );
+        for x in cases {
+            let (xm, off) = misaligned(&x);
+            let xm = &xm[off..off + x.len()];
+            let mut want = vec![BlockQ8_0::zeroed(); nb];
+            scalar::quantize_row_q8_0(&x, &mut want);
+            for k in &tiers {
+                let mut got = vec![BlockQ8_0::zeroed(); nb];
+                (k.quantize_row_q8_0)(xm, &mut got);
+                assert_eq!(got, want, "{} quantize_row_q8_0 nb={nb}", k.tier.name());
+            }
+        }
+    }
 }

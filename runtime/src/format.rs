@@ -28,7 +28,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'E', b'M', b'B', b'\r', b'\n', 0x1A, b'\n'];
 pub const VERSION_MAJOR: u16 = 1;
 /// Additive version: new dtype ids, new metadata keys, new optional fields that old
 /// readers may ignore. Readers accept any minor of their major.
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 /// Size in bytes of `Header`.
 pub const HEADER_SIZE: usize = 512;
 /// Size in bytes of one `DirEntry`.
@@ -411,10 +411,16 @@ pub enum DType {
     Q8_0 = 16,
     /// Blocks of 32: f16 scale + 16 bytes of nibbles (18 bytes), `v = d * (q - 8)`.
     Q4_0 = 17,
+    /// Q8_0 blocks of a matrix in the row-interleaved layout
+    /// (`ember_kernels::blocks::TILE_ROWS`): 2-D, rows a multiple of 4 (format 1.2).
+    Q8_0X4 = 18,
+    /// Q4_0 blocks in the row-interleaved layout (format 1.2).
+    Q4_0X4 = 19,
 }
 
 /// Dtype ids reserved for quantized block types. 16 (q8_0) and 17 (q4_0) are
-/// assigned (format 1.1); the rest are reserved for later minor versions.
+/// assigned in format 1.1, 18 (q8_0x4) and 19 (q4_0x4) in 1.2; the rest are
+/// reserved for later minor versions.
 pub const RESERVED_QUANT_DTYPE_IDS: core::ops::RangeInclusive<u32> = 16..=31;
 
 impl DType {
@@ -425,6 +431,8 @@ impl DType {
             2 => Some(Self::BF16),
             16 => Some(Self::Q8_0),
             17 => Some(Self::Q4_0),
+            18 => Some(Self::Q8_0X4),
+            19 => Some(Self::Q4_0X4),
             _ => None,
         }
     }
@@ -432,7 +440,7 @@ impl DType {
     pub fn block_elems(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q8_0 | Self::Q4_0 => ember_kernels::blocks::QK,
+            Self::Q8_0 | Self::Q4_0 | Self::Q8_0X4 | Self::Q4_0X4 => ember_kernels::blocks::QK,
         }
     }
     /// Bytes per storage unit (element or block).
@@ -440,8 +448,29 @@ impl DType {
         match self {
             Self::F32 => 4,
             Self::F16 | Self::BF16 => 2,
-            Self::Q8_0 => core::mem::size_of::<ember_kernels::blocks::BlockQ8_0>(),
-            Self::Q4_0 => core::mem::size_of::<ember_kernels::blocks::BlockQ4_0>(),
+            Self::Q8_0 | Self::Q8_0X4 => core::mem::size_of::<ember_kernels::blocks::BlockQ8_0>(),
+            Self::Q4_0 | Self::Q4_0X4 => core::mem::size_of::<ember_kernels::blocks::BlockQ4_0>(),
+        }
+    }
+    /// Whether this is a row-interleaved block type (2-D, rows a multiple of
+    /// `ember_kernels::blocks::TILE_ROWS`).
+    pub fn is_tiled(self) -> bool {
+        matches!(self, Self::Q8_0X4 | Self::Q4_0X4)
+    }
+    /// The block type with the plain row-major layout (itself for the others).
+    pub fn untiled(self) -> Self {
+        match self {
+            Self::Q8_0X4 => Self::Q8_0,
+            Self::Q4_0X4 => Self::Q4_0,
+            d => d,
+        }
+    }
+    /// The row-interleaved variant of a block type (itself for the others).
+    pub fn tiled(self) -> Self {
+        match self {
+            Self::Q8_0 => Self::Q8_0X4,
+            Self::Q4_0 => Self::Q4_0X4,
+            d => d,
         }
     }
     /// Whether this is a quantized block type.
@@ -455,6 +484,8 @@ impl DType {
             Self::BF16 => "bf16",
             Self::Q8_0 => "q8_0",
             Self::Q4_0 => "q4_0",
+            Self::Q8_0X4 => "q8_0x4",
+            Self::Q4_0X4 => "q4_0x4",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -464,6 +495,8 @@ impl DType {
             "bf16" => Some(Self::BF16),
             "q8_0" => Some(Self::Q8_0),
             "q4_0" => Some(Self::Q4_0),
+            "q8_0x4" => Some(Self::Q8_0X4),
+            "q4_0x4" => Some(Self::Q4_0X4),
             _ => None,
         }
     }

@@ -15,9 +15,13 @@
 
 use ember_kernels::scalar::{self as k, RopeLayout};
 
+mod batch;
+pub use batch::{forward_batch, BatchBuffers, MAX_BATCH};
+
 use crate::error::Result;
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
+use crate::lora::{lora_hook, ActiveLora, LoraTarget};
 use crate::model::{Input, Model};
 use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
@@ -45,9 +49,15 @@ pub struct ForwardBuffers<'a> {
     pub(crate) logits: Slab<'a, f32>,
     /// `[rope_dim / 2]` RoPE inverse frequencies (after scaling).
     inv_freq: Slab<'a, f32>,
+    /// `[2 * (rope_dim / 2)]` the RoPE table of the current position: cosines,
+    /// then sines (`scalar::rope_angles_f32`), shared by every layer and head.
+    rope_cs: Slab<'a, f32>,
     /// `[max(dim, q_dim, ffn) / QK]` the current matrix input quantized to Q8_0
     /// (used when the model has quantized matrices).
     xq: Slab<'a, BlockQ8_0>,
+    /// The attached LoRA adapter, if any (`Session::set_lora`); heap-owned, not
+    /// part of `buffer_sizes`.
+    pub(crate) lora: Option<ActiveLora>,
 }
 
 /// Blocks needed to quantize the widest matrix input.
@@ -88,11 +98,13 @@ impl<'a> ForwardBuffers<'a> {
             logits: alloc.zeroed(hp.vocab_size as usize)?,
             inv_freq,
             xq: alloc.zeroed(xq_blocks(hp))?,
+            rope_cs: alloc.zeroed(2 * (hp.rope_dim as usize / 2))?,
+            lora: None,
         })
     }
 
     /// Byte sizes of the buffers `new_with` takes, in the order it takes them.
-    pub(crate) fn buffer_sizes(hp: &HyperParams, context: usize) -> [usize; 11] {
+    pub(crate) fn buffer_sizes(hp: &HyperParams, context: usize) -> [usize; 12] {
         let f = std::mem::size_of::<f32>();
         let dim = hp.dim as usize;
         [
@@ -107,6 +119,7 @@ impl<'a> ForwardBuffers<'a> {
             f * hp.ffn_dim as usize,
             f * hp.vocab_size as usize,
             std::mem::size_of::<BlockQ8_0>() * xq_blocks(hp),
+            f * 2 * (hp.rope_dim as usize / 2),
         ]
     }
 
@@ -159,32 +172,41 @@ pub fn forward(
         .weights(model.tok_embeddings)
         .row_to_f32(token as usize, &mut buf.x);
 
+    // RoPE table of this position: cos/sin computed once for all layers and heads.
+    let (cos, sin) = buf.rope_cs.split_at_mut(buf.inv_freq.len());
+    k::rope_angles_f32(pos, &buf.inv_freq, cos, sin);
+
     for (l, li) in model.layers.iter().enumerate() {
         // --- attention block ---
-        k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(li.attn_norm), eps);
+        (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(li.attn_norm), eps);
         let (k_row, v_row) = kv.rows_mut(l, pos);
         let xin = input(&buf.xn, &mut buf.xq, quant);
         model
             .weights(li.wq)
             .matvec_input_threaded(kern, &xin, &mut buf.q, pool);
+        lora_hook(&mut buf.lora, l, LoraTarget::Q, &buf.xn, &mut buf.q);
         model
             .weights(li.wk)
             .matvec_input_threaded(kern, &xin, k_row, pool);
+        lora_hook(&mut buf.lora, l, LoraTarget::K, &buf.xn, k_row);
         model
             .weights(li.wv)
             .matvec_input_threaded(kern, &xin, v_row, pool);
+        lora_hook(&mut buf.lora, l, LoraTarget::V, &buf.xn, v_row);
         if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
-            k::add_f32(&mut buf.q, model.vector(bq));
-            k::add_f32(k_row, model.vector(bk));
-            k::add_f32(v_row, model.vector(bv));
+            (kern.add_f32)(&mut buf.q, model.vector(bq));
+            (kern.add_f32)(k_row, model.vector(bk));
+            (kern.add_f32)(v_row, model.vector(bv));
         }
-        k::rope_f32(&mut buf.q, head_dim, pos, &buf.inv_freq, layout);
-        k::rope_f32(k_row, head_dim, pos, &buf.inv_freq, layout);
+        let (cos, sin) = buf.rope_cs.split_at(buf.inv_freq.len());
+        (kern.rope_f32)(&mut buf.q, head_dim, cos, sin, layout);
+        (kern.rope_f32)(k_row, head_dim, cos, sin, layout);
 
         for h in 0..hp.n_heads as usize {
             let q_head = &buf.q[h * head_dim..][..head_dim];
             let out = &mut buf.att_out[h * head_dim..][..head_dim];
             kv.attend(
+                kern,
                 l,
                 h / group,
                 q_head,
@@ -199,39 +221,49 @@ pub fn forward(
         model
             .weights(li.wo)
             .matvec_input_threaded(kern, &ain, &mut buf.proj, pool);
+        lora_hook(&mut buf.lora, l, LoraTarget::O, &buf.att_out, &mut buf.proj);
         if let Some(bo) = li.bo {
-            k::add_f32(&mut buf.proj, model.vector(bo));
+            (kern.add_f32)(&mut buf.proj, model.vector(bo));
         }
-        k::add_f32(&mut buf.x, &buf.proj);
+        (kern.add_f32)(&mut buf.x, &buf.proj);
 
         // --- feed-forward block ---
-        k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(li.ffn_norm), eps);
+        (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(li.ffn_norm), eps);
         let xin = input(&buf.xn, &mut buf.xq, quant);
         model
             .weights(li.w_gate)
             .matvec_input_threaded(kern, &xin, &mut buf.gate, pool);
+        lora_hook(&mut buf.lora, l, LoraTarget::Gate, &buf.xn, &mut buf.gate);
         model
             .weights(li.w_up)
             .matvec_input_threaded(kern, &xin, &mut buf.up, pool);
+        lora_hook(&mut buf.lora, l, LoraTarget::Up, &buf.xn, &mut buf.up);
         if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
-            k::add_f32(&mut buf.gate, model.vector(bg));
-            k::add_f32(&mut buf.up, model.vector(bu));
+            (kern.add_f32)(&mut buf.gate, model.vector(bg));
+            (kern.add_f32)(&mut buf.up, model.vector(bu));
         }
         match Activation::from_u32(hp.activation) {
-            Some(Activation::GeluTanh) => k::gelu_gate_f32(&mut buf.gate, &buf.up),
-            _ => k::silu_gate_f32(&mut buf.gate, &buf.up),
+            Some(Activation::GeluTanh) => (kern.gelu_gate_f32)(&mut buf.gate, &buf.up),
+            _ => (kern.silu_gate_f32)(&mut buf.gate, &buf.up),
         }
         let gin = input(&buf.gate, &mut buf.xq, quant);
         model
             .weights(li.w_down)
             .matvec_input_threaded(kern, &gin, &mut buf.proj[..dim], pool);
+        lora_hook(
+            &mut buf.lora,
+            l,
+            LoraTarget::Down,
+            &buf.gate,
+            &mut buf.proj[..dim],
+        );
         if let Some(bd) = li.b_down {
-            k::add_f32(&mut buf.proj, model.vector(bd));
+            (kern.add_f32)(&mut buf.proj, model.vector(bd));
         }
-        k::add_f32(&mut buf.x, &buf.proj);
+        (kern.add_f32)(&mut buf.x, &buf.proj);
     }
 
-    k::rmsnorm_f32(&mut buf.xn, &buf.x, model.vector(model.norm), eps);
+    (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(model.norm), eps);
     let xin = input(&buf.xn, &mut buf.xq, quant);
     model
         .weights(model.output)

@@ -7,6 +7,7 @@
 //! `attend` on that layer first stores the staged row in the cache's type, so the
 //! current position is attended to with the same rounding as every earlier one.
 
+use ember_kernels::arch::Kernels;
 pub use ember_kernels::blocks::BlockQ8_0;
 use ember_kernels::blocks::QK;
 use ember_kernels::scalar::{self as k, RopeLayout};
@@ -141,7 +142,8 @@ pub struct KvCache<'a> {
     stage_v: Slab<'a, f32>,
     /// `(layer, pos)` of a staged row not yet stored.
     pending: Option<(usize, usize)>,
-    /// `[head_dim]` widened key or value of one head (f16 / q8_0 attention).
+    /// `[head_dim]` widened key or value of one head (q8_0 attention); the
+    /// RoPE cos/sin table (`[rope_dim / 2]` each) during a context shift.
     scratch: Slab<'a, f32>,
 }
 
@@ -265,9 +267,12 @@ impl<'a> KvCache<'a> {
     /// using KV head `kv_head`:
     /// `out = sum_j softmax_j(q . K_j * scale) V_j`. `scores` is scratch of at
     /// least `last - first + 1` elements; `out` has `head_dim` elements.
+    /// The scores, softmax and weighted sum run on `kern`'s kernels (f16 rows
+    /// are read in place: `dot_f16_f32` and `axpy_f16_f32` widen as they go).
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &mut self,
+        kern: &Kernels,
         layer: usize,
         kv_head: usize,
         q: &[f32],
@@ -287,23 +292,21 @@ impl<'a> KvCache<'a> {
             Store::F32 { k, v } => {
                 let at = |j: usize| base + j * self.row + off;
                 for (j, s) in (first..=last).zip(scores.iter_mut()) {
-                    *s = k::dot_f32(q, &k[at(j)..at(j) + hd]) * scale;
+                    *s = (kern.dot_f32)(q, &k[at(j)..at(j) + hd]) * scale;
                 }
-                k::softmax_f32(scores);
+                (kern.softmax_f32)(scores);
                 for (j, &p) in (first..=last).zip(scores.iter()) {
-                    k::axpy_f32(out, p, &v[at(j)..at(j) + hd]);
+                    (kern.axpy_f32)(out, p, &v[at(j)..at(j) + hd]);
                 }
             }
             Store::F16 { k, v } => {
                 let at = |j: usize| base + j * self.row + off;
                 for (j, s) in (first..=last).zip(scores.iter_mut()) {
-                    *s = k::dot_f16_f32(&k[at(j)..at(j) + hd], q) * scale;
+                    *s = (kern.dot_f16_f32)(&k[at(j)..at(j) + hd], q) * scale;
                 }
-                k::softmax_f32(scores);
-                let tmp = &mut self.scratch[..];
+                (kern.softmax_f32)(scores);
                 for (j, &p) in (first..=last).zip(scores.iter()) {
-                    k::f16_to_f32(&v[at(j)..at(j) + hd], tmp);
-                    k::axpy_f32(out, p, tmp);
+                    (kern.axpy_f16_f32)(out, p, &v[at(j)..at(j) + hd]);
                 }
             }
             Store::Q8_0 { k, v } => {
@@ -312,12 +315,12 @@ impl<'a> KvCache<'a> {
                 let tmp = &mut self.scratch[..];
                 for (j, s) in (first..=last).zip(scores.iter_mut()) {
                     dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
-                    *s = k::dot_f32(q, tmp) * scale;
+                    *s = (kern.dot_f32)(q, tmp) * scale;
                 }
-                k::softmax_f32(scores);
+                (kern.softmax_f32)(scores);
                 for (j, &p) in (first..=last).zip(scores.iter()) {
                     dequantize_q8_0(&v[row(j)..row(j) + r], off, tmp);
-                    k::axpy_f32(out, p, tmp);
+                    (kern.axpy_f32)(out, p, tmp);
                 }
             }
         }
@@ -345,6 +348,15 @@ impl<'a> KvCache<'a> {
         let delta = from - to;
         let (r, hd, kv_dim) = (self.row, self.head_dim, self.kv_dim);
         let stage = &mut self.stage_k[..];
+        // The rotation table of `delta` (rope_dim / 2 <= head_dim / 2 each).
+        let half = neg_inv_freq.len();
+        let (cos, rest) = self.scratch.split_at_mut(half);
+        let sin = &mut rest[..half];
+        k::rope_angles_f32(delta, neg_inv_freq, cos, sin);
+        let (cos, sin) = (&*cos, &*sin);
+        // The process-wide table (the one `Model` holds): RoPE and widening give
+        // the scalar kernels' bits on every tier.
+        let kern = ember_kernels::arch::kernels();
         for l in 0..self.n_layers {
             let src = (l * self.context + from) * r;
             let dst = (l * self.context + to) * r;
@@ -353,15 +365,15 @@ impl<'a> KvCache<'a> {
                     k.copy_within(src..src + n * r, dst);
                     v.copy_within(src..src + n * r, dst);
                     for row in k[dst..dst + n * r].chunks_exact_mut(r) {
-                        k::rope_f32(row, hd, delta, neg_inv_freq, layout);
+                        (kern.rope_f32)(row, hd, cos, sin, layout);
                     }
                 }
                 Store::F16 { k, v } => {
                     v.copy_within(src..src + n * r, dst);
                     for i in 0..n {
                         let (s, d) = (src + i * r, dst + i * r);
-                        k::f16_to_f32(&k[s..s + r], stage);
-                        k::rope_f32(stage, hd, delta, neg_inv_freq, layout);
+                        (kern.f16_to_f32)(&k[s..s + r], stage);
+                        (kern.rope_f32)(stage, hd, cos, sin, layout);
                         for (o, x) in k[d..d + r].iter_mut().zip(stage.iter()) {
                             *o = f16::from_f32(*x);
                         }
@@ -372,7 +384,7 @@ impl<'a> KvCache<'a> {
                     for i in 0..n {
                         let (s, d) = (src + i * r, dst + i * r);
                         dequantize_q8_0(&k[s..s + r], 0, &mut stage[..kv_dim]);
-                        k::rope_f32(stage, hd, delta, neg_inv_freq, layout);
+                        (kern.rope_f32)(stage, hd, cos, sin, layout);
                         quantize_row_q8_0(stage, &mut k[d..d + r]);
                     }
                 }

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod generate;
 pub mod kv_cache;
 pub mod loader;
+pub mod lora;
 pub mod model;
 pub mod pool;
 mod rope;
@@ -26,5 +27,8 @@ pub mod tokenizer;
 pub use error::{Error, Result};
 pub use kv_cache::KvType;
 pub use model::{Model, Weights};
+/// RoPE inverse frequencies (with scaling) exactly as the forward pass uses them;
+/// public for the training forward pass in `ember-train`.
+pub use rope::inverse_frequencies;
 pub use sampler::{Sampler, SamplerConfig};
 pub use session::{argmax, ContextPolicy, Session, SessionConfig};

@@ -283,6 +283,16 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
                 dtype.block_elems()
             )));
         }
+        if dtype.is_tiled()
+            && (nd != 2 || e.dims()[0] % ember_kernels::blocks::TILE_ROWS as u64 != 0)
+        {
+            return Err(bad(format!(
+                "{} needs a matrix whose row count is a multiple of {} (shape {:?})",
+                dtype.name(),
+                ember_kernels::blocks::TILE_ROWS,
+                e.dims()
+            )));
+        }
         let nbytes = dtype
             .bytes_for(count)
             .ok_or_else(|| bad("byte size overflows".into()))?;

@@ -27,6 +27,10 @@ pub enum Weights<'a> {
     BF16(&'a [bf16]),
     Q8_0(&'a [BlockQ8_0]),
     Q4_0(&'a [BlockQ4_0]),
+    /// Q8_0 blocks in the row-interleaved layout (`blocks::TILE_ROWS`).
+    Q8_0X4(&'a [BlockQ8_0]),
+    /// Q4_0 blocks in the row-interleaved layout.
+    Q4_0X4(&'a [BlockQ4_0]),
 }
 
 /// A matrix-vector input: the f32 vector and, when the model has quantized
@@ -45,9 +49,11 @@ impl<'a> Input<'a> {
     }
     /// Quantizes `x` into `buf` (`buf.len() >= x.len() / QK`, `x.len()` a
     /// multiple of `QK`) and returns the input with both forms.
+    /// Uses the process-wide kernel table's quantizer (every tier's is
+    /// bit-identical to the scalar reference).
     pub fn quantized(x: &'a [f32], buf: &'a mut [BlockQ8_0]) -> Self {
         let q8 = &mut buf[..x.len() / QK];
-        ember_kernels::scalar::quantize_row_q8_0(x, q8);
+        (ember_kernels::arch::kernels().quantize_row_q8_0)(x, q8);
         Self { x, q8 }
     }
 }
@@ -59,8 +65,8 @@ impl Weights<'_> {
             Self::F32(w) => w.len(),
             Self::F16(w) => w.len(),
             Self::BF16(w) => w.len(),
-            Self::Q8_0(w) => w.len() * QK,
-            Self::Q4_0(w) => w.len() * QK,
+            Self::Q8_0(w) | Self::Q8_0X4(w) => w.len() * QK,
+            Self::Q4_0(w) | Self::Q4_0X4(w) => w.len() * QK,
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -74,6 +80,8 @@ impl Weights<'_> {
             Self::BF16(_) => DType::BF16,
             Self::Q8_0(_) => DType::Q8_0,
             Self::Q4_0(_) => DType::Q4_0,
+            Self::Q8_0X4(_) => DType::Q8_0X4,
+            Self::Q4_0X4(_) => DType::Q4_0X4,
         }
     }
     /// Copies row `r` of a `[rows, cols]` matrix into `out` (`out.len() == cols`),
@@ -92,6 +100,8 @@ impl Weights<'_> {
                 let nb = c / QK;
                 ember_kernels::scalar::dequantize_row_q4_0(&w[r * nb..(r + 1) * nb], out)
             }
+            Self::Q8_0X4(w) => ember_kernels::scalar::dequantize_tiled_row_q8_0(w, r, out),
+            Self::Q4_0X4(w) => ember_kernels::scalar::dequantize_tiled_row_q4_0(w, r, out),
         }
     }
     /// `out = W x` for `W: [out.len(), x.len()]` with the process-wide kernels.
@@ -100,14 +110,16 @@ impl Weights<'_> {
     pub fn matvec(&self, x: &[f32], out: &mut [f32]) {
         let k = ember_kernels::arch::kernels();
         match self {
-            Self::Q8_0(_) | Self::Q4_0(_) => {
+            Self::Q8_0(_) | Self::Q4_0(_) | Self::Q8_0X4(_) | Self::Q4_0X4(_) => {
                 let mut buf = vec![BlockQ8_0::zeroed(); x.len() / QK];
                 self.matvec_input(&k, &Input::quantized(x, &mut buf), out)
             }
             _ => self.matvec_input(&k, &Input::f32(x), out),
         }
     }
-    /// Rows `r0..r1` of a matrix with `cols` columns, as a view of the same type.
+    /// Rows `r0..r1` of a matrix with `cols` columns, as a view of the same type
+    /// (row-interleaved types: `r0` and `r1` multiples of `TILE_ROWS`, so the
+    /// range is whole tiles, which are contiguous).
     fn rows(&self, cols: usize, r0: usize, r1: usize) -> Self {
         match self {
             Self::F32(w) => Self::F32(&w[r0 * cols..r1 * cols]),
@@ -115,6 +127,8 @@ impl Weights<'_> {
             Self::BF16(w) => Self::BF16(&w[r0 * cols..r1 * cols]),
             Self::Q8_0(w) => Self::Q8_0(&w[r0 * cols / QK..r1 * cols / QK]),
             Self::Q4_0(w) => Self::Q4_0(&w[r0 * cols / QK..r1 * cols / QK]),
+            Self::Q8_0X4(w) => Self::Q8_0X4(&w[r0 * cols / QK..r1 * cols / QK]),
+            Self::Q4_0X4(w) => Self::Q4_0X4(&w[r0 * cols / QK..r1 * cols / QK]),
         }
     }
 
@@ -144,6 +158,41 @@ impl Weights<'_> {
         });
     }
 
+    /// `out[t] = W a[t]` for `n` Q8_0-quantized input vectors (`a: [n, cols / QK]`,
+    /// `out: [n, rows]`, token-major) with the matrix-matrix kernels, split over
+    /// the threads of `pool` by tokens. Returns false (and does nothing) for
+    /// types without a matrix-matrix kernel (all but the row-interleaved ones);
+    /// the caller then runs one product per token. Each token's results equal
+    /// `matvec_input`'s for that token.
+    pub fn matmul_input_threaded(
+        &self,
+        k: &Kernels,
+        a: &[BlockQ8_0],
+        n: usize,
+        out: &mut [f32],
+        pool: &mut Pool,
+    ) -> bool {
+        if !matches!(self, Self::Q8_0X4(_) | Self::Q4_0X4(_)) || n == 0 {
+            return false;
+        }
+        let (nb, rows) = (a.len() / n, out.len() / n);
+        let run = |t0: usize, part: &mut [f32]| {
+            let nt = part.len() / rows;
+            let at = &a[t0 * nb..(t0 + nt) * nb];
+            match self {
+                Self::Q8_0X4(w) => (k.matmul_q8_0x4_q8_0)(w, at, nt, part),
+                Self::Q4_0X4(w) => (k.matmul_q4_0x4_q8_0)(w, at, nt, part),
+                _ => unreachable!("checked above"),
+            }
+        };
+        if pool.threads() <= 1 || n < 2 {
+            run(0, out);
+        } else {
+            pool.split_rows(out, rows, &|r0, part| run(r0 / rows, part));
+        }
+        true
+    }
+
     /// `out = W x` with the kernels of `k`. Quantized matrices read `input.q8`,
     /// which must hold `input.x` quantized (see `Input::quantized`).
     pub fn matvec_input(&self, k: &Kernels, input: &Input, out: &mut [f32]) {
@@ -158,6 +207,14 @@ impl Weights<'_> {
             Self::Q4_0(w) => {
                 assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
                 (k.matvec_q4_0_q8_0)(w, input.q8, out)
+            }
+            Self::Q8_0X4(w) => {
+                assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
+                (k.matvec_q8_0x4_q8_0)(w, input.q8, out)
+            }
+            Self::Q4_0X4(w) => {
+                assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
+                (k.matvec_q4_0x4_q8_0)(w, input.q8, out)
             }
         }
     }
@@ -358,6 +415,12 @@ impl Model {
             }
             DType::Q4_0 => {
                 Weights::Q4_0(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+            DType::Q8_0X4 => {
+                Weights::Q8_0X4(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+            DType::Q4_0X4 => {
+                Weights::Q4_0X4(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
             }
         })
     }

@@ -16,9 +16,10 @@ use ember_kernels::scalar::RopeLayout;
 
 use crate::error::{Error, Result};
 use crate::format::{HyperParams, RopePairing};
-use crate::forward::{forward, ForwardBuffers};
+use crate::forward::{forward, forward_batch, BatchBuffers, ForwardBuffers};
 use crate::kv_cache::KvCache;
 pub use crate::kv_cache::KvType;
+use crate::lora::{ActiveLora, LoraAdapter};
 use crate::model::Model;
 use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
@@ -62,9 +63,10 @@ pub struct SessionConfig {
     /// rows of large matrix-vector products. Results do not depend on it (rows are
     /// split on 4-row boundaries; each row's reduction order is fixed).
     pub threads: usize,
-    /// Tokens per prefill batch, >= 1. `prefill` processes prompts in chunks of
-    /// this size (today each token is one forward pass; the batched matrix path
-    /// will use it).
+    /// Tokens per prefill batch, >= 1: `prefill` runs up to
+    /// `min(batch, forward::MAX_BATCH)` tokens through each layer together
+    /// (the buffers for them are part of the session); 1 feeds token by token.
+    /// Results do not depend on it.
     pub batch: usize,
     /// What to do when the context is full.
     pub context_policy: ContextPolicy,
@@ -139,6 +141,9 @@ pub struct Session<'a> {
     layout: RopeLayout,
     /// Activation buffers and logits (from the same allocator as the rest).
     buffers: ForwardBuffers<'a>,
+    /// Activation buffers of batched prefill (`BatchBuffers::capacity(config.batch)`
+    /// tokens).
+    batch: BatchBuffers<'a>,
     /// `config.threads - 1` workers for the large matrix-vector products,
     /// started here so that decoding allocates nothing.
     pool: Pool,
@@ -190,6 +195,7 @@ impl<'a> Session<'a> {
         }
         drop(inv);
         let buffers = ForwardBuffers::new_with(&hp, config.context, alloc)?;
+        let batch = BatchBuffers::new_with(&hp, BatchBuffers::capacity(config.batch), alloc)?;
         let layout = match RopePairing::from_u32(hp.rope_pairing) {
             Some(RopePairing::Half) => RopeLayout::Half,
             _ => RopeLayout::Interleaved,
@@ -204,6 +210,7 @@ impl<'a> Session<'a> {
             neg_inv_freq,
             layout,
             buffers,
+            batch,
             pool,
             kv,
             has_logits: false,
@@ -218,6 +225,10 @@ impl<'a> Session<'a> {
         sizes.push(4 * config.context);
         sizes.push(4 * (hp.rope_dim as usize / 2));
         sizes.extend(ForwardBuffers::buffer_sizes(hp, config.context));
+        sizes.extend(BatchBuffers::buffer_sizes(
+            hp,
+            BatchBuffers::capacity(config.batch),
+        ));
         sizes
     }
 
@@ -276,6 +287,27 @@ impl<'a> Session<'a> {
         validate_policy(policy, self.config.context)?;
         self.config.context_policy = policy;
         Ok(())
+    }
+
+    /// Attaches a LoRA adapter (`None` detaches it): from now on every targeted
+    /// matrix product adds `adapter.scale() * scale * B (A x)`, as PEFT does.
+    /// Validates the adapter against the model (layers, ranks, shapes) and
+    /// allocates its scratch (`rank` floats, on the heap also for arena
+    /// sessions) here, so decoding still allocates nothing. The
+    /// session is reset: its cached keys and values were computed without this
+    /// adapter. On error the session is unchanged.
+    pub fn set_lora(&mut self, adapter: Option<Arc<LoraAdapter>>, scale: f32) -> Result<()> {
+        self.buffers.lora = match adapter {
+            Some(a) => Some(ActiveLora::new(a, scale, self.model.hparams())?),
+            None => None,
+        };
+        self.reset();
+        Ok(())
+    }
+
+    /// The attached LoRA adapter, if any.
+    pub fn lora(&self) -> Option<&ActiveLora> {
+        self.buffers.lora.as_ref()
     }
 
     /// Forgets every token (the cache is overwritten lazily).
@@ -396,11 +428,34 @@ impl<'a> Session<'a> {
                 capacity: self.config.context,
             });
         }
-        for batch in tokens.chunks(self.config.batch) {
-            for &t in batch {
-                self.make_room()?;
-                self.run(t);
+        // Batches of up to `batch.cap()` tokens that fit the context; a full
+        // context is shifted (per the policy) exactly when token-by-token
+        // feeding would shift it.
+        let mut rest = tokens;
+        while !rest.is_empty() {
+            self.make_room()?;
+            let n = rest
+                .len()
+                .min(self.batch.cap())
+                .min(self.config.context - self.pos);
+            let (now, later) = rest.split_at(n);
+            if n == 1 {
+                self.run(now[0]);
+            } else {
+                forward_batch(
+                    &self.model,
+                    &mut self.buffers,
+                    &mut self.batch,
+                    &mut self.kv,
+                    &mut self.pool,
+                    now,
+                    self.pos,
+                );
+                self.tokens[self.pos..self.pos + n].copy_from_slice(now);
+                self.pos += n;
+                self.has_logits = true;
             }
+            rest = later;
         }
         Ok(self.buffers.logits())
     }

@@ -40,6 +40,8 @@ pub struct Args {
     ctx: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    lora: super::merge::LoraArgs,
 }
 
 /// Set by the Ctrl-C handler while a reply is being generated.
@@ -247,7 +249,8 @@ pub fn run(args: Args) -> CliResult {
     };
     let s = &args.sampling;
     let policy = s.policy(true, keep, ctx);
-    let session = Session::new(model.clone(), s.session_config(ctx, policy))?;
+    let mut session = Session::new(model.clone(), s.session_config(ctx, policy))?;
+    args.lora.attach(&mut session)?;
     let sampler = Sampler::new(model.hparams().vocab_size as usize, &s.sampler_config())?;
     let generator = Generator::new(
         tok,

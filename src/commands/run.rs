@@ -151,6 +151,8 @@ pub struct Args {
     prompt_cache: Option<PathBuf>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    lora: super::merge::LoraArgs,
     /// Print details (load time, token counts) on stderr.
     #[arg(short, long)]
     verbose: bool,
@@ -221,7 +223,13 @@ pub fn run(args: Args) -> CliResult {
         )
         .into());
     }
+    if args.lora.lora.is_some() && args.prompt_cache.is_some() {
+        // A prompt cache records the model file, not the adapter its state was
+        // computed with.
+        return Err("--prompt-cache cannot be combined with --lora".into());
+    }
     let mut session = Session::new(model.clone(), session_config)?;
+    args.lora.attach(&mut session)?;
     let sampler_config = s.sampler_config();
     let sampler = Sampler::new(model.hparams().vocab_size as usize, &sampler_config)?;
     let mut generator = Generator::new(

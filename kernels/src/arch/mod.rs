@@ -21,6 +21,7 @@ use crate::scalar;
 mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
+pub mod vexp;
 
 /// Instruction-set tiers, lowest first within each architecture (the x86 and
 /// ARM tiers are never compared with each other: `Tier::ALL` lists only the
@@ -83,10 +84,41 @@ pub type MatvecF16 = fn(&[f16], &[f32], &mut [f32]);
 pub type MatvecQ8_0 = fn(&[BlockQ8_0], &[BlockQ8_0], &mut [f32]);
 /// Matrix-vector product over Q4_0 weights and Q8_0 activations.
 pub type MatvecQ4_0 = fn(&[BlockQ4_0], &[BlockQ8_0], &mut [f32]);
+/// Matrix-matrix product over row-interleaved Q8_0 weights and `n` Q8_0
+/// activation vectors `(w, a, n, out)`: `out: [n, rows]`, token-major.
+pub type MatmulQ8_0 = fn(&[BlockQ8_0], &[BlockQ8_0], usize, &mut [f32]);
+/// Like `MatmulQ8_0` for row-interleaved Q4_0 weights.
+pub type MatmulQ4_0 = fn(&[BlockQ4_0], &[BlockQ8_0], usize, &mut [f32]);
+/// Activation quantizer `(x, blocks)`; every tier is bit-identical to scalar.
+pub type QuantizeQ8_0 = fn(&[f32], &mut [BlockQ8_0]);
+
+// Non-matvec slots (the rest of the forward pass; contracts: `crate::scalar`).
+/// RMSNorm `(out, x, weight, eps)`.
+pub type RmsnormF32 = fn(&mut [f32], &[f32], &[f32], f32);
+/// In-place softmax.
+pub type SoftmaxF32 = fn(&mut [f32]);
+/// Gated activation `(gate, up)`: `gate = act(gate) * up`.
+pub type GateF32 = fn(&mut [f32], &[f32]);
+/// RoPE rotation `(x, head_dim, cos, sin, layout)` by a `rope_angles_f32` table.
+pub type RopeF32 = fn(&mut [f32], usize, &[f32], &[f32], scalar::RopeLayout);
+/// Dot product of two f32 rows.
+pub type DotF32 = fn(&[f32], &[f32]) -> f32;
+/// Dot product of an f16 row with an f32 row.
+pub type DotF16F32 = fn(&[f16], &[f32]) -> f32;
+/// `acc += scale * x` over f32.
+pub type AxpyF32 = fn(&mut [f32], f32, &[f32]);
+/// `acc += scale * x` with an f16 `x`.
+pub type AxpyF16F32 = fn(&mut [f32], f32, &[f16]);
+/// f16 row to f32 `(src, dst)`.
+pub type F16ToF32 = fn(&[f16], &mut [f32]);
+/// Residual add `acc += x`.
+pub type AddF32 = fn(&mut [f32], &[f32]);
 
 /// A table of kernels for one tier. Every slot has the contract (shapes, value
 /// domains, results) of the scalar kernel of the same name; float results may
-/// differ from scalar only by summation order.
+/// differ from scalar only by summation order, except the kernels that use a
+/// vectorised `exp` (softmax, SiLU, GELU; accuracy in `vexp`): those are within
+/// the named tolerances of `kernels/tests/conformance_ops.rs`.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     /// The tier this table was built for.
@@ -95,6 +127,25 @@ pub struct Kernels {
     pub matvec_f16_f32: MatvecF16,
     pub matvec_q8_0_q8_0: MatvecQ8_0,
     pub matvec_q4_0_q8_0: MatvecQ4_0,
+    /// Q8_0 weights in the row-interleaved layout (`blocks::TILE_ROWS`).
+    pub matvec_q8_0x4_q8_0: MatvecQ8_0,
+    /// Q4_0 weights in the row-interleaved layout.
+    pub matvec_q4_0x4_q8_0: MatvecQ4_0,
+    /// Batched (prefill) products over the row-interleaved layouts.
+    pub matmul_q8_0x4_q8_0: MatmulQ8_0,
+    pub matmul_q4_0x4_q8_0: MatmulQ4_0,
+    pub quantize_row_q8_0: QuantizeQ8_0,
+    pub rmsnorm_f32: RmsnormF32,
+    pub softmax_f32: SoftmaxF32,
+    pub silu_gate_f32: GateF32,
+    pub gelu_gate_f32: GateF32,
+    pub rope_f32: RopeF32,
+    pub dot_f32: DotF32,
+    pub dot_f16_f32: DotF16F32,
+    pub axpy_f32: AxpyF32,
+    pub axpy_f16_f32: AxpyF16F32,
+    pub f16_to_f32: F16ToF32,
+    pub add_f32: AddF32,
 }
 
 /// The scalar table.
@@ -104,6 +155,22 @@ pub const SCALAR: Kernels = Kernels {
     matvec_f16_f32: scalar::matvec_f16_f32,
     matvec_q8_0_q8_0: scalar::matvec_q8_0_q8_0,
     matvec_q4_0_q8_0: scalar::matvec_q4_0_q8_0,
+    matvec_q8_0x4_q8_0: scalar::matvec_q8_0x4_q8_0,
+    matvec_q4_0x4_q8_0: scalar::matvec_q4_0x4_q8_0,
+    matmul_q8_0x4_q8_0: scalar::matmul_q8_0x4_q8_0,
+    matmul_q4_0x4_q8_0: scalar::matmul_q4_0x4_q8_0,
+    quantize_row_q8_0: scalar::quantize_row_q8_0,
+    rmsnorm_f32: scalar::rmsnorm_f32,
+    softmax_f32: scalar::softmax_f32,
+    silu_gate_f32: scalar::silu_gate_f32,
+    gelu_gate_f32: scalar::gelu_gate_f32,
+    rope_f32: scalar::rope_f32,
+    dot_f32: scalar::dot_f32,
+    dot_f16_f32: scalar::dot_f16_f32,
+    axpy_f32: scalar::axpy_f32,
+    axpy_f16_f32: scalar::axpy_f16_f32,
+    f16_to_f32: scalar::f16_to_f32,
+    add_f32: scalar::add_f32,
 };
 
 /// The table for `tier` if this CPU supports it, else `None`. Probes the CPU on

@@ -25,11 +25,14 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     for i in chunks * DOT_LANES..a.len() {
         acc[i % DOT_LANES] += a[i] * b[i];
     }
-    reduce(acc)
+    reduce_dot_lanes(acc)
 }
 
+/// Sums the `DOT_LANES` partial sums of the reference dot products in their
+/// fixed order `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))`. Public so
+/// that SIMD tiers reproduce the reference order exactly.
 #[inline]
-fn reduce(acc: [f32; DOT_LANES]) -> f32 {
+pub fn reduce_dot_lanes(acc: [f32; DOT_LANES]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
@@ -79,7 +82,7 @@ fn widened_dot(n: usize, x: &[f32], mut widen: impl FnMut(usize, &mut [f32])) ->
         }
         start += len;
     }
-    reduce(acc)
+    reduce_dot_lanes(acc)
 }
 
 /// Dot product of a bf16 row with f32 activations (each weight widened exactly
@@ -145,6 +148,17 @@ pub fn axpy_f32(acc: &mut [f32], scale: f32, x: &[f32]) {
     assert_eq!(acc.len(), x.len(), "axpy_f32: length mismatch");
     for (a, b) in acc.iter_mut().zip(x) {
         *a += scale * b;
+    }
+}
+
+/// `acc[i] += scale * widened(x[i])` for an f16 row (attention's weighted sum
+/// over an f16 value cache): each value is widened exactly, the product rounded
+/// to f32, then added (no fused multiply-add), so it equals `axpy_f32` on the
+/// widened row bit for bit. Contract: equal lengths.
+pub fn axpy_f16_f32(acc: &mut [f32], scale: f32, x: &[f16]) {
+    assert_eq!(acc.len(), x.len(), "axpy_f16_f32: length mismatch");
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += scale * b.to_f32();
     }
 }
 

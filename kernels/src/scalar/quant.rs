@@ -6,7 +6,7 @@
 //! once per input vector; a dot product then sums exact `i32` products per block
 //! and scales each block sum by `d_w * d_a` in f32.
 
-use crate::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use crate::blocks::{tiled_index, BlockQ4_0, BlockQ8_0, QK, TILE_ROWS};
 use half::f16;
 
 /// Quantizes `x` (`x.len() == out.len() * QK`) to Q8_0: per block
@@ -155,6 +155,103 @@ pub fn matvec_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
     }
     for (o, row) in out.iter_mut().zip(w.chunks_exact(a.len())) {
         *o = dot_q4_0_q8_0(row, a);
+    }
+}
+
+/// `out[r] = dot(row r, a)` for a Q8_0 matrix in the row-interleaved layout
+/// (`crate::blocks::TILE_ROWS`): `w: [out.len(), a.len() * QK]` with
+/// `out.len()` a multiple of 4. Each row is summed exactly as
+/// `matvec_q8_0_q8_0` sums it, so the results are bit-identical to the plain
+/// layout's.
+pub fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q8_0x4_q8_0");
+    tiled_rows(w, a, out, |bw, ba| {
+        bw.scale() * ba.scale() * block_isum_q8_0_q8_0(bw, ba) as f32
+    })
+}
+
+/// Like `matvec_q8_0x4_q8_0` for Q4_0 weights (bit-identical to
+/// `matvec_q4_0_q8_0` on the plain layout).
+pub fn matvec_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q4_0x4_q8_0");
+    tiled_rows(w, a, out, |bw, ba| {
+        bw.scale() * ba.scale() * block_isum_q4_0_q8_0(bw, ba) as f32
+    })
+}
+
+/// Matrix-matrix product for batched prefill: `out[t * rows + r] = dot(row r,
+/// token t)` for `n` activation vectors `a: [n, nb]` (token-major) and a
+/// row-interleaved Q8_0 matrix `w: [rows, nb * QK]`. Each token's results are
+/// exactly `matvec_q8_0x4_q8_0`'s for that token (every tier keeps this).
+pub fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q8_0x4_q8_0");
+    let (nb, rows) = (a.len() / n.max(1), out.len() / n.max(1));
+    for (at, ot) in a
+        .chunks_exact(nb.max(1))
+        .zip(out.chunks_exact_mut(rows.max(1)))
+    {
+        matvec_q8_0x4_q8_0(w, at, ot);
+    }
+}
+
+/// Like `matmul_q8_0x4_q8_0` for Q4_0 weights.
+pub fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q4_0x4_q8_0");
+    let (nb, rows) = (a.len() / n.max(1), out.len() / n.max(1));
+    for (at, ot) in a
+        .chunks_exact(nb.max(1))
+        .zip(out.chunks_exact_mut(rows.max(1)))
+    {
+        matvec_q4_0x4_q8_0(w, at, ot);
+    }
+}
+
+/// Asserts the matrix-matrix contract: `n >= 1` tokens, `a_len = n * nb`,
+/// `out_len = n * rows`, `w_len = rows * nb`, rows a multiple of `TILE_ROWS`,
+/// `nb >= 1`.
+#[inline]
+pub fn check_matmul_shape(w_len: usize, a_len: usize, n: usize, out_len: usize, what: &str) {
+    assert!(
+        n >= 1 && a_len.is_multiple_of(n) && out_len.is_multiple_of(n) && a_len >= n,
+        "{what}: activations or outputs are not n = {n} whole rows"
+    );
+    check_tiled_shape(w_len, a_len / n, out_len / n, what);
+}
+
+/// Asserts the row-interleaved shape contract: `w_len == rows * nb`, rows a
+/// multiple of `TILE_ROWS`.
+#[inline]
+pub fn check_tiled_shape(w_len: usize, nb: usize, rows: usize, what: &str) {
+    assert!(
+        w_len == rows * nb && rows.is_multiple_of(TILE_ROWS),
+        "{what}: shape mismatch or rows not a multiple of {TILE_ROWS}"
+    );
+}
+
+fn tiled_rows<B>(w: &[B], a: &[BlockQ8_0], out: &mut [f32], term: impl Fn(&B, &BlockQ8_0) -> f32) {
+    let nb = a.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        let mut sum = 0.0f32;
+        for (k, ba) in a.iter().enumerate() {
+            sum += term(&w[tiled_index(r, k, nb)], ba);
+        }
+        *o = sum;
+    }
+}
+
+/// Dequantizes row `r` of a row-interleaved Q8_0 matrix (`out.len()` columns).
+pub fn dequantize_tiled_row_q8_0(w: &[BlockQ8_0], r: usize, out: &mut [f32]) {
+    let nb = out.len() / QK;
+    for (k, chunk) in out.chunks_exact_mut(QK).enumerate() {
+        dequantize_row_q8_0(core::slice::from_ref(&w[tiled_index(r, k, nb)]), chunk);
+    }
+}
+
+/// Dequantizes row `r` of a row-interleaved Q4_0 matrix (`out.len()` columns).
+pub fn dequantize_tiled_row_q4_0(w: &[BlockQ4_0], r: usize, out: &mut [f32]) {
+    let nb = out.len() / QK;
+    for (k, chunk) in out.chunks_exact_mut(QK).enumerate() {
+        dequantize_row_q4_0(core::slice::from_ref(&w[tiled_index(r, k, nb)]), chunk);
     }
 }
 

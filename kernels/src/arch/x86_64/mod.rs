@@ -49,6 +49,11 @@ impl Avx512Token {
         ));
         ok.then_some(Self(()))
     }
+
+    /// Every AVX-512 tier CPU has the AVX2 tier's features (checked in `new`).
+    pub(crate) fn avx2(self) -> Avx2Token {
+        Avx2Token(())
+    }
 }
 
 pub(super) fn avx2_table() -> Option<Kernels> {

@@ -9,7 +9,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use crate::arch::aarch64::neon::matvec::{load_q8_0, matvec_blocks, unpack_q4_0};
+use crate::arch::aarch64::neon::matvec::{load_q8_0, matmul_tiles, matvec_blocks, unpack_q4_0};
 use crate::blocks::{BlockQ4_0, BlockQ8_0};
 
 /// `acc + sdot(a, b)`: lane `i` gains `sum_{j<4} a[4i+j] * b[4i+j]`.
@@ -73,6 +73,48 @@ pub(super) fn matvec_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn matvec_q4_0_q8_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
     matvec_blocks(w, a, out, BlockQ4_0::scale, |bw, av| {
+        block_dot_i8(unpack_q4_0(bw), av)
+    })
+}
+
+pub(super) fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q8_0x4_q8_0");
+    // SAFETY: reachable only through `table(DotprodToken)`; shape checked above.
+    unsafe { matmul_q8_0x4_impl(w, a, 1, out) }
+}
+
+pub(super) fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q8_0x4_q8_0");
+    // SAFETY: reachable only through `table(DotprodToken)`; shape checked above.
+    unsafe { matmul_q8_0x4_impl(w, a, n, out) }
+}
+
+/// # Safety
+/// The CPU has NEON and dotprod; the matrix-matrix shape contract holds.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn matmul_q8_0x4_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    matmul_tiles(w, a, n, out, BlockQ8_0::scale, |bw, av| {
+        block_dot_i8(load_q8_0(bw), av)
+    })
+}
+
+pub(super) fn matvec_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q4_0x4_q8_0");
+    // SAFETY: reachable only through `table(DotprodToken)`; shape checked above.
+    unsafe { matmul_q4_0x4_impl(w, a, 1, out) }
+}
+
+pub(super) fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q4_0x4_q8_0");
+    // SAFETY: reachable only through `table(DotprodToken)`; shape checked above.
+    unsafe { matmul_q4_0x4_impl(w, a, n, out) }
+}
+
+/// # Safety
+/// The CPU has NEON and dotprod; the matrix-matrix shape contract holds.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn matmul_q4_0x4_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    matmul_tiles(w, a, n, out, BlockQ4_0::scale, |bw, av| {
         block_dot_i8(unpack_q4_0(bw), av)
     })
 }

@@ -11,6 +11,10 @@ pub(super) fn table(t: DotprodToken) -> Kernels {
         tier: Tier::Dotprod,
         matvec_q8_0_q8_0: matvec::matvec_q8_0_q8_0,
         matvec_q4_0_q8_0: matvec::matvec_q4_0_q8_0,
+        matvec_q8_0x4_q8_0: matvec::matvec_q8_0x4_q8_0,
+        matvec_q4_0x4_q8_0: matvec::matvec_q4_0x4_q8_0,
+        matmul_q8_0x4_q8_0: matvec::matmul_q8_0x4_q8_0,
+        matmul_q4_0x4_q8_0: matvec::matmul_q4_0x4_q8_0,
         ..neon::table(t.neon())
     }
 }

@@ -11,7 +11,7 @@ use core::arch::asm;
 
 use half::f16;
 
-use crate::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use crate::blocks::{BlockQ4_0, BlockQ8_0, QK, TILE_ROWS};
 
 pub(super) fn matvec_f32_f32(w: &[f32], x: &[f32], out: &mut [f32]) {
     let cols = x.len();
@@ -63,7 +63,7 @@ unsafe fn matvec_f32_f32_impl(w: &[f32], x: &[f32], out: &mut [f32]) {
 /// emitted with `asm!` because `vcvt_f32_f16` takes the unstable `float16x4_t`.
 #[inline]
 #[target_feature(enable = "neon")]
-fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
+pub(in crate::arch::aarch64) fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
     let out: float32x4_t;
     // SAFETY: `fcvtl` only reads and writes the named vector registers (no
     // memory, no flags); NEON is enabled for this function.
@@ -224,6 +224,91 @@ pub(in crate::arch::aarch64) fn matvec_blocks<B>(
             *o = vaddvq_f32(vaddq_f32(acc0, acc1));
         }
     }
+}
+
+/// Row-interleaved tiles (`crate::blocks::TILE_ROWS`) times `n` activation
+/// vectors (`a: [n, nb]`, `out: [n, rows]`, token-major; `n == 1` is the
+/// matrix-vector product): the same per-block arithmetic as `matvec_blocks`,
+/// reading the tiles as one sequential stream, group-major so that a group's
+/// tiles stay in L1 while every token reads them. A token's results do not
+/// depend on `n`. Shapes are checked by the callers.
+#[inline(always)]
+pub(in crate::arch::aarch64) fn matmul_tiles<B>(
+    w: &[B],
+    a: &[BlockQ8_0],
+    n: usize,
+    out: &mut [f32],
+    scale: impl Fn(&B) -> f32,
+    dot: impl Fn(&B, [int8x16_t; 2]) -> int32x4_t,
+) {
+    let (nb, rows) = (a.len() / n.max(1), out.len() / n.max(1));
+    // The unsafe blocks below call NEON intrinsics: this helper is only
+    // inlined into NEON kernels (NEON is also the AArch64 baseline).
+    for g in 0..rows / TILE_ROWS {
+        let tiles = &w[g * nb * TILE_ROWS..(g + 1) * nb * TILE_ROWS];
+        for t in 0..n {
+            // SAFETY: NEON (see above); registers only.
+            let mut acc = [unsafe { vdupq_n_f32(0.0) }; TILE_ROWS];
+            for (tile, ba) in tiles.chunks_exact(TILE_ROWS).zip(&a[t * nb..(t + 1) * nb]) {
+                // SAFETY: NEON (see above); reads the 32 quants of `ba`.
+                let av = unsafe { load_q8_0(ba) };
+                let da = ba.scale();
+                for (bw, acc) in tile.iter().zip(acc.iter_mut()) {
+                    // SAFETY: NEON (see above); registers only.
+                    *acc = unsafe { vfmaq_n_f32(*acc, vcvtq_f32_s32(dot(bw, av)), scale(bw) * da) };
+                }
+            }
+            for (o, acc) in out[t * rows + g * TILE_ROWS..][..TILE_ROWS]
+                .iter_mut()
+                .zip(acc)
+            {
+                // SAFETY: NEON (see above); registers only.
+                *o = unsafe { vaddvq_f32(acc) };
+            }
+        }
+    }
+}
+
+pub(super) fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q8_0x4_q8_0");
+    // SAFETY: reachable only through `table(NeonToken)`; shape checked above.
+    unsafe { matmul_q8_0x4_impl(w, a, 1, out) }
+}
+
+pub(super) fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q8_0x4_q8_0");
+    // SAFETY: reachable only through `table(NeonToken)`; shape checked above.
+    unsafe { matmul_q8_0x4_impl(w, a, n, out) }
+}
+
+/// # Safety
+/// The CPU has NEON; the matrix-matrix shape contract holds.
+#[target_feature(enable = "neon")]
+unsafe fn matmul_q8_0x4_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    matmul_tiles(w, a, n, out, BlockQ8_0::scale, |bw, av| {
+        block_dot_i8(load_q8_0(bw), av)
+    })
+}
+
+pub(super) fn matvec_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q4_0x4_q8_0");
+    // SAFETY: reachable only through `table(NeonToken)`; shape checked above.
+    unsafe { matmul_q4_0x4_impl(w, a, 1, out) }
+}
+
+pub(super) fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q4_0x4_q8_0");
+    // SAFETY: reachable only through `table(NeonToken)`; shape checked above.
+    unsafe { matmul_q4_0x4_impl(w, a, n, out) }
+}
+
+/// # Safety
+/// The CPU has NEON; the matrix-matrix shape contract holds.
+#[target_feature(enable = "neon")]
+unsafe fn matmul_q4_0x4_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    matmul_tiles(w, a, n, out, BlockQ4_0::scale, |bw, av| {
+        block_dot_i8(unpack_q4_0(bw), av)
+    })
 }
 
 pub(super) fn matvec_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {

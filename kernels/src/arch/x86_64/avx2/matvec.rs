@@ -6,7 +6,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use crate::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use crate::blocks::{BlockQ4_0, BlockQ8_0, QK, TILE_ROWS};
 
 /// Horizontal sum of 8 f32 lanes.
 #[inline]
@@ -284,3 +284,202 @@ unsafe fn matvec_q4_0_q8_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32
 }
 
 const _: () = assert!(QK == 32, "one block per 256-bit register");
+
+/// How far ahead (bytes) the row-interleaved kernels prefetch their one weight
+/// stream. The tiles are read strictly sequentially, so a software prefetch a
+/// few hundred bytes ahead hides memory latency on CPUs whose hardware
+/// prefetcher does not keep up (`benches/RESULTS.md` has the measurement).
+const PREFETCH_AHEAD: usize = 1024;
+
+/// Prefetches the cache lines of `[p + PREFETCH_AHEAD, p + PREFETCH_AHEAD + span]`
+/// (`span` a multiple of 64). Prefetches never fault, so addresses past the end
+/// of the matrix are harmless; the pointer is only formed, never dereferenced.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn prefetch_ahead<T>(p: *const T, span: usize) {
+    let p = (p as *const i8).wrapping_add(PREFETCH_AHEAD);
+    let mut off = 0;
+    while off <= span {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
+        off += 64;
+    }
+}
+
+pub(super) fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q8_0x4_q8_0");
+    // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
+    unsafe { matmul_q8_0x4_impl(w, a, 1, out) }
+}
+
+pub(super) fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q8_0x4_q8_0");
+    // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
+    unsafe { matmul_q8_0x4_impl(w, a, n, out) }
+}
+
+pub(super) fn matvec_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q4_0x4_q8_0");
+    // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
+    unsafe { matmul_q4_0x4_impl(w, a, 1, out) }
+}
+
+pub(super) fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q4_0x4_q8_0");
+    // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
+    unsafe { matmul_q4_0x4_impl(w, a, n, out) }
+}
+
+/// The four rows of one tile group (`tiles`: `a.len()` tiles) times one
+/// activation vector. Matrix-vector and matrix-matrix products both use it, so
+/// a token's results do not depend on how many tokens share the call.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_q8_0x4(tiles: &[BlockQ8_0], a: &[BlockQ8_0]) -> [f32; TILE_ROWS] {
+    let mut acc = [_mm256_setzero_ps(); TILE_ROWS];
+    for (t, ba) in tiles.chunks_exact(TILE_ROWS).zip(a) {
+        prefetch_ahead(t.as_ptr(), 128);
+        // SAFETY: `qs` is 32 bytes; unaligned load.
+        let av = unsafe { _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i) };
+        let da = f16_le(ba.d);
+        for (bw, acc) in t.iter().zip(acc.iter_mut()) {
+            // SAFETY: `qs` is 32 bytes; unaligned load.
+            let wv = unsafe { _mm256_loadu_si256(bw.qs.as_ptr() as *const __m256i) };
+            let p = _mm256_cvtepi32_ps(block_dot_i8(wv, av));
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_le(bw.d) * da), p, *acc);
+        }
+    }
+    acc.map(|v| hsum_ps(v))
+}
+
+/// Like `group_q8_0x4` for Q4_0 tiles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_q4_0x4(tiles: &[BlockQ4_0], a: &[BlockQ8_0]) -> [f32; TILE_ROWS] {
+    let mut acc = [_mm256_setzero_ps(); TILE_ROWS];
+    for (t, ba) in tiles.chunks_exact(TILE_ROWS).zip(a) {
+        prefetch_ahead(t.as_ptr(), 64);
+        // SAFETY: `qs` is 32 bytes; unaligned load.
+        let av = unsafe { _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i) };
+        let da = f16_le(ba.d);
+        for (bw, acc) in t.iter().zip(acc.iter_mut()) {
+            let p = _mm256_cvtepi32_ps(block_dot_i8(unpack_q4_0(bw), av));
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_le(bw.d) * da), p, *acc);
+        }
+    }
+    acc.map(|v| hsum_ps(v))
+}
+
+/// `group_q8_0x4` for two tokens at once: each weight block is loaded and its
+/// absolute value formed once for both. Every accumulator sees exactly the
+/// operations of `group_q8_0x4` in the same order, so each token's results are
+/// bit-identical to it.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_q8_0x4_pair(
+    tiles: &[BlockQ8_0],
+    a0: &[BlockQ8_0],
+    a1: &[BlockQ8_0],
+) -> [[f32; TILE_ROWS]; 2] {
+    let mut acc = [[_mm256_setzero_ps(); TILE_ROWS]; 2];
+    for ((t, b0), b1) in tiles.chunks_exact(TILE_ROWS).zip(a0).zip(a1) {
+        prefetch_ahead(t.as_ptr(), 128);
+        // SAFETY: `qs` is 32 bytes; unaligned loads.
+        let av = unsafe {
+            [
+                _mm256_loadu_si256(b0.qs.as_ptr() as *const __m256i),
+                _mm256_loadu_si256(b1.qs.as_ptr() as *const __m256i),
+            ]
+        };
+        let da = [f16_le(b0.d), f16_le(b1.d)];
+        for (j, bw) in t.iter().enumerate() {
+            // SAFETY: `qs` is 32 bytes; unaligned load.
+            let wv = unsafe { _mm256_loadu_si256(bw.qs.as_ptr() as *const __m256i) };
+            let dw = f16_le(bw.d);
+            for u in 0..2 {
+                let p = _mm256_cvtepi32_ps(block_dot_i8(wv, av[u]));
+                acc[u][j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[u]), p, acc[u][j]);
+            }
+        }
+    }
+    acc.map(|a| a.map(|v| hsum_ps(v)))
+}
+
+/// `group_q4_0x4` for two tokens at once (each weight block unpacked once);
+/// bit-identical per token, as `group_q8_0x4_pair`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_q4_0x4_pair(
+    tiles: &[BlockQ4_0],
+    a0: &[BlockQ8_0],
+    a1: &[BlockQ8_0],
+) -> [[f32; TILE_ROWS]; 2] {
+    let mut acc = [[_mm256_setzero_ps(); TILE_ROWS]; 2];
+    for ((t, b0), b1) in tiles.chunks_exact(TILE_ROWS).zip(a0).zip(a1) {
+        prefetch_ahead(t.as_ptr(), 64);
+        // SAFETY: `qs` is 32 bytes; unaligned loads.
+        let av = unsafe {
+            [
+                _mm256_loadu_si256(b0.qs.as_ptr() as *const __m256i),
+                _mm256_loadu_si256(b1.qs.as_ptr() as *const __m256i),
+            ]
+        };
+        let da = [f16_le(b0.d), f16_le(b1.d)];
+        for (j, bw) in t.iter().enumerate() {
+            let wv = unpack_q4_0(bw);
+            let dw = f16_le(bw.d);
+            for u in 0..2 {
+                let p = _mm256_cvtepi32_ps(block_dot_i8(wv, av[u]));
+                acc[u][j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da[u]), p, acc[u][j]);
+            }
+        }
+    }
+    acc.map(|a| a.map(|v| hsum_ps(v)))
+}
+
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; the matrix-matrix shape contract holds
+/// (`n == 1` is the matrix-vector product).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matmul_q8_0x4_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    let (nb, rows) = (a.len() / n.max(1), out.len() / n.max(1));
+    // Group-major: a group's tiles (4 rows) stay in L1 while every token reads them.
+    let tok = |t: usize| &a[t * nb..(t + 1) * nb];
+    for g in 0..rows / TILE_ROWS {
+        let tiles = &w[g * nb * TILE_ROWS..(g + 1) * nb * TILE_ROWS];
+        let mut t = 0;
+        while t + 2 <= n {
+            let r = group_q8_0x4_pair(tiles, tok(t), tok(t + 1));
+            for (u, r) in r.iter().enumerate() {
+                out[(t + u) * rows + g * TILE_ROWS..][..TILE_ROWS].copy_from_slice(r);
+            }
+            t += 2;
+        }
+        if t < n {
+            let r = group_q8_0x4(tiles, tok(t));
+            out[t * rows + g * TILE_ROWS..][..TILE_ROWS].copy_from_slice(&r);
+        }
+    }
+}
+
+/// # Safety
+/// As `matmul_q8_0x4_impl`, for Q4_0 tiles.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matmul_q4_0x4_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+    let (nb, rows) = (a.len() / n.max(1), out.len() / n.max(1));
+    let tok = |t: usize| &a[t * nb..(t + 1) * nb];
+    for g in 0..rows / TILE_ROWS {
+        let tiles = &w[g * nb * TILE_ROWS..(g + 1) * nb * TILE_ROWS];
+        let mut t = 0;
+        while t + 2 <= n {
+            let r = group_q4_0x4_pair(tiles, tok(t), tok(t + 1));
+            for (u, r) in r.iter().enumerate() {
+                out[(t + u) * rows + g * TILE_ROWS..][..TILE_ROWS].copy_from_slice(r);
+            }
+            t += 2;
+        }
+        if t < n {
+            let r = group_q4_0x4(tiles, tok(t));
+            out[t * rows + g * TILE_ROWS..][..TILE_ROWS].copy_from_slice(&r);
+        }
+    }
+}

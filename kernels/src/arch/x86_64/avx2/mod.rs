@@ -1,6 +1,14 @@
 //! AVX2 + FMA + F16C tier.
 
+mod activation;
+mod add;
+mod attention;
+mod math;
 mod matvec;
+mod norm;
+mod quant;
+mod rope;
+mod softmax;
 
 use super::Avx2Token;
 use crate::arch::{Kernels, Tier};
@@ -13,5 +21,21 @@ pub(super) fn table(_: Avx2Token) -> Kernels {
         matvec_f16_f32: matvec::matvec_f16_f32,
         matvec_q8_0_q8_0: matvec::matvec_q8_0_q8_0,
         matvec_q4_0_q8_0: matvec::matvec_q4_0_q8_0,
+        matvec_q8_0x4_q8_0: matvec::matvec_q8_0x4_q8_0,
+        matvec_q4_0x4_q8_0: matvec::matvec_q4_0x4_q8_0,
+        matmul_q8_0x4_q8_0: matvec::matmul_q8_0x4_q8_0,
+        matmul_q4_0x4_q8_0: matvec::matmul_q4_0x4_q8_0,
+        quantize_row_q8_0: quant::quantize_row_q8_0,
+        rmsnorm_f32: norm::rmsnorm_f32,
+        softmax_f32: softmax::softmax_f32,
+        silu_gate_f32: activation::silu_gate_f32,
+        gelu_gate_f32: activation::gelu_gate_f32,
+        rope_f32: rope::rope_f32,
+        dot_f32: attention::dot_f32,
+        dot_f16_f32: attention::dot_f16_f32,
+        axpy_f32: attention::axpy_f32,
+        axpy_f16_f32: attention::axpy_f16_f32,
+        f16_to_f32: attention::f16_to_f32,
+        add_f32: add::add_f32,
     }
 }

@@ -1,0 +1,383 @@
+//! The batched forward pass for prompt prefill: `n` consecutive tokens go
+//! through each layer together, so every weight matrix is read once per batch
+//! instead of once per token (row-interleaved quantized matrices use the
+//! matrix-matrix kernels; other types fall back to one product per token).
+//!
+//! Each token's arithmetic is exactly the single-token pass's (`forward`): the
+//! same kernels on the same rows in the same order, and the matrix-matrix
+//! kernels promise per-token results identical to their matrix-vector
+//! counterparts. So a prompt prefilled in batches leaves the same cache and
+//! logits, bit for bit, as one fed token by token.
+
+use ember_kernels::blocks::{BlockQ8_0, QK};
+use ember_kernels::scalar::{self as k, RopeLayout};
+
+use super::{input, xq_blocks, ForwardBuffers};
+use crate::error::Result;
+use crate::format::{Activation, HyperParams, RopePairing};
+use crate::kv_cache::KvCache;
+use crate::lora::{lora_hook, LoraTarget};
+use crate::model::{Input, Model, Weights};
+use crate::pool::Pool;
+use crate::session::arena::{Alloc, Slab};
+
+/// Most tokens one batch holds. Buffers grow linearly with it while the weight
+/// traffic it saves is already small at this size (each matrix is read once
+/// per this many tokens).
+pub const MAX_BATCH: usize = 32;
+
+/// Activation buffers for up to `cap` tokens, token-major (`[cap, width]`).
+pub struct BatchBuffers<'a> {
+    cap: usize,
+    /// `[cap, dim]` residual streams.
+    x: Slab<'a, f32>,
+    /// `[cap, dim]` normalised inputs.
+    xn: Slab<'a, f32>,
+    /// `[cap, q_dim]` queries, then attention outputs in `att`.
+    q: Slab<'a, f32>,
+    att: Slab<'a, f32>,
+    /// `[cap, kv_dim]` keys and values before they enter the cache.
+    k: Slab<'a, f32>,
+    v: Slab<'a, f32>,
+    /// `[cap, dim]` projection outputs.
+    proj: Slab<'a, f32>,
+    /// `[cap, ffn]` gate and up activations.
+    gate: Slab<'a, f32>,
+    up: Slab<'a, f32>,
+    /// `[cap, max_in / QK]` the current inputs quantized to Q8_0.
+    xq: Slab<'a, BlockQ8_0>,
+}
+
+impl<'a> BatchBuffers<'a> {
+    /// Tokens per batch for a prefill batch setting: `min(batch, MAX_BATCH)`.
+    pub fn capacity(batch: usize) -> usize {
+        batch.clamp(1, MAX_BATCH)
+    }
+
+    /// Takes every buffer from `alloc`, zeroed, in the order of `buffer_sizes`.
+    pub(crate) fn new_with(
+        hp: &HyperParams,
+        cap: usize,
+        alloc: &mut Alloc<'_, 'a>,
+    ) -> Result<Self> {
+        let [x, xn, q, att, kk, v, proj, gate, up, xq] = Self::elements(hp, cap);
+        Ok(Self {
+            cap,
+            x: alloc.zeroed(x)?,
+            xn: alloc.zeroed(xn)?,
+            q: alloc.zeroed(q)?,
+            att: alloc.zeroed(att)?,
+            k: alloc.zeroed(kk)?,
+            v: alloc.zeroed(v)?,
+            proj: alloc.zeroed(proj)?,
+            gate: alloc.zeroed(gate)?,
+            up: alloc.zeroed(up)?,
+            xq: alloc.zeroed(xq)?,
+        })
+    }
+
+    /// Element counts of the buffers, in the order `new_with` takes them.
+    fn elements(hp: &HyperParams, cap: usize) -> [usize; 10] {
+        let (dim, ffn) = (hp.dim as usize, hp.ffn_dim as usize);
+        [
+            cap * dim,
+            cap * dim,
+            cap * hp.q_dim(),
+            cap * hp.q_dim(),
+            cap * hp.kv_dim(),
+            cap * hp.kv_dim(),
+            cap * dim,
+            cap * ffn,
+            cap * ffn,
+            cap * xq_blocks(hp),
+        ]
+    }
+
+    /// Byte sizes of the buffers `new_with` takes, in the order it takes them.
+    pub(crate) fn buffer_sizes(hp: &HyperParams, cap: usize) -> [usize; 10] {
+        let e = Self::elements(hp, cap);
+        let f = std::mem::size_of::<f32>();
+        let mut s = e.map(|n| n * f);
+        s[9] = e[9] * std::mem::size_of::<BlockQ8_0>();
+        s
+    }
+
+    /// Tokens one batch holds.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// `out[t] = W x[t] (+ LoRA)` for the `n` rows of `x` (`[n, cols]`), quantized into
+/// `xq` when the model has quantized matrices.
+#[allow(clippy::too_many_arguments)]
+fn project(
+    model: &Model,
+    w: Weights<'_>,
+    x: &[f32],
+    xq: &mut [BlockQ8_0],
+    quant: bool,
+    n: usize,
+    out: &mut [f32],
+    pool: &mut Pool,
+) {
+    let cols = x.len() / n;
+    let rows = out.len() / n;
+    let kern = &model.kernels;
+    let blocks = cols / QK;
+    let quantized = quant && cols % QK == 0;
+    if quantized {
+        for (xr, qr) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks)) {
+            (kern.quantize_row_q8_0)(xr, qr);
+        }
+    }
+    if quantized && w.matmul_input_threaded(kern, &xq[..n * blocks], n, out, pool) {
+        return;
+    }
+    for (t, o) in out.chunks_exact_mut(rows).enumerate() {
+        let xr = &x[t * cols..(t + 1) * cols];
+        let inp = if quantized {
+            Input {
+                x: xr,
+                q8: &xq[t * blocks..(t + 1) * blocks],
+            }
+        } else {
+            Input::f32(xr)
+        };
+        w.matvec_input_threaded(kern, &inp, o, pool);
+    }
+}
+
+/// The LoRA hook of `t` for each of the `n` tokens.
+fn lora_rows(
+    buf: &mut ForwardBuffers<'_>,
+    layer: usize,
+    t: LoraTarget,
+    x: &[f32],
+    out: &mut [f32],
+    n: usize,
+) {
+    if buf.lora.is_none() {
+        return;
+    }
+    let (cols, rows) = (x.len() / n, out.len() / n);
+    for (xr, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
+        lora_hook(&mut buf.lora, layer, t, xr, o);
+    }
+}
+
+/// Runs `tokens` (1..=`bb.cap()` of them) at positions `pos..pos + n`,
+/// writing their keys and values into `kv` and the logits after the last token
+/// into `buf.logits`. Same contract as `forward` for each token (ids in range,
+/// `pos + n <= kv.context()`, earlier positions hold the sequence).
+pub fn forward_batch(
+    model: &Model,
+    buf: &mut ForwardBuffers<'_>,
+    bb: &mut BatchBuffers<'_>,
+    kv: &mut KvCache,
+    pool: &mut Pool,
+    tokens: &[u32],
+    pos: usize,
+) {
+    let n = tokens.len();
+    assert!(
+        n >= 1 && n <= bb.cap,
+        "batch of {n} tokens, capacity {}",
+        bb.cap
+    );
+    let hp = model.hparams();
+    let kern = &model.kernels;
+    let quant = model.has_quantized;
+    let (dim, ffn) = (hp.dim as usize, hp.ffn_dim as usize);
+    let (q_dim, kv_dim) = (hp.q_dim(), hp.kv_dim());
+    let head_dim = hp.head_dim as usize;
+    let group = (hp.n_heads / hp.n_kv_heads) as usize;
+    let eps = hp.norm_eps;
+    let layout = match RopePairing::from_u32(hp.rope_pairing) {
+        Some(RopePairing::Half) => RopeLayout::Half,
+        _ => RopeLayout::Interleaved,
+    };
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let half = buf.inv_freq.len();
+
+    let x = &mut bb.x[..n * dim];
+    for (&tok, xr) in tokens.iter().zip(x.chunks_exact_mut(dim)) {
+        model
+            .weights(model.tok_embeddings)
+            .row_to_f32(tok as usize, xr);
+    }
+
+    for (l, li) in model.layers.iter().enumerate() {
+        // --- attention block ---
+        let (x, xn) = (&bb.x[..n * dim], &mut bb.xn[..n * dim]);
+        for (o, xr) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+            (kern.rmsnorm_f32)(o, xr, model.vector(li.attn_norm), eps);
+        }
+        let xn = &bb.xn[..n * dim];
+        let (q, kk, v) = (
+            &mut bb.q[..n * q_dim],
+            &mut bb.k[..n * kv_dim],
+            &mut bb.v[..n * kv_dim],
+        );
+        project(
+            model,
+            model.weights(li.wq),
+            xn,
+            &mut bb.xq,
+            quant,
+            n,
+            q,
+            pool,
+        );
+        lora_rows(buf, l, LoraTarget::Q, xn, q, n);
+        // The quantized input is reused by the K and V products.
+        project(
+            model,
+            model.weights(li.wk),
+            xn,
+            &mut bb.xq,
+            quant,
+            n,
+            kk,
+            pool,
+        );
+        lora_rows(buf, l, LoraTarget::K, xn, kk, n);
+        project(
+            model,
+            model.weights(li.wv),
+            xn,
+            &mut bb.xq,
+            quant,
+            n,
+            v,
+            pool,
+        );
+        lora_rows(buf, l, LoraTarget::V, xn, v, n);
+        if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
+            for t in 0..n {
+                (kern.add_f32)(&mut q[t * q_dim..][..q_dim], model.vector(bq));
+                (kern.add_f32)(&mut kk[t * kv_dim..][..kv_dim], model.vector(bk));
+                (kern.add_f32)(&mut v[t * kv_dim..][..kv_dim], model.vector(bv));
+            }
+        }
+        for t in 0..n {
+            let p = pos + t;
+            let (cos, sin) = buf.rope_cs.split_at_mut(half);
+            k::rope_angles_f32(p, &buf.inv_freq, cos, sin);
+            let (cos, sin) = (&*cos, &*sin);
+            let qt = &mut q[t * q_dim..][..q_dim];
+            let kt = &mut kk[t * kv_dim..][..kv_dim];
+            (kern.rope_f32)(qt, head_dim, cos, sin, layout);
+            (kern.rope_f32)(kt, head_dim, cos, sin, layout);
+            let (k_row, v_row) = kv.rows_mut(l, p);
+            k_row.copy_from_slice(kt);
+            v_row.copy_from_slice(&v[t * kv_dim..][..kv_dim]);
+            let first = match hp.sliding_window {
+                0 => 0,
+                w => (p + 1).saturating_sub(w as usize),
+            };
+            for h in 0..hp.n_heads as usize {
+                kv.attend(
+                    kern,
+                    l,
+                    h / group,
+                    &qt[h * head_dim..][..head_dim],
+                    first,
+                    p,
+                    scale,
+                    &mut buf.scores,
+                    &mut bb.att[t * q_dim + h * head_dim..][..head_dim],
+                );
+            }
+        }
+        let (att, proj) = (&bb.att[..n * q_dim], &mut bb.proj[..n * dim]);
+        project(
+            model,
+            model.weights(li.wo),
+            att,
+            &mut bb.xq,
+            quant,
+            n,
+            proj,
+            pool,
+        );
+        lora_rows(buf, l, LoraTarget::O, att, proj, n);
+        let x = &mut bb.x[..n * dim];
+        for (xr, pr) in x.chunks_exact_mut(dim).zip(proj.chunks_exact_mut(dim)) {
+            if let Some(bo) = li.bo {
+                (kern.add_f32)(pr, model.vector(bo));
+            }
+            (kern.add_f32)(xr, pr);
+        }
+
+        // --- feed-forward block ---
+        let xn = &mut bb.xn[..n * dim];
+        for (o, xr) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+            (kern.rmsnorm_f32)(o, xr, model.vector(li.ffn_norm), eps);
+        }
+        let xn = &bb.xn[..n * dim];
+        let (gate, up) = (&mut bb.gate[..n * ffn], &mut bb.up[..n * ffn]);
+        project(
+            model,
+            model.weights(li.w_gate),
+            xn,
+            &mut bb.xq,
+            quant,
+            n,
+            gate,
+            pool,
+        );
+        lora_rows(buf, l, LoraTarget::Gate, xn, gate, n);
+        project(
+            model,
+            model.weights(li.w_up),
+            xn,
+            &mut bb.xq,
+            quant,
+            n,
+            up,
+            pool,
+        );
+        lora_rows(buf, l, LoraTarget::Up, xn, up, n);
+        for (g, u) in gate.chunks_exact_mut(ffn).zip(up.chunks_exact_mut(ffn)) {
+            if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
+                (kern.add_f32)(g, model.vector(bg));
+                (kern.add_f32)(u, model.vector(bu));
+            }
+            match Activation::from_u32(hp.activation) {
+                Some(Activation::GeluTanh) => (kern.gelu_gate_f32)(g, u),
+                _ => (kern.silu_gate_f32)(g, u),
+            }
+        }
+        let gate = &bb.gate[..n * ffn];
+        let proj = &mut bb.proj[..n * dim];
+        project(
+            model,
+            model.weights(li.w_down),
+            gate,
+            &mut bb.xq,
+            quant,
+            n,
+            proj,
+            pool,
+        );
+        lora_rows(buf, l, LoraTarget::Down, gate, proj, n);
+        let x = &mut bb.x[..n * dim];
+        for (xr, pr) in x.chunks_exact_mut(dim).zip(proj.chunks_exact_mut(dim)) {
+            if let Some(bd) = li.b_down {
+                (kern.add_f32)(pr, model.vector(bd));
+            }
+            (kern.add_f32)(xr, pr);
+        }
+    }
+
+    // Logits of the last token only (the others are never read).
+    let last = &bb.x[(n - 1) * dim..n * dim];
+    (kern.rmsnorm_f32)(&mut buf.xn, last, model.vector(model.norm), eps);
+    let xin = input(&buf.xn, &mut buf.xq, quant);
+    model
+        .weights(model.output)
+        .matvec_input_threaded(kern, &xin, &mut buf.logits, pool);
+    // The single-token buffers now describe the last token, as after `forward`.
+    buf.x.copy_from_slice(last);
+}

@@ -1,0 +1,537 @@
+//! The training loop: mini-batches with gradient accumulation, threads,
+//! clipping, AdamW, the schedule, validation, progress and checkpoints.
+//!
+//! **Determinism.** The order of training sequences is a seeded shuffle per
+//! epoch; each sequence's dropout seed is drawn from a checkpointed
+//! [`Rng`]. Each sequence's gradient is computed on its own (by whichever worker
+//! thread) and the per-sequence gradients are summed in batch order, so the
+//! result does not depend on the thread count, and a run resumed from a
+//! checkpoint takes exactly the steps of an uninterrupted run.
+//!
+//! **Loss.** The loss of an optimizer step is the mean cross-entropy over every
+//! counted prediction of its `batch * grad_accum` sequences (token-weighted);
+//! its gradient is clipped to global norm `clip`, then AdamW updates the
+//! parameters.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ember_runtime::lora::{LoraAdapter, LoraTarget};
+use ember_runtime::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, StateTensors, TrainerState};
+use crate::data::Prepared;
+use crate::error::{Result, TrainError};
+use crate::grad::{sequence_loss, Base, Dropout, Example, SeqLoss, Workspace};
+use crate::optim::{clip_global_norm, AdamW, AdamWConfig};
+use crate::params::{init_peft_default, Layout};
+use crate::rng::{mix64, Rng};
+use crate::schedule::{Schedule, ScheduleKind};
+
+/// Everything that defines a run (stored in checkpoints; a resume must match).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub rank: usize,
+    pub alpha: f32,
+    pub dropout: f32,
+    pub targets: Vec<String>,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup: u64,
+    pub schedule: ScheduleKind,
+    /// Passes over the training data (used when `steps` is `None`).
+    pub epochs: u64,
+    /// Optimizer steps (overrides `epochs`).
+    pub steps: Option<u64>,
+    /// Sequences per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub seq_len: usize,
+    pub seed: u64,
+    /// Global gradient-norm limit (0 = no clipping).
+    pub clip: f64,
+}
+
+impl TrainConfig {
+    /// The parsed target list.
+    pub fn lora_targets(&self) -> Result<Vec<LoraTarget>> {
+        let mut v = Vec::new();
+        for s in &self.targets {
+            let t = LoraTarget::parse(s).ok_or_else(|| {
+                TrainError::Config(format!(
+                    "unknown LoRA target {s:?} (use q,k,v,o,gate,up,down)"
+                ))
+            })?;
+            if !v.contains(&t) {
+                v.push(t);
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Config(m.into()));
+        if self.batch == 0 || self.grad_accum == 0 {
+            return bad("--batch and --grad-accum must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("--dropout must be in [0, 1)");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("--lr must be positive");
+        }
+        if self.weight_decay.is_nan()
+            || self.weight_decay < 0.0
+            || self.clip.is_nan()
+            || self.clip < 0.0
+        {
+            return bad("--weight-decay and --clip must be non-negative");
+        }
+        if !self.alpha.is_finite() || self.alpha <= 0.0 {
+            return bad("--alpha must be positive");
+        }
+        if self.steps == Some(0) || (self.steps.is_none() && self.epochs == 0) {
+            return bad("nothing to do: --steps or --epochs is 0");
+        }
+        Ok(())
+    }
+}
+
+/// How the run is carried out (not part of its identity).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Worker threads (results do not depend on it).
+    pub threads: usize,
+    /// Write a checkpoint every N optimizer steps (0 = none).
+    pub save_every: u64,
+    /// Validate every N steps (0 = at the end of each epoch).
+    pub eval_every: u64,
+    /// Resume from this checkpoint (or the newest one in this directory).
+    pub resume: Option<PathBuf>,
+    /// No progress output.
+    pub quiet: bool,
+    /// Name recorded as the PEFT `base_model_name_or_path`.
+    pub base_name: String,
+}
+
+/// One validation result.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EvalPoint {
+    pub step: u64,
+    pub loss: f64,
+    pub perplexity: f64,
+}
+
+/// What a finished run reports (`ember finetune --json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub resumed_from_step: u64,
+    pub trainable_params: usize,
+    pub train_sequences: usize,
+    pub val_sequences: usize,
+    pub first_train_loss: Option<f64>,
+    pub last_train_loss: Option<f64>,
+    pub val_loss_before: Option<f64>,
+    pub val_loss_after: Option<f64>,
+    pub val_perplexity_after: Option<f64>,
+    pub evals: Vec<EvalPoint>,
+    /// Positions (tokens) run through forward + backward per second.
+    pub tokens_per_second: f64,
+    pub train_seconds: f64,
+    /// Activation memory of one worker (see `grad`), bytes.
+    pub workspace_bytes_per_thread: usize,
+    /// Peak resident set size (VmHWM), KiB, when the OS reports it.
+    pub peak_rss_kib: Option<u64>,
+    pub adapter_dir: PathBuf,
+}
+
+/// Peak resident set size of this process in KiB (Linux `VmHWM`).
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One sequence of a batch: its index, where its loss and gradient go.
+type Job<'a> = (usize, &'a mut SeqLoss, Option<&'a mut Vec<f32>>);
+
+/// Summed losses and gradients of `examples` with parameters `params`: per
+/// sequence on `workspaces.len()` threads, gradients written to `slots[i]`
+/// (zeroed first) when `slots` is given. Returns the per-sequence losses.
+pub fn batch_loss(
+    base: &Base,
+    layout: &Layout,
+    params: &[f32],
+    examples: &[&Example],
+    dropouts: &[Option<Dropout>],
+    workspaces: &mut [Workspace<f32>],
+    slots: Option<&mut [Vec<f32>]>,
+) -> Vec<SeqLoss> {
+    let n = examples.len();
+    let threads = workspaces.len().min(n).max(1);
+    let mut losses = vec![SeqLoss::default(); n];
+    let mut slot_refs: Vec<Option<&mut Vec<f32>>> = match slots {
+        Some(s) => s.iter_mut().take(n).map(Some).collect(),
+        None => (0..n).map(|_| None).collect(),
+    };
+    // Round-robin assignment: job i goes to worker i % threads.
+    let mut jobs: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, (l, s)) in losses.iter_mut().zip(slot_refs.iter_mut()).enumerate() {
+        jobs[i % threads].push((i, l, s.take()));
+    }
+    let run = |ws: &mut Workspace<f32>, list: Vec<Job>| {
+        for (i, loss, slot) in list {
+            let g = slot.map(|g| {
+                g.fill(0.0);
+                g.as_mut_slice()
+            });
+            *loss = sequence_loss(
+                base,
+                layout,
+                params,
+                examples[i],
+                dropouts[i].as_ref(),
+                g,
+                ws,
+            );
+        }
+    };
+    if threads == 1 {
+        let list = jobs.pop().unwrap_or_default();
+        run(&mut workspaces[0], list);
+    } else {
+        std::thread::scope(|s| {
+            for (ws, list) in workspaces.iter_mut().zip(jobs) {
+                s.spawn(|| run(ws, list));
+            }
+        });
+    }
+    losses
+}
+
+/// Mean loss over `examples` (no dropout, no gradients).
+pub fn evaluate(
+    base: &Base,
+    layout: &Layout,
+    params: &[f32],
+    examples: &[Example],
+    workspaces: &mut [Workspace<f32>],
+) -> Option<f64> {
+    let refs: Vec<&Example> = examples.iter().collect();
+    let none = vec![None; refs.len()];
+    let losses = batch_loss(base, layout, params, &refs, &none, workspaces, None);
+    let (sum, count) = losses
+        .iter()
+        .fold((0.0, 0usize), |(s, c), l| (s + l.sum, c + l.count));
+    (count > 0).then(|| sum / count as f64)
+}
+
+/// The training sequence at stream position `pos`: epoch `pos / n`, shuffled
+/// with a seed derived from `seed` and the epoch.
+fn stream_index(pos: u64, n: usize, seed: u64, cache: &mut (u64, Vec<usize>)) -> usize {
+    let epoch = pos / n as u64;
+    if cache.1.len() != n || cache.0 != epoch {
+        let mut perm: Vec<usize> = (0..n).collect();
+        Rng::seed(mix64(seed ^ mix64(epoch.wrapping_add(0xE70C)))).shuffle(&mut perm);
+        *cache = (epoch, perm);
+    }
+    cache.1[(pos % n as u64) as usize]
+}
+
+fn check_resume(
+    state: &TrainerState,
+    tensors: &StateTensors,
+    config: &TrainConfig,
+    base_fp: &str,
+    data_fp: &str,
+    n_params: usize,
+    dir: &Path,
+) -> Result<()> {
+    let bad = |m: String| {
+        Err(TrainError::Checkpoint(format!(
+            "--resume {}: {m}",
+            dir.display()
+        )))
+    };
+    if state.base_fingerprint != base_fp {
+        return bad("the checkpoint was made with another base model".into());
+    }
+    if &state.config != config {
+        return bad(format!(
+            "the checkpoint was made with another configuration:\n  checkpoint: {:?}\n  now:        {:?}",
+            state.config, config
+        ));
+    }
+    if state.data_fingerprint != data_fp {
+        return bad("the checkpoint was made with other training data".into());
+    }
+    if tensors.params.len() != n_params {
+        return bad(format!(
+            "{} parameters in the checkpoint, {n_params} expected",
+            tensors.params.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Trains an adapter on `data`, writing checkpoints and the final adapter (PEFT
+/// layout) into `opts.out`.
+pub fn train(
+    model: &Model,
+    data: &Prepared,
+    config: &TrainConfig,
+    opts: &RunOptions,
+) -> Result<Summary> {
+    config.check()?;
+    let hp = *model.hparams();
+    if config.seq_len > hp.max_context as usize {
+        return Err(TrainError::Config(format!(
+            "--seq-len {} exceeds the model's context of {}",
+            config.seq_len, hp.max_context
+        )));
+    }
+    let targets = config.lora_targets()?;
+    let mut adapter = LoraAdapter::zeros(&hp, config.rank, config.alpha, &targets)?;
+    let layout = Layout::of(&adapter, &hp)?;
+    let base = Base::new(model)?;
+    let base_fp = checkpoint::base_fingerprint(model);
+    let data_fp = format!("{:016x}", data.fingerprint());
+    let n_train = data.train.len();
+    let per_step = config.batch * config.grad_accum;
+    let steps_per_epoch = n_train.div_ceil(per_step) as u64;
+    let total = config.steps.unwrap_or(config.epochs * steps_per_epoch);
+    let schedule = Schedule {
+        kind: config.schedule,
+        lr: config.lr,
+        warmup: config.warmup,
+        total,
+    };
+    let adam_cfg = AdamWConfig {
+        weight_decay: config.weight_decay,
+        ..Default::default()
+    };
+
+    // Fresh state, or the checkpoint's.
+    let mut params = vec![0.0f32; layout.len];
+    let mut adam = AdamW::new(adam_cfg, layout.len);
+    let mut rng = Rng::seed(config.seed);
+    let (mut step, mut position) = (0u64, 0u64);
+    let mut val_before = None;
+    let mut first_train_loss = None;
+    match &opts.resume {
+        Some(dir) => {
+            let ck = checkpoint::resolve(dir)?;
+            let (state, tensors) = checkpoint::load(&ck)?;
+            check_resume(
+                &state, &tensors, config, &base_fp, &data_fp, layout.len, &ck,
+            )?;
+            params = tensors.params;
+            adam.m = tensors.adam_m;
+            adam.v = tensors.adam_v;
+            adam.step = state.step;
+            rng = state.rng;
+            step = state.step;
+            position = state.position;
+            val_before = state.val_loss_before;
+            first_train_loss = state.first_train_loss;
+        }
+        None => {
+            let mut init = Rng::seed(mix64(config.seed ^ 0x1A17));
+            init_peft_default(&layout, &mut params, &mut init);
+        }
+    }
+    let resumed_from = step;
+
+    let threads = opts.threads.max(1).min(config.batch.max(1));
+    let t_max = data
+        .train
+        .iter()
+        .chain(&data.val)
+        .map(Example::len)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut workspaces: Vec<Workspace<f32>> = (0..threads)
+        .map(|_| Workspace::new(&base, &layout, t_max))
+        .collect();
+    let ws_bytes = workspaces[0].bytes();
+    let mut slots: Vec<Vec<f32>> = (0..config.batch).map(|_| vec![0.0; layout.len]).collect();
+    let mut grads = vec![0.0f32; layout.len];
+
+    std::fs::create_dir_all(&opts.out).map_err(|e| TrainError::io(&opts.out, e))?;
+    let show = !opts.quiet && std::io::stderr().is_terminal();
+    let pb = if show {
+        let pb = indicatif::ProgressBar::new(total);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_position(step);
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let say = |s: String| {
+        if opts.quiet {
+        } else if show {
+            pb.println(s);
+        } else {
+            eprintln!("{s}");
+        }
+    };
+
+    let mut evals = Vec::new();
+    if val_before.is_none() && !data.val.is_empty() {
+        val_before = evaluate(&base, &layout, &params, &data.val, &mut workspaces);
+        if let Some(v) = val_before {
+            say(format!(
+                "step {step}: val loss {v:.4}, perplexity {:.3}",
+                v.exp()
+            ));
+        }
+    }
+
+    let mut order_cache = (u64::MAX, Vec::new());
+    let mut last_train_loss = None;
+    let started = Instant::now();
+    let mut tokens_done = 0usize;
+    while step < total {
+        grads.fill(0.0);
+        let (mut loss_sum, mut count) = (0.0f64, 0usize);
+        for _ in 0..config.grad_accum {
+            let idx: Vec<usize> = (0..config.batch as u64)
+                .map(|k| stream_index(position + k, n_train, config.seed, &mut order_cache))
+                .collect();
+            position += config.batch as u64;
+            let batch: Vec<&Example> = idx.iter().map(|&i| &data.train[i]).collect();
+            let drops: Vec<Option<Dropout>> = batch
+                .iter()
+                .map(|_| {
+                    let seed = rng.next_u64();
+                    (config.dropout > 0.0).then_some(Dropout {
+                        p: config.dropout,
+                        seed,
+                    })
+                })
+                .collect();
+            let losses = batch_loss(
+                &base,
+                &layout,
+                &params,
+                &batch,
+                &drops,
+                &mut workspaces,
+                Some(&mut slots),
+            );
+            for (l, g) in losses.iter().zip(&slots) {
+                loss_sum += l.sum;
+                count += l.count;
+                for (a, &b) in grads.iter_mut().zip(g) {
+                    *a += b;
+                }
+            }
+            tokens_done += batch.iter().map(|e| e.len()).sum::<usize>();
+        }
+        if count == 0 {
+            return Err(TrainError::Data(
+                "a training step had no tokens to learn from".into(),
+            ));
+        }
+        let inv = (1.0 / count as f64) as f32;
+        grads.iter_mut().for_each(|g| *g *= inv);
+        let loss = loss_sum / count as f64;
+        let norm = clip_global_norm(&mut grads, config.clip);
+        if !loss.is_finite() || !norm.is_finite() {
+            return Err(TrainError::Diverged(format!(
+                "step {}: the loss or gradient is not finite (loss {loss}, gradient norm {norm}); \
+                 try a smaller --lr",
+                step + 1
+            )));
+        }
+        let lr = schedule.lr(step);
+        adam.update(&mut params, &grads, lr);
+        step += 1;
+        first_train_loss.get_or_insert(loss);
+        last_train_loss = Some(loss);
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        pb.set_message(format!(
+            "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
+            tokens_done as f64 / secs
+        ));
+        pb.set_position(step);
+
+        let epoch_end =
+            (position / n_train as u64) > ((position - per_step as u64) / n_train as u64);
+        let eval_now = if opts.eval_every > 0 {
+            step % opts.eval_every == 0 || step == total
+        } else {
+            epoch_end || step == total
+        };
+        if eval_now && !data.val.is_empty() {
+            if let Some(v) = evaluate(&base, &layout, &params, &data.val, &mut workspaces) {
+                evals.push(EvalPoint {
+                    step,
+                    loss: v,
+                    perplexity: v.exp(),
+                });
+                say(format!(
+                    "step {step}: train loss {loss:.4}, val loss {v:.4}, perplexity {:.3}",
+                    v.exp()
+                ));
+            }
+        }
+        if opts.save_every > 0 && step % opts.save_every == 0 && step < total {
+            layout.unflatten(&params, &mut adapter);
+            let state = TrainerState {
+                format: checkpoint::FORMAT_VERSION,
+                base_fingerprint: base_fp.clone(),
+                data_fingerprint: data_fp.clone(),
+                config: config.clone(),
+                step,
+                total_steps: total,
+                position,
+                rng: rng.clone(),
+                val_loss_before: val_before,
+                first_train_loss,
+            };
+            let tensors = StateTensors {
+                params: params.clone(),
+                adam_m: adam.m.clone(),
+                adam_v: adam.v.clone(),
+            };
+            checkpoint::save(&opts.out, &state, &tensors, &adapter, &hp, &opts.base_name)?;
+        }
+    }
+    pb.finish_and_clear();
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    layout.unflatten(&params, &mut adapter);
+    crate::peft::save_peft(&opts.out, &adapter, &hp, &opts.base_name)?;
+    let val_after = evals.last().map(|e| e.loss);
+    Ok(Summary {
+        steps: step,
+        resumed_from_step: resumed_from,
+        trainable_params: layout.len,
+        train_sequences: n_train,
+        val_sequences: data.val.len(),
+        first_train_loss,
+        last_train_loss,
+        val_loss_before: val_before,
+        val_loss_after: val_after,
+        val_perplexity_after: val_after.map(f64::exp),
+        evals,
+        tokens_per_second: tokens_done as f64 / train_seconds.max(1e-9),
+        train_seconds,
+        workspace_bytes_per_thread: ws_bytes,
+        peak_rss_kib: peak_rss_kib(),
+        adapter_dir: opts.out.clone(),
+    })
+}
