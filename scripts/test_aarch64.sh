@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Cross-builds Ember's kernel tests, the runtime unit tests and the stories260K
-# end-to-end test for aarch64-unknown-linux-gnu and runs them under qemu-aarch64
+# Cross-builds Ember's kernel tests, the runtime unit tests, the stories260K
+# end-to-end test and the CLI tests (the aarch64 `ember` binary, run through
+# qemu-aarch64 via EMBER_TEST_RUNNER) for aarch64-unknown-linux-gnu and runs
+# them under qemu-aarch64
 # once per CPU model (Raspberry Pi 3/4: cortex-a53/a72, Pi 5: cortex-a76, and
 # max), with EMBER_EXPECT_TIER set to the kernel tier that model must select.
 # qemu enforces the model, so a dotprod kernel reached on an A53/A72 dies with
@@ -25,6 +27,7 @@ run_all() {
     cargo "${CROSS[@]}" test -p ember-kernels "$@"
     cargo "${CROSS[@]}" test -p ember-runtime --lib "$@"
     cargo "${CROSS[@]}" test -p ember --test stories260k "$@"
+    EMBER_TEST_RUNNER=qemu-aarch64 cargo "${CROSS[@]}" test -p ember --test cli "$@"
 }
 
 start=$SECONDS
@@ -32,6 +35,7 @@ echo "== building (no run)"
 cargo "${CROSS[@]}" test -p ember-kernels --no-run
 cargo "${CROSS[@]}" test -p ember-runtime --lib --no-run
 cargo "${CROSS[@]}" test -p ember --test stories260k --no-run
+cargo "${CROSS[@]}" test -p ember --test cli --no-run
 echo "== build: $((SECONDS - start)) s"
 
 # Never let a caller's tier cap hide a wrong selection.

@@ -176,3 +176,22 @@ pub fn tiny_model_bytes() -> Vec<u8> {
     write_model(&tiny_ir(), &path, &WriteOptions::default()).expect("write tiny model");
     std::fs::read(&path).expect("read tiny model")
 }
+
+/// Environment variable naming a program that runs the `ember` binary for the
+/// CLI tests (e.g. `qemu-aarch64` when the tests themselves run under qemu on a
+/// host without binfmt_misc; the child inherits `QEMU_CPU`).
+pub const TEST_RUNNER_ENV: &str = "EMBER_TEST_RUNNER";
+
+/// A command that runs the `ember` binary built with these tests, through
+/// `$EMBER_TEST_RUNNER` when it is set.
+pub fn ember_command() -> std::process::Command {
+    let bin = env!("CARGO_BIN_EXE_ember");
+    match std::env::var(TEST_RUNNER_ENV) {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut c = std::process::Command::new(runner.trim());
+            c.arg(bin);
+            c
+        }
+        _ => std::process::Command::new(bin),
+    }
+}

@@ -19,9 +19,9 @@ use crate::scalar;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+pub mod vexp;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
-pub mod vexp;
 
 /// Instruction-set tiers, lowest first within each architecture (the x86 and
 /// ARM tiers are never compared with each other: `Tier::ALL` lists only the
