@@ -2,7 +2,7 @@
 # Cross-builds Ember's kernel tests, the runtime unit tests, the stories260K
 # end-to-end test and the CLI tests (the aarch64 `ember` binary, run through
 # qemu-aarch64 via EMBER_TEST_RUNNER) for aarch64-unknown-linux-gnu and runs
-# them under qemu-aarch64
+# them under qemu-aarch64 (plus the suites in EXTRA once per tier)
 # once per CPU model (Raspberry Pi 3/4: cortex-a53/a72, Pi 5: cortex-a76, and
 # max), with EMBER_EXPECT_TIER set to the kernel tier that model must select.
 # qemu enforces the model, so a dotprod kernel reached on an A53/A72 dies with
@@ -30,12 +30,22 @@ run_all() {
     EMBER_TEST_RUNNER=qemu-aarch64 cargo "${CROSS[@]}" test -p ember --test cli "$@"
 }
 
+# Further end-to-end suites (loader errors, sessions and context shift, zero
+# allocations, threads and batched prefill bit-identity, GGUF block import, chat
+# templates), run once per kernel tier (A53: neon, A76: dotprod) to keep CI short.
+EXTRA=(--test format_errors --test session_api --test no_alloc --test kernels_threads
+       --test quant_gguf --test chat_template)
+run_extra() {
+    cargo "${CROSS[@]}" test -p ember "${EXTRA[@]}" "$@"
+}
+
 start=$SECONDS
 echo "== building (no run)"
 cargo "${CROSS[@]}" test -p ember-kernels --no-run
 cargo "${CROSS[@]}" test -p ember-runtime --lib --no-run
 cargo "${CROSS[@]}" test -p ember --test stories260k --no-run
 cargo "${CROSS[@]}" test -p ember --test cli --no-run
+cargo "${CROSS[@]}" test -p ember "${EXTRA[@]}" --no-run
 echo "== build: $((SECONDS - start)) s"
 
 # Never let a caller's tier cap hide a wrong selection.
@@ -45,6 +55,9 @@ for m in "${MODELS[@]}"; do
     t0=$SECONDS
     echo "== QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier"
     QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_all "$@"
+    if [[ $cpu == cortex-a53 || $cpu == cortex-a76 ]]; then
+        QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_extra "$@"
+    fi
     echo "== QEMU_CPU=$cpu: ok in $((SECONDS - t0)) s"
 done
 echo "== all aarch64 CPU models passed in $((SECONDS - start)) s"
