@@ -108,15 +108,30 @@ impl<'a> BatchBuffers<'a> {
     }
 }
 
-/// `out[t] = W x[t] (+ LoRA)` for the `n` rows of `x` (`[n, cols]`), quantized into
-/// `xq` when the model has quantized matrices.
+/// Quantizes the `n` rows of `x` (`[n, cols]`) into `xq` when the model has
+/// quantized matrices and the rows are whole blocks; returns whether it did.
+/// One quantization serves every matrix that reads this input.
+fn quantize_rows(model: &Model, x: &[f32], xq: &mut [BlockQ8_0], quant: bool, n: usize) -> bool {
+    let cols = x.len() / n;
+    if !(quant && cols % QK == 0) {
+        return false;
+    }
+    let blocks = cols / QK;
+    for (xr, qr) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks)) {
+        (model.kernels.quantize_row_q8_0)(xr, qr);
+    }
+    true
+}
+
+/// `out[t] = W x[t]` for the `n` rows of `x` (`[n, cols]`); `xq` holds them
+/// quantized when `quantized` (`quantize_rows`).
 #[allow(clippy::too_many_arguments)]
 fn project(
     model: &Model,
     w: Weights<'_>,
     x: &[f32],
-    xq: &mut [BlockQ8_0],
-    quant: bool,
+    xq: &[BlockQ8_0],
+    quantized: bool,
     n: usize,
     out: &mut [f32],
     pool: &mut Pool,
@@ -125,12 +140,6 @@ fn project(
     let rows = out.len() / n;
     let kern = &model.kernels;
     let blocks = cols / QK;
-    let quantized = quant && cols % QK == 0;
-    if quantized {
-        for (xr, qr) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks)) {
-            (kern.quantize_row_q8_0)(xr, qr);
-        }
-    }
     if quantized && w.matmul_input_threaded(kern, &xq[..n * blocks], n, out, pool) {
         return;
     }
@@ -219,39 +228,13 @@ pub fn forward_batch(
             &mut bb.k[..n * kv_dim],
             &mut bb.v[..n * kv_dim],
         );
-        project(
-            model,
-            model.weights(li.wq),
-            xn,
-            &mut bb.xq,
-            quant,
-            n,
-            q,
-            pool,
-        );
+        let qd = quantize_rows(model, xn, &mut bb.xq, quant, n);
+        project(model, model.weights(li.wq), xn, &bb.xq, qd, n, q, pool);
         lora_rows(buf, l, LoraTarget::Q, xn, q, n);
         // The quantized input is reused by the K and V products.
-        project(
-            model,
-            model.weights(li.wk),
-            xn,
-            &mut bb.xq,
-            quant,
-            n,
-            kk,
-            pool,
-        );
+        project(model, model.weights(li.wk), xn, &bb.xq, qd, n, kk, pool);
         lora_rows(buf, l, LoraTarget::K, xn, kk, n);
-        project(
-            model,
-            model.weights(li.wv),
-            xn,
-            &mut bb.xq,
-            quant,
-            n,
-            v,
-            pool,
-        );
+        project(model, model.weights(li.wv), xn, &bb.xq, qd, n, v, pool);
         lora_rows(buf, l, LoraTarget::V, xn, v, n);
         if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
             for t in 0..n {
@@ -291,16 +274,8 @@ pub fn forward_batch(
             }
         }
         let (att, proj) = (&bb.att[..n * q_dim], &mut bb.proj[..n * dim]);
-        project(
-            model,
-            model.weights(li.wo),
-            att,
-            &mut bb.xq,
-            quant,
-            n,
-            proj,
-            pool,
-        );
+        let qd = quantize_rows(model, att, &mut bb.xq, quant, n);
+        project(model, model.weights(li.wo), att, &bb.xq, qd, n, proj, pool);
         lora_rows(buf, l, LoraTarget::O, att, proj, n);
         let x = &mut bb.x[..n * dim];
         for (xr, pr) in x.chunks_exact_mut(dim).zip(proj.chunks_exact_mut(dim)) {
@@ -317,27 +292,19 @@ pub fn forward_batch(
         }
         let xn = &bb.xn[..n * dim];
         let (gate, up) = (&mut bb.gate[..n * ffn], &mut bb.up[..n * ffn]);
+        let qd = quantize_rows(model, xn, &mut bb.xq, quant, n);
         project(
             model,
             model.weights(li.w_gate),
             xn,
-            &mut bb.xq,
-            quant,
+            &bb.xq,
+            qd,
             n,
             gate,
             pool,
         );
         lora_rows(buf, l, LoraTarget::Gate, xn, gate, n);
-        project(
-            model,
-            model.weights(li.w_up),
-            xn,
-            &mut bb.xq,
-            quant,
-            n,
-            up,
-            pool,
-        );
+        project(model, model.weights(li.w_up), xn, &bb.xq, qd, n, up, pool);
         lora_rows(buf, l, LoraTarget::Up, xn, up, n);
         for (g, u) in gate.chunks_exact_mut(ffn).zip(up.chunks_exact_mut(ffn)) {
             if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
@@ -351,12 +318,13 @@ pub fn forward_batch(
         }
         let gate = &bb.gate[..n * ffn];
         let proj = &mut bb.proj[..n * dim];
+        let qd = quantize_rows(model, gate, &mut bb.xq, quant, n);
         project(
             model,
             model.weights(li.w_down),
             gate,
-            &mut bb.xq,
-            quant,
+            &bb.xq,
+            qd,
             n,
             proj,
             pool,
