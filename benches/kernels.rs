@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use bytemuck::Zeroable;
 use ember_kernels::arch::{kernels_for, Kernels, Tier};
 use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK};
 use ember_kernels::scalar;
@@ -84,6 +85,11 @@ fn main() {
         ];
         scalar::quantize_row_q8_0(&x, &mut a);
         let mut out = vec![0.0f32; rows];
+        // IQ4_NL, row-interleaved (what `convert --dtype iq4_nl` writes).
+        let mut wi = vec![ember_kernels::blocks::BlockIq4Nl::zeroed(); rows * cols / QK];
+        scalar::quantize_row_iq4_nl(&wf, &mut wi);
+        let mut ti = wi.clone();
+        interleave_rows(&wi, cols / QK, &mut ti);
         for k in &tiers {
             let ops = [
                 ("matvec_f32_f32", wf.len() * 4),
@@ -129,6 +135,20 @@ fn main() {
                     }
                 });
                 report(&case, k.tier, bytes, t / n as u32);
+            }
+            for (op, per_call) in [("matvec_iq4_nlx4_q8_0", 1), ("matmul_iq4_nlx4_q8_0", n)] {
+                let case = format!("{op} {shape}{}", if per_call > 1 { " /tok" } else { "" });
+                if filter.as_deref().is_some_and(|p| !case.contains(p)) {
+                    continue;
+                }
+                let t = median_time(|| {
+                    if per_call == 1 {
+                        (k.matvec_iq4_nlx4_q8_0)(black_box(&ti), &a, &mut out)
+                    } else {
+                        (k.matmul_iq4_nlx4_q8_0)(black_box(&ti), &a32, n, &mut out32)
+                    }
+                });
+                report(&case, k.tier, ti.len() * 18, t / per_call as u32);
             }
         }
     }

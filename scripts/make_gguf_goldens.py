@@ -67,6 +67,7 @@ F16_FIELDS = {
     T.Q5_0: [0],
     T.Q5_1: [0, 2],
     T.Q8_0: [0],
+    T.IQ4_NL: [0],
     T.Q2_K: [80, 82],
     T.Q3_K: [108],
     T.Q4_K: [0, 2],
@@ -80,7 +81,7 @@ def f16_bytes(x):
     return np.array([x], dtype=np.float16).tobytes()
 
 
-def quant_case(qtype, n_random):
+def quant_case(qtype, n_random, rng=rng):
     block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
     blocks = []
     # Random blocks with ordinary scales (random f16 bits would be NaN/Inf too often).
@@ -144,6 +145,9 @@ def write_dequant_goldens():
     for qt in [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]:
         cases.append(quant_case(qt, 3))
     cases.append(q8k_case())
+    # Added with Ember's iq4_nl dtype; its own generator keeps the random
+    # stream of every earlier case (and of the other fixtures) unchanged.
+    cases.append(quant_case(T.IQ4_NL, 6, np.random.default_rng(20261130)))
     out = bytearray(b"EMBDQG01")
     out += struct.pack("<I", len(cases))
     for qt, raw, values in cases:

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn ember(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+    let mut child = common::ember_command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -89,7 +89,7 @@ fn chat_script_two_turns_reset_save_load() {
 fn chat_invalid_utf8_line_is_skipped() {
     let dir = common::scratch();
     let Some(m) = stories(dir.path()) else { return };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+    let mut child = common::ember_command()
         .args([
             "chat",
             "-m",
@@ -121,7 +121,7 @@ fn chat_interrupt_stops_the_reply_not_the_chat() {
     let dir = common::scratch();
     let Some(m) = stories(dir.path()) else { return };
     // A reply that would run for a long time: shift policy, huge token limit.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+    let mut child = common::ember_command()
         .args([
             "chat",
             "-m",

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ember_converter::{convert, ConvertOptions, DTypeChoice};
@@ -20,7 +20,7 @@ use serde_json::Value;
 const ACCEPTANCE_MIN_DROP: f64 = 0.20;
 
 fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
+    common::ember_command()
         .args(args)
         .output()
         .expect("run ember")
@@ -277,7 +277,7 @@ fn sigkill_and_resume_gives_the_same_adapter_bits() {
 
     // Kill the second run after its first checkpoint.
     let killed = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ember"))
+    let mut child = common::ember_command()
         .args(run_args(&killed))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

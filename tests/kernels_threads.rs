@@ -183,7 +183,7 @@ fn threaded_session_is_bit_identical() {
 #[test]
 fn batched_prefill_is_bit_identical_to_token_by_token() {
     let prompt: Vec<u32> = (0..45u32).map(|i| (i * 37 + 5) % 250 + 3).collect();
-    for dtype in [DType::Q8_0, DType::Q4_0, DType::F32] {
+    for dtype in [DType::Q8_0, DType::Q4_0, DType::F16, DType::F32] {
         let model = wide_model(dtype, 4096);
         let run = |batch: usize, threads: usize| {
             let config = SessionConfig {

@@ -14,7 +14,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use ember_converter::ir::{F32Source, IrTensor, ModelIr};
@@ -865,7 +864,7 @@ fn failed_saves_and_merges_leave_nothing() {
 // ---------------------------------------------------------------- CLI
 
 fn ember(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
+    common::ember_command()
         .args(args)
         .output()
         .expect("run ember")

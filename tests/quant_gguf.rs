@@ -38,7 +38,9 @@ fn check(dtype: DType, want_copies: usize) {
         // Matrices whose row count is a multiple of 4 are stored row-interleaved.
         let want = match (t.shape.len(), t.name.as_str(), dtype) {
             (1, _, _) => DType::F32,
-            (_, names::TOK_EMBEDDINGS, DType::Q4_0) => tiled_if_possible(DType::Q8_0, &t.shape),
+            (_, names::TOK_EMBEDDINGS, DType::Q4_0 | DType::Iq4Nl) => {
+                tiled_if_possible(DType::Q8_0, &t.shape)
+            }
             _ => tiled_if_possible(dtype, &t.shape),
         };
         assert_eq!(t.dtype, want, "{}", t.name);
@@ -98,4 +100,11 @@ fn q8_0_blocks_are_copied_bit_for_bit() {
 fn q4_0_blocks_are_copied_bit_for_bit() {
     // blk.1.attn_v and blk.1.ffn_down (Q4_0), plus token_embd kept at q8_0.
     check(DType::Q4_0, 3);
+}
+
+#[test]
+fn iq4_nl_conversion_keeps_q8_0_embeddings_and_runs() {
+    // The fixture has no IQ4_NL tensors (its IQ4_NL decoding is checked against
+    // gguf-py in converter/tests/gguf_dequant.rs); token_embd (Q8_0) is copied.
+    check(DType::Iq4Nl, 1);
 }

@@ -12,9 +12,14 @@ use ember_runtime::format::{names, DType};
 use ember_runtime::generate::generate_greedy;
 use ember_runtime::{Model, Session, SessionConfig};
 
-/// Greedy tokens of stories260K at q8_0 that must equal llama2.c's f32 story
-/// (the acceptance criterion asks for at least 100).
-const STORIES_Q8_0_AGREEMENT: usize = 100;
+/// Greedy tokens of stories260K at q8_0 that must equal llama2.c's f32 story.
+/// The issue asks for 100 "or the measured agreement": q8_0 follows the story
+/// for 72 tokens, then a step whose two best tokens are nearly tied goes the
+/// other way. Every tier now sums the q8_0 blocks in the scalar kernel's order
+/// (bit-identical results), and that order diverges at token 72 on x86 and on
+/// every ARM tier alike; the earlier AVX2 order happened to pass the tie
+/// (benches/RESULTS.md, "Quality").
+const STORIES_Q8_0_AGREEMENT: usize = 72;
 
 fn convert_with(
     input: &std::path::Path,
@@ -159,5 +164,92 @@ fn stories260k_q8_0_keeps_the_greedy_story() {
     assert!(
         agree >= STORIES_Q8_0_AGREEMENT,
         "only {agree} tokens agree:\n{text}\nvs\n{expected}"
+    );
+}
+
+/// Mean KLD bound of iq4_nl against the f32 model: llama.cpp's Q4_0 on the same
+/// model (0.2845, BASELINES.md: 40,000 characters of tiny-shakespeare), the
+/// issue's quality bar. The test scores a shorter sample (`KLD_WINDOWS`).
+const IQ4_NL_KLD_BOUND: f64 = 0.2845;
+/// iq4_nl must beat q4_0 clearly on the same tokens (measured ratio 0.70 on
+/// 6,000 characters and 0.72 on this test's windows: benches/RESULTS.md, "A
+/// better 4-bit type").
+const IQ4_NL_VS_Q4_0_KLD: f64 = 0.85;
+/// Windows of 256 tokens scored (every position but the last, as `ember kld`).
+const KLD_WINDOWS: usize = 2;
+
+/// `log_softmax` in f64.
+fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    logits.iter().map(|&v| v as f64 - lse).collect()
+}
+
+#[test]
+fn smollm2_iq4_nl_kld_beats_q4_0_and_llama_cpp_q4_0() {
+    let (Some(gguf), Some(text)) = (
+        common::smollm2_gguf(),
+        common::shared_file("corpus/tinyshakespeare.txt"),
+    ) else {
+        return;
+    };
+    let dir = common::scratch();
+    let mut models = Vec::new();
+    for d in [None, Some(DType::Q4_0), Some(DType::Iq4Nl)] {
+        let out = dir
+            .path()
+            .join(format!("m-{}.ember", d.map_or("f32", |d| d.name())));
+        let opts = ConvertOptions {
+            dtype: d.map_or(DTypeChoice::Auto, DTypeChoice::Fixed),
+            ..Default::default()
+        };
+        convert(&gguf, &out, &opts).expect("convert");
+        models.push(Arc::new(Model::load(&out).unwrap()));
+    }
+    // Matrices are iq4_nl (row-interleaved), embeddings q8_0.
+    for t in models[2].tensors() {
+        let want = match (t.shape.len(), t.name.as_str()) {
+            (1, _) => DType::F32,
+            (_, names::TOK_EMBEDDINGS) => tiled_if_possible(DType::Q8_0, &t.shape),
+            _ => tiled_if_possible(DType::Iq4Nl, &t.shape),
+        };
+        assert_eq!(t.dtype, want, "{}", t.name);
+    }
+    let text = std::fs::read_to_string(text).unwrap();
+    let tok = models[0].tokenizer();
+    let mut opts = tok.default_encode_options();
+    opts.add_bos = false;
+    let ids = tok.encode(&text[..20_000], opts);
+    let mut sessions: Vec<Session> = models
+        .iter()
+        .map(|m| Session::new(m.clone(), SessionConfig::new(256)).unwrap())
+        .collect();
+    let (mut kl, mut n) = ([0.0f64; 2], 0usize);
+    for chunk in ids.chunks(256).take(KLD_WINDOWS) {
+        sessions.iter_mut().for_each(|s| s.reset());
+        for &t in &chunk[..chunk.len() - 1] {
+            let lp = log_softmax(sessions[0].forward(t).unwrap());
+            for (k, s) in kl.iter_mut().zip(&mut sessions[1..]) {
+                let lq = log_softmax(s.forward(t).unwrap());
+                *k += lp
+                    .iter()
+                    .zip(&lq)
+                    .map(|(&a, &b)| if a > -745.0 { a.exp() * (a - b) } else { 0.0 })
+                    .sum::<f64>();
+            }
+            n += 1;
+        }
+    }
+    let [q4_0, iq4_nl] = kl.map(|k| k / n as f64);
+    eprintln!("mean KLD vs f32 over {n} predictions: q4_0 {q4_0:.4}, iq4_nl {iq4_nl:.4}");
+    assert!(iq4_nl <= IQ4_NL_KLD_BOUND, "iq4_nl mean KLD {iq4_nl}");
+    assert!(
+        iq4_nl <= IQ4_NL_VS_Q4_0_KLD * q4_0,
+        "iq4_nl {iq4_nl} vs q4_0 {q4_0}"
     );
 }

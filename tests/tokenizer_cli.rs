@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ember_converter::ir::{F32Source, IrTensor, ModelIr};
 use ember_converter::tokenizer_import::hf_json;
@@ -14,7 +14,7 @@ use ember_converter::writer::{write_model, WriteOptions};
 use ember_runtime::format::expected_tensors;
 
 fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
+    common::ember_command()
         .args(args)
         .output()
         .expect("run ember")

@@ -6,11 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod error;
 pub mod gguf;
 pub mod hf;
 pub mod ir;
 pub mod llama2c;
+pub mod quantize;
 pub mod tokenizer_import;
 pub mod writer;
 
@@ -55,6 +57,9 @@ pub struct ConvertOptions<'a> {
     pub progress: bool,
     /// Abort flag (e.g. set by a Ctrl-C handler).
     pub interrupt: Option<&'a AtomicBool>,
+    /// Calibrated quantization (smoothing + importance-weighted scales) from
+    /// sample text; see `calibrate`.
+    pub calibrate: Option<calibrate::CalibrateOptions>,
 }
 
 /// What `convert` did.
@@ -62,6 +67,8 @@ pub struct ConvertOptions<'a> {
 pub struct ConvertSummary {
     pub input_kind: InputKind,
     pub write: WriteSummary,
+    /// Tokens run and matrices smoothed, with `ConvertOptions::calibrate`.
+    pub calibration: Option<(usize, usize)>,
 }
 
 /// Detects the kind of checkpoint at `path` from its content.
@@ -134,6 +141,10 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
     let (input_kind, mut ir) = read_input(input, opts)?;
     ir.metadata
         .push(("converter.version".into(), env!("CARGO_PKG_VERSION").into()));
+    let calibration = match &opts.calibrate {
+        Some(c) => Some(calibrate::calibrate(&mut ir, c)?),
+        None => None,
+    };
     let write = writer::write_model(
         &ir,
         output,
@@ -142,7 +153,12 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
             embed_dtype: opts.embed_dtype,
             progress: opts.progress,
             interrupt: opts.interrupt,
+            importance: calibration.as_ref().map(|c| &c.importance),
         },
     )?;
-    Ok(ConvertSummary { input_kind, write })
+    Ok(ConvertSummary {
+        input_kind,
+        write,
+        calibration: calibration.map(|c| (c.tokens, c.smoothed)),
+    })
 }

@@ -45,7 +45,7 @@ pub fn mixed_policy(name: &str, cols: u64, base: DType, embed: Option<DType>) ->
     let is_embed = name == format::names::TOK_EMBEDDINGS || name == format::names::OUTPUT;
     let d = match (is_embed, embed, base) {
         (true, Some(e), _) => e,
-        (true, None, DType::Q4_0) => DType::Q8_0,
+        (true, None, DType::Q4_0 | DType::Iq4Nl) => DType::Q8_0,
         _ => base,
     };
     if cols % d.block_elems() as u64 != 0 {
@@ -67,6 +67,9 @@ pub struct WriteOptions<'a> {
     /// Set from another thread (e.g. a Ctrl-C handler) to abort; checked between
     /// tensors and while converting large tensors.
     pub interrupt: Option<&'a AtomicBool>,
+    /// Per-column error weights of matrices quantized from f32 values
+    /// (`calibrate`); matrices without an entry use the reference quantizers.
+    pub importance: Option<&'a crate::calibrate::Importance>,
 }
 
 /// What was written.
@@ -255,7 +258,8 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
                         ),
                     });
                 }
-                encode(&values, p.dtype, cols)
+                let importance = opts.importance.and_then(|m| m.get(&p.tensor.name));
+                encode_weighted(&values, p.dtype, cols, importance.map(Vec::as_slice))
             }
         };
         debug_assert_eq!(bytes.len() as u64, p.nbytes);
@@ -369,7 +373,7 @@ pub fn tiled_if_possible(d: DType, shape: &[u64]) -> DType {
 /// Permutes the plain row-major blocks of a `[rows, cols]` matrix (`bytes`, of
 /// `dtype.untiled()`) into the row-interleaved layout of `dtype`.
 fn interleave_bytes(bytes: &[u8], dtype: DType, cols: usize) -> Vec<u8> {
-    use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK};
+    use ember_kernels::blocks::{interleave_rows, BlockIq4Nl, BlockQ4_0, BlockQ8_0, QK};
     let nb = cols / QK;
     match dtype {
         DType::Q8_0X4 => {
@@ -380,6 +384,12 @@ fn interleave_bytes(bytes: &[u8], dtype: DType, cols: usize) -> Vec<u8> {
         }
         DType::Q4_0X4 => {
             let src: &[BlockQ4_0] = bytemuck::cast_slice(bytes);
+            let mut dst = src.to_vec();
+            interleave_rows(src, nb, &mut dst);
+            bytemuck::cast_slice(&dst).to_vec()
+        }
+        DType::Iq4NlX4 => {
+            let src: &[BlockIq4Nl] = bytemuck::cast_slice(bytes);
             let mut dst = src.to_vec();
             interleave_rows(src, nb, &mut dst);
             bytemuck::cast_slice(&dst).to_vec()
@@ -395,10 +405,25 @@ fn interleave_bytes(bytes: &[u8], dtype: DType, cols: usize) -> Vec<u8> {
 /// are quantized row by row, then permuted (`values.len()` a multiple of
 /// `TILE_ROWS * cols`).
 pub fn encode(values: &[f32], dtype: DType, cols: usize) -> Vec<u8> {
+    encode_weighted(values, dtype, cols, None)
+}
+
+/// `encode` with per-column error weights for the block types (`importance`:
+/// one non-negative value per column, see `crate::quantize`); float types
+/// ignore them. `None` gives exactly `encode`'s reference quantization.
+pub fn encode_weighted(
+    values: &[f32],
+    dtype: DType,
+    cols: usize,
+    importance: Option<&[f32]>,
+) -> Vec<u8> {
     use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
     use ember_kernels::scalar;
+    if let Some(imp) = importance.filter(|i| i.len() == cols && dtype.block_elems() > 1) {
+        return encode_rows_weighted(values, dtype, cols, imp);
+    }
     match dtype {
-        DType::Q8_0X4 | DType::Q4_0X4 => {
+        DType::Q8_0X4 | DType::Q4_0X4 | DType::Iq4NlX4 => {
             interleave_bytes(&encode(values, dtype.untiled(), cols), dtype, cols)
         }
         DType::F32 => bytemuck::cast_slice(values).to_vec(),
@@ -420,6 +445,42 @@ pub fn encode(values: &[f32], dtype: DType, cols: usize) -> Vec<u8> {
             scalar::quantize_row_q4_0(values, &mut b);
             bytemuck::cast_slice(&b).to_vec()
         }
+        DType::Iq4Nl => {
+            let mut b = vec![ember_kernels::blocks::BlockIq4Nl::zeroed(); values.len() / QK];
+            scalar::quantize_row_iq4_nl(values, &mut b);
+            bytemuck::cast_slice(&b).to_vec()
+        }
+    }
+}
+
+/// Quantizes each row of a block-type matrix with the importance-weighted
+/// quantizer of its type (`imp`: one weight per column, the same for every row).
+fn encode_rows_weighted(values: &[f32], dtype: DType, cols: usize, imp: &[f32]) -> Vec<u8> {
+    use crate::quantize::{quantize_row_q4_0_weighted, quantize_row_q8_0_weighted};
+    use ember_kernels::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0, QK};
+    use ember_kernels::scalar::quantize_row_iq4_nl_weighted;
+    fn rows<B: bytemuck::Pod + Zeroable>(
+        values: &[f32],
+        cols: usize,
+        imp: &[f32],
+        f: fn(&[f32], Option<&[f32]>, &mut [B]),
+    ) -> Vec<u8> {
+        let mut b = vec![B::zeroed(); values.len() / QK];
+        for (x, out) in values.chunks_exact(cols).zip(b.chunks_exact_mut(cols / QK)) {
+            f(x, Some(imp), out);
+        }
+        bytemuck::cast_slice(&b).to_vec()
+    }
+    let plain = match dtype.untiled() {
+        DType::Q8_0 => rows::<BlockQ8_0>(values, cols, imp, quantize_row_q8_0_weighted),
+        DType::Q4_0 => rows::<BlockQ4_0>(values, cols, imp, quantize_row_q4_0_weighted),
+        DType::Iq4Nl => rows::<BlockIq4Nl>(values, cols, imp, quantize_row_iq4_nl_weighted),
+        _ => return encode(values, dtype, cols),
+    };
+    if dtype.is_tiled() {
+        interleave_bytes(&plain, dtype, cols)
+    } else {
+        plain
     }
 }
 

@@ -97,6 +97,7 @@ fn block_sizes_match_ggml() {
         (GgmlType::Q5_0, 32, 22),
         (GgmlType::Q5_1, 32, 24),
         (GgmlType::Q8_0, 32, 34),
+        (GgmlType::Iq4Nl, 32, 18),
         (GgmlType::Q2K, 256, 84),
         (GgmlType::Q3K, 256, 110),
         (GgmlType::Q4K, 256, 144),

@@ -40,6 +40,45 @@ pub struct BlockQ4_0 {
 const _: () = assert!(core::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(core::mem::align_of::<BlockQ4_0>() == 1);
 
+/// IQ4_NL: 32 values `v[j] = d * IQ4_NL_VALUES[q[j]]` with 4-bit indices `q`
+/// into a fixed non-uniform codebook (ggml's `block_iq4_nl`, bit for bit).
+///
+/// Value domain: the codebook entries are -127..=113, so the int8 dot idioms
+/// (sign+maddubs on AVX2, `sdot` / widening multiply on AArch64) are exact
+/// against activation quants in -127..=127.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct BlockIq4Nl {
+    /// Scale, f16 bits (little-endian); may be negative.
+    pub d: [u8; 2],
+    /// Byte `j` holds `q[j]` in its low nibble and `q[j + 16]` in its high nibble.
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(core::mem::size_of::<BlockIq4Nl>() == 18);
+const _: () = assert!(core::mem::align_of::<BlockIq4Nl>() == 1);
+
+/// The IQ4_NL codebook (ggml's `kvalues_iq4nl`): index `q` in 0..=15 stands for
+/// `IQ4_NL_VALUES[q]`. Sorted ascending, denser near zero, where trained
+/// weights are dense; every entry is in -127..=127.
+pub const IQ4_NL_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+impl BlockIq4Nl {
+    /// The scale as f32 (exact).
+    #[inline]
+    pub fn scale(&self) -> f32 {
+        f16::from_bits(u16::from_le_bytes(self.d)).to_f32()
+    }
+    /// Codebook value of element `j`, in -127..=113.
+    #[inline]
+    pub fn q(&self, j: usize) -> i8 {
+        let b = self.qs[j % 16];
+        let nib = if j < 16 { b & 0x0F } else { b >> 4 };
+        IQ4_NL_VALUES[nib as usize]
+    }
+}
+
 impl BlockQ8_0 {
     /// The scale as f32 (exact).
     #[inline]

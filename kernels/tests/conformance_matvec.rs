@@ -9,7 +9,7 @@
 
 use bytemuck::Zeroable;
 use ember_kernels::arch::{kernels_for, Kernels, Tier};
-use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK, TILE_ROWS};
+use ember_kernels::blocks::{interleave_rows, BlockIq4Nl, BlockQ4_0, BlockQ8_0, QK, TILE_ROWS};
 use ember_kernels::scalar;
 use half::f16;
 
@@ -160,6 +160,82 @@ fn float_case(tiers: &[Kernels], w: &[f32], x: &[f32], rows: usize) {
             &want16,
             &bound16,
         );
+    }
+    let counts: &[usize] = if AWKWARD.contains(&n) || n % 8 == 3 {
+        &[1, 2, 3, 4, 5, 32]
+    } else {
+        &[1, 2, 3, 4, 5]
+    };
+    for &tokens in counts {
+        matmul_f16_case(tiers, &w16, x, rows, tokens);
+    }
+}
+
+/// The batched f16 product over `tokens` activation vectors (rotations and
+/// power-of-two rescalings of `x`, so edge values reach every token): on every
+/// tier, including scalar, each token's result must be bit-identical to the
+/// same tier's `matvec_f16_f32` for that token (prefill and decode agree
+/// exactly) and within `reassoc_bound` of the scalar product; also from
+/// misaligned starts.
+fn matmul_f16_case(tiers: &[Kernels], w16: &[f16], x: &[f32], rows: usize, tokens: usize) {
+    let n = x.len();
+    let scales = [1.0f32, -1.0, 0.5, 2.0, -0.25];
+    let toks: Vec<Vec<f32>> = (0..tokens)
+        .map(|t| {
+            let s = scales[t % scales.len()];
+            (0..n).map(|i| x[(i + t) % n.max(1)] * s).collect()
+        })
+        .collect();
+    let xs: Vec<f32> = toks.concat();
+    let (xb, xo) = misaligned(&xs);
+    let (wb, wo) = misaligned(w16);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let all = std::iter::once(ember_kernels::arch::SCALAR).chain(tiers.iter().copied());
+    for k in all {
+        let mut got = vec![f32::NAN; tokens * rows];
+        let mut got_mis = vec![f32::NAN; tokens * rows];
+        (k.matmul_f16_f32)(w16, &xs, tokens, &mut got);
+        (k.matmul_f16_f32)(&wb[wo..], &xb[xo..], tokens, &mut got_mis);
+        assert_eq!(
+            bits(&got),
+            bits(&got_mis),
+            "{} matmul_f16_f32 misaligned n={n} tokens {tokens}",
+            k.tier.name()
+        );
+        for (t, xt) in toks.iter().enumerate() {
+            let mut want = vec![0.0f32; rows];
+            (k.matvec_f16_f32)(w16, xt, &mut want);
+            assert_eq!(
+                bits(&got[t * rows..(t + 1) * rows]),
+                bits(&want),
+                "{} matmul_f16_f32 n={n} tokens {tokens}: token {t}",
+                k.tier.name()
+            );
+            let mut reference = vec![0.0f32; rows];
+            scalar::matvec_f16_f32(w16, xt, &mut reference);
+            let bound: Vec<f64> = (0..rows)
+                .map(|r| {
+                    let s: f64 = (0..n)
+                        .map(|i| (w16[r * n + i].to_f64() * xt[i] as f64).abs())
+                        .sum();
+                    reassoc_bound(n, s)
+                })
+                .collect();
+            check_float(k.tier, "matmul_f16_f32", n, &want, &reference, &bound);
+        }
+    }
+}
+
+/// `matmul_f16_f32` on matrices taller than one row panel of the SIMD tiers
+/// (64 KiB of weights), with a token count that leaves a partial token tile.
+#[test]
+fn matmul_f16_across_row_panels() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for (rows, cols) in [(75usize, 1023usize), (9, 8192)] {
+        let w: Vec<f16> = (0..rows * cols).map(|_| f16::from_f32(rng.f32())).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
+        matmul_f16_case(&tiers, &w, &x, rows, 7);
     }
 }
 
@@ -418,6 +494,79 @@ fn matmul_case(
                 "{} matmul_q4_0x4 nb={nb} token {t}",
                 k.tier.name()
             );
+        }
+    }
+}
+
+/// Token counts around the kernels' register blocks (1..=4 tokens) and the
+/// activation-term chunks (32 tokens), and widths around the 64-block column
+/// chunk: every token of a matrix-matrix product must equal, bit for bit, the
+/// same tier's matrix-vector product for that token.
+#[test]
+fn block_matmul_token_counts_and_chunks() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(0x8F3A_61C7_0B2D_94E5);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let rows = 2 * TILE_ROWS;
+    for nb in [1, 5, 64, 65, 131] {
+        let w8: Vec<BlockQ8_0> = (0..rows * nb)
+            .map(|_| {
+                let d = rng.f32() * 0.01;
+                q8_block(&mut rng, -128, 127, d)
+            })
+            .collect();
+        let w4: Vec<BlockQ4_0> = (0..rows * nb)
+            .map(|_| {
+                let d = rng.f32() * 0.01;
+                q4_block(&mut rng, d)
+            })
+            .collect();
+        let (mut t8, mut t4) = (w8.clone(), w4.clone());
+        interleave_rows(&w8, nb, &mut t8);
+        interleave_rows(&w4, nb, &mut t4);
+        // IQ4_NL has Q4_0's byte layout (scale, 16 bytes of nibble indices).
+        let ti: Vec<BlockIq4Nl> = bytemuck::cast_slice(&t4).to_vec();
+        for n in [1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 32, 33, 37, 70] {
+            let a: Vec<BlockQ8_0> = (0..n * nb)
+                .map(|_| {
+                    let d = rng.f32().abs() * 0.05;
+                    q8_block(&mut rng, -127, 127, d)
+                })
+                .collect();
+            let all = std::iter::once(ember_kernels::arch::SCALAR).chain(tiers.iter().copied());
+            for k in all {
+                let mut got8 = vec![f32::NAN; n * rows];
+                let mut got4 = vec![f32::NAN; n * rows];
+                (k.matmul_q8_0x4_q8_0)(&t8, &a, n, &mut got8);
+                (k.matmul_q4_0x4_q8_0)(&t4, &a, n, &mut got4);
+                let mut goti = vec![f32::NAN; n * rows];
+                (k.matmul_iq4_nlx4_q8_0)(&ti, &a, n, &mut goti);
+                for t in 0..n {
+                    let at = &a[t * nb..(t + 1) * nb];
+                    let mut want = vec![0.0f32; rows];
+                    (k.matvec_q8_0x4_q8_0)(&t8, at, &mut want);
+                    assert_eq!(
+                        bits(&got8[t * rows..(t + 1) * rows]),
+                        bits(&want),
+                        "{} matmul_q8_0x4 nb={nb} n={n} token {t}",
+                        k.tier.name()
+                    );
+                    (k.matvec_q4_0x4_q8_0)(&t4, at, &mut want);
+                    assert_eq!(
+                        bits(&got4[t * rows..(t + 1) * rows]),
+                        bits(&want),
+                        "{} matmul_q4_0x4 nb={nb} n={n} token {t}",
+                        k.tier.name()
+                    );
+                    (k.matvec_iq4_nlx4_q8_0)(&ti, at, &mut want);
+                    assert_eq!(
+                        bits(&goti[t * rows..(t + 1) * rows]),
+                        bits(&want),
+                        "{} matmul_iq4_nlx4 nb={nb} n={n} token {t}",
+                        k.tier.name()
+                    );
+                }
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Which tier each CPU selects. CI runs the suite under qemu with one CPU model
 //! per job and sets `EMBER_EXPECT_TIER` to the tier that model must select
-//! (`neon` for cortex-a53/a72, `dotprod` for cortex-a76/max): a tier the CPU
+//! (`neon` for cortex-a53/a72, `dotprod` for cortex-a76, `i8mm` for max): a tier the CPU
 //! lacks must never be chosen, and the best tier it has must not be left unused.
 //! Without the variable this checks only the invariants every CPU satisfies.
 

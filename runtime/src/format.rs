@@ -28,7 +28,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'E', b'M', b'B', b'\r', b'\n', 0x1A, b'\n'];
 pub const VERSION_MAJOR: u16 = 1;
 /// Additive version: new dtype ids, new metadata keys, new optional fields that old
 /// readers may ignore. Readers accept any minor of their major.
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 /// Size in bytes of `Header`.
 pub const HEADER_SIZE: usize = 512;
 /// Size in bytes of one `DirEntry`.
@@ -416,10 +416,17 @@ pub enum DType {
     Q8_0X4 = 18,
     /// Q4_0 blocks in the row-interleaved layout (format 1.2).
     Q4_0X4 = 19,
+    /// Blocks of 32: f16 scale + 16 bytes of 4-bit indices into the fixed
+    /// codebook `ember_kernels::blocks::IQ4_NL_VALUES` (18 bytes),
+    /// `v = d * c[q]` (format 1.3).
+    Iq4Nl = 20,
+    /// IQ4_NL blocks in the row-interleaved layout (format 1.3).
+    Iq4NlX4 = 21,
 }
 
 /// Dtype ids reserved for quantized block types. 16 (q8_0) and 17 (q4_0) are
-/// assigned in format 1.1, 18 (q8_0x4) and 19 (q4_0x4) in 1.2; the rest are
+/// assigned in format 1.1, 18 (q8_0x4) and 19 (q4_0x4) in 1.2, 20 (iq4_nl) and
+/// 21 (iq4_nlx4) in 1.3; the rest are
 /// reserved for later minor versions.
 pub const RESERVED_QUANT_DTYPE_IDS: core::ops::RangeInclusive<u32> = 16..=31;
 
@@ -433,6 +440,8 @@ impl DType {
             17 => Some(Self::Q4_0),
             18 => Some(Self::Q8_0X4),
             19 => Some(Self::Q4_0X4),
+            20 => Some(Self::Iq4Nl),
+            21 => Some(Self::Iq4NlX4),
             _ => None,
         }
     }
@@ -440,7 +449,9 @@ impl DType {
     pub fn block_elems(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q8_0 | Self::Q4_0 | Self::Q8_0X4 | Self::Q4_0X4 => ember_kernels::blocks::QK,
+            Self::Q8_0 | Self::Q4_0 | Self::Q8_0X4 | Self::Q4_0X4 | Self::Iq4Nl | Self::Iq4NlX4 => {
+                ember_kernels::blocks::QK
+            }
         }
     }
     /// Bytes per storage unit (element or block).
@@ -450,18 +461,22 @@ impl DType {
             Self::F16 | Self::BF16 => 2,
             Self::Q8_0 | Self::Q8_0X4 => core::mem::size_of::<ember_kernels::blocks::BlockQ8_0>(),
             Self::Q4_0 | Self::Q4_0X4 => core::mem::size_of::<ember_kernels::blocks::BlockQ4_0>(),
+            Self::Iq4Nl | Self::Iq4NlX4 => {
+                core::mem::size_of::<ember_kernels::blocks::BlockIq4Nl>()
+            }
         }
     }
     /// Whether this is a row-interleaved block type (2-D, rows a multiple of
     /// `ember_kernels::blocks::TILE_ROWS`).
     pub fn is_tiled(self) -> bool {
-        matches!(self, Self::Q8_0X4 | Self::Q4_0X4)
+        matches!(self, Self::Q8_0X4 | Self::Q4_0X4 | Self::Iq4NlX4)
     }
     /// The block type with the plain row-major layout (itself for the others).
     pub fn untiled(self) -> Self {
         match self {
             Self::Q8_0X4 => Self::Q8_0,
             Self::Q4_0X4 => Self::Q4_0,
+            Self::Iq4NlX4 => Self::Iq4Nl,
             d => d,
         }
     }
@@ -470,6 +485,7 @@ impl DType {
         match self {
             Self::Q8_0 => Self::Q8_0X4,
             Self::Q4_0 => Self::Q4_0X4,
+            Self::Iq4Nl => Self::Iq4NlX4,
             d => d,
         }
     }
@@ -486,6 +502,8 @@ impl DType {
             Self::Q4_0 => "q4_0",
             Self::Q8_0X4 => "q8_0x4",
             Self::Q4_0X4 => "q4_0x4",
+            Self::Iq4Nl => "iq4_nl",
+            Self::Iq4NlX4 => "iq4_nlx4",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -497,6 +515,8 @@ impl DType {
             "q4_0" => Some(Self::Q4_0),
             "q8_0x4" => Some(Self::Q8_0X4),
             "q4_0x4" => Some(Self::Q4_0X4),
+            "iq4_nl" => Some(Self::Iq4Nl),
+            "iq4_nlx4" => Some(Self::Iq4NlX4),
             _ => None,
         }
     }

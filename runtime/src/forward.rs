@@ -21,7 +21,7 @@ pub use batch::{forward_batch, BatchBuffers, MAX_BATCH};
 use crate::error::Result;
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
-use crate::lora::{lora_hook, ActiveLora, LoraTarget};
+use crate::lora::{lora_hook, LoraTarget, MatrixHooks};
 use crate::model::{Input, Model};
 use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
@@ -55,9 +55,10 @@ pub struct ForwardBuffers<'a> {
     /// `[max(dim, q_dim, ffn) / QK]` the current matrix input quantized to Q8_0
     /// (used when the model has quantized matrices).
     xq: Slab<'a, BlockQ8_0>,
-    /// The attached LoRA adapter, if any (`Session::set_lora`); heap-owned, not
-    /// part of `buffer_sizes`.
-    pub(crate) lora: Option<ActiveLora>,
+    /// The attached LoRA adapter and input observer, if any
+    /// (`Session::set_lora`, `Session::set_observer`); heap-owned, not part of
+    /// `buffer_sizes`.
+    pub(crate) hooks: MatrixHooks,
 }
 
 /// Blocks needed to quantize the widest matrix input.
@@ -99,7 +100,7 @@ impl<'a> ForwardBuffers<'a> {
             inv_freq,
             xq: alloc.zeroed(xq_blocks(hp))?,
             rope_cs: alloc.zeroed(2 * (hp.rope_dim as usize / 2))?,
-            lora: None,
+            hooks: MatrixHooks::default(),
         })
     }
 
@@ -184,15 +185,15 @@ pub fn forward(
         model
             .weights(li.wq)
             .matvec_input_threaded(kern, &xin, &mut buf.q, pool);
-        lora_hook(&mut buf.lora, l, LoraTarget::Q, &buf.xn, &mut buf.q);
+        lora_hook(&mut buf.hooks, l, LoraTarget::Q, &buf.xn, &mut buf.q);
         model
             .weights(li.wk)
             .matvec_input_threaded(kern, &xin, k_row, pool);
-        lora_hook(&mut buf.lora, l, LoraTarget::K, &buf.xn, k_row);
+        lora_hook(&mut buf.hooks, l, LoraTarget::K, &buf.xn, k_row);
         model
             .weights(li.wv)
             .matvec_input_threaded(kern, &xin, v_row, pool);
-        lora_hook(&mut buf.lora, l, LoraTarget::V, &buf.xn, v_row);
+        lora_hook(&mut buf.hooks, l, LoraTarget::V, &buf.xn, v_row);
         if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
             (kern.add_f32)(&mut buf.q, model.vector(bq));
             (kern.add_f32)(k_row, model.vector(bk));
@@ -221,7 +222,13 @@ pub fn forward(
         model
             .weights(li.wo)
             .matvec_input_threaded(kern, &ain, &mut buf.proj, pool);
-        lora_hook(&mut buf.lora, l, LoraTarget::O, &buf.att_out, &mut buf.proj);
+        lora_hook(
+            &mut buf.hooks,
+            l,
+            LoraTarget::O,
+            &buf.att_out,
+            &mut buf.proj,
+        );
         if let Some(bo) = li.bo {
             (kern.add_f32)(&mut buf.proj, model.vector(bo));
         }
@@ -233,11 +240,11 @@ pub fn forward(
         model
             .weights(li.w_gate)
             .matvec_input_threaded(kern, &xin, &mut buf.gate, pool);
-        lora_hook(&mut buf.lora, l, LoraTarget::Gate, &buf.xn, &mut buf.gate);
+        lora_hook(&mut buf.hooks, l, LoraTarget::Gate, &buf.xn, &mut buf.gate);
         model
             .weights(li.w_up)
             .matvec_input_threaded(kern, &xin, &mut buf.up, pool);
-        lora_hook(&mut buf.lora, l, LoraTarget::Up, &buf.xn, &mut buf.up);
+        lora_hook(&mut buf.hooks, l, LoraTarget::Up, &buf.xn, &mut buf.up);
         if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
             (kern.add_f32)(&mut buf.gate, model.vector(bg));
             (kern.add_f32)(&mut buf.up, model.vector(bu));
@@ -251,7 +258,7 @@ pub fn forward(
             .weights(li.w_down)
             .matvec_input_threaded(kern, &gin, &mut buf.proj[..dim], pool);
         lora_hook(
-            &mut buf.lora,
+            &mut buf.hooks,
             l,
             LoraTarget::Down,
             &buf.gate,

@@ -306,18 +306,40 @@ impl ActiveLora {
     }
 }
 
-/// The forward pass's hook after each targeted matrix-vector product:
-/// `out += factor * B (A x)` when an adapter is attached and adapts `t` in
-/// `layer`; nothing otherwise. Allocates nothing.
+/// Sees the input vector of every per-layer matrix product, e.g. to gather the
+/// activation statistics of calibrated quantization (`ember convert
+/// --calibrate`). Called on the session's thread, once per token, layer and
+/// target (`x` has the matrix's input width; Q, K and V share an input, as do
+/// Gate and Up, and each is reported). Observation is an offline tool: unlike
+/// the rest of the forward pass, an observer may allocate.
+pub trait InputObserver: Send {
+    fn observe(&mut self, layer: usize, target: LoraTarget, x: &[f32]);
+}
+
+/// What runs after each per-layer matrix product: the attached adapter and the
+/// input observer, both optional (`Session::set_lora`, `Session::set_observer`).
+#[derive(Default)]
+pub struct MatrixHooks {
+    pub(crate) adapter: Option<ActiveLora>,
+    pub(crate) observer: Option<Box<dyn InputObserver>>,
+}
+
+impl MatrixHooks {
+    /// Whether no hook is attached (the forward pass then skips the calls).
+    pub fn is_none(&self) -> bool {
+        self.adapter.is_none() && self.observer.is_none()
+    }
+}
+
+/// The forward pass's hook after each targeted matrix-vector product: the
+/// observer sees `x`; then `out += factor * B (A x)` when an adapter is
+/// attached and adapts `t` in `layer`. Allocates nothing itself.
 #[inline]
-pub fn lora_hook(
-    lora: &mut Option<ActiveLora>,
-    layer: usize,
-    t: LoraTarget,
-    x: &[f32],
-    out: &mut [f32],
-) {
-    if let Some(a) = lora {
+pub fn lora_hook(hooks: &mut MatrixHooks, layer: usize, t: LoraTarget, x: &[f32], out: &mut [f32]) {
+    if let Some(o) = &mut hooks.observer {
+        o.observe(layer, t, x);
+    }
+    if let Some(a) = &mut hooks.adapter {
         a.apply(layer, t, x, out);
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bytemuck::Zeroable;
 use ember_kernels::arch::Kernels;
-use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use ember_kernels::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0, QK};
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
@@ -31,6 +31,9 @@ pub enum Weights<'a> {
     Q8_0X4(&'a [BlockQ8_0]),
     /// Q4_0 blocks in the row-interleaved layout.
     Q4_0X4(&'a [BlockQ4_0]),
+    /// IQ4_NL blocks (plain and row-interleaved layouts).
+    Iq4Nl(&'a [BlockIq4Nl]),
+    Iq4NlX4(&'a [BlockIq4Nl]),
 }
 
 /// A matrix-vector input: the f32 vector and, when the model has quantized
@@ -67,6 +70,7 @@ impl Weights<'_> {
             Self::BF16(w) => w.len(),
             Self::Q8_0(w) | Self::Q8_0X4(w) => w.len() * QK,
             Self::Q4_0(w) | Self::Q4_0X4(w) => w.len() * QK,
+            Self::Iq4Nl(w) | Self::Iq4NlX4(w) => w.len() * QK,
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -82,6 +86,8 @@ impl Weights<'_> {
             Self::Q4_0(_) => DType::Q4_0,
             Self::Q8_0X4(_) => DType::Q8_0X4,
             Self::Q4_0X4(_) => DType::Q4_0X4,
+            Self::Iq4Nl(_) => DType::Iq4Nl,
+            Self::Iq4NlX4(_) => DType::Iq4NlX4,
         }
     }
     /// Copies row `r` of a `[rows, cols]` matrix into `out` (`out.len() == cols`),
@@ -102,6 +108,11 @@ impl Weights<'_> {
             }
             Self::Q8_0X4(w) => ember_kernels::scalar::dequantize_tiled_row_q8_0(w, r, out),
             Self::Q4_0X4(w) => ember_kernels::scalar::dequantize_tiled_row_q4_0(w, r, out),
+            Self::Iq4Nl(w) => {
+                let nb = c / QK;
+                ember_kernels::scalar::dequantize_row_iq4_nl(&w[r * nb..(r + 1) * nb], out)
+            }
+            Self::Iq4NlX4(w) => ember_kernels::scalar::dequantize_tiled_row_iq4_nl(w, r, out),
         }
     }
     /// `out = W x` for `W: [out.len(), x.len()]` with the process-wide kernels.
@@ -110,7 +121,12 @@ impl Weights<'_> {
     pub fn matvec(&self, x: &[f32], out: &mut [f32]) {
         let k = ember_kernels::arch::kernels();
         match self {
-            Self::Q8_0(_) | Self::Q4_0(_) | Self::Q8_0X4(_) | Self::Q4_0X4(_) => {
+            Self::Q8_0(_)
+            | Self::Q4_0(_)
+            | Self::Q8_0X4(_)
+            | Self::Q4_0X4(_)
+            | Self::Iq4Nl(_)
+            | Self::Iq4NlX4(_) => {
                 let mut buf = vec![BlockQ8_0::zeroed(); x.len() / QK];
                 self.matvec_input(&k, &Input::quantized(x, &mut buf), out)
             }
@@ -129,6 +145,8 @@ impl Weights<'_> {
             Self::Q4_0(w) => Self::Q4_0(&w[r0 * cols / QK..r1 * cols / QK]),
             Self::Q8_0X4(w) => Self::Q8_0X4(&w[r0 * cols / QK..r1 * cols / QK]),
             Self::Q4_0X4(w) => Self::Q4_0X4(&w[r0 * cols / QK..r1 * cols / QK]),
+            Self::Iq4Nl(w) => Self::Iq4Nl(&w[r0 * cols / QK..r1 * cols / QK]),
+            Self::Iq4NlX4(w) => Self::Iq4NlX4(&w[r0 * cols / QK..r1 * cols / QK]),
         }
     }
 
@@ -172,7 +190,7 @@ impl Weights<'_> {
         out: &mut [f32],
         pool: &mut Pool,
     ) -> bool {
-        if !matches!(self, Self::Q8_0X4(_) | Self::Q4_0X4(_)) || n == 0 {
+        if !matches!(self, Self::Q8_0X4(_) | Self::Q4_0X4(_) | Self::Iq4NlX4(_)) || n == 0 {
             return false;
         }
         let (nb, rows) = (a.len() / n, out.len() / n);
@@ -182,6 +200,7 @@ impl Weights<'_> {
             match self {
                 Self::Q8_0X4(w) => (k.matmul_q8_0x4_q8_0)(w, at, nt, part),
                 Self::Q4_0X4(w) => (k.matmul_q4_0x4_q8_0)(w, at, nt, part),
+                Self::Iq4NlX4(w) => (k.matmul_iq4_nlx4_q8_0)(w, at, nt, part),
                 _ => unreachable!("checked above"),
             }
         };
@@ -189,6 +208,41 @@ impl Weights<'_> {
             run(0, out);
         } else {
             pool.split_rows(out, rows, &|r0, part| run(r0 / rows, part));
+        }
+        true
+    }
+
+    /// `out[t] = W x[t]` for `n` f32 input vectors (`x: [n, cols]`, `out: [n,
+    /// rows]`, token-major) with the float matrix-matrix kernel, split over the
+    /// threads of `pool` by tokens: one contiguous share per thread, so each
+    /// thread reads the matrix once per call. Returns false (and does nothing)
+    /// for types without such a kernel (all but f16); the caller then tries the
+    /// quantized path or one product per token. Each token's results equal
+    /// `matvec_input`'s for that token. Allocates nothing.
+    pub fn matmul_f32_input_threaded(
+        &self,
+        k: &Kernels,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        pool: &mut Pool,
+    ) -> bool {
+        let Self::F16(w) = self else {
+            return false;
+        };
+        if n == 0 || out.is_empty() {
+            return n != 0;
+        }
+        let (cols, rows) = (x.len() / n, out.len() / n);
+        let run = |t0: usize, part: &mut [f32]| {
+            let nt = part.len() / rows;
+            (k.matmul_f16_f32)(w, &x[t0 * cols..(t0 + nt) * cols], nt, part)
+        };
+        if pool.threads() <= 1 || n < 2 {
+            run(0, out);
+        } else {
+            let share = n.div_ceil(pool.threads()) * rows;
+            pool.split_rows(out, share, &|r0, part| run(r0 / rows, part));
         }
         true
     }
@@ -215,6 +269,14 @@ impl Weights<'_> {
             Self::Q4_0X4(w) => {
                 assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
                 (k.matvec_q4_0x4_q8_0)(w, input.q8, out)
+            }
+            Self::Iq4Nl(w) => {
+                assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
+                (k.matvec_iq4_nl_q8_0)(w, input.q8, out)
+            }
+            Self::Iq4NlX4(w) => {
+                assert_eq!(input.q8.len() * QK, input.x.len(), "input not quantized");
+                (k.matvec_iq4_nlx4_q8_0)(w, input.q8, out)
             }
         }
     }
@@ -421,6 +483,12 @@ impl Model {
             }
             DType::Q4_0X4 => {
                 Weights::Q4_0X4(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+            DType::Iq4Nl => {
+                Weights::Iq4Nl(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+            DType::Iq4NlX4 => {
+                Weights::Iq4NlX4(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
             }
         })
     }

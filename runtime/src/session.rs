@@ -19,7 +19,7 @@ use crate::format::{HyperParams, RopePairing};
 use crate::forward::{forward, forward_batch, BatchBuffers, ForwardBuffers};
 use crate::kv_cache::KvCache;
 pub use crate::kv_cache::KvType;
-use crate::lora::{ActiveLora, LoraAdapter};
+use crate::lora::{ActiveLora, InputObserver, LoraAdapter};
 use crate::model::Model;
 use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
@@ -297,7 +297,7 @@ impl<'a> Session<'a> {
     /// session is reset: its cached keys and values were computed without this
     /// adapter. On error the session is unchanged.
     pub fn set_lora(&mut self, adapter: Option<Arc<LoraAdapter>>, scale: f32) -> Result<()> {
-        self.buffers.lora = match adapter {
+        self.buffers.hooks.adapter = match adapter {
             Some(a) => Some(ActiveLora::new(a, scale, self.model.hparams())?),
             None => None,
         };
@@ -307,7 +307,17 @@ impl<'a> Session<'a> {
 
     /// The attached LoRA adapter, if any.
     pub fn lora(&self) -> Option<&ActiveLora> {
-        self.buffers.lora.as_ref()
+        self.buffers.hooks.adapter.as_ref()
+    }
+
+    /// Attaches (or with `None` detaches) an observer that sees the input of
+    /// every per-layer matrix product of later tokens (`lora::InputObserver`),
+    /// returning the previous one. Results are unchanged.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn InputObserver>>,
+    ) -> Option<Box<dyn InputObserver>> {
+        std::mem::replace(&mut self.buffers.hooks.observer, observer)
     }
 
     /// Forgets every token (the cache is overwritten lazily).

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, value_parser = ["135m", "1.1b"])]
     shape: Option<String>,
     /// Matrix dtype of the generated model.
-    #[arg(long, default_value = "q8_0", value_parser = ["f32", "f16", "q8_0", "q4_0"])]
+    #[arg(long, default_value = "q8_0", value_parser = ["f32", "f16", "q8_0", "q4_0", "iq4_nl"])]
     dtype: String,
     /// Thread counts to measure, comma-separated (one session each).
     #[arg(short, long, default_value = "1", value_delimiter = ',')]

@@ -63,7 +63,7 @@ pub struct Args {
     /// Storage type of the matrices: auto keeps each tensor's stored type
     /// (adapted q8_0/q4_0 matrices are re-quantized, everything else is copied
     /// bit for bit); the others convert every matrix as `ember convert --dtype`.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16", "bf16", "q8_0", "q4_0"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16", "bf16", "q8_0", "q4_0", "iq4_nl"])]
     dtype: String,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
@@ -88,6 +88,7 @@ pub fn run(args: Args) -> CliResult {
         embed_dtype: None,
         progress: !args.json,
         interrupt: Some(&interrupt),
+        importance: None,
     };
     let note = args.lora.display().to_string();
     let w = ember_train::merge::merge(

@@ -239,6 +239,7 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
         GgmlType::Q5_0 => blocks(bytes, out, q5_0),
         GgmlType::Q5_1 => blocks(bytes, out, q5_1),
         GgmlType::Q8_0 => blocks(bytes, out, q8_0),
+        GgmlType::Iq4Nl => blocks(bytes, out, iq4_nl),
         GgmlType::Q2K => blocks(bytes, out, q2_k),
         GgmlType::Q3K => blocks(bytes, out, q3_k),
         GgmlType::Q4K => blocks(bytes, out, q4_k),
@@ -273,6 +274,12 @@ fn q4_0(b: &BlockQ4_0, y: &mut [f32; QK32]) {
         y[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
         y[j + QK32 / 2] = ((q >> 4) as i32 - 8) as f32 * d;
     }
+}
+
+/// IQ4_NL: `w = d * codebook[q]` (the block struct and codebook are Ember's
+/// own `iq4_nl` dtype's, which is ggml's layout).
+fn iq4_nl(b: &ember_kernels::blocks::BlockIq4Nl, y: &mut [f32; QK32]) {
+    ember_kernels::scalar::dequantize_row_iq4_nl(core::slice::from_ref(b), y);
 }
 
 fn q4_1(b: &BlockQ4_1, y: &mut [f32; QK32]) {

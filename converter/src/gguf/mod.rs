@@ -587,12 +587,14 @@ impl TensorSource for GgufTensorSource {
     fn to_f32(&self) -> Result<Vec<f32>> {
         reader::decode(self.src.as_ref(), &self.info)
     }
-    /// GGUF Q8_0 and Q4_0 blocks have exactly the `.ember` layout (f16 scale,
-    /// then the quants; rows of `ne[0] / 32` blocks, row-major), so they are
-    /// copied as stored.
+    /// GGUF Q8_0, Q4_0 and IQ4_NL blocks have exactly the `.ember` layout (f16
+    /// scale, then the quants; rows of `ne[0] / 32` blocks, row-major), so they
+    /// are copied as stored.
     fn raw_as(&self, dtype: DType) -> Option<Result<Vec<u8>>> {
         match (self.info.ggml_type, dtype) {
-            (GgmlType::Q8_0, DType::Q8_0) | (GgmlType::Q4_0, DType::Q4_0) => {
+            (GgmlType::Q8_0, DType::Q8_0)
+            | (GgmlType::Q4_0, DType::Q4_0)
+            | (GgmlType::Iq4Nl, DType::Iq4Nl) => {
                 Some(reader::read_range(self.src.as_ref(), &self.info))
             }
             _ => None,

@@ -229,6 +229,7 @@ impl GgmlType {
                 | Self::Q5_0
                 | Self::Q5_1
                 | Self::Q8_0
+                | Self::Iq4Nl
                 | Self::Q2K
                 | Self::Q3K
                 | Self::Q4K

@@ -413,7 +413,12 @@ impl TensorSource for SafetensorsSource {
                 .chunks_exact(2)
                 .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
-            DType::Q8_0 | DType::Q4_0 | DType::Q8_0X4 | DType::Q4_0X4 => {
+            DType::Q8_0
+            | DType::Q4_0
+            | DType::Q8_0X4
+            | DType::Q4_0X4
+            | DType::Iq4Nl
+            | DType::Iq4NlX4 => {
                 unreachable!("safetensors dtypes map to float types")
             }
         })

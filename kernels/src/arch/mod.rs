@@ -4,7 +4,7 @@
 //! supports overwrites the slots it improves. The CPU is probed once (with the
 //! `std` feature; without it only tiers enabled at compile time, e.g. with
 //! `-C target-cpu`, are used) and the table is cached. `EMBER_KERNEL_TIER=
-//! scalar|avx2|avx512` (x86-64) or `scalar|neon|dotprod` (AArch64) forces a lower
+//! scalar|avx2|avx512` (x86-64) or `scalar|neon|dotprod|i8mm` (AArch64) forces a lower
 //! tier, so tests and benchmarks can run every tier on one machine; a tier the
 //! CPU lacks is never selected.
 //!
@@ -14,7 +14,7 @@
 
 use half::f16;
 
-use crate::blocks::{BlockQ4_0, BlockQ8_0};
+use crate::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0};
 use crate::scalar;
 
 #[cfg(target_arch = "aarch64")]
@@ -40,6 +40,9 @@ pub enum Tier {
     Neon,
     /// AArch64 NEON + DotProd (`sdot`; Cortex-A76: Raspberry Pi 5).
     Dotprod,
+    /// AArch64 NEON + DotProd + I8MM (`smmla` for the row-interleaved int8
+    /// products; Neoverse V1/N2, Cortex-A710 and later).
+    I8mm,
 }
 
 impl Tier {
@@ -48,7 +51,7 @@ impl Tier {
     pub const ALL: [Tier; 3] = [Tier::Scalar, Tier::Avx2, Tier::Avx512];
     /// Every tier of the target architecture, lowest first (scalar first).
     #[cfg(target_arch = "aarch64")]
-    pub const ALL: [Tier; 3] = [Tier::Scalar, Tier::Neon, Tier::Dotprod];
+    pub const ALL: [Tier; 4] = [Tier::Scalar, Tier::Neon, Tier::Dotprod, Tier::I8mm];
     /// Every tier of the target architecture, lowest first (scalar first).
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     pub const ALL: [Tier; 1] = [Tier::Scalar];
@@ -64,11 +67,12 @@ impl Tier {
             Tier::Avx512 => "avx512",
             Tier::Neon => "neon",
             Tier::Dotprod => "dotprod",
+            Tier::I8mm => "i8mm",
         }
     }
 
     /// Parses the name of a tier of the target architecture (`scalar`, `avx2`,
-    /// `avx512` on x86-64; `scalar`, `neon`, `dotprod` on AArch64). Other
+    /// `avx512` on x86-64; `scalar`, `neon`, `dotprod`, `i8mm` on AArch64). Other
     /// architectures' tier names give `None`.
     pub fn parse(s: &str) -> Option<Tier> {
         Tier::ALL.into_iter().find(|t| t.name() == s)
@@ -89,6 +93,15 @@ pub type MatvecQ4_0 = fn(&[BlockQ4_0], &[BlockQ8_0], &mut [f32]);
 pub type MatmulQ8_0 = fn(&[BlockQ8_0], &[BlockQ8_0], usize, &mut [f32]);
 /// Like `MatmulQ8_0` for row-interleaved Q4_0 weights.
 pub type MatmulQ4_0 = fn(&[BlockQ4_0], &[BlockQ8_0], usize, &mut [f32]);
+/// Matrix-matrix product over a plain row-major f16 matrix and `n` f32
+/// activation vectors `(w, x, n, out)`: `x: [n, cols]`, `out: [n, rows]`,
+/// token-major; per token bit-identical to the same tier's `MatvecF16`.
+pub type MatmulF16 = fn(&[f16], &[f32], usize, &mut [f32]);
+/// Matrix-vector product over IQ4_NL weights (plain or row-interleaved) and
+/// Q8_0 activations.
+pub type MatvecIq4Nl = fn(&[BlockIq4Nl], &[BlockQ8_0], &mut [f32]);
+/// Like `MatmulQ8_0` for row-interleaved IQ4_NL weights.
+pub type MatmulIq4Nl = fn(&[BlockIq4Nl], &[BlockQ8_0], usize, &mut [f32]);
 /// Activation quantizer `(x, blocks)`; every tier is bit-identical to scalar.
 pub type QuantizeQ8_0 = fn(&[f32], &mut [BlockQ8_0]);
 
@@ -134,6 +147,12 @@ pub struct Kernels {
     /// Batched (prefill) products over the row-interleaved layouts.
     pub matmul_q8_0x4_q8_0: MatmulQ8_0,
     pub matmul_q4_0x4_q8_0: MatmulQ4_0,
+    /// Batched (prefill) product over plain f16 matrices.
+    pub matmul_f16_f32: MatmulF16,
+    /// IQ4_NL weights: plain, row-interleaved, and the batched product.
+    pub matvec_iq4_nl_q8_0: MatvecIq4Nl,
+    pub matvec_iq4_nlx4_q8_0: MatvecIq4Nl,
+    pub matmul_iq4_nlx4_q8_0: MatmulIq4Nl,
     pub quantize_row_q8_0: QuantizeQ8_0,
     pub rmsnorm_f32: RmsnormF32,
     pub softmax_f32: SoftmaxF32,
@@ -159,6 +178,10 @@ pub const SCALAR: Kernels = Kernels {
     matvec_q4_0x4_q8_0: scalar::matvec_q4_0x4_q8_0,
     matmul_q8_0x4_q8_0: scalar::matmul_q8_0x4_q8_0,
     matmul_q4_0x4_q8_0: scalar::matmul_q4_0x4_q8_0,
+    matmul_f16_f32: scalar::matmul_f16_f32,
+    matvec_iq4_nl_q8_0: scalar::matvec_iq4_nl_q8_0,
+    matvec_iq4_nlx4_q8_0: scalar::matvec_iq4_nlx4_q8_0,
+    matmul_iq4_nlx4_q8_0: scalar::matmul_iq4_nlx4_q8_0,
     quantize_row_q8_0: scalar::quantize_row_q8_0,
     rmsnorm_f32: scalar::rmsnorm_f32,
     softmax_f32: scalar::softmax_f32,
@@ -186,6 +209,8 @@ pub fn kernels_for(tier: Tier) -> Option<Kernels> {
         Tier::Neon => aarch64::neon_table(),
         #[cfg(target_arch = "aarch64")]
         Tier::Dotprod => aarch64::dotprod_table(),
+        #[cfg(target_arch = "aarch64")]
+        Tier::I8mm => aarch64::i8mm_table(),
         #[allow(unreachable_patterns)]
         _ => None,
     }

@@ -122,6 +122,43 @@ pub fn matvec_f16_f32(w: &[f16], x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Matrix-matrix product for batched prefill over a plain row-major f16 matrix
+/// `w: [rows, cols]` and `n` f32 activation vectors `x: [n, cols]` (token-major):
+/// `out[t * rows + r] = dot_f16_f32(w[r, :], x[t, :])`, `out: [n, rows]`
+/// (token-major). Each token's results are exactly `matvec_f16_f32`'s for that
+/// token; every tier keeps this (its `matmul_f16_f32` against its own
+/// `matvec_f16_f32`), so batched prefill and token-by-token decode agree bit for bit.
+pub fn matmul_f16_f32(w: &[f16], x: &[f32], n: usize, out: &mut [f32]) {
+    let (cols, rows) = check_matmul_f16_shape(w.len(), x.len(), n, out.len(), "matmul_f16_f32");
+    if cols == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (xt, ot) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rows.max(1))) {
+        matvec_f16_f32(w, xt, ot);
+    }
+}
+
+/// Asserts the plain-layout matrix-matrix contract and returns `(cols, rows)`:
+/// `n >= 1` tokens, `x_len = n * cols`, `out_len = n * rows`,
+/// `w_len = rows * cols` (`cols == 0` is allowed: the products are 0).
+#[inline]
+pub fn check_matmul_f16_shape(
+    w_len: usize,
+    x_len: usize,
+    n: usize,
+    out_len: usize,
+    what: &str,
+) -> (usize, usize) {
+    assert!(
+        n >= 1 && x_len.is_multiple_of(n) && out_len.is_multiple_of(n),
+        "{what}: activations or outputs are not n = {n} whole rows"
+    );
+    let (cols, rows) = (x_len / n, out_len / n);
+    assert_eq!(w_len, rows * cols, "{what}: shape mismatch");
+    (cols, rows)
+}
+
 /// `out[r] = dot(w[r, :], x)` for a bf16 matrix `w: [out.len(), x.len()]`.
 pub fn matvec_bf16_f32(w: &[bf16], x: &[f32], out: &mut [f32]) {
     let cols = x.len();

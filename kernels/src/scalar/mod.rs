@@ -6,6 +6,7 @@
 
 mod activation;
 mod convert;
+mod iq4_nl;
 mod matvec;
 mod norm;
 mod quant;
@@ -14,6 +15,7 @@ mod softmax;
 
 pub use activation::*;
 pub use convert::*;
+pub use iq4_nl::*;
 pub use matvec::*;
 pub use norm::*;
 pub use quant::*;

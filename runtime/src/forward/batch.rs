@@ -1,7 +1,7 @@
 //! The batched forward pass for prompt prefill: `n` consecutive tokens go
 //! through each layer together, so every weight matrix is read once per batch
-//! instead of once per token (row-interleaved quantized matrices use the
-//! matrix-matrix kernels; other types fall back to one product per token).
+//! instead of once per token (f16 and row-interleaved quantized matrices use
+//! the matrix-matrix kernels; other types fall back to one product per token).
 //!
 //! Each token's arithmetic is exactly the single-token pass's (`forward`): the
 //! same kernels on the same rows in the same order, and the matrix-matrix
@@ -140,6 +140,9 @@ fn project(
     let rows = out.len() / n;
     let kern = &model.kernels;
     let blocks = cols / QK;
+    if w.matmul_f32_input_threaded(kern, x, n, out, pool) {
+        return;
+    }
     if quantized && w.matmul_input_threaded(kern, &xq[..n * blocks], n, out, pool) {
         return;
     }
@@ -166,12 +169,12 @@ fn lora_rows(
     out: &mut [f32],
     n: usize,
 ) {
-    if buf.lora.is_none() {
+    if buf.hooks.is_none() {
         return;
     }
     let (cols, rows) = (x.len() / n, out.len() / n);
     for (xr, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
-        lora_hook(&mut buf.lora, layer, t, xr, o);
+        lora_hook(&mut buf.hooks, layer, t, xr, o);
     }
 }
 

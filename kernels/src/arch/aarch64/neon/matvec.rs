@@ -9,8 +9,6 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use half::f16;
-
 use crate::blocks::{BlockQ4_0, BlockQ8_0, QK, TILE_ROWS};
 
 pub(super) fn matvec_f32_f32(w: &[f32], x: &[f32], out: &mut [f32]) {
@@ -76,50 +74,6 @@ pub(in crate::arch::aarch64) fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
         );
     }
     out
-}
-
-pub(super) fn matvec_f16_f32(w: &[f16], x: &[f32], out: &mut [f32]) {
-    let cols = x.len();
-    assert_eq!(w.len(), out.len() * cols, "matvec_f16_f32: shape mismatch");
-    // SAFETY: reachable only through `table(NeonToken)`; shape checked above.
-    unsafe { matvec_f16_f32_impl(w, x, out) }
-}
-
-/// # Safety
-/// The CPU has NEON; `w.len() == out.len() * x.len()`.
-#[target_feature(enable = "neon")]
-unsafe fn matvec_f16_f32_impl(w: &[f16], x: &[f32], out: &mut [f32]) {
-    let cols = x.len();
-    let main = cols / 16 * 16;
-    for (r, o) in out.iter_mut().enumerate() {
-        let row = &w[r * cols..(r + 1) * cols];
-        // f16 is a 2-byte plain value: its bits are a u16.
-        let (rp, xp) = (row.as_ptr() as *const u16, x.as_ptr());
-        let mut acc = [vdupq_n_f32(0.0); 4];
-        let mut i = 0;
-        while i < main {
-            for (u, a) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 4u + 4 <= main <= cols, in bounds of both rows;
-                // the loads need only element (2- and 4-byte) alignment.
-                let (wv, xv) =
-                    unsafe { (vld1_u16(rp.add(i + 4 * u)), vld1q_f32(xp.add(i + 4 * u))) };
-                *a = vfmaq_f32(*a, cvt_f16x4(wv), xv);
-            }
-            i += 16;
-        }
-        while i + 4 <= cols {
-            // SAFETY: i + 4 <= cols.
-            let (wv, xv) = unsafe { (vld1_u16(rp.add(i)), vld1q_f32(xp.add(i))) };
-            acc[0] = vfmaq_f32(acc[0], cvt_f16x4(wv), xv);
-            i += 4;
-        }
-        let v = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
-        let mut s = vaddvq_f32(v);
-        for j in i..cols {
-            s += row[j].to_f32() * x[j];
-        }
-        *o = s;
-    }
 }
 
 /// A block's 32 quants as two registers (elements 0..16, 16..32).

@@ -3,7 +3,10 @@
 mod activation;
 mod add;
 mod attention;
+mod iq4_nl;
 mod math;
+mod matmul;
+mod matmul_f16;
 mod matvec;
 mod norm;
 mod quant;
@@ -18,13 +21,17 @@ pub(super) fn table(_: Avx2Token) -> Kernels {
     Kernels {
         tier: Tier::Avx2,
         matvec_f32_f32: matvec::matvec_f32_f32,
-        matvec_f16_f32: matvec::matvec_f16_f32,
+        matvec_f16_f32: matmul_f16::matvec_f16_f32,
+        matmul_f16_f32: matmul_f16::matmul_f16_f32,
         matvec_q8_0_q8_0: matvec::matvec_q8_0_q8_0,
         matvec_q4_0_q8_0: matvec::matvec_q4_0_q8_0,
-        matvec_q8_0x4_q8_0: matvec::matvec_q8_0x4_q8_0,
-        matvec_q4_0x4_q8_0: matvec::matvec_q4_0x4_q8_0,
-        matmul_q8_0x4_q8_0: matvec::matmul_q8_0x4_q8_0,
-        matmul_q4_0x4_q8_0: matvec::matmul_q4_0x4_q8_0,
+        matvec_q8_0x4_q8_0: matmul::matvec_q8_0x4_q8_0,
+        matvec_q4_0x4_q8_0: matmul::matvec_q4_0x4_q8_0,
+        matmul_q8_0x4_q8_0: matmul::matmul_q8_0x4_q8_0,
+        matmul_q4_0x4_q8_0: matmul::matmul_q4_0x4_q8_0,
+        matvec_iq4_nl_q8_0: iq4_nl::matvec_iq4_nl_q8_0,
+        matvec_iq4_nlx4_q8_0: matmul::matvec_iq4_nlx4_q8_0,
+        matmul_iq4_nlx4_q8_0: matmul::matmul_iq4_nlx4_q8_0,
         quantize_row_q8_0: quant::quantize_row_q8_0,
         rmsnorm_f32: norm::rmsnorm_f32,
         softmax_f32: softmax::softmax_f32,

@@ -8,8 +8,6 @@
 
 use core::arch::x86_64::*;
 
-use half::f16;
-
 use crate::blocks::{BlockQ4_0, BlockQ8_0};
 
 /// f16 bits (little-endian bytes) to f32.
@@ -59,56 +57,6 @@ unsafe fn matvec_f32_f32_impl(w: &[f32], x: &[f32], out: &mut [f32]) {
             let (wv, xv) = unsafe {
                 (
                     _mm512_maskz_loadu_ps(m, rp.add(i)),
-                    _mm512_maskz_loadu_ps(m, xp.add(i)),
-                )
-            };
-            acc[0] = _mm512_fmadd_ps(wv, xv, acc[0]);
-            i += n;
-        }
-        let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        *o = _mm512_reduce_add_ps(v);
-    }
-}
-
-pub(super) fn matvec_f16_f32(w: &[f16], x: &[f32], out: &mut [f32]) {
-    let cols = x.len();
-    assert_eq!(w.len(), out.len() * cols, "matvec_f16_f32: shape mismatch");
-    // SAFETY: reachable only through `table(Avx512Token)`; shape checked above.
-    unsafe { matvec_f16_f32_impl(w, x, out) }
-}
-
-/// # Safety
-/// The CPU has AVX-512F/BW and F16C; `w.len() == out.len() * x.len()`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn matvec_f16_f32_impl(w: &[f16], x: &[f32], out: &mut [f32]) {
-    let cols = x.len();
-    let main = cols / 64 * 64;
-    for (r, o) in out.iter_mut().enumerate() {
-        // SAFETY: row `r` is in bounds by the shape contract.
-        let rp = unsafe { w.as_ptr().add(r * cols) } as *const u16;
-        let xp = x.as_ptr();
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i < main {
-            for (u, a) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 16u + 16 <= cols; 16 f16 are one 256-bit load.
-                let (wv, xv) = unsafe {
-                    (
-                        _mm512_cvtph_ps(_mm256_loadu_si256(rp.add(i + 16 * u) as *const __m256i)),
-                        _mm512_loadu_ps(xp.add(i + 16 * u)),
-                    )
-                };
-                *a = _mm512_fmadd_ps(wv, xv, *a);
-            }
-            i += 64;
-        }
-        while i < cols {
-            let n = (cols - i).min(16);
-            let m: __mmask16 = ((1u32 << n) - 1) as u16;
-            // SAFETY: masked loads touch only the first n <= cols - i elements.
-            let (wv, xv) = unsafe {
-                (
-                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, rp.add(i) as *const i16)),
                     _mm512_maskz_loadu_ps(m, xp.add(i)),
                 )
             };
