@@ -102,17 +102,6 @@ fn smoothing_preserves_the_function() {
     );
 }
 
-fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&v| (v as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
-    logits.iter().map(|&v| v as f64 - lse).collect()
-}
-
 #[test]
 fn calibrated_q8_0_smollm2_meets_the_kld_target() {
     let (Some(gguf), Some(eval), Some(calib)) = (
@@ -147,27 +136,8 @@ fn calibrated_q8_0_smollm2_meets_the_kld_target() {
     let mut opts = tok.default_encode_options();
     opts.add_bos = false;
     let ids = tok.encode(&text[..20_000], opts);
-    let mut sessions: Vec<Session> = [&reference, &plain, &calibrated]
-        .iter()
-        .map(|m| Session::new((*m).clone(), SessionConfig::new(256)).unwrap())
-        .collect();
-    let (mut kl, mut n) = ([0.0f64; 2], 0usize);
-    for chunk in ids.chunks(256).take(KLD_WINDOWS) {
-        sessions.iter_mut().for_each(|s| s.reset());
-        for &t in &chunk[..chunk.len() - 1] {
-            let lp = log_softmax(sessions[0].forward(t).unwrap());
-            for (k, s) in kl.iter_mut().zip(&mut sessions[1..]) {
-                let lq = log_softmax(s.forward(t).unwrap());
-                *k += lp
-                    .iter()
-                    .zip(&lq)
-                    .map(|(&a, &b)| if a > -745.0 { a.exp() * (a - b) } else { 0.0 })
-                    .sum::<f64>();
-            }
-            n += 1;
-        }
-    }
-    let [plain_kld, calibrated_kld] = kl.map(|k| k / n as f64);
+    let (kld, n) = common::mean_kld_vs_first(&[reference, plain, calibrated], &ids, KLD_WINDOWS);
+    let [plain_kld, calibrated_kld] = [kld[0], kld[1]];
     eprintln!(
         "mean KLD vs f32 over {n} predictions: q8_0 {plain_kld:.5}, calibrated {calibrated_kld:.5}"
     );

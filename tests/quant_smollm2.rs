@@ -178,18 +178,6 @@ const IQ4_NL_VS_Q4_0_KLD: f64 = 0.85;
 /// Windows of 256 tokens scored (every position but the last, as `ember kld`).
 const KLD_WINDOWS: usize = 2;
 
-/// `log_softmax` in f64.
-fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&v| (v as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
-    logits.iter().map(|&v| v as f64 - lse).collect()
-}
-
 #[test]
 fn smollm2_iq4_nl_kld_beats_q4_0_and_llama_cpp_q4_0() {
     let (Some(gguf), Some(text)) = (
@@ -225,27 +213,8 @@ fn smollm2_iq4_nl_kld_beats_q4_0_and_llama_cpp_q4_0() {
     let mut opts = tok.default_encode_options();
     opts.add_bos = false;
     let ids = tok.encode(&text[..20_000], opts);
-    let mut sessions: Vec<Session> = models
-        .iter()
-        .map(|m| Session::new(m.clone(), SessionConfig::new(256)).unwrap())
-        .collect();
-    let (mut kl, mut n) = ([0.0f64; 2], 0usize);
-    for chunk in ids.chunks(256).take(KLD_WINDOWS) {
-        sessions.iter_mut().for_each(|s| s.reset());
-        for &t in &chunk[..chunk.len() - 1] {
-            let lp = log_softmax(sessions[0].forward(t).unwrap());
-            for (k, s) in kl.iter_mut().zip(&mut sessions[1..]) {
-                let lq = log_softmax(s.forward(t).unwrap());
-                *k += lp
-                    .iter()
-                    .zip(&lq)
-                    .map(|(&a, &b)| if a > -745.0 { a.exp() * (a - b) } else { 0.0 })
-                    .sum::<f64>();
-            }
-            n += 1;
-        }
-    }
-    let [q4_0, iq4_nl] = kl.map(|k| k / n as f64);
+    let (kld, n) = common::mean_kld_vs_first(&models, &ids, KLD_WINDOWS);
+    let [q4_0, iq4_nl] = [kld[0], kld[1]];
     eprintln!("mean KLD vs f32 over {n} predictions: q4_0 {q4_0:.4}, iq4_nl {iq4_nl:.4}");
     assert!(iq4_nl <= IQ4_NL_KLD_BOUND, "iq4_nl mean KLD {iq4_nl}");
     assert!(

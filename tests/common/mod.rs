@@ -195,3 +195,47 @@ pub fn ember_command() -> std::process::Command {
         _ => std::process::Command::new(bin),
     }
 }
+
+/// `log_softmax(logits)` in f64.
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    logits.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// Mean KL divergence of each model after the first against the first, over
+/// the first `windows` 256-token windows of `ids` (every position but each
+/// window's last is scored, as `ember kld`): `(per-model means, predictions)`.
+pub fn mean_kld_vs_first(
+    models: &[std::sync::Arc<ember_runtime::Model>],
+    ids: &[u32],
+    windows: usize,
+) -> (Vec<f64>, usize) {
+    use ember_runtime::{Session, SessionConfig};
+    let mut sessions: Vec<Session> = models
+        .iter()
+        .map(|m| Session::new(m.clone(), SessionConfig::new(256)).unwrap())
+        .collect();
+    let (mut kl, mut n) = (vec![0.0f64; models.len() - 1], 0usize);
+    for chunk in ids.chunks(256).take(windows) {
+        sessions.iter_mut().for_each(|s| s.reset());
+        for &t in &chunk[..chunk.len() - 1] {
+            let lp = log_softmax(sessions[0].forward(t).unwrap());
+            for (k, s) in kl.iter_mut().zip(&mut sessions[1..]) {
+                let lq = log_softmax(s.forward(t).unwrap());
+                *k += lp
+                    .iter()
+                    .zip(&lq)
+                    .map(|(&a, &b)| if a > -745.0 { a.exp() * (a - b) } else { 0.0 })
+                    .sum::<f64>();
+            }
+            n += 1;
+        }
+    }
+    (kl.iter().map(|k| k / n as f64).collect(), n)
+}
