@@ -17,7 +17,7 @@ use ember_runtime::format::{expected_tensors, DType};
 use ember_runtime::model::{Input, Weights, PARALLEL_MIN_BYTES};
 use ember_runtime::pool::Pool;
 use ember_runtime::tokenizer::TokenType;
-use ember_runtime::{argmax, Model, Session, SessionConfig};
+use ember_runtime::{argmax, KvType, Model, Session, SessionConfig};
 use half::f16;
 
 #[test]
@@ -91,7 +91,13 @@ fn threaded_matvec_is_bit_identical() {
 /// A one-layer model (tiny model's layout, wider) whose output matrix, and for
 /// f32 also the feed-forward matrices, are at least `PARALLEL_MIN_BYTES`.
 fn wide_model(dtype: DType, vocab: usize) -> Arc<Model> {
+    wide_model_windowed(dtype, vocab, 0)
+}
+
+/// `wide_model` with a sliding attention window of `window` positions (0: none).
+fn wide_model_windowed(dtype: DType, vocab: usize, window: u32) -> Arc<Model> {
     let mut hp = common::tiny_hparams();
+    hp.sliding_window = window;
     hp.dim = 256;
     hp.n_layers = 1;
     hp.head_dim = 64;
@@ -185,30 +191,68 @@ fn batched_prefill_is_bit_identical_to_token_by_token() {
     let prompt: Vec<u32> = (0..45u32).map(|i| (i * 37 + 5) % 250 + 3).collect();
     for dtype in [DType::Q8_0, DType::Q4_0, DType::F16, DType::F32] {
         let model = wide_model(dtype, 4096);
-        let run = |batch: usize, threads: usize| {
-            let config = SessionConfig {
-                context: 64,
-                threads,
-                batch,
-                ..Default::default()
-            };
-            let mut s = Session::new(model.clone(), config).unwrap();
-            let mut all = vec![s.prefill(&prompt).unwrap().to_vec()];
-            for _ in 0..3 {
-                let next = argmax(all.last().unwrap());
-                all.push(s.step(next).unwrap().to_vec());
-            }
-            all
-        };
-        let want = run(1, 1);
+        let want = prompt_then_greedy(&model, &prompt, KvType::F16, 1, 1);
         for (batch, threads) in [(7, 1), (32, 1), (512, 2), (5, 3)] {
-            let got = run(batch, threads);
-            for (step, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert!(
-                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "{dtype:?} batch {batch} threads {threads}: logits of step {step} differ"
-                );
+            let got = prompt_then_greedy(&model, &prompt, KvType::F16, batch, threads);
+            assert_same_logits(
+                &want,
+                &got,
+                &format!("{dtype:?} batch {batch} threads {threads}"),
+            );
+        }
+    }
+}
+
+/// The tokens of a batch attend on several threads, each with its own scratch:
+/// for every KV cache type, with and without a sliding window, the logits
+/// still equal token-by-token prefill's, bit for bit.
+#[test]
+fn threaded_batch_attention_is_bit_identical_for_every_kv_type_and_window() {
+    let prompt: Vec<u32> = (0..45u32).map(|i| (i * 53 + 11) % 250 + 3).collect();
+    for window in [0, 16] {
+        let model = wide_model_windowed(DType::Q8_0, 4096, window);
+        for kv_type in [KvType::F32, KvType::F16, KvType::Q8_0] {
+            let want = prompt_then_greedy(&model, &prompt, kv_type, 1, 1);
+            for (batch, threads) in [(32, 2), (5, 3)] {
+                let got = prompt_then_greedy(&model, &prompt, kv_type, batch, threads);
+                let what = format!("window {window} {kv_type:?} batch {batch} threads {threads}");
+                assert_same_logits(&want, &got, &what);
             }
         }
+    }
+}
+
+/// Logits after prefilling `prompt` (in batches of `batch`) and after each of
+/// three greedy steps, which read the cache the prompt wrote.
+fn prompt_then_greedy(
+    model: &Arc<Model>,
+    prompt: &[u32],
+    kv_type: KvType,
+    batch: usize,
+    threads: usize,
+) -> Vec<Vec<f32>> {
+    let config = SessionConfig {
+        context: 64,
+        threads,
+        batch,
+        kv_type,
+        ..Default::default()
+    };
+    let mut s = Session::new(model.clone(), config).unwrap();
+    let mut all = vec![s.prefill(prompt).unwrap().to_vec()];
+    for _ in 0..3 {
+        let next = argmax(all.last().unwrap());
+        all.push(s.step(next).unwrap().to_vec());
+    }
+    all
+}
+
+fn assert_same_logits(want: &[Vec<f32>], got: &[Vec<f32>], what: &str) {
+    assert_eq!(want.len(), got.len(), "{what}: steps");
+    for (step, (a, b)) in want.iter().zip(got).enumerate() {
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{what}: logits of step {step} differ"
+        );
     }
 }

@@ -435,6 +435,72 @@ fn attention_helpers_match_scalar_bit_for_bit() {
     }
 }
 
+/// The fused attention over an f16 cache equals, bit for bit, its definition:
+/// the same tier's dot product, softmax and `axpy` composed by
+/// `scalar::attend_f16_with` (each of which is checked against scalar above).
+/// Head sizes around the 8-lane groups and the 64-column register block,
+/// position counts around the 4-row score blocks, padded strides, misaligned
+/// starts, and large, tiny and signed-zero values.
+#[test]
+fn attend_f16_is_the_tiers_composition_bit_for_bit() {
+    let tiers: Vec<Kernels> = Tier::ALL.into_iter().filter_map(kernels_for).collect();
+    let mut rng = Rng(0x5eed_a77e_7d00_0001);
+    let head_dims = (1..=20).chain([31, 63, 64, 65, 72, 80, 96, 127, 128, 129, 136]);
+    for hd in head_dims {
+        for n in [0usize, 1, 2, 3, 4, 5, 7, 8, 9, 33] {
+            for pad in [0, 3] {
+                let stride = hd + pad;
+                let len = n * stride;
+                let o = offset(hd + n);
+                let scale = 1.0 / (hd as f32).sqrt();
+                let q = rng.vec(hd, 2.0);
+                let mut kf = rng.vec(len, 1.0);
+                let mut vf = rng.vec(len, 1.0);
+                if n > 2 {
+                    kf[stride..stride + hd].iter_mut().for_each(|x| *x *= 300.0);
+                    vf[0] = -0.0;
+                    vf[len - 1] = 6e-5;
+                }
+                let k16: Vec<f16> = kf.iter().map(|&v| f16::from_f32(v)).collect();
+                let v16: Vec<f16> = vf.iter().map(|&v| f16::from_f32(v)).collect();
+                let (sk, sv) = (Shifted::new(&k16, o), Shifted::new(&v16, (o + 1) % 4));
+                for kt in &tiers {
+                    let mut want_scores = vec![0.0f32; n];
+                    let mut want = vec![7.0f32; hd];
+                    scalar::attend_f16_with(
+                        kt.dot_f16_f32,
+                        kt.softmax_f32,
+                        kt.axpy_f16_f32,
+                        (&q, &k16, &v16, stride, scale),
+                        &mut want_scores,
+                        &mut want,
+                    );
+                    let mut scores = Shifted::new(&vec![0.5f32; n], (o + 2) % 4);
+                    let mut out = Shifted::new(&vec![-9.0f32; hd], (o + 3) % 4);
+                    (kt.attend_f16)(
+                        &q,
+                        sk.get(),
+                        sv.get(),
+                        stride,
+                        scale,
+                        scores.get_mut(),
+                        out.get_mut(),
+                    );
+                    let what = format!("attend_f16 hd={hd} stride={stride}");
+                    same_bits(
+                        kt.tier,
+                        &format!("{what} scores"),
+                        n,
+                        scores.get(),
+                        &want_scores,
+                    );
+                    same_bits(kt.tier, &format!("{what} out"), n, out.get(), &want);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn f16_widening_is_exact_for_every_value() {
     // All 65536 f16 bit patterns (subnormals, +-inf, NaNs) in one row.
@@ -460,7 +526,7 @@ fn contracts_are_asserted_on_every_tier() {
         let mut a = [0.0f32; 5];
         let b = [0.0f32; 4];
         let h = [f16::ZERO; 4];
-        let cases: [(&str, Case); 8] = [
+        let cases: [(&str, Case); 10] = [
             (
                 "rmsnorm len",
                 Box::new(|| (k.rmsnorm_f32)(&mut [0.0; 5], &b, &b, 1e-5)),
@@ -488,6 +554,14 @@ fn contracts_are_asserted_on_every_tier() {
                 }),
             ),
             ("axpy", Box::new(move || (k.axpy_f16_f32)(&mut a, 1.0, &h))),
+            (
+                "attend rows",
+                Box::new(|| (k.attend_f16)(&b, &h, &h, 4, 1.0, &mut [0.0; 2], &mut [0.0; 4])),
+            ),
+            (
+                "attend out",
+                Box::new(|| (k.attend_f16)(&b, &h, &h, 4, 1.0, &mut [0.0; 1], &mut [0.0; 3])),
+            ),
         ];
         for (what, f) in cases {
             let r = catch_unwind(AssertUnwindSafe(f));

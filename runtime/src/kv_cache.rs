@@ -263,12 +263,22 @@ impl<'a> KvCache<'a> {
         }
     }
 
+    /// Stores the row staged by the last [`rows_mut`], so that shared
+    /// ([`attend_shared`]) readers see it. [`attend`] does this itself.
+    ///
+    /// [`rows_mut`]: Self::rows_mut
+    /// [`attend_shared`]: Self::attend_shared
+    /// [`attend`]: Self::attend
+    pub fn flush(&mut self) {
+        self.commit();
+    }
+
     /// Attention of one query head over positions `first..=last` of `layer`,
     /// using KV head `kv_head`:
     /// `out = sum_j softmax_j(q . K_j * scale) V_j`. `scores` is scratch of at
     /// least `last - first + 1` elements; `out` has `head_dim` elements.
     /// The scores, softmax and weighted sum run on `kern`'s kernels (f16 rows
-    /// are read in place: `dot_f16_f32` and `axpy_f16_f32` widen as they go).
+    /// are read in place by the fused `attend_f16`, which widens as it goes).
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &mut self,
@@ -283,6 +293,48 @@ impl<'a> KvCache<'a> {
         out: &mut [f32],
     ) {
         self.commit();
+        let mut widened = std::mem::take(&mut self.scratch);
+        self.attend_shared(
+            kern,
+            layer,
+            kv_head,
+            q,
+            first,
+            last,
+            scale,
+            scores,
+            &mut widened,
+            out,
+        );
+        self.scratch = widened;
+    }
+
+    /// [`attend`] on a shared cache, for several threads at once: the rows
+    /// read must have been stored ([`flush`] after the last [`rows_mut`]).
+    /// `widened` is scratch of at least `head_dim` elements (used by q8_0
+    /// caches). Same arithmetic in the same order as [`attend`].
+    ///
+    /// [`attend`]: Self::attend
+    /// [`flush`]: Self::flush
+    /// [`rows_mut`]: Self::rows_mut
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_shared(
+        &self,
+        kern: &Kernels,
+        layer: usize,
+        kv_head: usize,
+        q: &[f32],
+        first: usize,
+        last: usize,
+        scale: f32,
+        scores: &mut [f32],
+        widened: &mut [f32],
+        out: &mut [f32],
+    ) {
+        debug_assert!(
+            self.pending.is_none_or(|(l, p)| l != layer || p > last),
+            "attending over a staged row"
+        );
         let hd = self.head_dim;
         let base = layer * self.context * self.row;
         let off = kv_head * hd;
@@ -300,19 +352,16 @@ impl<'a> KvCache<'a> {
                 }
             }
             Store::F16 { k, v } => {
-                let at = |j: usize| base + j * self.row + off;
-                for (j, s) in (first..=last).zip(scores.iter_mut()) {
-                    *s = (kern.dot_f16_f32)(&k[at(j)..at(j) + hd], q) * scale;
-                }
-                (kern.softmax_f32)(scores);
-                for (j, &p) in (first..=last).zip(scores.iter()) {
-                    (kern.axpy_f16_f32)(out, p, &v[at(j)..at(j) + hd]);
-                }
+                // Rows first..=last of this head, `row` elements apart.
+                let start = base + first * self.row + off;
+                let len = (last - first) * self.row + hd;
+                let (k, v) = (&k[start..start + len], &v[start..start + len]);
+                (kern.attend_f16)(q, k, v, self.row, scale, scores, out);
             }
             Store::Q8_0 { k, v } => {
                 let r = self.row;
                 let row = |j: usize| base + j * r;
-                let tmp = &mut self.scratch[..];
+                let tmp = &mut widened[..hd];
                 for (j, s) in (first..=last).zip(scores.iter_mut()) {
                     dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
                     *s = (kern.dot_f32)(q, tmp) * scale;

@@ -195,7 +195,12 @@ impl<'a> Session<'a> {
         }
         drop(inv);
         let buffers = ForwardBuffers::new_with(&hp, config.context, alloc)?;
-        let batch = BatchBuffers::new_with(&hp, BatchBuffers::capacity(config.batch), alloc)?;
+        let batch = BatchBuffers::new_with(
+            &hp,
+            BatchBuffers::capacity(config.batch),
+            config.context,
+            alloc,
+        )?;
         let layout = match RopePairing::from_u32(hp.rope_pairing) {
             Some(RopePairing::Half) => RopeLayout::Half,
             _ => RopeLayout::Interleaved,
@@ -228,6 +233,7 @@ impl<'a> Session<'a> {
         sizes.extend(BatchBuffers::buffer_sizes(
             hp,
             BatchBuffers::capacity(config.batch),
+            config.context,
         ));
         sizes
     }

@@ -5,6 +5,7 @@
 //! matrix-vector product is one dot product per output row.
 
 mod activation;
+mod attention;
 mod convert;
 mod iq4_nl;
 mod matvec;
@@ -14,6 +15,7 @@ mod rope;
 mod softmax;
 
 pub use activation::*;
+pub use attention::*;
 pub use convert::*;
 pub use iq4_nl::*;
 pub use matvec::*;

@@ -46,6 +46,13 @@ pub struct BatchBuffers<'a> {
     up: Slab<'a, f32>,
     /// `[cap, max_in / QK]` the current inputs quantized to Q8_0.
     xq: Slab<'a, BlockQ8_0>,
+    /// `[cap, attn_stride]` per-token attention workspace: the token's
+    /// attention output (`q_dim`), its scores (`context`) and a widened
+    /// key/value row (`head_dim`). One row per token lets the tokens of a
+    /// batch attend on different threads without sharing scratch.
+    attn: Slab<'a, f32>,
+    /// Elements per `attn` row.
+    attn_stride: usize,
 }
 
 impl<'a> BatchBuffers<'a> {
@@ -58,9 +65,10 @@ impl<'a> BatchBuffers<'a> {
     pub(crate) fn new_with(
         hp: &HyperParams,
         cap: usize,
+        context: usize,
         alloc: &mut Alloc<'_, 'a>,
     ) -> Result<Self> {
-        let [x, xn, q, att, kk, v, proj, gate, up, xq] = Self::elements(hp, cap);
+        let [x, xn, q, att, kk, v, proj, gate, up, xq, attn] = Self::elements(hp, cap, context);
         Ok(Self {
             cap,
             x: alloc.zeroed(x)?,
@@ -73,11 +81,18 @@ impl<'a> BatchBuffers<'a> {
             gate: alloc.zeroed(gate)?,
             up: alloc.zeroed(up)?,
             xq: alloc.zeroed(xq)?,
+            attn: alloc.zeroed(attn)?,
+            attn_stride: Self::attn_stride(hp, context),
         })
     }
 
+    /// Elements of one token's attention workspace row.
+    fn attn_stride(hp: &HyperParams, context: usize) -> usize {
+        hp.q_dim() + context + hp.head_dim as usize
+    }
+
     /// Element counts of the buffers, in the order `new_with` takes them.
-    fn elements(hp: &HyperParams, cap: usize) -> [usize; 10] {
+    fn elements(hp: &HyperParams, cap: usize, context: usize) -> [usize; 11] {
         let (dim, ffn) = (hp.dim as usize, hp.ffn_dim as usize);
         [
             cap * dim,
@@ -90,12 +105,13 @@ impl<'a> BatchBuffers<'a> {
             cap * ffn,
             cap * ffn,
             cap * xq_blocks(hp),
+            cap * Self::attn_stride(hp, context),
         ]
     }
 
     /// Byte sizes of the buffers `new_with` takes, in the order it takes them.
-    pub(crate) fn buffer_sizes(hp: &HyperParams, cap: usize) -> [usize; 10] {
-        let e = Self::elements(hp, cap);
+    pub(crate) fn buffer_sizes(hp: &HyperParams, cap: usize, context: usize) -> [usize; 11] {
+        let e = Self::elements(hp, cap, context);
         let f = std::mem::size_of::<f32>();
         let mut s = e.map(|n| n * f);
         s[9] = e[9] * std::mem::size_of::<BlockQ8_0>();
@@ -178,6 +194,63 @@ fn lora_rows(
     }
 }
 
+/// The attention of the `n` tokens of a batch at positions `pos..pos + n` of
+/// `layer` (queries in `bb.q`, keys and values stored in `kv`), into `bb.att`:
+/// per token and head, exactly `forward`'s `attend`, split by token over the
+/// pool.
+#[allow(clippy::too_many_arguments)]
+fn attend_batch(
+    model: &Model,
+    bb: &mut BatchBuffers<'_>,
+    kv: &KvCache,
+    pool: &mut Pool,
+    layer: usize,
+    n: usize,
+    pos: usize,
+    scale: f32,
+) {
+    let hp = model.hparams();
+    let kern = &model.kernels;
+    let q_dim = hp.q_dim();
+    let head_dim = hp.head_dim as usize;
+    let group = (hp.n_heads / hp.n_kv_heads) as usize;
+    let stride = bb.attn_stride;
+    let q = &bb.q[..n * q_dim];
+    let work = &mut bb.attn[..n * stride];
+    pool.split_rows(work, stride, &|first, rows| {
+        for (i, row) in rows.chunks_exact_mut(stride).enumerate() {
+            let t = first / stride + i;
+            let p = pos + t;
+            let from = match hp.sliding_window {
+                0 => 0,
+                w => (p + 1).saturating_sub(w as usize),
+            };
+            let (out, rest) = row.split_at_mut(q_dim);
+            let (scores, widened) = rest.split_at_mut(stride - q_dim - head_dim);
+            for h in 0..hp.n_heads as usize {
+                kv.attend_shared(
+                    kern,
+                    layer,
+                    h / group,
+                    &q[t * q_dim + h * head_dim..][..head_dim],
+                    from,
+                    p,
+                    scale,
+                    scores,
+                    widened,
+                    &mut out[h * head_dim..][..head_dim],
+                );
+            }
+        }
+    });
+    for (a, row) in bb.att[..n * q_dim]
+        .chunks_exact_mut(q_dim)
+        .zip(bb.attn.chunks_exact(stride))
+    {
+        a.copy_from_slice(&row[..q_dim]);
+    }
+}
+
 /// Runs `tokens` (1..=`bb.cap()` of them) at positions `pos..pos + n`,
 /// writing their keys and values into `kv` and the logits after the last token
 /// into `buf.logits`. Same contract as `forward` for each token (ids in range,
@@ -203,7 +276,6 @@ pub fn forward_batch(
     let (dim, ffn) = (hp.dim as usize, hp.ffn_dim as usize);
     let (q_dim, kv_dim) = (hp.q_dim(), hp.kv_dim());
     let head_dim = hp.head_dim as usize;
-    let group = (hp.n_heads / hp.n_kv_heads) as usize;
     let eps = hp.norm_eps;
     let layout = match RopePairing::from_u32(hp.rope_pairing) {
         Some(RopePairing::Half) => RopeLayout::Half,
@@ -258,24 +330,12 @@ pub fn forward_batch(
             let (k_row, v_row) = kv.rows_mut(l, p);
             k_row.copy_from_slice(kt);
             v_row.copy_from_slice(&v[t * kv_dim..][..kv_dim]);
-            let first = match hp.sliding_window {
-                0 => 0,
-                w => (p + 1).saturating_sub(w as usize),
-            };
-            for h in 0..hp.n_heads as usize {
-                kv.attend(
-                    kern,
-                    l,
-                    h / group,
-                    &qt[h * head_dim..][..head_dim],
-                    first,
-                    p,
-                    scale,
-                    &mut buf.scores,
-                    &mut bb.att[t * q_dim + h * head_dim..][..head_dim],
-                );
-            }
         }
+        // Every token's key and value is in the cache; each token attends to
+        // positions up to its own, so the tokens are independent: they run on
+        // the pool, one workspace row each.
+        kv.flush();
+        attend_batch(model, bb, kv, pool, l, n, pos, scale);
         let (att, proj) = (&bb.att[..n * q_dim], &mut bb.proj[..n * dim]);
         let qd = quantize_rows(model, att, &mut bb.xq, quant, n);
         project(model, model.weights(li.wo), att, &bb.xq, qd, n, proj, pool);

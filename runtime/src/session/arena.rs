@@ -22,6 +22,14 @@ impl<T> std::ops::Deref for Slab<'_, T> {
     }
 }
 
+/// An empty slab (allocates nothing): what `std::mem::take` leaves behind
+/// while a buffer is lent out.
+impl<T> Default for Slab<'_, T> {
+    fn default() -> Self {
+        Self::Arena(&mut [])
+    }
+}
+
 impl<T> std::ops::DerefMut for Slab<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
         match self {

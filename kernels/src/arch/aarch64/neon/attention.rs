@@ -155,6 +155,27 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
     }
 }
 
+/// Attention over an f16 cache: `scalar::attend_f16_with` over this tier's
+/// dot product, softmax and `axpy` (not yet a fused kernel).
+pub(super) fn attend_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    crate::scalar::attend_f16_with(
+        dot_f16_f32,
+        super::softmax::softmax_f32,
+        axpy_f16_f32,
+        (q, k, v, stride, scale),
+        scores,
+        out,
+    );
+}
+
 pub(super) fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "f16_to_f32: length mismatch");
     // SAFETY: reachable only through `table(NeonToken)`; lengths checked.

@@ -140,6 +140,157 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
     }
 }
 
+/// Positions whose scores one pass computes together (one accumulator each,
+/// sharing the loads of the query).
+const SCORE_ROWS: usize = 4;
+const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
+/// Output columns one pass over the values keeps in registers.
+const OUT_COLS: usize = 64;
+
+/// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
+/// `scalar::attend_f16_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)`
+/// of this tier. The scores of four positions are computed together; the
+/// output stays in registers while all values are added in, 64 columns at a
+/// time, instead of being loaded and stored once per position.
+pub(super) fn attend_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    crate::scalar::check_attend_f16(q, k, v, stride, scores, out);
+    // SAFETY: reachable only through `table(Avx2Token)`; shapes checked.
+    unsafe {
+        attend_scores_f16(q, k, stride, scale, scores);
+        super::softmax::softmax_f32(scores);
+        attend_values_f16(v, stride, scores, out);
+    }
+}
+
+/// `scores[j] = dot_f16_f32(K_j, q) * scale` for every position.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
+    let hd = q.len();
+    let main = hd / 8 * 8;
+    let n = scores.len();
+    let (qp, kp) = (q.as_ptr(), k.as_ptr());
+    let mut j = 0;
+    while j + SCORE_ROWS <= n {
+        let mut acc = [_mm256_setzero_ps(); SCORE_ROWS];
+        let mut i = 0;
+        while i < main {
+            // SAFETY: i + 8 <= main <= hd; row j + r < n starts at
+            // (j + r) * stride and has hd elements in `k` (checked).
+            unsafe {
+                let qv = _mm256_loadu_ps(qp.add(i));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let kv = _mm_loadu_si128(kp.add((j + r) * stride + i) as *const __m128i);
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtph_ps(kv), qv));
+                }
+            }
+            i += 8;
+        }
+        if main == hd {
+            // The reference order `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 +
+            // a7))` for four rows at once: halves added, then two rounds of
+            // pairwise `hadd` (whose pairs are exactly the reference's).
+            // SAFETY: j + 4 <= n = scores.len().
+            unsafe {
+                let half =
+                    |a: __m256| _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+                let h01 = _mm_hadd_ps(half(acc[0]), half(acc[1]));
+                let h23 = _mm_hadd_ps(half(acc[2]), half(acc[3]));
+                let s4 = _mm_mul_ps(_mm_hadd_ps(h01, h23), _mm_set1_ps(scale));
+                _mm_storeu_ps(scores.as_mut_ptr().add(j), s4);
+            }
+            j += SCORE_ROWS;
+            continue;
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let mut lanes = [0.0f32; DOT_LANES];
+            // SAFETY: `lanes` holds 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+            let row = &k[(j + r) * stride..][..hd];
+            for c in main..hd {
+                lanes[c % DOT_LANES] += row[c].to_f32() * q[c];
+            }
+            scores[j + r] = reduce_dot_lanes(lanes) * scale;
+        }
+        j += SCORE_ROWS;
+    }
+    for (jj, s) in scores.iter_mut().enumerate().skip(j) {
+        // SAFETY: same CPU features; the row has hd elements.
+        *s = unsafe { dot_f16_f32_impl(&k[jj * stride..][..hd], q) } * scale;
+    }
+}
+
+/// `out = sum_j p[j] * V_j`, accumulated from zero in `j` order (each step
+/// `out + p * v`, rounded as `axpy_f16_f32` rounds it).
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]) {
+    let hd = out.len();
+    let main = hd / 8 * 8;
+    let mut c = 0;
+    while c + OUT_COLS <= main {
+        // SAFETY: c + OUT_COLS <= main; same features.
+        unsafe { attend_values_cols::<{ OUT_COLS / 8 }>(v, stride, p, c, out) };
+        c += OUT_COLS;
+    }
+    while c < main {
+        // SAFETY: c + 8 <= main; same features.
+        unsafe { attend_values_cols::<1>(v, stride, p, c, out) };
+        c += 8;
+    }
+    for (col, o) in out.iter_mut().enumerate().skip(main) {
+        *o = 0.0;
+        for (j, &pj) in p.iter().enumerate() {
+            *o += pj * v[j * stride + col].to_f32();
+        }
+    }
+}
+
+/// Columns `c..c + 8 * R` of `attend_values_f16`, held in `R` registers.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `c + 8 * R <= out.len()`; shapes as
+/// `check_attend_f16` accepts.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn attend_values_cols<const R: usize>(
+    v: &[f16],
+    stride: usize,
+    p: &[f32],
+    c: usize,
+    out: &mut [f32],
+) {
+    let vp = v.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); R];
+    for (j, &pj) in p.iter().enumerate() {
+        let s = _mm256_set1_ps(pj);
+        let row = j * stride + c;
+        for (g, a) in acc.iter_mut().enumerate() {
+            // SAFETY: c + 8 * g + 8 <= out.len() = head_dim; row j < n has
+            // head_dim elements from j * stride.
+            let x =
+                unsafe { _mm256_cvtph_ps(_mm_loadu_si128(vp.add(row + 8 * g) as *const __m128i)) };
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(s, x));
+        }
+    }
+    for (g, a) in acc.iter().enumerate() {
+        // SAFETY: c + 8 * g + 8 <= out.len().
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * g), *a) };
+    }
+}
+
 pub(super) fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "f16_to_f32: length mismatch");
     // SAFETY: reachable only through `table(Avx2Token)`; lengths checked.

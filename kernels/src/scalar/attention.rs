@@ -1,0 +1,82 @@
+//! Attention of one query head over an f16 key/value cache: the reference
+//! that the fused SIMD kernels reproduce bit for bit (given the same tier's
+//! dot product, softmax and `axpy`).
+
+use half::f16;
+
+use super::{axpy_f16_f32, dot_f16_f32, softmax_f32};
+
+/// Checks the shapes of an `attend_f16` call; returns `(head_dim, positions)`.
+///
+/// # Panics
+/// If `out.len() != q.len()`, `stride < q.len()`, or `k` or `v` is shorter
+/// than `n` rows of `stride` elements (the last row needs only `q.len()`).
+#[inline]
+pub fn check_attend_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    scores: &[f32],
+    out: &[f32],
+) -> (usize, usize) {
+    let (hd, n) = (q.len(), scores.len());
+    assert_eq!(out.len(), hd, "attend_f16: out length");
+    assert!(stride >= hd, "attend_f16: stride {stride} < head_dim {hd}");
+    let need = match n {
+        0 => 0,
+        n => (n - 1) * stride + hd,
+    };
+    assert!(
+        k.len() >= need && v.len() >= need,
+        "attend_f16: {n} rows of stride {stride} need {need} elements"
+    );
+    (hd, n)
+}
+
+/// Attention of the query head `q` (`head_dim` elements) over the `n =
+/// scores.len()` positions whose keys and values are rows `j * stride ..
+/// j * stride + head_dim` of `k` and `v`:
+/// `scores[j] = dot_f16_f32(K_j, q) * scale`, then `softmax_f32(scores)`,
+/// then `out = sum_j scores[j] * V_j`, accumulated from zero in `j` order with
+/// `axpy_f16_f32`. `out` is overwritten; `scores` is left holding the
+/// probabilities. `n = 0` leaves `out` zero. Shapes: [`check_attend_f16`].
+pub fn attend_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend_f16_with(
+        dot_f16_f32,
+        softmax_f32,
+        axpy_f16_f32,
+        (q, k, v, stride, scale),
+        scores,
+        out,
+    );
+}
+
+/// `attend_f16` composed from a tier's dot product, softmax and `axpy`: the
+/// definition a fused kernel of that tier must equal bit for bit.
+pub fn attend_f16_with(
+    dot: fn(&[f16], &[f32]) -> f32,
+    softmax: fn(&mut [f32]),
+    axpy: fn(&mut [f32], f32, &[f16]),
+    (q, k, v, stride, scale): (&[f32], &[f16], &[f16], usize, f32),
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (hd, _) = check_attend_f16(q, k, v, stride, scores, out);
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot(&k[j * stride..][..hd], q) * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        axpy(out, p, &v[j * stride..][..hd]);
+    }
+}
