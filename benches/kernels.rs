@@ -1,19 +1,53 @@
-//! Kernel micro-benchmarks: every matrix-vector kernel on every tier this CPU has,
-//! against scalar, at the matrix shapes of the benchmark models; then the
-//! non-matvec kernels (norm, softmax, activations, RoPE, attention helpers) at
-//! SmolLM2-135M's sizes, in nanoseconds per call. No external
-//! harness (criterion is not a dependency yet): each case runs for about 0.3 s
-//! after a warm-up and reports the median time of its batches and the weight
-//! bytes per second. Run: `cargo bench --bench kernels [-- FILTER]`.
+//! Kernel micro-benchmarks (criterion): every matrix-vector and matrix-matrix
+//! kernel slot on every tier this CPU has, against scalar, at the matrix shapes
+//! of the benchmark models; then the non-matvec kernels (norm, softmax,
+//! activations, RoPE, attention helpers) at SmolLM2-135M's sizes, and the whole
+//! per-token work outside the matrix products.
+//!
+//! One benchmark group per kernel and shape, one function per tier (scalar
+//! first), so each group's lines compare the tiers:
+//! `matvec_q8_0_q8_0/135m.output/{scalar,avx2,...}`. Matrix groups report
+//! decimal GB/s of weight bytes (`Throughput::BytesDecimal`). The matmul groups
+//! run `MATMUL_TOKENS` tokens per call and count the weight bytes once per
+//! token, so their GB/s is the rate a matvec would need to keep up; their time
+//! is per call. Short warm-up and measurement (`config`) keep a full run to a
+//! few minutes; non-matrix groups report time per call only.
+//!
+//! Run: `cargo bench --bench kernels [-- FILTER]` (FILTER is a regex on the
+//! benchmark id, e.g. `q8_0`, `135m.output`, `/avx2`); criterion's own flags
+//! apply (`--save-baseline NAME`, `--baseline NAME`, `--list`).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytemuck::Zeroable;
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use ember_kernels::arch::{kernels_for, Kernels, Tier};
-use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK};
+use ember_kernels::blocks::{interleave_rows, BlockIq4Nl, BlockQ4_0, BlockQ8_0, QK};
 use ember_kernels::scalar;
 use half::f16;
+
+/// Short runs: the kernels take 10 ns to 100 ms per call, and criterion's
+/// default (3 s warm-up, 5 s measurement, 100 samples) would make a full run of
+/// all groups on all tiers take most of an hour. Command-line flags override.
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(10)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = matrix_kernels, other_kernels
+}
+criterion_main!(benches);
+
+/// Every tier this CPU can run, scalar first.
+fn tiers() -> Vec<Kernels> {
+    Tier::ALL.into_iter().filter_map(kernels_for).collect()
+}
 
 /// (name, rows, cols): SmolLM-135M's FFN and output, TinyLlama-1.1B's FFN.
 const SHAPES: [(&str, usize, usize); 3] = [
@@ -22,34 +56,32 @@ const SHAPES: [(&str, usize, usize); 3] = [
     ("1.1b.w_up", 5632, 2048),
 ];
 
-fn median_time(mut f: impl FnMut()) -> Duration {
-    for _ in 0..3 {
-        f();
-    }
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(300) || times.len() < 5 {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed());
-    }
-    times.sort();
-    times[times.len() / 2]
+/// Tokens per matrix-matrix call (the prefill batch, `forward::MAX_BATCH`).
+const MATMUL_TOKENS: usize = 32;
+
+/// One shape's matrix in every layout the kernels read, and its activations.
+struct Matrix {
+    /// f32 activations `[cols]` and `[MATMUL_TOKENS, cols]`.
+    x: Vec<f32>,
+    x32: Vec<f32>,
+    /// `[rows, cols]` row-major f32 and f16.
+    wf: Vec<f32>,
+    wh: Vec<f16>,
+    /// Q8_0 / Q4_0 / IQ4_NL blocks, plain row-major.
+    w8: Vec<BlockQ8_0>,
+    w4: Vec<BlockQ4_0>,
+    wi: Vec<BlockIq4Nl>,
+    /// The same, row-interleaved in tiles of four rows (what `ember convert` writes).
+    t8: Vec<BlockQ8_0>,
+    t4: Vec<BlockQ4_0>,
+    ti: Vec<BlockIq4Nl>,
+    /// Quantized activations `[cols / QK]` and `[MATMUL_TOKENS, cols / QK]`.
+    a: Vec<BlockQ8_0>,
+    a32: Vec<BlockQ8_0>,
 }
 
-fn report(case: &str, tier: Tier, bytes: usize, t: Duration) {
-    println!(
-        "{case:<28} {:<7} {:>9.1} us {:>7.2} GB/s",
-        tier.name(),
-        t.as_secs_f64() * 1e6,
-        bytes as f64 / t.as_secs_f64() / 1e9
-    );
-}
-
-fn main() {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tiers: Vec<Kernels> = Tier::ALL.into_iter().filter_map(kernels_for).collect();
-    for (shape, rows, cols) in SHAPES {
+impl Matrix {
+    fn new(rows: usize, cols: usize) -> Self {
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
             .collect();
@@ -57,320 +89,342 @@ fn main() {
             .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 504.0)
             .collect();
         let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
-        let mut w8 = vec![
-            BlockQ8_0 {
-                d: [0; 2],
-                qs: [0; QK]
-            };
-            rows * cols / QK
-        ];
-        let mut w4 = vec![
-            BlockQ4_0 {
-                d: [0; 2],
-                qs: [0; QK / 2]
-            };
-            rows * cols / QK
-        ];
+        let blocks = rows * cols / QK;
+        let mut w8 = vec![BlockQ8_0::zeroed(); blocks];
+        let mut w4 = vec![BlockQ4_0::zeroed(); blocks];
+        let mut wi = vec![BlockIq4Nl::zeroed(); blocks];
         scalar::quantize_row_q8_0(&wf, &mut w8);
         scalar::quantize_row_q4_0(&wf, &mut w4);
-        let (mut t8, mut t4) = (w8.clone(), w4.clone());
+        scalar::quantize_row_iq4_nl(&wf, &mut wi);
+        let (mut t8, mut t4, mut ti) = (w8.clone(), w4.clone(), wi.clone());
         interleave_rows(&w8, cols / QK, &mut t8);
         interleave_rows(&w4, cols / QK, &mut t4);
-        let mut a = vec![
-            BlockQ8_0 {
-                d: [0; 2],
-                qs: [0; QK]
-            };
-            cols / QK
-        ];
-        scalar::quantize_row_q8_0(&x, &mut a);
-        let mut out = vec![0.0f32; rows];
-        // IQ4_NL, row-interleaved (what `convert --dtype iq4_nl` writes).
-        let mut wi = vec![ember_kernels::blocks::BlockIq4Nl::zeroed(); rows * cols / QK];
-        scalar::quantize_row_iq4_nl(&wf, &mut wi);
-        let mut ti = wi.clone();
         interleave_rows(&wi, cols / QK, &mut ti);
-        for k in &tiers {
-            let ops = [
-                ("matvec_f32_f32", wf.len() * 4),
-                ("matvec_f16_f32", wh.len() * 2),
-                ("matvec_q8_0_q8_0", w8.len() * 34),
-                ("matvec_q4_0_q8_0", w4.len() * 18),
-                ("matvec_q8_0x4_q8_0", t8.len() * 34),
-                ("matvec_q4_0x4_q8_0", t4.len() * 18),
-            ];
-            for (op_index, (op, bytes)) in ops.into_iter().enumerate() {
-                let case = format!("{op} {shape}");
-                if filter.as_deref().is_some_and(|p| !case.contains(p)) {
-                    continue;
-                }
-                let t = median_time(|| match op_index {
-                    0 => (k.matvec_f32_f32)(black_box(&wf), &x, &mut out),
-                    1 => (k.matvec_f16_f32)(black_box(&wh), &x, &mut out),
-                    2 => (k.matvec_q8_0_q8_0)(black_box(&w8), &a, &mut out),
-                    3 => (k.matvec_q4_0_q8_0)(black_box(&w4), &a, &mut out),
-                    4 => (k.matvec_q8_0x4_q8_0)(black_box(&t8), &a, &mut out),
-                    _ => (k.matvec_q4_0x4_q8_0)(black_box(&t4), &a, &mut out),
-                });
-                report(&case, k.tier, bytes, t);
-            }
-            // Prefill: 32 tokens per call; reported per token (weight bytes are
-            // read once per call, so "GB/s" is per-token equivalent traffic).
-            let n = MATMUL_TOKENS;
-            let a32: Vec<BlockQ8_0> = (0..n).flat_map(|_| a.iter().copied()).collect();
-            let mut out32 = vec![0.0f32; n * rows];
-            for (op, bytes) in [
-                ("matmul_q8_0x4_q8_0", t8.len() * 34),
-                ("matmul_q4_0x4_q8_0", t4.len() * 18),
-            ] {
-                let case = format!("{op} {shape} /tok");
-                if filter.as_deref().is_some_and(|p| !case.contains(p)) {
-                    continue;
-                }
-                let t = median_time(|| {
-                    if op.starts_with("matmul_q8") {
-                        (k.matmul_q8_0x4_q8_0)(black_box(&t8), &a32, n, &mut out32)
-                    } else {
-                        (k.matmul_q4_0x4_q8_0)(black_box(&t4), &a32, n, &mut out32)
-                    }
-                });
-                report(&case, k.tier, bytes, t / n as u32);
-            }
-            for (op, per_call) in [("matvec_iq4_nlx4_q8_0", 1), ("matmul_iq4_nlx4_q8_0", n)] {
-                let case = format!("{op} {shape}{}", if per_call > 1 { " /tok" } else { "" });
-                if filter.as_deref().is_some_and(|p| !case.contains(p)) {
-                    continue;
-                }
-                let t = median_time(|| {
-                    if per_call == 1 {
-                        (k.matvec_iq4_nlx4_q8_0)(black_box(&ti), &a, &mut out)
-                    } else {
-                        (k.matmul_iq4_nlx4_q8_0)(black_box(&ti), &a32, n, &mut out32)
-                    }
-                });
-                report(&case, k.tier, ti.len() * 18, t / per_call as u32);
-            }
+        let mut a = vec![BlockQ8_0::zeroed(); cols / QK];
+        scalar::quantize_row_q8_0(&x, &mut a);
+        let x32 = x.repeat(MATMUL_TOKENS);
+        let a32 = a.repeat(MATMUL_TOKENS);
+        Matrix {
+            x,
+            x32,
+            wf,
+            wh,
+            w8,
+            w4,
+            wi,
+            t8,
+            t4,
+            ti,
+            a,
+            a32,
         }
     }
-    ops(filter.as_deref(), &tiers);
 }
 
-/// Tokens per matrix-matrix call (the prefill batch, `forward::MAX_BATCH`).
-const MATMUL_TOKENS: usize = 32;
+/// A matrix kernel case: slot name, weight bytes, tokens per call, and the call
+/// (`out` holds `tokens * rows` results).
+type MatrixCase = (
+    &'static str,
+    usize,
+    usize,
+    fn(&Kernels, &Matrix, &mut [f32]),
+);
+
+fn matrix_cases(m: &Matrix) -> [MatrixCase; 12] {
+    let n = MATMUL_TOKENS;
+    [
+        ("matvec_f32_f32", m.wf.len() * 4, 1, |k, m, out| {
+            (k.matvec_f32_f32)(black_box(&m.wf), &m.x, out)
+        }),
+        ("matvec_f16_f32", m.wh.len() * 2, 1, |k, m, out| {
+            (k.matvec_f16_f32)(black_box(&m.wh), &m.x, out)
+        }),
+        ("matvec_q8_0_q8_0", m.w8.len() * 34, 1, |k, m, out| {
+            (k.matvec_q8_0_q8_0)(black_box(&m.w8), &m.a, out)
+        }),
+        ("matvec_q4_0_q8_0", m.w4.len() * 18, 1, |k, m, out| {
+            (k.matvec_q4_0_q8_0)(black_box(&m.w4), &m.a, out)
+        }),
+        ("matvec_iq4_nl_q8_0", m.wi.len() * 18, 1, |k, m, out| {
+            (k.matvec_iq4_nl_q8_0)(black_box(&m.wi), &m.a, out)
+        }),
+        ("matvec_q8_0x4_q8_0", m.t8.len() * 34, 1, |k, m, out| {
+            (k.matvec_q8_0x4_q8_0)(black_box(&m.t8), &m.a, out)
+        }),
+        ("matvec_q4_0x4_q8_0", m.t4.len() * 18, 1, |k, m, out| {
+            (k.matvec_q4_0x4_q8_0)(black_box(&m.t4), &m.a, out)
+        }),
+        ("matvec_iq4_nlx4_q8_0", m.ti.len() * 18, 1, |k, m, out| {
+            (k.matvec_iq4_nlx4_q8_0)(black_box(&m.ti), &m.a, out)
+        }),
+        ("matmul_f16_f32", m.wh.len() * 2, n, |k, m, out| {
+            (k.matmul_f16_f32)(black_box(&m.wh), &m.x32, MATMUL_TOKENS, out)
+        }),
+        ("matmul_q8_0x4_q8_0", m.t8.len() * 34, n, |k, m, out| {
+            (k.matmul_q8_0x4_q8_0)(black_box(&m.t8), &m.a32, MATMUL_TOKENS, out)
+        }),
+        ("matmul_q4_0x4_q8_0", m.t4.len() * 18, n, |k, m, out| {
+            (k.matmul_q4_0x4_q8_0)(black_box(&m.t4), &m.a32, MATMUL_TOKENS, out)
+        }),
+        ("matmul_iq4_nlx4_q8_0", m.ti.len() * 18, n, |k, m, out| {
+            (k.matmul_iq4_nlx4_q8_0)(black_box(&m.ti), &m.a32, MATMUL_TOKENS, out)
+        }),
+    ]
+}
+
+/// Every matrix kernel slot x shape, one group each, one function per tier.
+fn matrix_kernels(c: &mut Criterion) {
+    let tiers = tiers();
+    for (shape, rows, cols) in SHAPES {
+        let m = Matrix::new(rows, cols);
+        let mut out = vec![0.0f32; MATMUL_TOKENS * rows];
+        for (op, bytes, tokens, call) in matrix_cases(&m) {
+            let mut g = c.benchmark_group(format!("{op}/{shape}"));
+            // Decimal GB/s, as bandwidths are quoted (and `ember bench` reports).
+            g.throughput(Throughput::BytesDecimal((bytes * tokens) as u64));
+            // Scalar calls take up to seconds; flat sampling needs 10 of them
+            // where linear sampling needs 55.
+            g.sampling_mode(SamplingMode::Flat);
+            for k in &tiers {
+                let out = &mut out[..tokens * rows];
+                g.bench_function(k.tier.name(), |b| b.iter(|| call(k, &m, out)));
+            }
+            g.finish();
+        }
+    }
+}
 
 /// SmolLM2-135M's shapes for the non-matvec kernels.
 const DIM: usize = 576;
 const HEAD_DIM: usize = 64;
 const N_HEADS: usize = 9;
 const N_KV_HEADS: usize = 3;
+const KV_DIM: usize = N_KV_HEADS * HEAD_DIM;
 const FFN: usize = 1536;
 const N_LAYERS: usize = 30;
 const CONTEXTS: [usize; 2] = [256, 1024];
+const NORM_EPS: f32 = 1e-5;
+/// `1 / sqrt(HEAD_DIM)`, the attention score scale.
+const SCORE_SCALE: f32 = 0.125;
 
-/// Median nanoseconds per call of `f`, timed in batches of `reps` calls (the
-/// small kernels run for tens of nanoseconds, below a clock read's resolution).
-fn ns_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
-    median_time(|| {
-        for _ in 0..reps {
-            f();
-        }
-    })
-    .as_secs_f64()
-        * 1e9
-        / reps as f64
+/// Inputs and scratch of the non-matvec kernels at SmolLM2-135M's sizes.
+struct Ops {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    gate0: Vec<f32>,
+    up: Vec<f32>,
+    q0: Vec<f32>,
+    q: Vec<f32>,
+    /// f16 K and V caches `[max context, KV_DIM]`.
+    kc: Vec<f16>,
+    vc: Vec<f16>,
+    inv_freq: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    logits0: Vec<f32>,
+    out: Vec<f32>,
+    buf: Vec<f32>,
+    scores: Vec<f32>,
+    head: [f32; HEAD_DIM],
 }
 
-/// One query head's attention over `t` cached f16 positions (rows `kv_dim`
-/// apart), as `KvCache::attend` does it with `k`'s kernels.
-#[allow(clippy::too_many_arguments)]
-fn attend_f16(
-    k: &Kernels,
-    kc: &[f16],
-    vc: &[f16],
-    q: &[f32],
-    t: usize,
-    s: &mut [f32],
-    out: &mut [f32],
-) {
-    let kv_dim = N_KV_HEADS * HEAD_DIM;
-    out.fill(0.0);
-    for (j, sc) in s[..t].iter_mut().enumerate() {
-        *sc = (k.dot_f16_f32)(&kc[j * kv_dim..][..HEAD_DIM], q) * 0.125;
-    }
-    (k.softmax_f32)(&mut s[..t]);
-    for (j, &p) in s[..t].iter().enumerate() {
-        (k.axpy_f16_f32)(out, p, &vc[j * kv_dim..][..HEAD_DIM]);
-    }
-}
-
-/// The same head as the runtime did it before these slots existed: scalar dot,
-/// softmax, and each value row widened into scratch, then `axpy_f32`.
-fn attend_f16_before(kc: &[f16], vc: &[f16], q: &[f32], t: usize, s: &mut [f32], out: &mut [f32]) {
-    let kv_dim = N_KV_HEADS * HEAD_DIM;
-    let mut tmp = [0.0f32; HEAD_DIM];
-    out.fill(0.0);
-    for (j, sc) in s[..t].iter_mut().enumerate() {
-        *sc = scalar::dot_f16_f32(&kc[j * kv_dim..][..HEAD_DIM], q) * 0.125;
-    }
-    scalar::softmax_f32(&mut s[..t]);
-    for (j, &p) in s[..t].iter().enumerate() {
-        scalar::f16_to_f32(&vc[j * kv_dim..][..HEAD_DIM], &mut tmp);
-        scalar::axpy_f32(out, p, &tmp);
-    }
-}
-
-/// The non-matvec kernels at SmolLM2-135M's sizes, every tier, and the
-/// per-token total of everything outside the matrix products (30 layers: two
-/// RMSNorms, RoPE of q and k, 9 heads of f16 attention, two residual adds and
-/// SwiGLU per layer; the final RMSNorm; the RoPE table once per token).
-fn ops(filter: Option<&str>, tiers: &[Kernels]) {
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut vals = |n: usize, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                ((rng >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    };
-    let x = vals(DIM, 2.0);
-    let w = vals(DIM, 1.0);
-    let gate0 = vals(FFN, 4.0);
-    let up = vals(FFN, 1.0);
-    let q0 = vals(N_HEADS * HEAD_DIM, 1.0);
-    let kv_dim = N_KV_HEADS * HEAD_DIM;
-    let max_t = CONTEXTS[CONTEXTS.len() - 1];
-    let kc: Vec<f16> = vals(max_t * kv_dim, 1.0)
-        .iter()
-        .map(|&v| f16::from_f32(v))
-        .collect();
-    let vc: Vec<f16> = vals(max_t * kv_dim, 1.0)
-        .iter()
-        .map(|&v| f16::from_f32(v))
-        .collect();
-    let inv: Vec<f32> = (0..HEAD_DIM / 2)
-        .map(|i| 1.0 / 100000f32.powf(2.0 * i as f32 / HEAD_DIM as f32))
-        .collect();
-    let (mut cos, mut sin) = (vec![0.0; HEAD_DIM / 2], vec![0.0; HEAD_DIM / 2]);
-    scalar::rope_angles_f32(200, &inv, &mut cos, &mut sin);
-    let logits0 = vals(max_t, 8.0);
-    let mut out = vec![0.0f32; DIM];
-    let mut buf = vec![0.0f32; FFN.max(max_t)];
-    let mut scores = vec![0.0f32; max_t];
-    let mut head = [0.0f32; HEAD_DIM];
-    let skip = |case: &str| filter.is_some_and(|p| !case.contains(p));
-    let show = |case: &str, tier: &str, ns: f64| println!("{case:<28} {tier:<10} {ns:>10.1} ns");
-
-    if !skip("rope_angles_f32") {
-        let ns = ns_per_call(200, || {
-            scalar::rope_angles_f32(black_box(200), &inv, &mut cos, &mut sin)
-        });
-        show("rope_angles_f32 (32 pairs)", "scalar", ns);
-    }
-    let angles_ns = ns_per_call(200, || {
-        scalar::rope_angles_f32(black_box(200), &inv, &mut cos, &mut sin)
-    });
-    for k in tiers {
-        let tier = k.tier.name();
-        let time = |case: &str, reps: usize, f: &mut dyn FnMut()| -> f64 {
-            let ns = ns_per_call(reps, f);
-            if !skip(case) {
-                show(case, tier, ns);
-            }
-            ns
+impl Ops {
+    fn new() -> Self {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut vals = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    ((rng >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+                })
+                .collect()
         };
-        let rms = time("rmsnorm_f32 576", 200, &mut || {
-            (k.rmsnorm_f32)(&mut out, black_box(&x), &w, 1e-5)
-        });
-        let add = time("add_f32 576", 500, &mut || {
-            (k.add_f32)(&mut out, black_box(&x))
-        });
-        let silu = time("silu_gate_f32 1536", 50, &mut || {
-            buf[..FFN].copy_from_slice(&gate0);
-            (k.silu_gate_f32)(&mut buf[..FFN], black_box(&up))
-        });
-        time("gelu_gate_f32 1536", 50, &mut || {
-            buf[..FFN].copy_from_slice(&gate0);
-            (k.gelu_gate_f32)(&mut buf[..FFN], black_box(&up))
-        });
-        let mut qb = q0.clone();
-        let rope_q = time("rope_f32 q 9x64 half", 200, &mut || {
+        let max_t = CONTEXTS[CONTEXTS.len() - 1];
+        let to_f16 = |v: Vec<f32>| v.iter().map(|&v| f16::from_f32(v)).collect();
+        let q0 = vals(N_HEADS * HEAD_DIM, 1.0);
+        let inv_freq: Vec<f32> = (0..HEAD_DIM / 2)
+            .map(|i| 1.0 / 100000f32.powf(2.0 * i as f32 / HEAD_DIM as f32))
+            .collect();
+        let (mut cos, mut sin) = (vec![0.0; HEAD_DIM / 2], vec![0.0; HEAD_DIM / 2]);
+        scalar::rope_angles_f32(200, &inv_freq, &mut cos, &mut sin);
+        Ops {
+            x: vals(DIM, 2.0),
+            w: vals(DIM, 1.0),
+            gate0: vals(FFN, 4.0),
+            up: vals(FFN, 1.0),
+            q: q0.clone(),
+            q0,
+            kc: to_f16(vals(max_t * KV_DIM, 1.0)),
+            vc: to_f16(vals(max_t * KV_DIM, 1.0)),
+            inv_freq,
+            cos,
+            sin,
+            logits0: vals(max_t, 8.0),
+            out: vec![0.0; DIM],
+            buf: vec![0.0; FFN.max(max_t)],
+            scores: vec![0.0; max_t],
+            head: [0.0; HEAD_DIM],
+        }
+    }
+
+    /// One query head's attention over the first `t` cached positions, as
+    /// `KvCache::attend` does it with `k`'s kernels.
+    fn attend_f16(&mut self, k: &Kernels, h: usize, t: usize) {
+        let q = &self.q[h * HEAD_DIM..][..HEAD_DIM];
+        let s = &mut self.scores[..t];
+        self.head.fill(0.0);
+        for (j, sc) in s.iter_mut().enumerate() {
+            *sc = (k.dot_f16_f32)(&self.kc[j * KV_DIM..][..HEAD_DIM], q) * SCORE_SCALE;
+        }
+        (k.softmax_f32)(s);
+        for (j, &p) in s.iter().enumerate() {
+            (k.axpy_f16_f32)(&mut self.head, p, &self.vc[j * KV_DIM..][..HEAD_DIM]);
+        }
+    }
+
+    /// The same head as the runtime did it before these slots existed: scalar
+    /// dot, softmax, and each value row widened into scratch, then `axpy_f32`.
+    fn attend_f16_before(&mut self, t: usize) {
+        let q = &self.q[..HEAD_DIM];
+        let s = &mut self.scores[..t];
+        let mut tmp = [0.0f32; HEAD_DIM];
+        self.head.fill(0.0);
+        for (j, sc) in s.iter_mut().enumerate() {
+            *sc = scalar::dot_f16_f32(&self.kc[j * KV_DIM..][..HEAD_DIM], q) * SCORE_SCALE;
+        }
+        scalar::softmax_f32(s);
+        for (j, &p) in s.iter().enumerate() {
+            scalar::f16_to_f32(&self.vc[j * KV_DIM..][..HEAD_DIM], &mut tmp);
+            scalar::axpy_f32(&mut self.head, p, &tmp);
+        }
+    }
+
+    /// Everything outside the matrix products for one decoded token at context
+    /// `t`: per layer two RMSNorms, RoPE of q and k, every head's f16
+    /// attention, two residual adds and SwiGLU; then the final RMSNorm and the
+    /// RoPE table (once per token).
+    fn non_matvec_token(&mut self, k: &Kernels, t: usize) {
+        for _ in 0..N_LAYERS {
+            (k.rmsnorm_f32)(&mut self.out, &self.x, &self.w, NORM_EPS);
+            let layout = scalar::RopeLayout::Half;
+            (k.rope_f32)(&mut self.q, HEAD_DIM, &self.cos, &self.sin, layout);
             (k.rope_f32)(
-                black_box(&mut qb),
+                &mut self.q[..KV_DIM],
                 HEAD_DIM,
-                &cos,
-                &sin,
-                scalar::RopeLayout::Half,
-            )
+                &self.cos,
+                &self.sin,
+                layout,
+            );
+            for h in 0..N_HEADS {
+                self.attend_f16(k, h, t);
+            }
+            (k.add_f32)(&mut self.out, &self.x);
+            (k.rmsnorm_f32)(&mut self.out, &self.x, &self.w, NORM_EPS);
+            // Fresh gate values: SwiGLU applied to its own output decays to
+            // subnormals, which would time something the model never does.
+            self.buf[..FFN].copy_from_slice(&self.gate0);
+            (k.silu_gate_f32)(&mut self.buf[..FFN], &self.up);
+            (k.add_f32)(&mut self.out, &self.x);
+        }
+        (k.rmsnorm_f32)(&mut self.out, &self.x, &self.w, NORM_EPS);
+        scalar::rope_angles_f32(200, &self.inv_freq, &mut self.cos, &mut self.sin);
+    }
+}
+
+/// Benchmarks `f` on every tier as one group named `name`.
+fn per_tier(c: &mut Criterion, name: &str, tiers: &[Kernels], mut f: impl FnMut(&Kernels)) {
+    let mut g = c.benchmark_group(name);
+    for k in tiers {
+        g.bench_function(k.tier.name(), |b| b.iter(|| f(k)));
+    }
+    g.finish();
+}
+
+/// The non-matvec kernels at SmolLM2-135M's sizes, every tier.
+fn other_kernels(c: &mut Criterion) {
+    let tiers = tiers();
+    let s = &mut Ops::new();
+
+    // Scalar only: the runtime computes the table once per token.
+    let mut g = c.benchmark_group("rope_angles_f32/32pairs");
+    g.bench_function(Tier::Scalar.name(), |b| {
+        b.iter(|| scalar::rope_angles_f32(black_box(200), &s.inv_freq, &mut s.cos, &mut s.sin))
+    });
+    g.finish();
+    per_tier(c, "rmsnorm_f32/576", &tiers, |k| {
+        (k.rmsnorm_f32)(&mut s.out, black_box(&s.x), &s.w, NORM_EPS)
+    });
+    per_tier(c, "add_f32/576", &tiers, |k| {
+        (k.add_f32)(&mut s.out, black_box(&s.x))
+    });
+    // Each call starts from fresh gate values (see `non_matvec_token`); the
+    // 6 KiB copy is part of the time.
+    per_tier(c, "silu_gate_f32/1536", &tiers, |k| {
+        s.buf[..FFN].copy_from_slice(&s.gate0);
+        (k.silu_gate_f32)(&mut s.buf[..FFN], black_box(&s.up))
+    });
+    per_tier(c, "gelu_gate_f32/1536", &tiers, |k| {
+        s.buf[..FFN].copy_from_slice(&s.gate0);
+        (k.gelu_gate_f32)(&mut s.buf[..FFN], black_box(&s.up))
+    });
+    for (name, n, layout) in [
+        ("rope_f32/q_9x64_half", N_HEADS, scalar::RopeLayout::Half),
+        (
+            "rope_f32/q_9x64_interleaved",
+            N_HEADS,
+            scalar::RopeLayout::Interleaved,
+        ),
+        ("rope_f32/k_3x64_half", N_KV_HEADS, scalar::RopeLayout::Half),
+    ] {
+        per_tier(c, name, &tiers, |k| {
+            let q = black_box(&mut s.q[..n * HEAD_DIM]);
+            (k.rope_f32)(q, HEAD_DIM, &s.cos, &s.sin, layout)
         });
-        time("rope_f32 q 9x64 interleaved", 200, &mut || {
-            (k.rope_f32)(
-                black_box(&mut qb),
-                HEAD_DIM,
-                &cos,
-                &sin,
-                scalar::RopeLayout::Interleaved,
-            )
+    }
+    let qh = &s.q0[..HEAD_DIM];
+    per_tier(c, "dot_f16_f32/64", &tiers, |k| {
+        black_box((k.dot_f16_f32)(black_box(&s.kc[..HEAD_DIM]), qh));
+    });
+    per_tier(c, "dot_f32/64", &tiers, |k| {
+        black_box((k.dot_f32)(black_box(&s.x[..HEAD_DIM]), qh));
+    });
+    per_tier(c, "axpy_f16_f32/64", &tiers, |k| {
+        (k.axpy_f16_f32)(&mut s.head, 0.01, black_box(&s.vc[..HEAD_DIM]))
+    });
+    per_tier(c, "axpy_f32/64", &tiers, |k| {
+        (k.axpy_f32)(&mut s.head, 0.01, black_box(qh))
+    });
+    per_tier(c, "f16_to_f32/64", &tiers, |k| {
+        (k.f16_to_f32)(black_box(&s.kc[..HEAD_DIM]), &mut s.head)
+    });
+    for t in CONTEXTS {
+        per_tier(c, &format!("softmax_f32/{t}"), &tiers, |k| {
+            s.buf[..t].copy_from_slice(&s.logits0[..t]);
+            (k.softmax_f32)(black_box(&mut s.buf[..t]))
         });
-        let rope_k = time("rope_f32 k 3x64 half", 200, &mut || {
-            (k.rope_f32)(
-                black_box(&mut qb[..kv_dim]),
-                HEAD_DIM,
-                &cos,
-                &sin,
-                scalar::RopeLayout::Half,
-            )
-        });
-        let qh = &q0[..HEAD_DIM];
-        time("dot_f16_f32 64", 1000, &mut || {
-            black_box((k.dot_f16_f32)(black_box(&kc[..HEAD_DIM]), qh));
-        });
-        time("dot_f32 64", 1000, &mut || {
-            black_box((k.dot_f32)(black_box(&x[..HEAD_DIM]), qh));
-        });
-        time("axpy_f16_f32 64", 1000, &mut || {
-            (k.axpy_f16_f32)(&mut head, 0.01, black_box(&vc[..HEAD_DIM]))
-        });
-        time("axpy_f32 64", 1000, &mut || {
-            (k.axpy_f32)(&mut head, 0.01, black_box(qh))
-        });
-        time("f16_to_f32 64", 1000, &mut || {
-            (k.f16_to_f32)(black_box(&kc[..HEAD_DIM]), &mut head)
-        });
-        let mut attn = Vec::new();
-        for t in CONTEXTS {
-            time(&format!("softmax_f32 {t}"), 20, &mut || {
-                buf[..t].copy_from_slice(&logits0[..t]);
-                (k.softmax_f32)(black_box(&mut buf[..t]))
+    }
+    for t in CONTEXTS {
+        let mut g = c.benchmark_group(format!("attend_head_f16/ctx{t}"));
+        for k in &tiers {
+            g.bench_function(k.tier.name(), |b| {
+                b.iter(|| s.attend_f16(k, 0, black_box(t)))
             });
-            attn.push(time(&format!("attend head f16 ctx {t}"), 2, &mut || {
-                attend_f16(k, &kc, &vc, black_box(qh), t, &mut scores, &mut head)
-            }));
         }
-        // The runtime's previous code path (scalar, rope angles per head).
-        let before = k.tier == Tier::Scalar;
-        if before {
-            for t in CONTEXTS {
-                let ns = ns_per_call(2, || {
-                    attend_f16_before(&kc, &vc, black_box(qh), t, &mut scores, &mut head)
-                });
-                if !skip("attend head f16 ctx") {
-                    show(&format!("attend head f16 ctx {t}"), "before", ns);
-                }
-            }
+        // The runtime's previous code path (scalar, widening each value row).
+        g.bench_function("before", |b| b.iter(|| s.attend_f16_before(black_box(t))));
+        g.finish();
+    }
+    for t in CONTEXTS {
+        let mut g = c.benchmark_group(format!("per_token_non_matvec/ctx{t}"));
+        // Tens of milliseconds per call on scalar: 10 calls, not 55.
+        g.sampling_mode(SamplingMode::Flat);
+        for k in &tiers {
+            g.bench_function(k.tier.name(), |b| {
+                b.iter(|| s.non_matvec_token(k, black_box(t)))
+            });
         }
-        for (t, a) in CONTEXTS.iter().zip(&attn) {
-            let per_layer = 2.0 * rms + rope_q + rope_k + N_HEADS as f64 * a + 2.0 * add + silu;
-            let total = N_LAYERS as f64 * per_layer + rms + angles_ns;
-            if !skip("per-token") {
-                println!(
-                    "{:<28} {tier:<10} {:>10.1} us",
-                    format!("per-token non-matvec ctx {t}"),
-                    total / 1e3
-                );
-            }
-        }
+        g.finish();
     }
 }

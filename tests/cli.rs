@@ -201,3 +201,127 @@ fn stories260k_via_cli_matches_reference() {
         format!("{expected}\n")
     );
 }
+
+/// Weight bytes one decoded token reads, from `ember inspect --json`'s tensor
+/// directory: every tensor once, except the embeddings, of which one row is
+/// gathered (and which are read whole as the output when tied). Also returns
+/// whether the output is tied.
+fn expected_decode_bytes(model: &str) -> (u64, bool) {
+    let out = ember(&["inspect", model, "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vocab = v["hparams"]["vocab_size"].as_u64().unwrap();
+    let tied = v["hparams"]["tied_output"].as_bool().unwrap();
+    let mut total = 0;
+    for t in v["tensors"].as_array().unwrap() {
+        let bytes = t["bytes"].as_u64().unwrap();
+        total += bytes;
+        if t["name"] == "tok_embeddings" {
+            total += bytes / vocab;
+            if !tied {
+                total -= bytes;
+            }
+        }
+    }
+    (total, tied)
+}
+
+/// `ember bench --json`: the bandwidth-bound fields exist and agree with the
+/// tensor directory (no timing thresholds: only signs and identities).
+#[test]
+fn bench_json_reports_decode_bandwidth() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let (expected, tied) = expected_decode_bytes(&m);
+    assert!(!tied);
+
+    // A 4 MiB buffer keeps the test fast (it measures a cache, which is fine here).
+    let args = [
+        "bench", "-m", &m, "-t", "1,2", "-p", "4", "-n", "4", "-r", "2",
+    ];
+    let out = ember(&[&args[..], &["--json", "--bandwidth-mib", "4"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decode_weight_bytes"], expected);
+    assert_eq!(v["bandwidth_buffer_bytes"], 4 << 20);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        let tok_s = r["decode_tok_s"].as_f64().unwrap();
+        let eff = r["decode_weight_gb_s"].as_f64().unwrap();
+        let bw = r["read_bandwidth_gb_s"].as_f64().unwrap();
+        let pct = r["decode_pct_of_bound"].as_f64().unwrap();
+        let bound = r["decode_bound_tok_s"].as_f64().unwrap();
+        assert!(tok_s > 0.0 && eff > 0.0 && bw > 0.0 && pct > 0.0 && bound > 0.0);
+        let rel = |a: f64, b: f64| (a - b).abs() / b;
+        // Identities between the reported fields (rounding only).
+        const FIELD_TOLERANCE: f64 = 1e-9;
+        assert!(rel(eff, tok_s * expected as f64 / 1e9) < FIELD_TOLERANCE);
+        assert!(rel(pct, 100.0 * eff / bw) < FIELD_TOLERANCE);
+        assert!(rel(bound, bw * 1e9 / expected as f64) < FIELD_TOLERANCE);
+    }
+
+    // --no-bandwidth: the decode rate in GB/s stays, the bound is absent.
+    let out = ember(&[&args[..], &["--json", "--no-bandwidth"]].concat());
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["bandwidth_buffer_bytes"].is_null());
+    let r = &v["results"][0];
+    assert!(r["decode_weight_gb_s"].as_f64().unwrap() > 0.0);
+    assert!(r["read_bandwidth_gb_s"].is_null() && r["decode_pct_of_bound"].is_null());
+
+    // The text table carries the same columns.
+    let out = ember(&[&args[..], &["--bandwidth-mib", "4"]].concat());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("% of bound"), "{text}");
+    assert!(text.contains("of weights per token"), "{text}");
+}
+
+/// Tied output, quantized matrices: the embedding matrix counts whole (it is
+/// the output) plus the gathered row.
+#[test]
+fn bench_decode_bytes_tied_q8_0() {
+    use ember_converter::writer::{write_model, WriteOptions};
+    use ember_converter::DTypeChoice;
+    use ember_runtime::format::{flags, DType};
+
+    let dir = common::scratch();
+    let mut ir = common::tiny_ir();
+    ir.hparams.flags |= flags::TIED_OUTPUT;
+    ir.tensors.retain(|t| t.name != "output");
+    let path = dir.path().join("tied.ember");
+    let options = WriteOptions {
+        dtype: DTypeChoice::Fixed(DType::Q8_0),
+        ..Default::default()
+    };
+    write_model(&ir, &path, &options).unwrap();
+    let m = path.to_string_lossy().into_owned();
+    let (expected, tied) = expected_decode_bytes(&m);
+    assert!(tied);
+    let out = ember(&[
+        "bench",
+        "-m",
+        &m,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--json",
+        "--no-bandwidth",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decode_weight_bytes"], expected);
+    assert!(v["results"][0]["decode_weight_gb_s"].as_f64().unwrap() > 0.0);
+}

@@ -22,7 +22,7 @@ use crate::error::Result;
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
 use crate::lora::{lora_hook, LoraTarget, MatrixHooks};
-use crate::model::{Input, Model};
+use crate::model::{Input, Model, Weights};
 use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
 use crate::session::arena::{Alloc, Slab};
@@ -34,17 +34,17 @@ pub struct ForwardBuffers<'a> {
     x: Slab<'a, f32>,
     /// `[dim]` normalised input of the current sub-block.
     xn: Slab<'a, f32>,
-    /// `[q_dim]` queries.
-    q: Slab<'a, f32>,
+    /// `[q_dim + 2 * kv_dim]` queries, then the key and value of the current
+    /// position (computed together, then copied into the cache).
+    qkv: Slab<'a, f32>,
     /// `[q_dim]` attention output (all heads).
     att_out: Slab<'a, f32>,
     /// `[dim]` projection output before the residual add.
     proj: Slab<'a, f32>,
     /// `[context]` attention scores of one head.
     scores: Slab<'a, f32>,
-    /// `[ffn]` gate and up activations.
-    gate: Slab<'a, f32>,
-    up: Slab<'a, f32>,
+    /// `[2 * ffn]` gate activations, then up activations (computed together).
+    gate_up: Slab<'a, f32>,
     /// `[vocab]` output.
     pub(crate) logits: Slab<'a, f32>,
     /// `[rope_dim / 2]` RoPE inverse frequencies (after scaling).
@@ -90,12 +90,11 @@ impl<'a> ForwardBuffers<'a> {
         Ok(Self {
             x: alloc.zeroed(dim)?,
             xn: alloc.zeroed(dim)?,
-            q: alloc.zeroed(hp.q_dim())?,
+            qkv: alloc.zeroed(hp.q_dim() + 2 * hp.kv_dim())?,
             att_out: alloc.zeroed(hp.q_dim())?,
             proj: alloc.zeroed(dim)?,
             scores: alloc.zeroed(context)?,
-            gate: alloc.zeroed(hp.ffn_dim as usize)?,
-            up: alloc.zeroed(hp.ffn_dim as usize)?,
+            gate_up: alloc.zeroed(2 * hp.ffn_dim as usize)?,
             logits: alloc.zeroed(hp.vocab_size as usize)?,
             inv_freq,
             xq: alloc.zeroed(xq_blocks(hp))?,
@@ -105,19 +104,18 @@ impl<'a> ForwardBuffers<'a> {
     }
 
     /// Byte sizes of the buffers `new_with` takes, in the order it takes them.
-    pub(crate) fn buffer_sizes(hp: &HyperParams, context: usize) -> [usize; 12] {
+    pub(crate) fn buffer_sizes(hp: &HyperParams, context: usize) -> [usize; 11] {
         let f = std::mem::size_of::<f32>();
         let dim = hp.dim as usize;
         [
             f * (hp.rope_dim as usize / 2),
             f * dim,
             f * dim,
-            f * hp.q_dim(),
+            f * (hp.q_dim() + 2 * hp.kv_dim()),
             f * hp.q_dim(),
             f * dim,
             f * context,
-            f * hp.ffn_dim as usize,
-            f * hp.ffn_dim as usize,
+            f * 2 * hp.ffn_dim as usize,
             f * hp.vocab_size as usize,
             std::mem::size_of::<BlockQ8_0>() * xq_blocks(hp),
             f * 2 * (hp.rope_dim as usize / 2),
@@ -154,6 +152,7 @@ pub fn forward(
     let kern = &model.kernels;
     let quant = model.has_quantized;
     let dim = hp.dim as usize;
+    let (q_dim, kv_dim, ffn) = (hp.q_dim(), hp.kv_dim(), hp.ffn_dim as usize);
     let head_dim = hp.head_dim as usize;
     let group = (hp.n_heads / hp.n_kv_heads) as usize;
     let eps = hp.norm_eps;
@@ -180,31 +179,33 @@ pub fn forward(
     for (l, li) in model.layers.iter().enumerate() {
         // --- attention block ---
         (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(li.attn_norm), eps);
-        let (k_row, v_row) = kv.rows_mut(l, pos);
         let xin = input(&buf.xn, &mut buf.xq, quant);
-        model
-            .weights(li.wq)
-            .matvec_input_threaded(kern, &xin, &mut buf.q, pool);
-        lora_hook(&mut buf.hooks, l, LoraTarget::Q, &buf.xn, &mut buf.q);
-        model
-            .weights(li.wk)
-            .matvec_input_threaded(kern, &xin, k_row, pool);
-        lora_hook(&mut buf.hooks, l, LoraTarget::K, &buf.xn, k_row);
-        model
-            .weights(li.wv)
-            .matvec_input_threaded(kern, &xin, v_row, pool);
-        lora_hook(&mut buf.hooks, l, LoraTarget::V, &buf.xn, v_row);
+        let qkv_w = [
+            model.weights(li.wq),
+            model.weights(li.wk),
+            model.weights(li.wv),
+        ];
+        Weights::matvec_many_input_threaded(&qkv_w, kern, &xin, &mut buf.qkv, pool);
+        let (q, kv_new) = buf.qkv.split_at_mut(q_dim);
+        let (k_new, v_new) = kv_new.split_at_mut(kv_dim);
+        lora_hook(&mut buf.hooks, l, LoraTarget::Q, &buf.xn, q);
+        lora_hook(&mut buf.hooks, l, LoraTarget::K, &buf.xn, k_new);
+        lora_hook(&mut buf.hooks, l, LoraTarget::V, &buf.xn, v_new);
         if let (Some(bq), Some(bk), Some(bv)) = (li.bq, li.bk, li.bv) {
-            (kern.add_f32)(&mut buf.q, model.vector(bq));
-            (kern.add_f32)(k_row, model.vector(bk));
-            (kern.add_f32)(v_row, model.vector(bv));
+            (kern.add_f32)(q, model.vector(bq));
+            (kern.add_f32)(k_new, model.vector(bk));
+            (kern.add_f32)(v_new, model.vector(bv));
         }
         let (cos, sin) = buf.rope_cs.split_at(buf.inv_freq.len());
-        (kern.rope_f32)(&mut buf.q, head_dim, cos, sin, layout);
-        (kern.rope_f32)(k_row, head_dim, cos, sin, layout);
+        (kern.rope_f32)(q, head_dim, cos, sin, layout);
+        (kern.rope_f32)(k_new, head_dim, cos, sin, layout);
+        let (k_row, v_row) = kv.rows_mut(l, pos);
+        k_row.copy_from_slice(k_new);
+        v_row.copy_from_slice(v_new);
+        let q = &buf.qkv[..q_dim];
 
         for h in 0..hp.n_heads as usize {
-            let q_head = &buf.q[h * head_dim..][..head_dim];
+            let q_head = &q[h * head_dim..][..head_dim];
             let out = &mut buf.att_out[h * head_dim..][..head_dim];
             kv.attend(
                 kern,
@@ -237,23 +238,21 @@ pub fn forward(
         // --- feed-forward block ---
         (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(li.ffn_norm), eps);
         let xin = input(&buf.xn, &mut buf.xq, quant);
-        model
-            .weights(li.w_gate)
-            .matvec_input_threaded(kern, &xin, &mut buf.gate, pool);
-        lora_hook(&mut buf.hooks, l, LoraTarget::Gate, &buf.xn, &mut buf.gate);
-        model
-            .weights(li.w_up)
-            .matvec_input_threaded(kern, &xin, &mut buf.up, pool);
-        lora_hook(&mut buf.hooks, l, LoraTarget::Up, &buf.xn, &mut buf.up);
+        let gate_up_w = [model.weights(li.w_gate), model.weights(li.w_up)];
+        Weights::matvec_many_input_threaded(&gate_up_w, kern, &xin, &mut buf.gate_up, pool);
+        let (gate, up) = buf.gate_up.split_at_mut(ffn);
+        lora_hook(&mut buf.hooks, l, LoraTarget::Gate, &buf.xn, gate);
+        lora_hook(&mut buf.hooks, l, LoraTarget::Up, &buf.xn, up);
         if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
-            (kern.add_f32)(&mut buf.gate, model.vector(bg));
-            (kern.add_f32)(&mut buf.up, model.vector(bu));
+            (kern.add_f32)(gate, model.vector(bg));
+            (kern.add_f32)(up, model.vector(bu));
         }
         match Activation::from_u32(hp.activation) {
-            Some(Activation::GeluTanh) => (kern.gelu_gate_f32)(&mut buf.gate, &buf.up),
-            _ => (kern.silu_gate_f32)(&mut buf.gate, &buf.up),
+            Some(Activation::GeluTanh) => (kern.gelu_gate_f32)(gate, up),
+            _ => (kern.silu_gate_f32)(gate, up),
         }
-        let gin = input(&buf.gate, &mut buf.xq, quant);
+        let gate = &buf.gate_up[..ffn];
+        let gin = input(gate, &mut buf.xq, quant);
         model
             .weights(li.w_down)
             .matvec_input_threaded(kern, &gin, &mut buf.proj[..dim], pool);
@@ -261,7 +260,7 @@ pub fn forward(
             &mut buf.hooks,
             l,
             LoraTarget::Down,
-            &buf.gate,
+            gate,
             &mut buf.proj[..dim],
         );
         if let Some(bd) = li.b_down {

@@ -176,9 +176,66 @@ impl Weights<'_> {
         });
     }
 
+    /// The products of several matrices that read the same input, as one
+    /// pooled job: `out` is their outputs concatenated (`mats[i]` has
+    /// `mats[i].len() / cols` rows; the row counts must add up to
+    /// `out.len()`). One hand-off instead of one per matrix, and matrices too
+    /// small to split alone (a key or value projection) share the threads too.
+    /// Each row is computed exactly as by [`matvec_input`] on one thread (chunk
+    /// bounds are multiples of 4 rows within every matrix), so the results do
+    /// not depend on the thread count. When a matrix's row count is not a
+    /// multiple of 4, or all of them together are below `PARALLEL_MIN_BYTES`,
+    /// the products run one after another. Allocates nothing.
+    ///
+    /// [`matvec_input`]: Self::matvec_input
+    pub fn matvec_many_input_threaded(
+        mats: &[Weights<'_>],
+        k: &Kernels,
+        input: &Input,
+        out: &mut [f32],
+        pool: &mut Pool,
+    ) {
+        let cols = input.x.len();
+        let rows = |w: &Weights<'_>| w.len() / cols.max(1);
+        assert_eq!(
+            mats.iter().map(rows).sum::<usize>(),
+            out.len(),
+            "matvec_many: output length"
+        );
+        let bytes: u64 = mats
+            .iter()
+            .map(|w| w.dtype().bytes_for(w.len() as u64).unwrap_or(0))
+            .sum();
+        let aligned = mats.iter().all(|w| rows(w) % 4 == 0);
+        if !aligned || pool.threads() <= 1 || bytes < PARALLEL_MIN_BYTES {
+            let mut rest = &mut out[..];
+            for w in mats {
+                let (o, tail) = rest.split_at_mut(rows(w));
+                w.matvec_input_threaded(k, input, o, pool);
+                rest = tail;
+            }
+            return;
+        }
+        pool.split_rows(out, 4, &|r0, part| {
+            let (r1, mut base) = (r0 + part.len(), 0);
+            for w in mats {
+                let n = rows(w);
+                let (a, b) = (r0.max(base), r1.min(base + n));
+                if a < b {
+                    w.rows(cols, a - base, b - base).matvec_input(
+                        k,
+                        input,
+                        &mut part[a - r0..b - r0],
+                    );
+                }
+                base += n;
+            }
+        });
+    }
+
     /// `out[t] = W a[t]` for `n` Q8_0-quantized input vectors (`a: [n, cols / QK]`,
     /// `out: [n, rows]`, token-major) with the matrix-matrix kernels, split over
-    /// the threads of `pool` by tokens. Returns false (and does nothing) for
+    /// the threads of `pool` by tokens, one contiguous share per thread. Returns false (and does nothing) for
     /// types without a matrix-matrix kernel (all but the row-interleaved ones);
     /// the caller then runs one product per token. Each token's results equal
     /// `matvec_input`'s for that token.
@@ -207,7 +264,11 @@ impl Weights<'_> {
         if pool.threads() <= 1 || n < 2 {
             run(0, out);
         } else {
-            pool.split_rows(out, rows, &|r0, part| run(r0 / rows, part));
+            // One contiguous share of tokens per thread: each thread reads the
+            // matrix once per call and prepares each tile for all its tokens
+            // (finer chunks re-read it, from L3 or memory, once per chunk).
+            let share = n.div_ceil(pool.threads()) * rows;
+            pool.split_rows(out, share, &|r0, part| run(r0 / rows, part));
         }
         true
     }
@@ -518,6 +579,25 @@ impl Model {
             .iter()
             .map(|t| t.shape.iter().product::<u64>())
             .sum()
+    }
+
+    /// Bytes of the file's tensors that decoding one token reads: every tensor
+    /// once (each layer's matrices, norms and biases; the final norm; the output
+    /// matrix), except the token embeddings, of which it gathers one row. With a
+    /// tied output the embedding matrix is also read whole, as the output.
+    /// Decode speed is bounded by read bandwidth / this (the KV cache and
+    /// activations come on top).
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let tensors = &self.parsed.tensors;
+        let emb = &tensors[self.tok_embeddings];
+        let emb_row = emb.nbytes / u64::from(self.parsed.hparams.vocab_size).max(1);
+        let read_whole: u64 = tensors
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != self.tok_embeddings || self.output == self.tok_embeddings)
+            .map(|(_, t)| t.nbytes)
+            .sum();
+        read_whole + emb_row
     }
 
     /// Validates a complete file image that outlives the model (`include_bytes!`,

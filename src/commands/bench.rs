@@ -1,9 +1,12 @@
 //! `ember bench`: prefill and decode speed (tokens/s, mean and spread over
-//! repetitions, like llama-bench's pp/tg) and peak RSS; and a generator for
-//! random-weight models of the benchmark shapes (weights do not change speed).
+//! repetitions, like llama-bench's pp/tg), peak RSS, and how close decode comes
+//! to the memory-bandwidth bound (weight bytes read per token x tokens/s against
+//! a measured read bandwidth); and a generator for random-weight models of the
+//! benchmark shapes (weights do not change speed).
 
+use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use ember_converter::ir::{IrTensor, ModelIr, TensorSource};
@@ -47,6 +50,109 @@ pub struct Args {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Skip the read-bandwidth measurement behind the decode rows' "% of
+    /// bound" (it allocates and reads a large buffer: a few seconds).
+    #[arg(long)]
+    no_bandwidth: bool,
+    /// Buffer size for the read-bandwidth measurement [default: 8x the L3
+    /// cache, within 256..=1024 MiB]. Smaller than the L3 measures the cache.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    bandwidth_mib: Option<u64>,
+}
+
+/// Repetitions of the read-bandwidth measurement per thread count (best kept).
+const BANDWIDTH_REPS: usize = 8;
+
+/// Bytes in a GB, as bandwidths are quoted (STREAM, llama.cpp, BASELINES.md).
+const GB: f64 = 1e9;
+
+/// Size in bytes of the last-level (L3) data cache of CPU 0, from Linux sysfs.
+fn l3_cache_bytes() -> Option<u64> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.flatten()
+        .filter(|e| {
+            let level = std::fs::read_to_string(e.path().join("level"));
+            level.is_ok_and(|l| l.trim() == "3")
+        })
+        .find_map(|e| {
+            let size = std::fs::read_to_string(e.path().join("size")).ok()?;
+            let size = size.trim();
+            let (num, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+            let shift = match unit {
+                "K" => 10,
+                "M" => 20,
+                _ => return None,
+            };
+            Some(num.parse::<u64>().ok()? << shift)
+        })
+}
+
+/// Default buffer for the bandwidth measurement: 8x the L3 (so at most an
+/// eighth of any pass can hit the cache), at least 256 MiB (when the L3 size is
+/// unknown or small) and at most 1 GiB.
+fn default_bandwidth_buffer() -> u64 {
+    (8 * l3_cache_bytes().unwrap_or(32 << 20)).clamp(256 << 20, 1 << 30)
+}
+
+/// Wrapping sum of `words` in sixteen independent lanes (two cache lines per
+/// step), which the compiler turns into vector loads and adds with no long
+/// dependency chain, so the loop is bound by memory, not by arithmetic.
+fn sum_words(words: &[u64]) -> u64 {
+    let mut acc = [0u64; 16];
+    let chunks = words.chunks_exact(acc.len());
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &w) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(w);
+        }
+    }
+    acc.iter().chain(tail).fold(0, |s, &w| s.wrapping_add(w))
+}
+
+/// Read bandwidth in bytes/s of `threads` threads each summing its contiguous
+/// share of `buf` (as decode splits a matrix's rows over the session's
+/// threads), best of `reps`. Each pass is timed from the first thread's start
+/// to the last thread's end, after a barrier, so thread start-up is excluded.
+fn read_bandwidth(buf: &[u64], threads: usize, reps: usize) -> f64 {
+    let parts: Vec<&[u64]> = buf.chunks(buf.len().div_ceil(threads.max(1))).collect();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let barrier = Barrier::new(parts.len());
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|&part| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let start = Instant::now();
+                        black_box(sum_words(black_box(part)));
+                        (start, Instant::now())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("bandwidth thread panicked"))
+                .collect()
+        });
+        let start = spans.iter().map(|s| s.0).min().expect("at least one part");
+        let end = spans.iter().map(|s| s.1).max().expect("at least one part");
+        best = best.min((end - start).as_secs_f64());
+    }
+    std::mem::size_of_val(buf) as f64 / best.max(f64::MIN_POSITIVE)
+}
+
+/// Measured read bandwidth (bytes/s) for each thread count, with one buffer of
+/// `buffer_bytes` written once (every page really allocated: untouched pages
+/// would all read the kernel's shared zero page).
+fn measure_bandwidth(buffer_bytes: u64, threads: &[usize]) -> Vec<f64> {
+    let words = (buffer_bytes / 8).max(1) as usize;
+    let buf = vec![0x0101_0101_0101_0101u64; words];
+    threads
+        .iter()
+        .map(|&t| read_bandwidth(&buf, t, BANDWIDTH_REPS))
+        .collect()
 }
 
 /// Mean and sample standard deviation.
@@ -116,11 +222,29 @@ pub fn run(args: Args) -> CliResult {
         }
         rows.push((threads, pp, tg));
     }
+    // Before the bandwidth buffer exists: the peak is the model's.
     let rss = peak_rss_bytes();
+    let weight_bytes = model.decode_weight_bytes();
+    let bw_buffer = args
+        .bandwidth_mib
+        .map(|m| m.saturating_mul(1 << 20))
+        .unwrap_or_else(default_bandwidth_buffer);
+    let bandwidth: Option<Vec<f64>> =
+        (!args.no_bandwidth && args.gen > 0).then(|| measure_bandwidth(bw_buffer, &args.threads));
+    // Per thread count: (weight GB/s of decode, read bandwidth GB/s, % of bound).
+    let decode_bw = |i: usize, tg: &[f64]| -> (Option<f64>, Option<f64>, Option<f64>) {
+        if tg.is_empty() {
+            return (None, None, None);
+        }
+        let eff = weight_bytes as f64 * mean_sd(tg).0 / GB;
+        let bound = bandwidth.as_ref().map(|b| b[i] / GB);
+        (Some(eff), bound, bound.map(|b| 100.0 * eff / b))
+    };
     if args.json {
         let results: Vec<_> = rows
             .iter()
-            .map(|(t, pp, tg)| {
+            .enumerate()
+            .map(|(i, (t, pp, tg))| {
                 let (pm, ps) = if pp.is_empty() {
                     (0.0, 0.0)
                 } else {
@@ -131,10 +255,15 @@ pub fn run(args: Args) -> CliResult {
                 } else {
                     mean_sd(tg)
                 };
+                let (eff, bw, pct) = decode_bw(i, tg);
                 serde_json::json!({
                     "threads": t,
                     "prefill_tokens": args.prompt, "prefill_tok_s": pm, "prefill_sd": ps,
                     "decode_tokens": args.gen, "decode_tok_s": tm, "decode_sd": ts,
+                    "decode_weight_gb_s": eff,
+                    "read_bandwidth_gb_s": bw,
+                    "decode_bound_tok_s": bw.map(|b| b * GB / weight_bytes as f64),
+                    "decode_pct_of_bound": pct,
                 })
             })
             .collect();
@@ -144,6 +273,9 @@ pub fn run(args: Args) -> CliResult {
             "kernel_tier": model.kernel_tier().name(),
             "reps": args.reps,
             "peak_rss_bytes": rss,
+            "decode_weight_bytes": weight_bytes,
+            "bandwidth_buffer_bytes": bandwidth.as_ref().map(|_| bw_buffer),
+            "bandwidth_reps": bandwidth.as_ref().map(|_| BANDWIDTH_REPS),
             "results": results,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -154,16 +286,39 @@ pub fn run(args: Args) -> CliResult {
             file_bytes as f64 / 1048576.0,
             model.kernel_tier().name()
         );
-        println!("| threads | test | tok/s |");
-        println!("|---:|---|---:|");
-        for (t, pp, tg) in &rows {
+        println!("| threads | test | tok/s | weights GB/s | read GB/s | % of bound |");
+        println!("|---:|---|---:|---:|---:|---:|");
+        for (i, (t, pp, tg)) in rows.iter().enumerate() {
             if !pp.is_empty() {
                 let (m, s) = mean_sd(pp);
-                println!("| {t} | pp{} | {m:.2} ± {s:.2} |", args.prompt);
+                println!("| {t} | pp{} | {m:.2} ± {s:.2} | | | |", args.prompt);
             }
             if !tg.is_empty() {
                 let (m, s) = mean_sd(tg);
-                println!("| {t} | tg{} | {m:.2} ± {s:.2} |", args.gen);
+                let (eff, bw, pct) = decode_bw(i, tg);
+                let cell = |v: Option<f64>, prec: usize| {
+                    v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}"))
+                };
+                println!(
+                    "| {t} | tg{} | {m:.2} ± {s:.2} | {} | {} | {} |",
+                    args.gen,
+                    cell(eff, 2),
+                    cell(bw, 2),
+                    cell(pct, 1)
+                );
+            }
+        }
+        if args.gen > 0 {
+            print!(
+                "decode reads {:.2} MiB of weights per token",
+                weight_bytes as f64 / 1048576.0
+            );
+            match &bandwidth {
+                Some(_) => println!(
+                    "; read bandwidth: best of {BANDWIDTH_REPS} passes over {} MiB",
+                    bw_buffer >> 20
+                ),
+                None => println!(),
             }
         }
         if let Some(r) = rss {
