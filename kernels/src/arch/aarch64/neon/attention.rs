@@ -1,9 +1,10 @@
 //! NEON attention helpers over f32 and f16 rows: dot products (scores), `axpy`
-//! (weighted sum of values) and f16 widening. All bit-identical to the scalar
-//! kernels: the dot products keep the reference's eight partial sums in two
-//! registers (element `i` in lane `i % 8`, multiply then add, no FMA) and its
-//! final reduction order; `axpy` rounds the product before adding; f16 values
-//! are widened with `fcvtl` (exact).
+//! (weighted sum of values), f16 widening and the fused attention over an f16
+//! cache. All bit-identical to the scalar kernels: the dot products keep the
+//! reference's eight partial sums in two registers (element `i` in lane
+//! `i % 8`, multiply then add, no FMA) and its final reduction order; `axpy`
+//! rounds the product before adding; f16 values are widened with `fcvtl`
+//! (exact). The fused attention equals this tier's composition of them.
 
 use core::arch::aarch64::*;
 
@@ -155,8 +156,18 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
     }
 }
 
-/// Attention over an f16 cache: `scalar::attend_f16_with` over this tier's
-/// dot product, softmax and `axpy` (not yet a fused kernel).
+/// Positions whose scores one pass computes together (two accumulators each,
+/// sharing the loads of the query).
+const SCORE_ROWS: usize = 4;
+const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
+/// Output columns one pass over the values keeps in registers.
+const OUT_COLS: usize = 64;
+
+/// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
+/// `scalar::attend_f16_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)`
+/// of this tier. The scores of four positions are computed together; the
+/// output stays in registers while all values are added in, 64 columns at a
+/// time, instead of being loaded and stored once per position.
 pub(super) fn attend_f16(
     q: &[f32],
     k: &[f16],
@@ -166,14 +177,128 @@ pub(super) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    crate::scalar::attend_f16_with(
-        dot_f16_f32,
-        super::softmax::softmax_f32,
-        axpy_f16_f32,
-        (q, k, v, stride, scale),
-        scores,
-        out,
-    );
+    crate::scalar::check_attend_f16(q, k, v, stride, scores, out);
+    // SAFETY: reachable only through `table(NeonToken)`; shapes checked.
+    unsafe { attend_scores_f16(q, k, stride, scale, scores) };
+    super::softmax::softmax_f32(scores);
+    // SAFETY: as above.
+    unsafe { attend_values_f16(v, stride, scores, out) };
+}
+
+/// `scores[j] = dot_f16_f32(K_j, q) * scale` for every position, with the
+/// lanes, products and reduction of `dot_f16_f32_impl`.
+///
+/// # Safety
+/// The CPU has NEON; shapes as `check_attend_f16` accepts.
+#[target_feature(enable = "neon")]
+unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
+    let hd = q.len();
+    let main = hd / 8 * 8;
+    let n = scores.len();
+    // f16 is a 2-byte plain value: its bits are a u16.
+    let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const u16);
+    let mut j = 0;
+    while j + SCORE_ROWS <= n {
+        // Row r's partial sums: lanes 0..4 in lo[r], lanes 4..8 in hi[r].
+        let mut lo = [vdupq_n_f32(0.0); SCORE_ROWS];
+        let mut hi = [vdupq_n_f32(0.0); SCORE_ROWS];
+        let mut i = 0;
+        while i < main {
+            // SAFETY: i + 8 <= main <= hd; row j + r < n starts at
+            // (j + r) * stride and has hd elements in `k` (checked).
+            unsafe {
+                let (q0, q1) = (vld1q_f32(qp.add(i)), vld1q_f32(qp.add(i + 4)));
+                for r in 0..SCORE_ROWS {
+                    let kv = vld1q_u16(kp.add((j + r) * stride + i));
+                    let (k0, k1) = (cvt_f16x4(vget_low_u16(kv)), cvt_f16x4(vget_high_u16(kv)));
+                    lo[r] = vaddq_f32(lo[r], vmulq_f32(k0, q0));
+                    hi[r] = vaddq_f32(hi[r], vmulq_f32(k1, q1));
+                }
+            }
+            i += 8;
+        }
+        if main == hd {
+            // The reference order `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 +
+            // a7))` for four rows at once: lo + hi, then two rounds of pairwise
+            // `faddp` (whose pairs, first operand first, are the reference's).
+            let h = |r: usize| vaddq_f32(lo[r], hi[r]);
+            let p01 = vpaddq_f32(h(0), h(1));
+            let p23 = vpaddq_f32(h(2), h(3));
+            let s4 = vmulq_f32(vpaddq_f32(p01, p23), vdupq_n_f32(scale));
+            // SAFETY: j + 4 <= n = scores.len().
+            unsafe { vst1q_f32(scores.as_mut_ptr().add(j), s4) };
+        } else {
+            for r in 0..SCORE_ROWS {
+                let row = &k[(j + r) * stride..][..hd];
+                scores[j + r] = finish(lo[r], hi[r], main, hd, |c| row[c].to_f32() * q[c]) * scale;
+            }
+        }
+        j += SCORE_ROWS;
+    }
+    for (jj, s) in scores.iter_mut().enumerate().skip(j) {
+        // SAFETY: same CPU features; the row and `q` have hd elements.
+        *s = unsafe { dot_f16_f32_impl(&k[jj * stride..][..hd], q) } * scale;
+    }
+}
+
+/// `out = sum_j p[j] * V_j`, accumulated from zero in `j` order (each step
+/// `out + v * p`, rounded and with operands in the order `axpy_f16_f32_impl`
+/// uses: its 4-column groups, then its scalar tail).
+///
+/// # Safety
+/// The CPU has NEON; shapes as `check_attend_f16` accepts.
+#[target_feature(enable = "neon")]
+unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]) {
+    let hd = out.len();
+    let main = hd / 4 * 4;
+    let mut c = 0;
+    while c + OUT_COLS <= main {
+        // SAFETY: c + OUT_COLS <= main; same features.
+        unsafe { attend_values_cols::<{ OUT_COLS / 4 }>(v, stride, p, c, out) };
+        c += OUT_COLS;
+    }
+    while c < main {
+        // SAFETY: c + 4 <= main; same features.
+        unsafe { attend_values_cols::<1>(v, stride, p, c, out) };
+        c += 4;
+    }
+    for (col, o) in out.iter_mut().enumerate().skip(main) {
+        *o = 0.0;
+        for (j, &pj) in p.iter().enumerate() {
+            *o += pj * v[j * stride + col].to_f32();
+        }
+    }
+}
+
+/// Columns `c..c + 4 * R` of `attend_values_f16`, held in `R` registers.
+///
+/// # Safety
+/// The CPU has NEON; `c + 4 * R <= out.len()`; shapes as `check_attend_f16`
+/// accepts.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn attend_values_cols<const R: usize>(
+    v: &[f16],
+    stride: usize,
+    p: &[f32],
+    c: usize,
+    out: &mut [f32],
+) {
+    let vp = v.as_ptr() as *const u16;
+    let mut acc = [vdupq_n_f32(0.0); R];
+    for (j, &pj) in p.iter().enumerate() {
+        let row = j * stride + c;
+        for (g, a) in acc.iter_mut().enumerate() {
+            // SAFETY: c + 4 * g + 4 <= out.len() = head_dim; row j < n has
+            // head_dim elements from j * stride.
+            let x = cvt_f16x4(unsafe { vld1_u16(vp.add(row + 4 * g)) });
+            *a = vaddq_f32(*a, vmulq_n_f32(x, pj));
+        }
+    }
+    for (g, a) in acc.iter().enumerate() {
+        // SAFETY: c + 4 * g + 4 <= out.len().
+        unsafe { vst1q_f32(out.as_mut_ptr().add(c + 4 * g), *a) };
+    }
 }
 
 pub(super) fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
