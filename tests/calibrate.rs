@@ -104,6 +104,14 @@ fn smoothing_preserves_the_function() {
 
 #[test]
 fn calibrated_q8_0_smollm2_meets_the_kld_target() {
+    // Calibration alone runs 2048 f32 tokens through SmolLM2, then 3 x 510
+    // scored passes: far over the emulated budget. Calibration and quantization
+    // are tier-independent code and the q8_0 products are bit-identical to the
+    // scalar kernel on every tier (kernel tests), so the KLD differs from the
+    // native run's by f32 rounding only.
+    if common::skip_under_emulation("calibrated q8_0 KLD: 2048 + 3 x 510 SmolLM2 passes") {
+        return;
+    }
     let (Some(gguf), Some(eval), Some(calib)) = (
         common::smollm2_gguf(),
         common::shared_file("corpus/tinyshakespeare.txt"),

@@ -180,6 +180,13 @@ const KLD_WINDOWS: usize = 2;
 
 #[test]
 fn smollm2_iq4_nl_kld_beats_q4_0_and_llama_cpp_q4_0() {
+    // 3 x 510 forward passes (one of them f32): far over the emulated budget.
+    // The quantizer is scalar code and every tier's iq4_nl / q4_0 products are
+    // bit-identical to the scalar kernels (kernel tests, every CPU model), so
+    // the KLD differs from the native run's by f32 rounding only.
+    if common::skip_under_emulation("iq4_nl KLD: 3 x 510 SmolLM2 forward passes") {
+        return;
+    }
     let (Some(gguf), Some(text)) = (
         common::smollm2_gguf(),
         common::shared_file("corpus/tinyshakespeare.txt"),

@@ -56,6 +56,13 @@ fn chatml_answer_is_paris() {
 
 #[test]
 fn perplexity_on_tinyshakespeare_matches_reference() {
+    // 255 f32 forward passes: over 3.5 minutes of CPU under qemu (not done
+    // after 15 minutes on a shared host). The emulated run keeps the greedy
+    // answer above; the NEON f32 kernels are checked against scalar on every
+    // CPU model by the kernel tests.
+    if common::skip_under_emulation("perplexity: 255 f32 forward passes") {
+        return;
+    }
     let Some(model) = model() else { return };
     let Some(corpus) = common::shared_file("corpus/tinyshakespeare.txt") else {
         return;

@@ -196,6 +196,27 @@ pub fn ember_command() -> std::process::Command {
     }
 }
 
+/// Environment variable set (to anything non-empty) when the tests run under an
+/// emulator (`scripts/test_aarch64.sh`: qemu-aarch64), where one SmolLM2-135M
+/// forward pass costs about a second of host CPU instead of milliseconds.
+pub const EMULATED_ENV: &str = "EMBER_TEST_EMULATED";
+
+/// Whether `$EMBER_TEST_EMULATED` is set. Contract: a test may only skip (with
+/// [`skip_under_emulation`]) work whose outcome no CPU tier changes beyond f32
+/// rounding and that the native suite checks in full; it never loosens a bound
+/// or compares against a different reference.
+pub fn emulated() -> bool {
+    std::env::var_os(EMULATED_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// True (after printing `why`) when the caller should skip under emulation.
+pub fn skip_under_emulation(why: &str) -> bool {
+    if emulated() {
+        eprintln!("skipping under emulation (${EMULATED_ENV}): {why}");
+    }
+    emulated()
+}
+
 /// `log_softmax(logits)` in f64.
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
