@@ -56,13 +56,15 @@ run_extra() {
 }
 
 # Tier-independent suites, run on the A72 only: SmolLM2 at f32 (the greedy
-# answer), tokenizer parity and properties, fine-tuning (f32) through `ember
-# finetune`, the `ember` binary's unit tests, and the converter and train
-# crates (unit and integration tests; they have no doctests). Not built here:
+# answer), tokenizer parity and properties, the `ember` binary's unit tests, and
+# the converter and train crates (unit and integration tests, including the
+# trainer's gradient checks; they have no doctests). Not built here:
 # session_kv_quality and tokenizer_bench, whose only tests are #[ignore]d
-# measurements (x86 skips them too).
-TIER_FREE=(--test smollm2 --test tokenizer_parity --test tokenizer_props
-           --test finetune_cli --bins)
+# measurements (x86 skips them too), and finetune_cli: three f32 trainings
+# through `ember finetune` take about 7 minutes under qemu, which CI's time
+# budget does not hold; the training arithmetic is the train crate's (run here)
+# on the f32 kernels (conformance on every model, SmolLM2 f32 here).
+TIER_FREE=(--test smollm2 --test tokenizer_parity --test tokenizer_props --bins)
 run_tier_free() {
     EMBER_TEST_RUNNER=qemu-aarch64 cargo "${CROSS[@]}" test -p ember "${TIER_FREE[@]}" "$@"
     cargo "${CROSS[@]}" test -p ember-converter -p ember-train --lib --tests "$@"
