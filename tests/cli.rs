@@ -228,6 +228,19 @@ fn expected_decode_bytes(model: &str) -> (u64, bool) {
 
 /// `ember bench --json`: the bandwidth-bound fields exist and agree with the
 /// tensor directory (no timing thresholds: only signs and identities).
+/// A bandwidth buffer that cannot be allocated is a clear error, not an abort.
+#[test]
+fn bench_rejects_an_unallocatable_bandwidth_buffer() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let args = ["bench", "-m", &m, "-p", "0", "-n", "1", "-r", "1"];
+    let out = ember(&[&args[..], &["--bandwidth-mib", "1000000000000"]].concat());
+    assert!(!out.status.success(), "an exabyte buffer was accepted");
+    assert_eq!(out.status.code(), Some(1), "not a clean error exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot allocate"), "{err}");
+}
+
 #[test]
 fn bench_json_reports_decode_bandwidth() {
     let dir = common::scratch();

@@ -132,6 +132,15 @@ impl<'a> ForwardBuffers<'a> {
     }
 }
 
+/// First position the query at `pos` attends to: positions `j` with
+/// `pos - j < sliding_window` (all of `0..=pos` without a window).
+fn window_start(hp: &HyperParams, pos: usize) -> usize {
+    match hp.sliding_window {
+        0 => 0,
+        w => (pos + 1).saturating_sub(w as usize),
+    }
+}
+
 /// Runs `token` at position `pos` through the model, writing its keys and values
 /// into `kv` and the next-token logits into `buf.logits`.
 ///
@@ -161,11 +170,7 @@ pub fn forward(
         _ => RopeLayout::Interleaved,
     };
     let scale = 1.0 / (head_dim as f32).sqrt();
-    // Attention window: positions j with pos - j < window.
-    let first = match hp.sliding_window {
-        0 => 0,
-        w => (pos + 1).saturating_sub(w as usize),
-    };
+    let first = window_start(hp, pos);
 
     // x = embedding row of the token.
     model

@@ -146,13 +146,23 @@ fn read_bandwidth(buf: &[u64], threads: usize, reps: usize) -> f64 {
 /// Measured read bandwidth (bytes/s) for each thread count, with one buffer of
 /// `buffer_bytes` written once (every page really allocated: untouched pages
 /// would all read the kernel's shared zero page).
-fn measure_bandwidth(buffer_bytes: u64, threads: &[usize]) -> Vec<f64> {
-    let words = (buffer_bytes / 8).max(1) as usize;
-    let buf = vec![0x0101_0101_0101_0101u64; words];
-    threads
+/// An error (not an abort) when the buffer cannot be allocated.
+fn measure_bandwidth(buffer_bytes: u64, threads: &[usize]) -> Result<Vec<f64>, String> {
+    let words = usize::try_from(buffer_bytes / 8)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let mut buf: Vec<u64> = Vec::new();
+    buf.try_reserve_exact(words).map_err(|_| {
+        format!(
+            "cannot allocate {} MiB for the bandwidth measurement (--bandwidth-mib, or --no-bandwidth)",
+            buffer_bytes >> 20
+        )
+    })?;
+    buf.resize(words, 0x0101_0101_0101_0101);
+    Ok(threads
         .iter()
         .map(|&t| read_bandwidth(&buf, t, BANDWIDTH_REPS))
-        .collect()
+        .collect())
 }
 
 /// Mean and sample standard deviation.
@@ -229,8 +239,11 @@ pub fn run(args: Args) -> CliResult {
         .bandwidth_mib
         .map(|m| m.saturating_mul(1 << 20))
         .unwrap_or_else(default_bandwidth_buffer);
-    let bandwidth: Option<Vec<f64>> =
-        (!args.no_bandwidth && args.gen > 0).then(|| measure_bandwidth(bw_buffer, &args.threads));
+    let bandwidth: Option<Vec<f64>> = if !args.no_bandwidth && args.gen > 0 {
+        Some(measure_bandwidth(bw_buffer, &args.threads)?)
+    } else {
+        None
+    };
     // Per thread count: (weight GB/s of decode, read bandwidth GB/s, % of bound).
     let decode_bw = |i: usize, tg: &[f64]| -> (Option<f64>, Option<f64>, Option<f64>) {
         if tg.is_empty() {

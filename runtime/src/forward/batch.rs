@@ -12,7 +12,7 @@
 use ember_kernels::blocks::{BlockQ8_0, QK};
 use ember_kernels::scalar::{self as k, RopeLayout};
 
-use super::{input, xq_blocks, ForwardBuffers};
+use super::{input, window_start, xq_blocks, ForwardBuffers};
 use crate::error::Result;
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
@@ -221,10 +221,7 @@ fn attend_batch(
         for (i, row) in rows.chunks_exact_mut(stride).enumerate() {
             let t = first / stride + i;
             let p = pos + t;
-            let from = match hp.sliding_window {
-                0 => 0,
-                w => (p + 1).saturating_sub(w as usize),
-            };
+            let from = window_start(hp, p);
             let (out, rest) = row.split_at_mut(q_dim);
             let (scores, widened) = rest.split_at_mut(stride - q_dim - head_dim);
             for h in 0..hp.n_heads as usize {
