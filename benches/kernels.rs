@@ -56,7 +56,8 @@ const SHAPES: [(&str, usize, usize); 3] = [
     ("1.1b.w_up", 5632, 2048),
 ];
 
-/// Tokens per matrix-matrix call (the prefill batch, `forward::MAX_BATCH`).
+/// Tokens per matrix-matrix call (a thread's share of a prefill batch of
+/// `forward::MAX_BATCH` = 64 on two threads).
 const MATMUL_TOKENS: usize = 32;
 
 /// One shape's matrix in every layout the kernels read, and its activations.

@@ -227,12 +227,13 @@ fn matmul_f16_case(tiers: &[Kernels], w16: &[f16], x: &[f32], rows: usize, token
 }
 
 /// `matmul_f16_f32` on matrices taller than one row panel of the SIMD tiers
-/// (64 KiB of weights), with a token count that leaves a partial token tile.
+/// (64 KiB of weights), with a token count that leaves a partial token tile
+/// and row counts that leave rows outside the 3- and 4-row tiles of a panel.
 #[test]
 fn matmul_f16_across_row_panels() {
     let tiers = simd_tiers();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    for (rows, cols) in [(75usize, 1023usize), (9, 8192)] {
+    for (rows, cols) in [(75usize, 1023usize), (40, 2048), (9, 8192)] {
         let w: Vec<f16> = (0..rows * cols).map(|_| f16::from_f32(rng.f32())).collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
         matmul_f16_case(&tiers, &w, &x, rows, 7);

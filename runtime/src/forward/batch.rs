@@ -21,10 +21,13 @@ use crate::model::{Input, Model, Weights};
 use crate::pool::Pool;
 use crate::session::arena::{Alloc, Slab};
 
-/// Most tokens one batch holds. Buffers grow linearly with it while the weight
-/// traffic it saves is already small at this size (each matrix is read once
-/// per this many tokens).
-pub const MAX_BATCH: usize = 32;
+/// Most tokens one batch holds. Each matrix is read once per batch (per
+/// thread's share of it), and buffers grow linearly with it: about 110 KiB per
+/// token on a 1.1B model at context 2048, 37 KiB on 135M. 64 prefilled 512
+/// tokens of the 1.1B shape 5-13 % faster than 32 on one thread; 128 and 256
+/// gained nothing over 64 and 135M did not change (`benches/RESULTS.md`,
+/// session 5).
+pub const MAX_BATCH: usize = 64;
 
 /// Activation buffers for up to `cap` tokens, token-major (`[cap, width]`).
 pub struct BatchBuffers<'a> {

@@ -22,13 +22,18 @@ use crate::scalar::check_matmul_f16_shape;
 
 /// f32 lanes per accumulator (and f16 elements per widened chunk).
 const LANES: usize = 8;
-/// Chunks per unrolled step: 4 x 16 bytes = one 64-byte cache line of each row.
-const UNROLL: usize = 4;
+/// Elements per 64-byte cache line of a row: the next tile's prefetches are
+/// issued once per this many columns, one line per row.
+const LINE_CHUNK: usize = 32;
 /// Bytes per prefetched cache line.
 const LINE: usize = 64;
-/// Rows per tile of the matrix-vector product: four independent accumulators
-/// cover the FMA latency while the row streams are read once.
-const MATVEC_ROWS: usize = 4;
+/// Rows per tile of the matrix-vector product. Two independent accumulators
+/// cover enough of the FMA latency for memory speed, and two row streams per
+/// thread (plus the prefetched next tile) are followed better by the memory
+/// system than four: in a stand-alone 2-thread f16 matvec over 1 GiB this
+/// read 5-20 % more GB/s than 4-row tiles at 576-5632 columns
+/// (`benches/RESULTS.md`, session 5).
+const MATVEC_ROWS: usize = 2;
 /// Weight bytes per row panel of the matrix-matrix product: a panel is read
 /// from memory once (by the first token tile) and stays in L2 for the others.
 const PANEL_BYTES: usize = 64 << 10;
@@ -116,21 +121,16 @@ unsafe fn tile<const R: usize, const T: usize, const PF: bool>(
 ) -> [[f32; R]; T] {
     let mut acc = [[_mm256_setzero_ps(); R]; T];
     let mut i = 0;
-    while i + UNROLL * LANES <= cols {
-        if PF {
+    // One chunk per iteration: unrolling lets the compiler hoist the next
+    // chunk's loads, which spills accumulators of the 3 x 4 tile.
+    while i + LANES <= cols {
+        if PF && i % LINE_CHUNK == 0 {
             let next = w.wrapping_add(R * cols) as *const i8;
-            let line = i / (UNROLL * LANES) * R;
+            let line = i / LINE_CHUNK * R;
             for j in 0..R {
                 _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add((line + j) * LINE));
             }
         }
-        for u in 0..UNROLL {
-            // SAFETY: i + 8u + 8 <= i + 32 <= cols; the rest is the caller's.
-            unsafe { chunk::<R, T>(w, x, cols, i + u * LANES, &mut acc) };
-        }
-        i += UNROLL * LANES;
-    }
-    while i + LANES <= cols {
         // SAFETY: i + 8 <= cols; the rest is the caller's.
         unsafe { chunk::<R, T>(w, x, cols, i, &mut acc) };
         i += LANES;
@@ -209,13 +209,22 @@ pub(super) fn matmul_f16_f32(w: &[f16], x: &[f32], n: usize, out: &mut [f32]) {
 /// within a token tile, the panel's rows in order (each weight row stays in
 /// L2 for every token tile, each token tile's inputs in L1 for every row).
 ///
+/// Register tiles: 3 rows x 4 tokens (12 accumulators, 3 widened weight
+/// chunks and one input chunk: all 16 ymm registers), 3 x 3 for a 3-token
+/// tail, 4 x 2 and 4 x 1 for shorter ones. 3 x 4 widens each weight chunk once
+/// per 4 tokens like 2 x 4 but loads each input chunk once per 3 rows instead
+/// of 2; at 32 tokens per call it ran at 57-61 GFLOP/s against 2 x 4's 43-49
+/// (2048 x 5632) and 69-72 against 49-63 (576 x 1536), thread CPU time;
+/// 4 x 3 and 6 x 2 spill and ran at 30-36 (`benches/RESULTS.md`, session 5).
+///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w: [rows, cols]`, `x: [n, cols]`,
 /// `out: [n, rows]`, `cols >= 1`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matmul_impl(w: &[f16], x: &[f32], n: usize, cols: usize, rows: usize, out: &mut [f32]) {
-    // A multiple of 4 rows so that every token tile's row blocking fits.
-    let panel = (PANEL_BYTES / (cols * 2)).div_ceil(4).max(1) * 4;
+    // A multiple of 12 rows so that every token tile's row blocking (3 or 4
+    // rows) fits.
+    let panel = (PANEL_BYTES / (cols * 2)).div_ceil(12).max(1) * 12;
     let mut p0 = 0;
     while p0 < rows {
         let p1 = (p0 + panel).min(rows);
@@ -226,10 +235,10 @@ unsafe fn matmul_impl(w: &[f16], x: &[f32], n: usize, cols: usize, rows: usize, 
             // SAFETY (all arms): tokens t..t + nt, rows p0..p1 are in bounds.
             unsafe {
                 match (nt, t == 0) {
-                    (4, true) => panel_tile::<2, 4, true>(w, x, cols, rows, p0, p1, t, out),
-                    (4, false) => panel_tile::<2, 4, false>(w, x, cols, rows, p0, p1, t, out),
-                    (3, true) => panel_tile::<2, 3, true>(w, x, cols, rows, p0, p1, t, out),
-                    (3, false) => panel_tile::<2, 3, false>(w, x, cols, rows, p0, p1, t, out),
+                    (4, true) => panel_tile::<3, 4, true>(w, x, cols, rows, p0, p1, t, out),
+                    (4, false) => panel_tile::<3, 4, false>(w, x, cols, rows, p0, p1, t, out),
+                    (3, true) => panel_tile::<3, 3, true>(w, x, cols, rows, p0, p1, t, out),
+                    (3, false) => panel_tile::<3, 3, false>(w, x, cols, rows, p0, p1, t, out),
                     (2, true) => panel_tile::<4, 2, true>(w, x, cols, rows, p0, p1, t, out),
                     (2, false) => panel_tile::<4, 2, false>(w, x, cols, rows, p0, p1, t, out),
                     (_, true) => panel_tile::<4, 1, true>(w, x, cols, rows, p0, p1, t, out),
