@@ -213,9 +213,9 @@ pub(super) fn matmul_f16_f32(w: &[f16], x: &[f32], n: usize, out: &mut [f32]) {
 /// chunks and one input chunk: all 16 ymm registers), 3 x 3 for a 3-token
 /// tail, 4 x 2 and 4 x 1 for shorter ones. 3 x 4 widens each weight chunk once
 /// per 4 tokens like 2 x 4 but loads each input chunk once per 3 rows instead
-/// of 2; at 32 tokens per call it ran at 57-61 GFLOP/s against 2 x 4's 43-49
-/// (2048 x 5632) and 69-72 against 49-63 (576 x 1536), thread CPU time;
-/// 4 x 3 and 6 x 2 spill and ran at 30-36 (`benches/RESULTS.md`, session 5).
+/// of 2; at 32 tokens per call it ran at 47-62 GFLOP/s against 2 x 4's 38-51
+/// (2048 x 5632) and 57-72 against 38-63 (576 x 1536), thread CPU time;
+/// 4 x 3 and 6 x 2 spill and ran at 26-36 (`benches/RESULTS.md`, session 5).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w: [rows, cols]`, `x: [n, cols]`,
