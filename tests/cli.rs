@@ -226,8 +226,6 @@ fn expected_decode_bytes(model: &str) -> (u64, bool) {
     (total, tied)
 }
 
-/// `ember bench --json`: the bandwidth-bound fields exist and agree with the
-/// tensor directory (no timing thresholds: only signs and identities).
 /// A bandwidth buffer that cannot be allocated is a clear error, not an abort.
 #[test]
 fn bench_rejects_an_unallocatable_bandwidth_buffer() {
@@ -241,6 +239,8 @@ fn bench_rejects_an_unallocatable_bandwidth_buffer() {
     assert!(err.contains("cannot allocate"), "{err}");
 }
 
+/// `ember bench --json`: the bandwidth-bound fields exist and agree with the
+/// tensor directory (no timing thresholds: only signs and identities).
 #[test]
 fn bench_json_reports_decode_bandwidth() {
     let dir = common::scratch();

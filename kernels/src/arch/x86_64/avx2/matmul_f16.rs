@@ -103,10 +103,10 @@ unsafe fn chunk<const R: usize, const T: usize>(
 /// `T` tokens (`x`: `T * cols` f32, token-major): `result[t][j]`.
 ///
 /// `PF` (for rows read from memory rather than cache) prefetches the next
-/// tile's `R` rows in address order, `R` lines per unrolled step, so they are
-/// requested in full by the time this tile ends: the `R` interleaved row
-/// streams of a tile alone are followed poorly by the hardware prefetcher
-/// (`benches/RESULTS.md`). Prefetches never fault, so addresses past the
+/// tile's `R` rows in address order, `R` lines per 32 columns (one line of
+/// each row), so they are requested in full by the time this tile ends: the
+/// `R` interleaved row streams of a tile alone are followed poorly by the
+/// hardware prefetcher (`benches/RESULTS.md`). Prefetches never fault, so addresses past the
 /// matrix are harmless; the pointers are only formed, never dereferenced.
 ///
 /// # Safety
