@@ -572,6 +572,75 @@ fn block_matmul_token_counts_and_chunks() {
     }
 }
 
+/// The 4-bit matrix-vector products take tile groups in pairs (eight rows,
+/// two weight streams) with an odd last group on another path, and precompute
+/// activation terms in passes of 512 blocks: every group count from one to
+/// five and widths around a pass must equal the scalar tier: bit for bit on
+/// x86 (documented there), within the reassociation bound on the FMA-based
+/// ARM tiers.
+#[test]
+fn block_matvec_4bit_group_pairs_and_passes() {
+    let tiers = simd_tiers();
+    let mut rng = Rng(0x6A09_E667_F3BC_C908);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for nb in [1usize, 7, 511, 512, 513, 1030] {
+        let a: Vec<BlockQ8_0> = (0..nb)
+            .map(|_| {
+                let d = rng.f32().abs() * 0.05;
+                q8_block(&mut rng, -127, 127, d)
+            })
+            .collect();
+        for groups in 1..=5 {
+            let rows = groups * TILE_ROWS;
+            let w4: Vec<BlockQ4_0> = (0..rows * nb)
+                .map(|_| {
+                    let d = rng.f32() * 0.01;
+                    q4_block(&mut rng, d)
+                })
+                .collect();
+            let mut t4 = w4.clone();
+            interleave_rows(&w4, nb, &mut t4);
+            // IQ4_NL has Q4_0's byte layout (scale, 16 bytes of nibble indices).
+            let ti: Vec<BlockIq4Nl> = bytemuck::cast_slice(&t4).to_vec();
+            let (mut want4, mut wanti) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+            scalar::matvec_q4_0x4_q8_0(&t4, &a, &mut want4);
+            scalar::matvec_iq4_nlx4_q8_0(&ti, &a, &mut wanti);
+            // sum_j |w_j a_j| per row bounds every partial sum a tier forms.
+            let abs_dot = |deq: &dyn Fn(usize, &mut [f32])| -> Vec<f64> {
+                let mut wr = vec![0.0f32; nb * QK];
+                (0..rows)
+                    .map(|r| {
+                        deq(r, &mut wr);
+                        let s = wr.iter().enumerate().map(|(j, &w)| {
+                            let b = &a[j / QK];
+                            (w as f64 * b.scale() as f64 * b.q(j % QK) as f64).abs()
+                        });
+                        reassoc_bound(nb, s.sum())
+                    })
+                    .collect()
+            };
+            let b4 = abs_dot(&|r, o| scalar::dequantize_tiled_row_q4_0(&t4, r, o));
+            let bi = abs_dot(&|r, o| scalar::dequantize_tiled_row_iq4_nl(&ti, r, o));
+            for k in &tiers {
+                let bit_exact = matches!(k.tier, Tier::Avx2 | Tier::Avx512);
+                let mut got = vec![f32::NAN; rows];
+                (k.matvec_q4_0x4_q8_0)(&t4, &a, &mut got);
+                let what = format!("q4_0x4 groups={groups}");
+                check_float(k.tier, &what, nb, &got, &want4, &b4);
+                if bit_exact {
+                    assert_eq!(bits(&got), bits(&want4), "{} {what} nb={nb}", k.tier.name());
+                }
+                (k.matvec_iq4_nlx4_q8_0)(&ti, &a, &mut got);
+                let what = format!("iq4_nlx4 groups={groups}");
+                check_float(k.tier, &what, nb, &got, &wanti, &bi);
+                if bit_exact {
+                    assert_eq!(bits(&got), bits(&wanti), "{} {what} nb={nb}", k.tier.name());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn block_matvec_all_lengths_random_scales() {
     let tiers = simd_tiers();

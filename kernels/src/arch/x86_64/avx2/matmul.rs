@@ -1,8 +1,9 @@
 //! AVX2 products of the row-interleaved matrices (`q8_0x4`, `q4_0x4`: tiles of
 //! `TILE_ROWS` rows, see `crate::blocks::TILE_ROWS`) with Q8_0 activations.
-//! The matrix-vector product of decode is the matrix-matrix product of
-//! batched prefill with one token, so every token's results are bit-identical
-//! between the two.
+//! With one token this is also the matrix-vector product of decode for
+//! `q8_0x4` (the 4-bit types have their own, `matvec_nibble.rs`, and use this
+//! one for an odd last tile group); every token's results are bit-identical
+//! to decode's and to the scalar tier's.
 //!
 //! Per tile and token the four rows' integer block dot products are reduced
 //! exactly to one vector `[r0, r1, r2, r3]` of i32, then scaled and summed in
@@ -85,7 +86,7 @@ fn reduce_rows(s: [__m256i; TILE_ROWS]) -> __m256i {
 
 /// A row-interleaved weight block type: how one tile is prepared once and then
 /// multiplied with each token's activation block.
-trait TileKind: Sized {
+pub(super) trait TileKind: Sized {
     /// The tile prepared for all tokens (one 256-bit vector per row).
     type Prep: Copy;
     /// Whether the integer dot product is `sum(q * a) - 8 * sum(a)` (weights
@@ -230,12 +231,6 @@ impl TileKind for BlockIq4Nl {
     }
 }
 
-pub(super) fn matvec_iq4_nlx4_q8_0(w: &[BlockIq4Nl], a: &[BlockQ8_0], out: &mut [f32]) {
-    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_iq4_nlx4_q8_0");
-    // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
-    unsafe { matmul_x4(w, a, 1, out) }
-}
-
 pub(super) fn matmul_iq4_nlx4_q8_0(w: &[BlockIq4Nl], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
     crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_iq4_nlx4_q8_0");
     // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
@@ -252,12 +247,6 @@ pub(super) fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out
     crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_q8_0x4_q8_0");
     // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
     unsafe { matmul_x4(w, a, n, out) }
-}
-
-pub(super) fn matvec_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
-    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q4_0x4_q8_0");
-    // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
-    unsafe { matmul_x4(w, a, 1, out) }
 }
 
 pub(super) fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
@@ -283,7 +272,7 @@ struct ActTerms {
 /// `out.len() == n * rows` with rows a multiple of `TILE_ROWS` and `n >= 1`
 /// (`n == 1` is the matrix-vector product).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
+pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
     let (nb, rows) = (a.len() / n, out.len() / n);
     if nb == 0 {
         out.fill(0.0);

@@ -8,6 +8,7 @@ mod math;
 mod matmul;
 mod matmul_f16;
 mod matvec;
+mod matvec_nibble;
 mod norm;
 mod quant;
 mod rope;
@@ -26,11 +27,11 @@ pub(super) fn table(_: Avx2Token) -> Kernels {
         matvec_q8_0_q8_0: matvec::matvec_q8_0_q8_0,
         matvec_q4_0_q8_0: matvec::matvec_q4_0_q8_0,
         matvec_q8_0x4_q8_0: matmul::matvec_q8_0x4_q8_0,
-        matvec_q4_0x4_q8_0: matmul::matvec_q4_0x4_q8_0,
+        matvec_q4_0x4_q8_0: matvec_nibble::matvec_q4_0x4_q8_0,
         matmul_q8_0x4_q8_0: matmul::matmul_q8_0x4_q8_0,
         matmul_q4_0x4_q8_0: matmul::matmul_q4_0x4_q8_0,
         matvec_iq4_nl_q8_0: iq4_nl::matvec_iq4_nl_q8_0,
-        matvec_iq4_nlx4_q8_0: matmul::matvec_iq4_nlx4_q8_0,
+        matvec_iq4_nlx4_q8_0: matvec_nibble::matvec_iq4_nlx4_q8_0,
         matmul_iq4_nlx4_q8_0: matmul::matmul_iq4_nlx4_q8_0,
         quantize_row_q8_0: quant::quantize_row_q8_0,
         rmsnorm_f32: norm::rmsnorm_f32,
