@@ -13,7 +13,8 @@
 //! tokens: the per-weight-block work (absolute values of Q8_0 quants, Q4_0
 //! nibble unpacking, the four f16 scales) is done once per tile, not once per
 //! token. Per-(token, block) activation terms (the f32 scale and, for Q4_0,
-//! `8 * sum(quants)`) are computed once per call into stack buffers.
+//! `8 * sum(quants)`) are computed once per call into stack buffers, already
+//! spread to the lanes of a token pair's accumulator (`ActTerms`).
 //!
 //! Value domains: weight quants may use the full i8 range; activation quants
 //! must be in -127..=127 (`scalar::quantize_row_q8_0`), as the Q8_0 path uses
@@ -42,7 +43,8 @@ const _: () = assert!(TOKENS == 4, "`matmul_x4` spells out the token blocks");
 /// the summation order does not change).
 const CHUNK_TOKENS: usize = 32;
 const CHUNK_BLOCKS: usize = 64;
-const CHUNK: usize = CHUNK_TOKENS * CHUNK_BLOCKS;
+/// Token pairs x blocks of one chunk's activation terms.
+const PAIRS: usize = CHUNK_TOKENS / 2 * CHUNK_BLOCKS;
 
 /// Prefetches the cache lines of `[p + PREFETCH_AHEAD, p + PREFETCH_AHEAD + span]`
 /// (`span` a multiple of 64). Prefetches never fault, so addresses past the end
@@ -255,16 +257,19 @@ pub(super) fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out
     unsafe { matmul_x4(w, a, n, out) }
 }
 
-/// Per-(token, block) activation terms of one chunk, indexed `k * nt + t`
-/// (a token pair's terms are adjacent).
+/// Per-(token pair, block) activation terms of one chunk, indexed
+/// `k * nt.div_ceil(2) + t / 2`, each a vector in the lane order of a token
+/// pair's accumulator: `[token 2p x4 | token 2p + 1 x4]` (zero for a missing
+/// odd last token; its half-width path uses the low half). Precomputed so the
+/// inner loop loads them instead of spreading two scalars per pair.
 /// Left uninitialised (a matrix-vector product uses a few entries of these
-/// 16 KiB); entry `k * nt + t` is written for every `t < nt`, `k < kc` of the
-/// chunk before any is read.
+/// 64 KiB of stack); the entries of every pair and block of the chunk are
+/// written before any is read.
 struct ActTerms {
-    /// The block's scale as f32.
-    d: [MaybeUninit<f32>; CHUNK],
+    /// The blocks' scales as f32.
+    d: [MaybeUninit<__m256>; PAIRS],
     /// `8 * sum(quants)` (only for `OFFSET8` kinds; at most 8 * 32 * 127).
-    s8: [MaybeUninit<i32>; CHUNK],
+    s8: [MaybeUninit<__m256i>; PAIRS],
 }
 
 /// # Safety
@@ -279,29 +284,40 @@ pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, 
         return;
     }
     let mut terms = ActTerms {
-        d: [MaybeUninit::uninit(); CHUNK],
-        s8: [MaybeUninit::uninit(); CHUNK],
+        d: [MaybeUninit::uninit(); PAIRS],
+        s8: [MaybeUninit::uninit(); PAIRS],
     };
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
     for t0 in (0..n).step_by(CHUNK_TOKENS) {
         let nt = CHUNK_TOKENS.min(n - t0);
+        let np = nt.div_ceil(2);
         for k0 in (0..nb).step_by(CHUNK_BLOCKS) {
             let kc = CHUNK_BLOCKS.min(nb - k0);
-            for t in 0..nt {
-                for k in 0..kc {
-                    let b = &a[(t0 + t) * nb + k0 + k];
-                    let bits = _mm_cvtsi32_si128(u16::from_le_bytes(b.d) as i32);
-                    terms.d[k * nt + t].write(_mm_cvtss_f32(_mm_cvtph_ps(bits)));
-                    if K::OFFSET8 {
-                        // SAFETY: `qs` is 32 bytes; unaligned load.
-                        let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
-                        let s =
-                            add_halves(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
-                        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-                        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-                        terms.s8[k * nt + t].write(8 * _mm_cvtsi128_si32(s));
-                    }
+            // Token t's terms of block k (zero past the chunk's last token).
+            let term = |t: usize, k: usize| -> (f32, i32) {
+                if t >= nt {
+                    return (0.0, 0);
+                }
+                let b = &a[(t0 + t) * nb + k0 + k];
+                let bits = _mm_cvtsi32_si128(u16::from_le_bytes(b.d) as i32);
+                let d = _mm_cvtss_f32(_mm_cvtph_ps(bits));
+                if !K::OFFSET8 {
+                    return (d, 0);
+                }
+                // SAFETY: `qs` is 32 bytes; unaligned load.
+                let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
+                let s = add_halves(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                (d, 8 * _mm_cvtsi128_si32(s))
+            };
+            for k in 0..kc {
+                for p in 0..np {
+                    let ((d0, s0), (d1, s1)) = (term(2 * p, k), term(2 * p + 1, k));
+                    terms.d[k * np + p].write(_mm256_set_m128(_mm_set1_ps(d1), _mm_set1_ps(d0)));
+                    terms.s8[k * np + p]
+                        .write(_mm256_set_m128i(_mm_set1_epi32(s1), _mm_set1_epi32(s0)));
                 }
             }
             // Group-major: a group's tiles stay in L1 while every token block
@@ -377,12 +393,7 @@ fn block<K: TileKind, const T: usize>(
             acc1 = unsafe { _mm_loadu_ps(s.as_ptr()) };
         }
     }
-    // Lane i of a pair vector takes token `i / 4`'s term.
-    let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    let (d_ptr, s8_ptr) = (
-        terms.d.as_ptr() as *const f32,
-        terms.s8.as_ptr() as *const i32,
-    );
+    let np = nt.div_ceil(2);
     for (k, tile) in tiles.chunks_exact(TILE_ROWS).enumerate().take(kc) {
         if prefetch {
             prefetch_ahead(tile.as_ptr(), K::TILE_BYTES / 64 * 64);
@@ -401,7 +412,6 @@ fn block<K: TileKind, const T: usize>(
         let dw2 = _mm256_set_m128(dw, dw);
         // SAFETY: AVX2 is enabled here; `tile` has `TILE_ROWS` blocks.
         let p = unsafe { K::prep(tile) };
-        let term = k * nt + t;
         let load = |u: usize| {
             // SAFETY: `qs` is 32 bytes; unaligned load.
             unsafe { _mm256_loadu_si256(acts[u][k].qs.as_ptr() as *const __m256i) }
@@ -418,37 +428,30 @@ fn block<K: TileKind, const T: usize>(
                 _mm256_permute2x128_si256::<0x20>(i0, i1),
                 _mm256_permute2x128_si256::<0x31>(i0, i1),
             );
-            let at = term + 2 * j;
+            let at = k * np + (t + 2 * j) / 2;
             if K::OFFSET8 {
-                // SAFETY: entries `at` and `at + 1` (two tokens of the same
-                // block; `at + 1 < kc * nt <= CHUNK`, in bounds) were written
-                // by the chunk's prologue (`ActTerms`); one unaligned 8-byte load.
-                let s8 = unsafe { _mm_loadl_epi64(s8_ptr.add(at) as *const __m128i) };
-                isum = _mm256_sub_epi32(
-                    isum,
-                    _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(s8), spread),
-                );
+                // SAFETY: the entry of tokens `t + 2j`, `t + 2j + 1` (`t` is
+                // even) and block `k` was written by the chunk's prologue.
+                isum = _mm256_sub_epi32(isum, unsafe { terms.s8[at].assume_init() });
             }
             // SAFETY: as for `s8`.
-            let da = unsafe { _mm_castpd_ps(_mm_load_sd(d_ptr.add(at) as *const f64)) };
-            let d = _mm256_mul_ps(
-                dw2,
-                _mm256_permutevar8x32_ps(_mm256_castps128_ps256(da), spread),
-            );
+            let d = _mm256_mul_ps(dw2, unsafe { terms.d[at].assume_init() });
             *acc = _mm256_add_ps(*acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
         }
         if T % 2 == 1 {
             // SAFETY: AVX2 is enabled here; `p` was prepared from `tile`.
             let mut isum = add_halves(unsafe { K::dot(&p, tile, load(T - 1)) });
-            let at = term + T - 1;
+            // Token `t + T - 1` is even (`t` is a multiple of 4, `T` is 1 or
+            // 3): the low half of its pair entry.
+            let at = k * np + (t + T - 1) / 2;
             if K::OFFSET8 {
-                // SAFETY: `at < kc * nt <= CHUNK`, written by the chunk's
-                // prologue (`ActTerms`).
-                let s8 = unsafe { *s8_ptr.add(at) };
-                isum = _mm_sub_epi32(isum, _mm_set1_epi32(s8));
+                // SAFETY: written by the chunk's prologue.
+                let s8 = unsafe { terms.s8[at].assume_init() };
+                isum = _mm_sub_epi32(isum, _mm256_castsi256_si128(s8));
             }
-            // SAFETY: as for `s8` (in bounds, written by the prologue).
-            let d = _mm_mul_ps(dw, _mm_set1_ps(unsafe { *d_ptr.add(at) }));
+            // SAFETY: as for `s8`.
+            let da = _mm256_castps256_ps128(unsafe { terms.d[at].assume_init() });
+            let d = _mm_mul_ps(dw, da);
             acc1 = _mm_add_ps(acc1, _mm_mul_ps(d, _mm_cvtepi32_ps(isum)));
         }
     }
