@@ -38,6 +38,12 @@
  *   (Concurrent calls on one session are serialised internally, never corrupt
  *   it, but their order is unspecified.)
  * - ember_last_error() is per thread.
+ * - Stack: prefill and decode run kernels on the calling thread (worker
+ *   threads for threads > 1 are Ember's own, with 2 MiB stacks). Give a
+ *   calling thread at least 256 KiB of stack: the batched prefill kernels keep
+ *   64 KiB of per-call terms on the stack, and the `ember` CLI's main thread
+ *   needed 97-112 KiB in total (musl's default of 128 KiB for new threads
+ *   leaves little margin; glibc's default is 8 MiB).
  *
  * Memory: a session sizes every buffer at creation (optionally inside a caller
  * arena); generating a token allocates nothing. Allocation failure aborts the

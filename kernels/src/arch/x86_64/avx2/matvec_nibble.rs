@@ -40,8 +40,9 @@ const TERM_BLOCKS: usize = 512;
 /// `matmul.rs`'s 1 KiB: on this kernel's two streams of 72-byte tiles a 1 KiB
 /// lead left loads waiting on memory (`perf annotate`), and 1.1B-shape q4_0
 /// decode rose from 11 to 15-18 tok/s (1 thread) with a 16 KiB lead, no
-/// further gain at 32 or 64 KiB (`benches/RESULTS.md`, session 6). A lead of
-/// several 4 KiB pages also starts each page's translation early.
+/// further gain at 32 or 64 KiB (`benches/RESULTS.md`, session 6). Why so far
+/// is not measured; a plausible reason is that a lead of several 4 KiB pages
+/// also starts each page's address translation early.
 const PREFETCH_AHEAD: usize = 16 * 1024;
 
 /// Prefetches the two cache lines `PREFETCH_AHEAD` bytes past `p` (a tile is
