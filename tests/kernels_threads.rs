@@ -203,6 +203,36 @@ fn batched_prefill_is_bit_identical_to_token_by_token() {
     }
 }
 
+/// `include/ember.h` asks C callers for 256 KiB of stack on a thread that
+/// prefills or decodes (the batched quantized kernels keep 64 KiB of terms on
+/// the calling thread's stack): batched prefill and decode run on such a
+/// thread, alone and with a worker, and give the logits of a normal thread. A
+/// frame that outgrew the promise would overflow the stack and abort this
+/// test binary.
+#[test]
+fn prefill_and_decode_fit_the_documented_calling_thread_stack() {
+    const CALLER_STACK: usize = 256 << 10;
+    let prompt: Vec<u32> = (0..45u32).map(|i| (i * 29 + 7) % 250 + 3).collect();
+    for dtype in [DType::Q8_0, DType::Q4_0, DType::F16] {
+        let model = wide_model(dtype, 4096);
+        for threads in [1, 2] {
+            let want = prompt_then_greedy(&model, &prompt, KvType::F16, 32, threads);
+            let (m, p) = (model.clone(), prompt.clone());
+            let got = std::thread::Builder::new()
+                .stack_size(CALLER_STACK)
+                .spawn(move || prompt_then_greedy(&m, &p, KvType::F16, 32, threads))
+                .unwrap()
+                .join()
+                .unwrap();
+            assert_same_logits(
+                &want,
+                &got,
+                &format!("{dtype:?} threads {threads}, 256 KiB stack"),
+            );
+        }
+    }
+}
+
 /// The tokens of a batch attend on several threads, each with its own scratch:
 /// for every KV cache type, with and without a sliding window, the logits
 /// still equal token-by-token prefill's, bit for bit.
