@@ -86,6 +86,29 @@ fn reduce_rows(s: [__m256i; TILE_ROWS]) -> __m256i {
     )
 }
 
+/// One activation block's terms: its scale as f32 and, when `offset8`,
+/// `8 * sum(quants)` (the correction of the unsigned-nibble dot products; at
+/// most 8 * 32 * 127), else 0. Shared with `matvec_nibble.rs`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn act_terms(b: &BlockQ8_0, offset8: bool) -> (f32, i32) {
+    let bits = _mm_cvtsi32_si128(u16::from_le_bytes(b.d) as i32);
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(bits));
+    if !offset8 {
+        return (d, 0);
+    }
+    // SAFETY: `qs` is 32 bytes; unaligned load.
+    let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
+    let s = _mm256_madd_epi16(
+        _mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
+        _mm256_set1_epi16(1),
+    );
+    let s = add_halves(s);
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    (d, 8 * _mm_cvtsi128_si32(s))
+}
+
 /// A row-interleaved weight block type: how one tile is prepared once and then
 /// multiplied with each token's activation block.
 pub(super) trait TileKind: Sized {
@@ -287,8 +310,6 @@ pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, 
         d: [MaybeUninit::uninit(); PAIRS],
         s8: [MaybeUninit::uninit(); PAIRS],
     };
-    let ones8 = _mm256_set1_epi8(1);
-    let ones16 = _mm256_set1_epi16(1);
     for t0 in (0..n).step_by(CHUNK_TOKENS) {
         let nt = CHUNK_TOKENS.min(n - t0);
         let np = nt.div_ceil(2);
@@ -299,18 +320,7 @@ pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, 
                 if t >= nt {
                     return (0.0, 0);
                 }
-                let b = &a[(t0 + t) * nb + k0 + k];
-                let bits = _mm_cvtsi32_si128(u16::from_le_bytes(b.d) as i32);
-                let d = _mm_cvtss_f32(_mm_cvtph_ps(bits));
-                if !K::OFFSET8 {
-                    return (d, 0);
-                }
-                // SAFETY: `qs` is 32 bytes; unaligned load.
-                let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
-                let s = add_halves(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-                (d, 8 * _mm_cvtsi128_si32(s))
+                act_terms(&a[(t0 + t) * nb + k0 + k], K::OFFSET8)
             };
             for k in 0..kc {
                 for p in 0..np {

@@ -24,7 +24,7 @@
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
-use super::matmul::matmul_x4;
+use super::matmul::{act_terms, matmul_x4};
 use crate::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0, IQ4_NL_VALUES, QK, TILE_ROWS};
 
 const _: () = assert!(QK == 32, "a block's nibbles are one 128-bit lane");
@@ -220,22 +220,13 @@ unsafe fn matvec_pairs<K: NibbleBlock>(w: &[K], a: &[BlockQ8_0], out: &mut [f32]
     // SAFETY: AVX2 is enabled here.
     let ctx = unsafe { K::ctx() };
     let m = _mm256_set1_epi8(0x0F);
-    let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
     let group = nb * TILE_ROWS;
     for k0 in (0..nb).step_by(TERM_BLOCKS) {
         let kc = TERM_BLOCKS.min(nb - k0);
         for (k, b) in a[k0..k0 + kc].iter().enumerate() {
-            let bits = _mm_cvtsi32_si128(u16::from_le_bytes(b.d) as i32);
-            da[k].write(_mm_cvtss_f32(_mm_cvtph_ps(bits)));
-            if K::OFFSET8 {
-                // SAFETY: `qs` is 32 bytes; unaligned load.
-                let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
-                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
-                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-                s8[k].write(8 * _mm_cvtsi128_si32(s));
-            }
+            let (d, s) = act_terms(b, K::OFFSET8);
+            da[k].write(d);
+            s8[k].write(s);
         }
         let acts = &a[k0..k0 + kc];
         for (pair, dst) in out.chunks_exact_mut(PAIR_ROWS).enumerate() {
