@@ -103,11 +103,20 @@ unsafe fn chunk<const R: usize, const T: usize>(
 /// `T` tokens (`x`: `T * cols` f32, token-major): `result[t][j]`.
 ///
 /// `PF` (for rows read from memory rather than cache) prefetches the next
-/// tile's `R` rows in address order, `R` lines per 32 columns (one line of
-/// each row), so they are requested in full by the time this tile ends: the
-/// `R` interleaved row streams of a tile alone are followed poorly by the
-/// hardware prefetcher (`benches/RESULTS.md`). Prefetches never fault, so addresses past the
-/// matrix are harmless; the pointers are only formed, never dereferenced.
+/// tile's `R` rows in address order, so they are requested in full by the
+/// time this tile ends: the `R` interleaved row streams of a tile alone are
+/// followed poorly by the hardware prefetcher (`benches/RESULTS.md`).
+/// Prefetches never fault, so addresses past the matrix are harmless; the
+/// pointers are only formed, never dereferenced.
+///
+/// Tiles of more than 8 accumulators (3 x 4, 3 x 3) prefetch one address per
+/// chunk, `R * 16` bytes apart, with no branch. The other form (`R` lines
+/// every 32 columns, behind an `i % 32` test, kept for the smaller tiles and
+/// the matrix-vector product) made the compiler keep one accumulator of the
+/// 3 x 4 tile on the stack: a store and reload per chunk on the FMA chain,
+/// which slowed the first token tile of every panel to about half speed
+/// (2-thread 1.1B f16 prefill +13 % without it; `benches/RESULTS.md`,
+/// session 7).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w` is valid for `R * cols` reads and `x`
@@ -124,7 +133,10 @@ unsafe fn tile<const R: usize, const T: usize, const PF: bool>(
     // One chunk per iteration: unrolling lets the compiler hoist the next
     // chunk's loads, which spills accumulators of the 3 x 4 tile.
     while i + LANES <= cols {
-        if PF && i % LINE_CHUNK == 0 {
+        if PF && R * T > 8 {
+            let next = w.wrapping_add(R * cols) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * R * 2));
+        } else if PF && i % LINE_CHUNK == 0 {
             let next = w.wrapping_add(R * cols) as *const i8;
             let line = i / LINE_CHUNK * R;
             for j in 0..R {
