@@ -113,10 +113,10 @@ unsafe fn chunk<const R: usize, const T: usize>(
 /// chunk, `R * 16` bytes apart, with no branch. The other form (`R` lines
 /// every 32 columns, behind an `i % 32` test, kept for the smaller tiles and
 /// the matrix-vector product) made the compiler keep one accumulator of the
-/// 3 x 4 tile on the stack: a store and reload per chunk on the FMA chain,
-/// which slowed the first token tile of every panel to about half speed
-/// (2-thread 1.1B f16 prefill +13 % without it; `benches/RESULTS.md`,
-/// session 7).
+/// 3 x 4 tile on the stack: a store and reload per chunk on the FMA chain of
+/// the first token tile of every panel (`perf annotate`; 1.1B f16 prefill
+/// went up 1 % / 5 % at 1 / 2 threads over five alternations, inside this
+/// host's noise: `benches/RESULTS.md`, session 7).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w` is valid for `R * cols` reads and `x`
