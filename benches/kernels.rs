@@ -347,6 +347,29 @@ fn per_tier(c: &mut Criterion, name: &str, tiers: &[Kernels], mut f: impl FnMut(
 fn other_kernels(c: &mut Criterion) {
     let tiers = tiers();
     let s = &mut Ops::new();
+    // The input quantization of every quantized product, plain and for rotated
+    // matrices (each block through `hadamard32_block` first, as
+    // `runtime::model::quantize_input` does): the rotation's cost per input.
+    {
+        let x = s.gate0.clone();
+        let mut q = vec![BlockQ8_0::zeroed(); FFN / QK];
+        let mut g = c.benchmark_group(format!("quantize_input_q8_0/{FFN}"));
+        for k in &tiers {
+            g.bench_function(k.tier.name(), |b| {
+                b.iter(|| (k.quantize_row_q8_0)(black_box(&x), &mut q))
+            });
+            g.bench_function(format!("{}+hadamard32", k.tier.name()), |b| {
+                b.iter(|| {
+                    for (xs, qb) in black_box(&x).chunks_exact(QK).zip(q.chunks_exact_mut(1)) {
+                        let mut block: [f32; QK] = xs.try_into().unwrap();
+                        scalar::hadamard32_block(&mut block);
+                        (k.quantize_row_q8_0)(&block, qb);
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
 
     // Scalar only: the runtime computes the table once per token.
     let mut g = c.benchmark_group("rope_angles_f32/32pairs");

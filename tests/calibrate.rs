@@ -1,7 +1,8 @@
-//! Calibrated quantization (`ember convert --calibrate`): smoothing leaves the
-//! model's function unchanged (stories260K at f32), the calibrated q8_0
-//! SmolLM2 meets the KLD target that plain q8_0 misses, and bad calibration
-//! input is a clear error that writes nothing. Skips with a message when the
+//! Calibrated quantization (`ember convert --calibrate`) and rotation:
+//! smoothing leaves the model's function unchanged (stories260K at f32), q8_0
+//! SmolLM2 meets the KLD target by default (rotated) and calibrated, while the
+//! unrotated q8_0 misses it, and bad calibration input is a clear error that
+//! writes nothing. Skips with a message when the
 //! shared models are absent.
 
 mod common;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ember_converter::calibrate::CalibrateOptions;
+use ember_converter::writer::Rotation;
 use ember_converter::{convert, ConvertOptions, DTypeChoice};
 use ember_runtime::format::DType;
 use ember_runtime::{KvType, Model, Session, SessionConfig};
@@ -103,13 +105,13 @@ fn smoothing_preserves_the_function() {
 }
 
 #[test]
-fn calibrated_q8_0_smollm2_meets_the_kld_target() {
-    // Calibration alone runs 2048 f32 tokens through SmolLM2, then 3 x 510
-    // scored passes: far over the emulated budget. Calibration and quantization
-    // are tier-independent code and the q8_0 products are bit-identical to the
-    // scalar kernel on every tier (kernel tests), so the KLD differs from the
-    // native run's by f32 rounding only.
-    if common::skip_under_emulation("calibrated q8_0 KLD: 2048 + 3 x 510 SmolLM2 passes") {
+fn q8_0_smollm2_meets_the_kld_target_rotated_and_calibrated() {
+    // Calibration alone runs 2048 f32 tokens through SmolLM2, then 4 x 510
+    // scored passes: far over the emulated budget. Calibration, rotation and
+    // quantization are tier-independent code and the q8_0 products are
+    // bit-identical to the scalar kernel on every tier (kernel tests), so the
+    // KLD differs from the native run's by f32 rounding only.
+    if common::skip_under_emulation("q8_0 KLD: 2048 + 4 x 510 SmolLM2 passes") {
         return;
     }
     let (Some(gguf), Some(eval), Some(calib)) = (
@@ -121,41 +123,50 @@ fn calibrated_q8_0_smollm2_meets_the_kld_target() {
     };
     let dir = common::scratch();
     let reference = convert_to(&gguf, dir.path().join("f32.ember"), &Default::default());
-    let plain = convert_to(
-        &gguf,
-        dir.path().join("q8_0.ember"),
-        &ConvertOptions {
+    let q8 = |name: &str, opts: ConvertOptions| {
+        let opts = ConvertOptions {
             dtype: DTypeChoice::Fixed(DType::Q8_0),
+            ..opts
+        };
+        convert_to(&gguf, dir.path().join(name), &opts)
+    };
+    let rotated = q8("q8_0.ember", Default::default());
+    let unrotated = q8(
+        "q8_0-unrotated.ember",
+        ConvertOptions {
+            rotation: Rotation::None,
             ..Default::default()
         },
     );
-    let calibrated = convert_to(
-        &gguf,
-        dir.path().join("q8_0-cal.ember"),
-        &ConvertOptions {
-            dtype: DTypeChoice::Fixed(DType::Q8_0),
+    let calibrated = q8(
+        "q8_0-cal.ember",
+        ConvertOptions {
             embed_dtype: Some(DType::F16),
             calibrate: Some(CalibrateOptions::new(calib)),
             ..Default::default()
         },
     );
+    assert!(rotated.tensors().iter().any(|t| t.rotated));
+    assert!(unrotated.tensors().iter().all(|t| !t.rotated));
     let text = std::fs::read_to_string(eval).unwrap();
     let tok = reference.tokenizer();
     let mut opts = tok.default_encode_options();
     opts.add_bos = false;
     let ids = tok.encode(&text[..20_000], opts);
-    let (kld, n) = common::mean_kld_vs_first(&[reference, plain, calibrated], &ids, KLD_WINDOWS);
-    let [plain_kld, calibrated_kld] = [kld[0], kld[1]];
+    let models = [reference, rotated, unrotated, calibrated];
+    let (kld, n) = common::mean_kld_vs_first(&models, &ids, KLD_WINDOWS);
+    let [rotated_kld, unrotated_kld, calibrated_kld] = [kld[0], kld[1], kld[2]];
     eprintln!(
-        "mean KLD vs f32 over {n} predictions: q8_0 {plain_kld:.5}, calibrated {calibrated_kld:.5}"
+        "mean KLD vs f32 over {n} predictions: q8_0 {rotated_kld:.5}, unrotated \
+         {unrotated_kld:.5}, calibrated {calibrated_kld:.5}"
     );
+    for (what, k) in [("q8_0", rotated_kld), ("calibrated q8_0", calibrated_kld)] {
+        assert!(k <= Q8_0_KLD_TARGET, "{what} mean KLD {k}");
+    }
+    // Rotation is what meets it: the unrotated file misses by a wide margin.
     assert!(
-        calibrated_kld <= Q8_0_KLD_TARGET,
-        "calibrated q8_0 mean KLD {calibrated_kld}"
-    );
-    assert!(
-        calibrated_kld < plain_kld,
-        "{calibrated_kld} vs {plain_kld}"
+        unrotated_kld > 2.0 * rotated_kld,
+        "{unrotated_kld} vs {rotated_kld}"
     );
 }
 

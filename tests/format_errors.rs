@@ -5,7 +5,8 @@ mod common;
 
 use bytemuck::Zeroable;
 use ember_runtime::format::{
-    header_checksum, DType, DirEntry, Header, CHECKSUM_FIELD_OFFSET, DIR_ENTRY_SIZE, HEADER_SIZE,
+    header_checksum, tensor_flags, DType, DirEntry, Header, CHECKSUM_FIELD_OFFSET, DIR_ENTRY_SIZE,
+    HEADER_SIZE,
 };
 use ember_runtime::{Error, Model};
 
@@ -344,4 +345,81 @@ fn missing_file_is_an_io_error() {
     let err = Model::load("/nonexistent/model.ember").unwrap_err();
     assert!(matches!(err, Error::Io { .. }));
     assert!(err.to_string().contains("/nonexistent/model.ember"));
+}
+
+/// The tiny model with q8_0 matrices, rotated (the writer's default policy).
+fn tiny_rotated_q8_bytes() -> Vec<u8> {
+    use ember_converter::writer::{write_model, WriteOptions};
+    let dir = common::scratch();
+    let path = dir.path().join("tiny-q8.ember");
+    let opts = WriteOptions {
+        dtype: ember_converter::DTypeChoice::Fixed(DType::Q8_0),
+        ..Default::default()
+    };
+    write_model(&common::tiny_ir(), &path, &opts).expect("write tiny q8_0 model");
+    std::fs::read(&path).expect("read tiny model")
+}
+
+#[test]
+fn unknown_tensor_flags_and_rotation_outside_block_matrices() {
+    // Bit 1 is not defined; ROTATED on an f32 matrix and on an f32 vector.
+    let bytes = common::tiny_model_bytes();
+    let matrix = (0..).find(|&i| entry(&bytes, i).n_dims == 2).unwrap();
+    let vector = (0..).find(|&i| entry(&bytes, i).n_dims == 1).unwrap();
+    for (i, flags, want) in [
+        (matrix, 2u32, "unknown flag bits 0x2"),
+        (
+            matrix,
+            tensor_flags::ROTATED,
+            "only block-quantized matrices",
+        ),
+        (
+            vector,
+            tensor_flags::ROTATED,
+            "only block-quantized matrices",
+        ),
+    ] {
+        let mut bytes = bytes.clone();
+        let mut e = entry(&bytes, i);
+        e.flags = flags;
+        put_entry(&mut bytes, i, &e);
+        reseal(&mut bytes);
+        match load_err(&bytes) {
+            Error::BadTensor { reason, .. } => assert!(reason.contains(want), "{reason}"),
+            e => panic!("flags {flags:#x}: expected BadTensor, got {e}"),
+        }
+    }
+}
+
+#[test]
+fn matrices_sharing_an_input_must_agree_on_rotation() {
+    let bytes = tiny_rotated_q8_bytes();
+    let m = Model::from_bytes(&bytes).expect("valid rotated file");
+    assert!(m
+        .tensors()
+        .iter()
+        .all(|t| t.rotated == t.dtype.is_quantized()));
+    // Unflag wk of layer 0: wq and wv still want a rotated input.
+    let wk = m.file().by_name["layers.0.wk"];
+    let mut bad = bytes.clone();
+    let mut e = entry(&bad, wk);
+    e.flags = 0;
+    put_entry(&mut bad, wk, &e);
+    reseal(&mut bad);
+    match load_err(&bad) {
+        Error::BadTensor { name, reason } => {
+            assert_eq!(name, "layers.0.wk");
+            assert!(reason.contains("same input"), "{reason}");
+        }
+        e => panic!("expected BadTensor, got {e}"),
+    }
+    // A matrix alone in its group (wo) may be unrotated: the file still loads.
+    let wo = m.file().by_name["layers.0.wo"];
+    let mut ok = bytes;
+    let mut e = entry(&ok, wo);
+    e.flags = 0;
+    put_entry(&mut ok, wo, &e);
+    reseal(&mut ok);
+    let m = Model::from_bytes(&ok).expect("an unrotated wo is valid");
+    assert!(!m.tensors()[wo].rotated);
 }

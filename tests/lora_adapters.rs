@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ember_converter::ir::{F32Source, IrTensor, ModelIr};
-use ember_converter::writer::{write_model, WriteOptions};
+use ember_converter::writer::{write_model, Rotation, WriteOptions};
 use ember_converter::{convert, ConvertOptions, DTypeChoice};
 use ember_runtime::format::{names, DType, HyperParams, RopePairing};
 use ember_runtime::lora::{LayerLora, LoraAdapter, LoraPair, LoraTarget};
@@ -425,6 +425,8 @@ fn merge_to(
         out,
         &WriteOptions {
             dtype,
+            // As `ember merge`: copies keep their orientation.
+            rotation: Rotation::FollowCopies,
             ..Default::default()
         },
         "test",
@@ -533,6 +535,15 @@ fn merging_into_a_quantized_model_requantizes_only_adapted_matrices() {
     for (i, t) in q8.tensors().iter().enumerate() {
         let j = merged.file().by_name[&t.name];
         assert_eq!(merged.tensors()[j].dtype, t.dtype, "{}: dtype kept", t.name);
+        // The q8_0 base is rotated (the converter's default); so is the merge,
+        // copies and re-quantized matrices alike.
+        assert_eq!(t.rotated, t.shape.len() == 2, "{}: base rotated", t.name);
+        assert_eq!(
+            merged.tensors()[j].rotated,
+            t.rotated,
+            "{}: rotation kept",
+            t.name
+        );
         if merged.tensor_bytes(j) != q8.tensor_bytes(i) {
             changed.push(t.name.clone());
         }

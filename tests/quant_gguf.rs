@@ -1,6 +1,8 @@
 //! GGUF Q8_0 / Q4_0 tensors are imported bit for bit when the target dtype
-//! matches (no dequantize-requantize), and `.ember`'s block decoding of them
-//! equals the GGUF reader's (ggml's) dequantization exactly. Uses the tiny
+//! matches and rotation is off (`--no-rotate`: no dequantize-requantize), and
+//! `.ember`'s block decoding of them equals the GGUF reader's (ggml's)
+//! dequantization exactly. With rotation (the default) they are re-quantized
+//! in the rotated basis and still decode to the source's values closely. Uses the tiny
 //! fixture written by gguf-py (`tests/fixtures/gguf/tiny-llama.gguf`), which holds
 //! Q8_0, Q4_0, Q4_1, F16, BF16 and F32 matrices.
 
@@ -9,6 +11,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use ember_converter::writer::Rotation;
 use ember_converter::{convert, tiled_if_possible, ConvertOptions, DTypeChoice};
 use ember_kernels::blocks::{interleave_rows, BlockQ4_0, BlockQ8_0, QK};
 use ember_runtime::format::{names, DType};
@@ -24,10 +27,13 @@ fn check(dtype: DType, want_copies: usize) {
     let out = dir.path().join("tiny.ember");
     let opts = ConvertOptions {
         dtype: DTypeChoice::Fixed(dtype),
+        rotation: Rotation::None,
         ..Default::default()
     };
     let s = convert(Path::new(FIXTURE), &out, &opts).unwrap();
     assert_eq!(s.write.raw_copies, want_copies, "{}", dtype.name());
+    assert_eq!(s.write.rotated, 0);
+    assert!(model_is_unrotated(&out));
     let model = Arc::new(Model::load(&out).unwrap());
     model.verify_checksums().unwrap();
     let ir = ember_converter::gguf::load(Path::new(FIXTURE)).unwrap();
@@ -107,4 +113,90 @@ fn iq4_nl_conversion_keeps_q8_0_embeddings_and_runs() {
     // The fixture has no IQ4_NL tensors (its IQ4_NL decoding is checked against
     // gguf-py in converter/tests/gguf_dequant.rs); token_embd (Q8_0) is copied.
     check(DType::Iq4Nl, 1);
+}
+
+fn model_is_unrotated(path: &Path) -> bool {
+    Model::load(path)
+        .unwrap()
+        .tensors()
+        .iter()
+        .all(|t| !t.rotated)
+}
+
+/// The default conversion rotates every block-quantized matrix: GGUF blocks
+/// are re-quantized, each row rotated back decodes to the source's values
+/// within the quantization step, and the model computes nearly the same logits
+/// as the bit-exact import.
+#[test]
+fn rotated_q8_0_conversion_decodes_to_the_source_values() {
+    let dir = common::scratch();
+    let (rot, plain) = (dir.path().join("rot.ember"), dir.path().join("plain.ember"));
+    let opts = |rotation| ConvertOptions {
+        dtype: DTypeChoice::Fixed(DType::Q8_0),
+        rotation,
+        ..Default::default()
+    };
+    let s = convert(Path::new(FIXTURE), &rot, &opts(Rotation::All)).unwrap();
+    assert_eq!(s.write.raw_copies, 0);
+    convert(Path::new(FIXTURE), &plain, &opts(Rotation::None)).unwrap();
+    let model = Arc::new(Model::load(&rot).unwrap());
+    model.verify_checksums().unwrap();
+    let ir = ember_converter::gguf::load(Path::new(FIXTURE)).unwrap();
+    let mut rotated = 0;
+    for (i, t) in model.tensors().iter().enumerate() {
+        assert_eq!(t.rotated, t.shape.len() == 2, "{}", t.name);
+        if !t.rotated {
+            continue;
+        }
+        rotated += 1;
+        let values = ir
+            .tensors
+            .iter()
+            .find(|s| s.name == t.name)
+            .unwrap()
+            .source
+            .to_f32()
+            .unwrap();
+        let cols = t.shape[1] as usize;
+        let mut row = vec![0.0f32; cols];
+        for (r, want) in values.chunks_exact(cols).enumerate() {
+            model.row_to_f32(i, r, &mut row);
+            // Q8_0 of a rotated block errs by at most half a step, d / 2 with
+            // d = max|H b| / 127, per element (the scale search keeps the
+            // total no larger); rotating back keeps the block's L2 norm.
+            for (got, want) in row.chunks_exact(QK).zip(want.chunks_exact(QK)) {
+                let mut hb = want.to_vec();
+                ember_kernels::scalar::hadamard32(&mut hb);
+                let d = hb.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+                let err = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f32>()
+                    .sqrt();
+                let bound = 0.55 * d * (QK as f32).sqrt() + 1e-6;
+                assert!(err <= bound, "{} row {r}: error {err} > {bound}", t.name);
+            }
+        }
+    }
+    assert_eq!(rotated, s.write.rotated);
+    let logits = |path: &Path| {
+        let m = Arc::new(Model::load(path).unwrap());
+        let mut session = Session::new(m, SessionConfig::new(8)).unwrap();
+        let mut out = Vec::new();
+        for tok in [1, 5, 9] {
+            out = session.forward(tok).unwrap().to_vec();
+        }
+        out
+    };
+    let (a, b) = (logits(&rot), logits(&plain));
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff <= 0.05 * scale,
+        "max logit difference {diff} (scale {scale})"
+    );
 }

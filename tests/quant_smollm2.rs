@@ -1,11 +1,12 @@
-//! Quantized models: SmolLM2-135M-Instruct at q8_0 (answer, bit-exact GGUF block
-//! import) and stories260K at q8_0 / q4_0 (agreement of the greedy story with
+//! Quantized models: SmolLM2-135M-Instruct at q8_0 (answer, rotated by default
+//! and with the bit-exact GGUF block import of `--no-rotate`) and stories260K at q8_0 / q4_0 (agreement of the greedy story with
 //! llama2.c's). Skips with a message when the models are absent.
 
 mod common;
 
 use std::sync::Arc;
 
+use ember_converter::writer::Rotation;
 use ember_converter::{convert, tiled_if_possible, ConvertOptions, DTypeChoice};
 use ember_kernels::blocks::{interleave_rows, BlockQ8_0, QK};
 use ember_runtime::format::{names, DType};
@@ -25,6 +26,7 @@ fn convert_with(
     input: &std::path::Path,
     dtype: DType,
     tokenizer: Option<std::path::PathBuf>,
+    rotation: Rotation,
 ) -> (
     tempfile::TempDir,
     std::path::PathBuf,
@@ -35,6 +37,7 @@ fn convert_with(
     let opts = ConvertOptions {
         dtype: DTypeChoice::Fixed(dtype),
         tokenizer,
+        rotation,
         ..Default::default()
     };
     let s = convert(input, &out, &opts).expect("convert");
@@ -46,7 +49,7 @@ fn smollm2_q8_0_answers_paris_and_copies_gguf_blocks() {
     let Some(gguf) = common::smollm2_gguf() else {
         return;
     };
-    let (_dir, out, summary) = convert_with(&gguf, DType::Q8_0, None);
+    let (_dir, out, summary) = convert_with(&gguf, DType::Q8_0, None, Rotation::None);
     // The PyPI GGUF stores its (tied) token embeddings as Q8_0.
     assert_eq!(summary.raw_copies, 1);
     let model = Arc::new(Model::load(&out).unwrap());
@@ -85,6 +88,27 @@ fn smollm2_q8_0_answers_paris_and_copies_gguf_blocks() {
         assert_eq!(t.dtype, want, "{}", t.name);
     }
 
+    assert_eq!(paris_answer(model), "The capital of France is Paris.");
+
+    // The default conversion: every matrix rotated, the GGUF embeddings
+    // re-quantized in the rotated basis; same answer. Its scale search takes
+    // minutes under qemu; the rotated products on every tier are checked by
+    // quant_gguf's tiny model, which the emulated runs include.
+    if common::skip_under_emulation("rotated SmolLM2 q8_0 conversion") {
+        return;
+    }
+    let (_dir, out, summary) = convert_with(&gguf, DType::Q8_0, None, Rotation::All);
+    assert_eq!(summary.raw_copies, 0);
+    let model = Arc::new(Model::load(&out).unwrap());
+    assert!(model
+        .tensors()
+        .iter()
+        .all(|t| t.rotated == (t.shape.len() == 2)));
+    assert_eq!(paris_answer(model), "The capital of France is Paris.");
+}
+
+/// SmolLM2's greedy answer to the capital question (ChatML).
+fn paris_answer(model: Arc<Model>) -> String {
     let tok = model.tokenizer();
     let prompt =
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
@@ -96,7 +120,7 @@ fn smollm2_q8_0_answers_paris_and_copies_gguf_blocks() {
         true
     })
     .unwrap();
-    assert_eq!(text, "The capital of France is Paris.");
+    text
 }
 
 #[test]
@@ -104,7 +128,7 @@ fn smollm2_q4_0_keeps_embeddings_at_q8_0() {
     let Some(gguf) = common::smollm2_gguf() else {
         return;
     };
-    let (_dir, out, _) = convert_with(&gguf, DType::Q4_0, None);
+    let (_dir, out, _) = convert_with(&gguf, DType::Q4_0, None, Rotation::None);
     let model = Model::load(&out).unwrap();
     for t in model.tensors() {
         let want = match (t.shape.len(), t.name.as_str()) {
@@ -139,7 +163,7 @@ fn stories260k_q8_0_keeps_the_greedy_story() {
     ) else {
         return;
     };
-    let (_dir, out, _) = convert_with(&bin, DType::Q8_0, Some(tok));
+    let (_dir, out, _) = convert_with(&bin, DType::Q8_0, Some(tok), Rotation::All);
     let model = Model::load(&out).unwrap();
     // dim 64 quantizes; w_down's rows (ffn 172) are not whole blocks: f32.
     for t in model.tensors() {

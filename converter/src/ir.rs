@@ -23,6 +23,17 @@ pub trait TensorSource: Send + Sync {
     fn raw_as(&self, _dtype: DType) -> Option<Result<Vec<u8>>> {
         None
     }
+    /// Whether `raw_as(dtype)` has bytes to copy, without reading them
+    /// (override together with `raw_as` where reading is costly).
+    fn has_raw(&self, dtype: DType) -> bool {
+        self.raw_as(dtype).is_some()
+    }
+    /// Whether the bytes `raw_as` returns are stored rotated
+    /// (`ember_runtime::format::tensor_flags::ROTATED`); the writer flags the
+    /// copy the same way and rotates the matrices that share its input alike.
+    fn raw_rotated(&self) -> bool {
+        false
+    }
 }
 
 /// One tensor under its canonical `.ember` name (see `ember_runtime::format::names`).

@@ -60,6 +60,8 @@ pub struct ConvertOptions<'a> {
     /// Calibrated quantization (smoothing + importance-weighted scales) from
     /// sample text; see `calibrate`.
     pub calibrate: Option<calibrate::CalibrateOptions>,
+    /// Which block-quantized matrices to store rotated (`writer::Rotation`).
+    pub rotation: writer::Rotation,
 }
 
 /// What `convert` did.
@@ -154,6 +156,7 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
             progress: opts.progress,
             interrupt: opts.interrupt,
             importance: calibration.as_ref().map(|c| &c.importance),
+            rotation: opts.rotation,
         },
     )?;
     Ok(ConvertSummary {

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Zeroable;
 use ember_runtime::format::{
-    self, align_up, DType, DirEntry, Header, Section, DATA_ALIGNMENT, DIR_ENTRY_SIZE, HEADER_SIZE,
-    MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR, VERSION_MINOR,
+    self, align_up, names, tensor_flags, DType, DirEntry, Header, Section, DATA_ALIGNMENT,
+    DIR_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR,
+    VERSION_MINOR,
 };
 use half::{bf16, f16};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -69,7 +70,71 @@ pub struct WriteOptions<'a> {
     pub interrupt: Option<&'a AtomicBool>,
     /// Per-column error weights of matrices quantized from f32 values
     /// (`calibrate`); matrices without an entry use the reference quantizers.
+    /// Rotated matrices ignore them (see `rotation_plan`).
     pub importance: Option<&'a crate::calibrate::Importance>,
+    /// Which block-quantized matrices to store rotated (`rotation_plan`).
+    pub rotation: Rotation,
+}
+
+/// Policy for storing block-quantized matrices rotated (FORMAT.md, "Rotated
+/// matrices").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rotation {
+    /// Rotate every block-quantized matrix (`ember convert`'s default). Source
+    /// blocks stored unrotated (GGUF Q8_0 / Q4_0 / IQ4_NL) are re-quantized in
+    /// the rotated basis instead of copied: on SmolLM2 that costs less than
+    /// the 8-bit activations of an unrotated product (benches/RESULTS.md).
+    #[default]
+    All,
+    /// Rotate nothing (`--no-rotate`): GGUF blocks are copied bit for bit.
+    None,
+    /// Keep what the copied tensors have (`ember merge`): a group holding a
+    /// copy takes the copy's orientation; other groups are rotated.
+    FollowCopies,
+}
+
+/// Which planned tensors to store rotated. Matrices that read one input (a
+/// layer's `wq`/`wk`/`wv`, its `w_gate`/`w_up`; every other matrix alone) share
+/// one orientation, counting only block-quantized members (see `Rotation`).
+/// A source's blocks are copied only when their orientation is the planned one.
+fn rotation_plan(planned: &[Planned], n_layers: usize, policy: Rotation) -> Vec<bool> {
+    let index: HashMap<&str, usize> = planned
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.tensor.name.as_str(), i))
+        .collect();
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for l in 0..n_layers {
+        let n = |s: &str| names::layer(l, s);
+        groups.push(vec![n(names::WQ), n(names::WK), n(names::WV)]);
+        groups.push(vec![n(names::WO)]);
+        groups.push(vec![n(names::W_GATE), n(names::W_UP)]);
+        groups.push(vec![n(names::W_DOWN)]);
+    }
+    groups.push(vec![names::TOK_EMBEDDINGS.to_string()]);
+    groups.push(vec![names::OUTPUT.to_string()]);
+    let mut plan = vec![false; planned.len()];
+    for group in groups {
+        let members: Vec<usize> = group
+            .iter()
+            .filter_map(|n| index.get(n.as_str()).copied())
+            .filter(|&i| planned[i].dtype.is_quantized() && planned[i].n_dims == 2)
+            .collect();
+        let copy = members
+            .iter()
+            .copied()
+            .find(|&i| planned[i].tensor.source.has_raw(planned[i].dtype.untiled()));
+        let rotate = match (policy, copy) {
+            (Rotation::All, _) => true,
+            (Rotation::None, _) => false,
+            (Rotation::FollowCopies, Some(i)) => planned[i].tensor.source.raw_rotated(),
+            (Rotation::FollowCopies, None) => true,
+        };
+        for i in members {
+            plan[i] = rotate;
+        }
+    }
+    plan
 }
 
 /// What was written.
@@ -85,6 +150,8 @@ pub struct WriteSummary {
     pub source_dtype_counts: Vec<(String, usize)>,
     /// Tensors whose quantized source blocks were copied bit for bit.
     pub raw_copies: usize,
+    /// Matrices stored rotated (FORMAT.md, "Rotated matrices").
+    pub rotated: usize,
     pub elapsed: Duration,
 }
 
@@ -219,17 +286,24 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
         ProgressBar::hidden()
     };
 
+    let rotated = rotation_plan(&planned, hp.n_layers as usize, opts.rotation);
     let interrupted = || opts.interrupt.is_some_and(|f| f.load(Ordering::Relaxed));
     let mut entries = Vec::with_capacity(planned.len());
     let mut pos = data_offset;
     let mut raw_copies = 0;
-    for p in &planned {
+    for (p, &rotate) in planned.iter().zip(&rotated) {
         if interrupted() {
             return Err(ConvertError::Interrupted);
         }
         bar.set_message(p.tensor.name.clone());
         let cols = p.shape[p.n_dims - 1] as usize;
-        let bytes = match p.tensor.source.raw_as(p.dtype.untiled()) {
+        let source = &p.tensor.source;
+        let copy = if source.raw_rotated() == rotate || !p.dtype.is_quantized() {
+            source.raw_as(p.dtype.untiled())
+        } else {
+            None
+        };
+        let bytes = match copy {
             Some(raw) => {
                 let raw = raw?;
                 let raw = if p.dtype.is_tiled() && raw.len() as u64 == p.nbytes {
@@ -258,8 +332,12 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
                         ),
                     });
                 }
-                let importance = opts.importance.and_then(|m| m.get(&p.tensor.name));
-                encode_weighted(&values, p.dtype, cols, importance.map(Vec::as_slice))
+                if rotate {
+                    encode_rotated(values, p.dtype, cols)
+                } else {
+                    let importance = opts.importance.and_then(|m| m.get(&p.tensor.name));
+                    encode_weighted(&values, p.dtype, cols, importance.map(Vec::as_slice))
+                }
             }
         };
         debug_assert_eq!(bytes.len() as u64, p.nbytes);
@@ -275,6 +353,7 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
         e.offset = p.offset;
         e.nbytes = p.nbytes;
         e.checksum = format::tensor_checksum(&bytes);
+        e.flags = if rotate { tensor_flags::ROTATED } else { 0 };
         entries.push(e);
         bar.inc(p.nbytes);
     }
@@ -354,6 +433,7 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
         dtype_counts: count_by(&|p| p.dtype.name().to_string()),
         source_dtype_counts: count_by(&|p| p.tensor.source.source_dtype()),
         raw_copies,
+        rotated: rotated.iter().filter(|&&r| r).count(),
         elapsed: start.elapsed(),
     })
 }
@@ -451,6 +531,17 @@ pub fn encode_weighted(
             bytemuck::cast_slice(&b).to_vec()
         }
     }
+}
+
+/// Encodes a block-type matrix stored rotated: each block of each row is
+/// rotated (`ember_kernels::scalar::hadamard32`), then quantized with the
+/// error-minimising scale search of `crate::quantize` under equal weights.
+/// Per-column importance does not carry over to the rotated basis (each rotated
+/// element mixes its block's 32 columns, so its weight would be the block's
+/// mean), and equal weights are what that mean gives within a block.
+fn encode_rotated(mut values: Vec<f32>, dtype: DType, cols: usize) -> Vec<u8> {
+    ember_kernels::scalar::hadamard32(&mut values);
+    encode_rows_weighted(&values, dtype, cols, &vec![1.0; cols])
 }
 
 /// Quantizes each row of a block-type matrix with the importance-weighted

@@ -28,7 +28,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'E', b'M', b'B', b'\r', b'\n', 0x1A, b'\n'];
 pub const VERSION_MAJOR: u16 = 1;
 /// Additive version: new dtype ids, new metadata keys, new optional fields that old
 /// readers may ignore. Readers accept any minor of their major.
-pub const VERSION_MINOR: u16 = 3;
+pub const VERSION_MINOR: u16 = 4;
 /// Size in bytes of `Header`.
 pub const HEADER_SIZE: usize = 512;
 /// Size in bytes of one `DirEntry`.
@@ -550,7 +550,20 @@ pub struct DirEntry {
     pub nbytes: u64,
     /// CRC-32 (IEEE) of the tensor's bytes.
     pub checksum: u32,
-    pub reserved: u32,
+    /// `tensor_flags` bits; unknown bits are refused.
+    pub flags: u32,
+}
+
+/// Bits of `DirEntry::flags` (minor version 4; zero in earlier files).
+pub mod tensor_flags {
+    /// The matrix is stored with every run of 32 values of each row rotated by
+    /// the orthonormal 32-point Walsh-Hadamard transform
+    /// (`ember_kernels::scalar::hadamard32`); its input must be rotated the
+    /// same way before the product, and a dequantized row must be rotated back.
+    /// Only on 2-D tensors of a quantized block type.
+    pub const ROTATED: u32 = 1;
+    /// Every bit this version defines.
+    pub const KNOWN: u32 = ROTATED;
 }
 
 const _: () = assert!(core::mem::size_of::<DirEntry>() == DIR_ENTRY_SIZE);

@@ -26,6 +26,7 @@ use crate::model::{Input, Model, Weights};
 use crate::pool::Pool;
 use crate::rope::inverse_frequencies;
 use crate::session::arena::{Alloc, Slab};
+use ember_kernels::arch::Kernels;
 use ember_kernels::blocks::{BlockQ8_0, QK};
 
 /// Activation buffers of one forward pass, sized once from the hyperparameters.
@@ -66,11 +67,19 @@ fn xq_blocks(hp: &HyperParams) -> usize {
     (hp.dim as usize).max(hp.q_dim()).max(hp.ffn_dim as usize) / QK
 }
 
-/// The matrix input for `x`: quantized into `xq` when the model has quantized
-/// matrices (the loader guarantees their row length is a multiple of `QK`).
-fn input<'a>(x: &'a [f32], xq: &'a mut [BlockQ8_0], quantize: bool) -> Input<'a> {
+/// The matrix input for `x`: quantized into `xq` (rotated first when the
+/// matrices reading it are stored rotated, `rotate`) when the model has
+/// quantized matrices (the loader guarantees their row length is a multiple of
+/// `QK`).
+fn input<'a>(
+    kern: &Kernels,
+    x: &'a [f32],
+    xq: &'a mut [BlockQ8_0],
+    quantize: bool,
+    rotate: bool,
+) -> Input<'a> {
     if quantize && x.len() % QK == 0 {
-        Input::quantized(x, xq)
+        Input::quantized_for(kern, x, xq, rotate)
     } else {
         Input::f32(x)
     }
@@ -173,9 +182,7 @@ pub fn forward(
     let first = window_start(hp, pos);
 
     // x = embedding row of the token.
-    model
-        .weights(model.tok_embeddings)
-        .row_to_f32(token as usize, &mut buf.x);
+    model.embed(token as usize, &mut buf.x);
 
     // RoPE table of this position: cos/sin computed once for all layers and heads.
     let (cos, sin) = buf.rope_cs.split_at_mut(buf.inv_freq.len());
@@ -184,7 +191,7 @@ pub fn forward(
     for (l, li) in model.layers.iter().enumerate() {
         // --- attention block ---
         (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(li.attn_norm), eps);
-        let xin = input(&buf.xn, &mut buf.xq, quant);
+        let xin = input(kern, &buf.xn, &mut buf.xq, quant, li.rotate_qkv);
         let qkv_w = [
             model.weights(li.wq),
             model.weights(li.wk),
@@ -224,7 +231,7 @@ pub fn forward(
                 out,
             );
         }
-        let ain = input(&buf.att_out, &mut buf.xq, quant);
+        let ain = input(kern, &buf.att_out, &mut buf.xq, quant, li.rotate_wo);
         model
             .weights(li.wo)
             .matvec_input_threaded(kern, &ain, &mut buf.proj, pool);
@@ -242,7 +249,7 @@ pub fn forward(
 
         // --- feed-forward block ---
         (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(li.ffn_norm), eps);
-        let xin = input(&buf.xn, &mut buf.xq, quant);
+        let xin = input(kern, &buf.xn, &mut buf.xq, quant, li.rotate_gate_up);
         let gate_up_w = [model.weights(li.w_gate), model.weights(li.w_up)];
         Weights::matvec_many_input_threaded(&gate_up_w, kern, &xin, &mut buf.gate_up, pool);
         let (gate, up) = buf.gate_up.split_at_mut(ffn);
@@ -257,7 +264,7 @@ pub fn forward(
             _ => (kern.silu_gate_f32)(gate, up),
         }
         let gate = &buf.gate_up[..ffn];
-        let gin = input(gate, &mut buf.xq, quant);
+        let gin = input(kern, gate, &mut buf.xq, quant, li.rotate_down);
         model
             .weights(li.w_down)
             .matvec_input_threaded(kern, &gin, &mut buf.proj[..dim], pool);
@@ -275,7 +282,7 @@ pub fn forward(
     }
 
     (kern.rmsnorm_f32)(&mut buf.xn, &buf.x, model.vector(model.norm), eps);
-    let xin = input(&buf.xn, &mut buf.xq, quant);
+    let xin = input(kern, &buf.xn, &mut buf.xq, quant, model.rotate_output);
     model
         .weights(model.output)
         .matvec_input_threaded(kern, &xin, &mut buf.logits, pool);

@@ -10,8 +10,8 @@ use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, DType, DirEntry, Header, HyperParams, Metadata, Section, DATA_ALIGNMENT, DIR_ENTRY_SIZE,
-    HEADER_SIZE, MAGIC, MAX_DIMS, MAX_TENSORS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR,
+    self, tensor_flags, DType, DirEntry, Header, HyperParams, Metadata, Section, DATA_ALIGNMENT,
+    DIR_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_DIMS, MAX_TENSORS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR,
 };
 use crate::tokenizer::TokenizerSpec;
 
@@ -27,6 +27,8 @@ pub struct TensorInfo {
     pub nbytes: u64,
     /// Stored CRC-32 of the bytes.
     pub checksum: u32,
+    /// Rows stored rotated (`format::tensor_flags::ROTATED`).
+    pub rotated: bool,
 }
 
 /// Everything in a file except the tensor bytes, validated.
@@ -325,8 +327,19 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
                 })
             }
         }
-        if e.reserved != 0 {
-            return Err(bad("reserved field is not zero".into()));
+        if e.flags & !tensor_flags::KNOWN != 0 {
+            return Err(bad(format!(
+                "unknown flag bits {:#x}",
+                e.flags & !tensor_flags::KNOWN
+            )));
+        }
+        let rotated = e.flags & tensor_flags::ROTATED != 0;
+        if rotated && (dtype.block_elems() == 1 || e.n_dims != 2) {
+            return Err(bad(format!(
+                "flagged as rotated, but it is a {}-D {} tensor (only block-quantized matrices can be)",
+                e.n_dims,
+                dtype.name()
+            )));
         }
         out.push(TensorInfo {
             name,
@@ -335,6 +348,7 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
             offset: e.offset,
             nbytes: e.nbytes,
             checksum: e.checksum,
+            rotated,
         });
     }
     // Overlaps: sort by offset and compare neighbours.

@@ -55,9 +55,33 @@ impl<'a> Input<'a> {
     /// Uses the process-wide kernel table's quantizer (every tier's is
     /// bit-identical to the scalar reference).
     pub fn quantized(x: &'a [f32], buf: &'a mut [BlockQ8_0]) -> Self {
+        Self::quantized_for(&ember_kernels::arch::kernels(), x, buf, false)
+    }
+    /// `quantized` with the kernels `k`, for matrices stored rotated when
+    /// `rotate` (the Q8_0 form then holds the rotated input; `x` is unchanged).
+    pub fn quantized_for(
+        k: &Kernels,
+        x: &'a [f32],
+        buf: &'a mut [BlockQ8_0],
+        rotate: bool,
+    ) -> Self {
         let q8 = &mut buf[..x.len() / QK];
-        (ember_kernels::arch::kernels().quantize_row_q8_0)(x, q8);
+        quantize_input(k, x, q8, rotate);
         Self { x, q8 }
+    }
+}
+
+/// Quantizes a matrix input `x` to Q8_0 (`x.len() == out.len() * QK`), each
+/// block rotated first when `rotate` (`format::tensor_flags::ROTATED`). The
+/// rotation works on one block at a time on the stack: nothing is allocated.
+pub(crate) fn quantize_input(k: &Kernels, x: &[f32], out: &mut [BlockQ8_0], rotate: bool) {
+    if !rotate {
+        return (k.quantize_row_q8_0)(x, out);
+    }
+    for (xs, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(1)) {
+        let mut block: [f32; QK] = xs.try_into().expect("a whole block");
+        ember_kernels::scalar::hadamard32_block(&mut block);
+        (k.quantize_row_q8_0)(&block, b);
     }
 }
 
@@ -343,6 +367,28 @@ impl Weights<'_> {
     }
 }
 
+/// Whether the block-quantized members of `group` (matrices reading one input)
+/// are rotated; they must agree, since they share one quantized input.
+fn group_rotation(tensors: &[TensorInfo], group: &[usize]) -> Result<bool> {
+    let mut blocks = group
+        .iter()
+        .map(|&i| &tensors[i])
+        .filter(|t| t.dtype.is_quantized());
+    let Some(first) = blocks.next() else {
+        return Ok(false);
+    };
+    match blocks.find(|t| t.rotated != first.rotated) {
+        None => Ok(first.rotated),
+        Some(other) => Err(Error::BadTensor {
+            name: other.name.clone(),
+            reason: format!(
+                "rotated is {} but {} (same input) has {}",
+                other.rotated, first.name, first.rotated
+            ),
+        }),
+    }
+}
+
 /// Smallest matrix (in stored bytes) whose matrix-vector product is split over
 /// the session's threads. A hand-off to a spinning worker costs ~0.2 us
 /// (`pool::overhead` test), so even SmolLM-135M's attention projections pay
@@ -369,6 +415,13 @@ pub(crate) struct LayerIndex {
     pub b_gate: Option<usize>,
     pub b_up: Option<usize>,
     pub b_down: Option<usize>,
+    /// Whether the block-quantized matrices reading each input are stored
+    /// rotated (`format::tensor_flags::ROTATED`), so that input must be rotated
+    /// before it is quantized: `wq`/`wk`/`wv`, `wo`, `w_gate`/`w_up`, `w_down`.
+    pub rotate_qkv: bool,
+    pub rotate_wo: bool,
+    pub rotate_gate_up: bool,
+    pub rotate_down: bool,
 }
 
 /// A validated model, ready for sessions.
@@ -381,6 +434,8 @@ pub struct Model {
     /// Output projection; the embeddings when tied.
     pub(crate) output: usize,
     pub(crate) layers: Vec<LayerIndex>,
+    /// Whether the output matrix is stored rotated (its input is rotated).
+    pub(crate) rotate_output: bool,
     /// Kernel table chosen at load (`ember_kernels::arch::kernels`).
     pub(crate) kernels: Kernels,
     /// Whether any matrix is stored in a quantized block type (the forward pass
@@ -426,26 +481,38 @@ impl Model {
                 .ok_or_else(|| Error::MissingTensor(name.into()))
         };
         let opt = |name: String| parsed.by_name.get(&name).copied();
+        let rotation = |group: &[usize]| group_rotation(&parsed.tensors, group);
         let mut layers = Vec::with_capacity(hp.n_layers as usize);
         for l in 0..hp.n_layers as usize {
             let n = |s: &str| names::layer(l, s);
+            let (wq, wk, wv) = (
+                idx(&n(names::WQ))?,
+                idx(&n(names::WK))?,
+                idx(&n(names::WV))?,
+            );
+            let (wo, w_down) = (idx(&n(names::WO))?, idx(&n(names::W_DOWN))?);
+            let (w_gate, w_up) = (idx(&n(names::W_GATE))?, idx(&n(names::W_UP))?);
             layers.push(LayerIndex {
                 attn_norm: idx(&n(names::ATTN_NORM))?,
-                wq: idx(&n(names::WQ))?,
-                wk: idx(&n(names::WK))?,
-                wv: idx(&n(names::WV))?,
-                wo: idx(&n(names::WO))?,
+                wq,
+                wk,
+                wv,
+                wo,
                 bq: opt(n(names::BQ)),
                 bk: opt(n(names::BK)),
                 bv: opt(n(names::BV)),
                 bo: opt(n(names::BO)),
                 ffn_norm: idx(&n(names::FFN_NORM))?,
-                w_gate: idx(&n(names::W_GATE))?,
-                w_up: idx(&n(names::W_UP))?,
-                w_down: idx(&n(names::W_DOWN))?,
+                w_gate,
+                w_up,
+                w_down,
                 b_gate: opt(n(names::B_GATE)),
                 b_up: opt(n(names::B_UP)),
                 b_down: opt(n(names::B_DOWN)),
+                rotate_qkv: rotation(&[wq, wk, wv])?,
+                rotate_wo: rotation(&[wo])?,
+                rotate_gate_up: rotation(&[w_gate, w_up])?,
+                rotate_down: rotation(&[w_down])?,
             });
         }
         let tok_embeddings = idx(names::TOK_EMBEDDINGS)?;
@@ -456,6 +523,7 @@ impl Model {
         };
         let norm = idx(names::NORM)?;
         let has_quantized = parsed.tensors.iter().any(|t| t.dtype.is_quantized());
+        let rotate_output = parsed.tensors[output].rotated;
         let model = Model {
             storage,
             parsed,
@@ -464,6 +532,7 @@ impl Model {
             norm,
             output,
             layers,
+            rotate_output,
             kernels: ember_kernels::arch::kernels(),
             has_quantized,
         };
@@ -557,6 +626,22 @@ impl Model {
     /// Typed view of tensor `i`. Infallible: every view was checked at load.
     pub fn weights(&self, i: usize) -> Weights<'_> {
         self.try_weights(i).expect("views are validated at load")
+    }
+
+    /// Row `r` of tensor `i` as f32 in the model's true basis: `row_to_f32`,
+    /// then rotated back when the tensor is stored rotated. Every reader of
+    /// weight values outside the matrix products (embedding lookup, training,
+    /// merging) goes through this.
+    pub fn row_to_f32(&self, i: usize, r: usize, out: &mut [f32]) {
+        self.weights(i).row_to_f32(r, out);
+        if self.parsed.tensors[i].rotated {
+            ember_kernels::scalar::hadamard32(out);
+        }
+    }
+
+    /// The embedding of `token` into `out` (`out.len() == dim`).
+    pub(crate) fn embed(&self, token: usize, out: &mut [f32]) {
+        self.row_to_f32(self.tok_embeddings, token, out);
     }
 
     /// Typed view of an f32 vector tensor (norm weights, biases; f32 by contract).

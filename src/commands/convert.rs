@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use ember_converter::writer::Rotation;
 use ember_converter::{ConvertOptions, DTypeChoice};
 use ember_runtime::format::DType;
 
@@ -43,6 +44,13 @@ pub struct Args {
     /// Smoothing strength in 0..=1 (0: importance weighting only).
     #[arg(long, default_value_t = 0.5, requires = "calibrate")]
     smooth_alpha: f32,
+    /// Store quantized matrices unrotated, copying GGUF Q8_0 / Q4_0 / IQ4_NL
+    /// blocks of the stored type bit for bit. By default each 32-value block
+    /// of their rows is rotated by a Hadamard transform (and their inputs with
+    /// it at run time), which makes the 8-bit activations far more precise
+    /// (FORMAT.md, "Rotated matrices"); GGUF blocks are then re-quantized.
+    #[arg(long)]
+    no_rotate: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -79,6 +87,11 @@ pub fn run(args: Args) -> CliResult {
         progress: !args.json,
         interrupt: Some(&interrupt),
         calibrate,
+        rotation: if args.no_rotate {
+            Rotation::None
+        } else {
+            Rotation::All
+        },
     };
     let s = ember_converter::convert(&args.input, &args.output, &opts)?;
     let w = &s.write;
@@ -93,6 +106,7 @@ pub fn run(args: Args) -> CliResult {
             "dtypes": w.dtype_counts.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
             "source_dtypes": w.source_dtype_counts.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
             "raw_copies": w.raw_copies,
+            "rotated": w.rotated,
             "calibration_tokens": s.calibration.map(|c| c.0),
             "smoothed_matrices": s.calibration.map(|c| c.1),
             "seconds": w.elapsed.as_secs_f64(),
@@ -117,6 +131,9 @@ pub fn run(args: Args) -> CliResult {
         }
         if w.raw_copies > 0 {
             eprintln!("  {} quantized tensors copied bit for bit", w.raw_copies);
+        }
+        if w.rotated > 0 {
+            eprintln!("  {} quantized matrices stored rotated", w.rotated);
         }
         eprintln!(
             "  {} tensors, {:.1} M parameters, {} written to {} in {:.1} s",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ember_converter::writer::WriteOptions;
+use ember_converter::writer::{Rotation, WriteOptions};
 use ember_converter::DTypeChoice;
 use ember_runtime::format::DType;
 use ember_runtime::lora::LoraAdapter;
@@ -89,6 +89,7 @@ pub fn run(args: Args) -> CliResult {
         progress: !args.json,
         interrupt: Some(&interrupt),
         importance: None,
+        rotation: Rotation::FollowCopies,
     };
     let note = args.lora.display().to_string();
     let w = ember_train::merge::merge(

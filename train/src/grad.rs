@@ -20,7 +20,7 @@
 //! come from `std` rather than `libm`.
 //!
 //! **Frozen weights in their stored type.** `W x` and `W^T dy` read one weight
-//! row at a time (`Weights::row_to_f32`: a copy, a widening or a dequantisation of
+//! row at a time (`Matrix::row_to_f32`: a copy, a widening or a dequantisation of
 //! that row) and apply it to all `T` positions before reading the next, so no
 //! full-precision matrix is ever materialised and each row is decoded once per
 //! product.
@@ -60,16 +60,16 @@ pub const HEAD_CHUNK: usize = 32;
 pub struct BaseLayer<'m> {
     pub attn_norm: &'m [f32],
     pub ffn_norm: &'m [f32],
-    pub w: [Weights<'m>; 7],
+    pub w: [Matrix<'m>; 7],
     pub bias: [Option<&'m [f32]>; 7],
 }
 
 /// The frozen base model as the training pass reads it.
 pub struct Base<'m> {
     pub hp: HyperParams,
-    pub embed: Weights<'m>,
+    pub embed: Matrix<'m>,
     /// Output projection (the embeddings when tied).
-    pub output: Weights<'m>,
+    pub output: Matrix<'m>,
     pub norm: &'m [f32],
     pub layers: Vec<BaseLayer<'m>>,
     /// `rope_dim / 2` inverse frequencies, scaled, as inference uses them.
@@ -92,10 +92,37 @@ fn vector<'m>(model: &'m Model, name: &str) -> Result<&'m [f32]> {
     }
 }
 
-fn matrix<'m>(model: &'m Model, name: &str) -> Result<Weights<'m>> {
-    model
-        .weights_by_name(name)
-        .ok_or_else(|| TrainError::Config(format!("the model has no tensor {name}")))
+/// A matrix of the frozen base: its stored view, and whether its rows are
+/// stored rotated (`ember_runtime::format::tensor_flags::ROTATED`: decoded
+/// rows are rotated back before use, so training sees the true weights).
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix<'m> {
+    pub w: Weights<'m>,
+    pub rotated: bool,
+}
+
+impl Matrix<'_> {
+    /// Row `r` (`out.len()` wide) as f32, in the true basis.
+    fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        self.w.row_to_f32(r, out);
+        if self.rotated {
+            ember_kernels::scalar::hadamard32(out);
+        }
+    }
+}
+
+fn matrix<'m>(model: &'m Model, name: &str) -> Result<Matrix<'m>> {
+    let missing = || TrainError::Config(format!("the model has no tensor {name}"));
+    let i = model
+        .file()
+        .by_name
+        .get(name)
+        .copied()
+        .ok_or_else(missing)?;
+    Ok(Matrix {
+        w: model.weights(i),
+        rotated: model.tensors()[i].rotated,
+    })
 }
 
 impl<'m> Base<'m> {
@@ -409,7 +436,7 @@ struct Rows<'a, F> {
 
 impl<F: Float> Rows<'_, F> {
     /// Rows `r0..r0 + n` of `w` (`cols` wide) as `F`, row-major.
-    fn get_block(&mut self, w: &Weights, r0: usize, n: usize, cols: usize) -> &[F] {
+    fn get_block(&mut self, w: &Matrix, r0: usize, n: usize, cols: usize) -> &[F] {
         for i in 0..n {
             w.row_to_f32(r0 + i, &mut self.row32[i * cols..(i + 1) * cols]);
         }
@@ -423,7 +450,7 @@ impl<F: Float> Rows<'_, F> {
     }
 
     /// Row `r` of `w` (`cols` wide) as `F`.
-    fn get(&mut self, w: &Weights, r: usize, cols: usize) -> &[F] {
+    fn get(&mut self, w: &Matrix, r: usize, cols: usize) -> &[F] {
         self.get_block(w, r, 1, cols)
     }
 
@@ -439,7 +466,7 @@ impl<F: Float> Rows<'_, F> {
 /// input row, so the result does not depend on the blocking.
 #[allow(clippy::too_many_arguments)]
 fn linear_fwd<F: Float>(
-    w: &Weights,
+    w: &Matrix,
     bias: Option<&[f32]>,
     x: &[F],
     t_len: usize,
@@ -473,7 +500,7 @@ fn linear_fwd<F: Float>(
 /// `dx[t] += W^T dy[t]` for `W: [out, inp]`, `dy: [T, out]`, `dx: [T, inp]`.
 /// Each `dx[t][c]` sums over rows in row order (independent of the blocking).
 fn linear_bwd<F: Float>(
-    w: &Weights,
+    w: &Matrix,
     dy: &[F],
     t_len: usize,
     inp: usize,

@@ -70,7 +70,9 @@ impl TensorSource for MergedSource {
         let rows = w.len() / cols.max(1);
         let mut out = vec![0.0f32; rows * cols];
         for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-            w.row_to_f32(r, row);
+            // In the true basis: a rotated matrix is rotated back here, and the
+            // writer decides the new file's orientation.
+            self.model.row_to_f32(self.index, r, row);
         }
         if let Some(d) = &self.delta {
             let p = d.adapter.layers[d.layer]
@@ -90,11 +92,44 @@ impl TensorSource for MergedSource {
         Ok(out)
     }
 
-    /// Unchanged tensors kept in their dtype are copied bit for bit.
+    /// Unchanged tensors kept in their dtype are copied bit for bit (the
+    /// writer asks for block types in plain row order and interleaves them
+    /// again, so row-interleaved tensors are handed over de-interleaved).
     fn raw_as(&self, dtype: DType) -> Option<ember_converter::Result<Vec<u8>>> {
-        (self.delta.is_none() && dtype == self.stored())
-            .then(|| Ok(self.model.tensor_bytes(self.index).to_vec()))
+        self.has_raw(dtype).then(|| {
+            let bytes = self.model.tensor_bytes(self.index);
+            let stored = self.stored();
+            if !stored.is_tiled() {
+                return Ok(bytes.to_vec());
+            }
+            let cols = *self.model.tensors()[self.index].shape.last().unwrap_or(&1) as usize;
+            Ok(untile(
+                bytes,
+                stored.block_bytes(),
+                cols / stored.block_elems(),
+            ))
+        })
     }
+
+    fn has_raw(&self, dtype: DType) -> bool {
+        self.delta.is_none() && dtype == self.stored().untiled()
+    }
+
+    /// Copied bytes keep the source's orientation.
+    fn raw_rotated(&self) -> bool {
+        self.model.tensors()[self.index].rotated
+    }
+}
+
+/// The blocks of a row-interleaved matrix (`block` bytes each, `nb` per row)
+/// in plain row-major order.
+fn untile(bytes: &[u8], block: usize, nb: usize) -> Vec<u8> {
+    let mut out = vec![0u8; bytes.len()];
+    for (i, o) in out.chunks_exact_mut(block).enumerate() {
+        let j = ember_kernels::blocks::tiled_index(i / nb, i % nb, nb);
+        o.copy_from_slice(&bytes[j * block..(j + 1) * block]);
+    }
+    out
 }
 
 /// Writes `model` with `adapter` merged in at `adapter.scale() * scale` to `out`

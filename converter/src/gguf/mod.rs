@@ -591,13 +591,15 @@ impl TensorSource for GgufTensorSource {
     /// scale, then the quants; rows of `ne[0] / 32` blocks, row-major), so they
     /// are copied as stored.
     fn raw_as(&self, dtype: DType) -> Option<Result<Vec<u8>>> {
-        match (self.info.ggml_type, dtype) {
+        self.has_raw(dtype)
+            .then(|| reader::read_range(self.src.as_ref(), &self.info))
+    }
+    fn has_raw(&self, dtype: DType) -> bool {
+        matches!(
+            (self.info.ggml_type, dtype),
             (GgmlType::Q8_0, DType::Q8_0)
-            | (GgmlType::Q4_0, DType::Q4_0)
-            | (GgmlType::Iq4Nl, DType::Iq4Nl) => {
-                Some(reader::read_range(self.src.as_ref(), &self.info))
-            }
-            _ => None,
-        }
+                | (GgmlType::Q4_0, DType::Q4_0)
+                | (GgmlType::Iq4Nl, DType::Iq4Nl)
+        )
     }
 }

@@ -12,6 +12,7 @@ mod matvec;
 mod norm;
 mod quant;
 mod rope;
+mod rotate;
 mod softmax;
 
 pub use activation::*;
@@ -22,4 +23,5 @@ pub use matvec::*;
 pub use norm::*;
 pub use quant::*;
 pub use rope::*;
+pub use rotate::*;
 pub use softmax::*;

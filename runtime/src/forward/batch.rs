@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
 use crate::lora::{lora_hook, LoraTarget};
-use crate::model::{Input, Model, Weights};
+use crate::model::{quantize_input, Input, Model, Weights};
 use crate::pool::Pool;
 use crate::session::arena::{Alloc, Slab};
 
@@ -127,18 +127,23 @@ impl<'a> BatchBuffers<'a> {
     }
 }
 
-/// Quantizes the `n` rows of `x` (`[n, cols]`) into `xq` when the model has
-/// quantized matrices and the rows are whole blocks; returns whether it did.
-/// One quantization serves every matrix that reads this input.
-fn quantize_rows(model: &Model, x: &[f32], xq: &mut [BlockQ8_0], quant: bool, n: usize) -> bool {
+/// Quantizes the `n` rows of `x` (`[n, cols]`) into `xq` (each block rotated
+/// first when the matrices reading it are stored rotated, `rotate`) when the
+/// model has quantized matrices and the rows are whole blocks; returns whether
+/// it did. One quantization serves every matrix that reads this input.
+fn quantize_rows(
+    model: &Model,
+    x: &[f32],
+    xq: &mut [BlockQ8_0],
+    quant: bool,
+    rotate: bool,
+    n: usize,
+) -> bool {
     let cols = x.len() / n;
     if !(quant && cols % QK == 0) {
         return false;
     }
-    let blocks = cols / QK;
-    for (xr, qr) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks)) {
-        (model.kernels.quantize_row_q8_0)(xr, qr);
-    }
+    quantize_input(&model.kernels, x, &mut xq[..n * cols / QK], rotate);
     true
 }
 
@@ -286,9 +291,7 @@ pub fn forward_batch(
 
     let x = &mut bb.x[..n * dim];
     for (&tok, xr) in tokens.iter().zip(x.chunks_exact_mut(dim)) {
-        model
-            .weights(model.tok_embeddings)
-            .row_to_f32(tok as usize, xr);
+        model.embed(tok as usize, xr);
     }
 
     for (l, li) in model.layers.iter().enumerate() {
@@ -303,7 +306,7 @@ pub fn forward_batch(
             &mut bb.k[..n * kv_dim],
             &mut bb.v[..n * kv_dim],
         );
-        let qd = quantize_rows(model, xn, &mut bb.xq, quant, n);
+        let qd = quantize_rows(model, xn, &mut bb.xq, quant, li.rotate_qkv, n);
         project(model, model.weights(li.wq), xn, &bb.xq, qd, n, q, pool);
         lora_rows(buf, l, LoraTarget::Q, xn, q, n);
         // The quantized input is reused by the K and V products.
@@ -337,7 +340,7 @@ pub fn forward_batch(
         kv.flush();
         attend_batch(model, bb, kv, pool, l, n, pos, scale);
         let (att, proj) = (&bb.att[..n * q_dim], &mut bb.proj[..n * dim]);
-        let qd = quantize_rows(model, att, &mut bb.xq, quant, n);
+        let qd = quantize_rows(model, att, &mut bb.xq, quant, li.rotate_wo, n);
         project(model, model.weights(li.wo), att, &bb.xq, qd, n, proj, pool);
         lora_rows(buf, l, LoraTarget::O, att, proj, n);
         let x = &mut bb.x[..n * dim];
@@ -355,7 +358,7 @@ pub fn forward_batch(
         }
         let xn = &bb.xn[..n * dim];
         let (gate, up) = (&mut bb.gate[..n * ffn], &mut bb.up[..n * ffn]);
-        let qd = quantize_rows(model, xn, &mut bb.xq, quant, n);
+        let qd = quantize_rows(model, xn, &mut bb.xq, quant, li.rotate_gate_up, n);
         project(
             model,
             model.weights(li.w_gate),
@@ -381,7 +384,7 @@ pub fn forward_batch(
         }
         let gate = &bb.gate[..n * ffn];
         let proj = &mut bb.proj[..n * dim];
-        let qd = quantize_rows(model, gate, &mut bb.xq, quant, n);
+        let qd = quantize_rows(model, gate, &mut bb.xq, quant, li.rotate_down, n);
         project(
             model,
             model.weights(li.w_down),
@@ -405,7 +408,7 @@ pub fn forward_batch(
     // Logits of the last token only (the others are never read).
     let last = &bb.x[(n - 1) * dim..n * dim];
     (kern.rmsnorm_f32)(&mut buf.xn, last, model.vector(model.norm), eps);
-    let xin = input(&buf.xn, &mut buf.xq, quant);
+    let xin = input(kern, &buf.xn, &mut buf.xq, quant, model.rotate_output);
     model
         .weights(model.output)
         .matvec_input_threaded(kern, &xin, &mut buf.logits, pool);
