@@ -139,7 +139,10 @@ impl Weights<'_> {
             Self::Iq4NlX4(w) => ember_kernels::scalar::dequantize_tiled_row_iq4_nl(w, r, out),
         }
     }
-    /// `out = W x` for `W: [out.len(), x.len()]` with the process-wide kernels.
+    /// `out = W x` for `W: [out.len(), x.len()]` with the process-wide kernels,
+    /// as stored: for a matrix flagged rotated (`TensorInfo::rotated`) this is
+    /// the product with the rotated rows, so `x` must be rotated by the caller
+    /// (`ember_kernels::scalar::hadamard32`); the forward pass does this itself.
     /// Quantized matrices quantize `x` into a temporary (allocates); the forward
     /// pass uses `matvec_input` with a preallocated quantized input instead.
     pub fn matvec(&self, x: &[f32], out: &mut [f32]) {
