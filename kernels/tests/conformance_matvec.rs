@@ -162,7 +162,7 @@ fn float_case(tiers: &[Kernels], w: &[f32], x: &[f32], rows: usize) {
         );
     }
     let counts: &[usize] = if AWKWARD.contains(&n) || n % 8 == 3 {
-        &[1, 2, 3, 4, 5, 32]
+        &[1, 2, 3, 4, 5, 8, 9, 17, 32]
     } else {
         &[1, 2, 3, 4, 5]
     };
