@@ -13,15 +13,21 @@
 //! weight type is made unsigned once per tile by an offset (`Q8_0` and the
 //! `IQ4_NL` codebook values + 128, `Q4_0` nibbles as stored, i.e. value + 8),
 //! and the offset's share, `OFFSET * sum(activation quants)`, is subtracted
-//! per (token, block); it is computed once per call. Two rows fill one 512-bit
-//! register; each activation block is broadcast to both halves.
+//! per (token, block); it is computed once per call.
 //!
-//! Register block: one tile (4 rows) x 4 tokens, the 16 dot products in one
-//! 512-bit accumulator whose lanes are in the order the reduction tree leaves
-//! them (`ROW_OF_LANE`, `TOKEN_OF_LANE`); the per-block scales are spread to
-//! the same order, and the sums are reordered only when stored. A last quad of
-//! fewer than 4 tokens repeats its last token in the unused lanes (each lane is
-//! independent) and stores only the real ones.
+//! Register block: one tile (4 rows) x 4 tokens in one 512-bit accumulator,
+//! lane `4 * row + token`, and all token quads of a 32-token chunk at once
+//! (up to 8 accumulators), so each tile is prepared once per chunk. The
+//! block's eight four-byte groups go through `vpdpbusd` one at a time: row
+//! `r`'s group `j` spread over the row's 128-bit lane (one permute per tile
+//! and group) times the four tokens' group `j` (a 16-byte broadcast load from
+//! the chunk's transposed activation terms), so the sums build up in their
+//! lanes with no horizontal reduction: 8 `vpdpbusd` per tile, quad and block.
+//! A first version (two rows per register, each activation block broadcast
+//! to both halves, a shuffle tree per block) ran 1.4-2x slower
+//! (`benches/RESULTS.md`, session 9). A last quad of fewer than 4 tokens
+//! repeats its last token in the unused lanes (each lane is independent) and
+//! stores only the real ones.
 //!
 //! Value domains: weight quants may use the full i8 range; activation quants
 //! must be in -127..=127 (`scalar::quantize_row_q8_0`), as for every tier.
@@ -35,40 +41,21 @@ use crate::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0, IQ4_NL_VALUES, QK, TILE_RO
 const _: () = assert!(QK == 32, "one block per 256-bit half");
 const _: () = assert!(TILE_ROWS == 4, "two rows per 512-bit register");
 
-/// How far ahead (bytes) the first token quad of a tile group prefetches the
-/// weight stream (as the AVX2 kernel).
+/// How far ahead (bytes) the weight stream is prefetched when there is no
+/// next tile group to request (the last group of a column chunk).
 const PREFETCH_AHEAD: usize = 1024;
-/// Tokens per accumulator.
+/// Tokens per accumulator (lane `4 * row + token`).
 const TOKENS: usize = 4;
-/// Tokens and blocks per chunk of precomputed activation terms (as AVX2's).
+/// Tokens and blocks per chunk of precomputed activation terms. 8 token
+/// quads x 32 blocks x 160 bytes = 40 KiB of stack, read once per tile group
+/// from L1. A matrix wider than `CHUNK_BLOCKS` blocks is swept in column
+/// chunks; the running sums are kept in `out` between chunks (an exact f32
+/// store and reload, so the summation order does not change).
 const CHUNK_TOKENS: usize = 32;
-const CHUNK_BLOCKS: usize = 64;
-/// Token quads x blocks of one chunk's activation terms: 512 entries of two
-/// 64-byte vectors, 64 KiB of stack like the AVX2 kernel's.
-const QUADS: usize = CHUNK_TOKENS / TOKENS * CHUNK_BLOCKS;
-
-/// Tile row of accumulator lane `i`: the reduction tree (`reduce`) leaves
-/// rows `[0, 2, 0, 2]` in 128-bit lanes 0 and 2, `[1, 3, 1, 3]` in 1 and 3.
-const ROW_OF_LANE: [usize; 16] = {
-    let mut m = [0; 16];
-    let mut i = 0;
-    while i < 16 {
-        m[i] = (i / 4) % 2 + 2 * (i % 2);
-        i += 1;
-    }
-    m
-};
-/// Token (within the quad) of accumulator lane `i`: tokens `[0, 0, 1, 1]`
-/// in 128-bit lanes 0 and 1, `[2, 2, 3, 3]` in 2 and 3.
-const TOKEN_OF_LANE: [usize; 16] = {
-    let mut m = [0; 16];
-    let mut i = 0;
-    while i < 16 {
-        m[i] = 2 * (i / 8) + (i % 4) / 2;
-        i += 1;
-    }
-    m
-};
+const QUADS: usize = CHUNK_TOKENS / TOKENS;
+const CHUNK_BLOCKS: usize = 32;
+/// Four-byte groups per 32-element block (one `vpdpbusd` step each).
+const GROUPS: usize = QK / 4;
 
 /// Prefetches the cache lines of `[p + PREFETCH_AHEAD, p + PREFETCH_AHEAD + span]`.
 /// Prefetches never fault; the pointer is only formed, never dereferenced.
@@ -216,24 +203,18 @@ pub(super) fn matmul_iq4_nlx4_q8_0(w: &[BlockIq4Nl], a: &[BlockQ8_0], n: usize, 
     unsafe { matmul_x4(w, a, n, out) }
 }
 
-/// Per-(token quad, block) activation terms of one chunk, indexed
-/// `k * quads + q`, spread to the accumulator's lane order
-/// (`TOKEN_OF_LANE`). Left uninitialised; the entries of every quad and
-/// block of the chunk are written before any is read.
-struct ActTerms {
+/// One token quad's terms of one activation block, each a 128-bit pattern
+/// `[token 0, 1, 2, 3]` that is broadcast to the four 128-bit lanes (one per
+/// tile row) of an accumulator.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct QuadTerms {
+    /// Four-byte group `j` of the four tokens' quants, for `j` in `0..8`.
+    groups: [[i32; TOKENS]; GROUPS],
     /// The blocks' scales as f32.
-    d: [MaybeUninit<__m512>; QUADS],
+    d: [f32; TOKENS],
     /// `OFFSET * sum(quants)` (at most 128 * 32 * 127).
-    off: [MaybeUninit<__m512i>; QUADS],
-}
-
-/// An activation block's scale (f16 to f32 exactly) and quant sum.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn act_terms(b: &BlockQ8_0) -> (f32, i32) {
-    let bits = _mm_cvtsi32_si128(u16::from_le_bytes(b.d) as i32);
-    let d = _mm_cvtss_f32(_mm_cvtph_ps(bits));
-    (d, b.qs.iter().map(|&q| q as i8 as i32).sum())
+    off: [i32; TOKENS],
 }
 
 /// # Safety
@@ -247,10 +228,9 @@ unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, out: &mut [
         out.fill(0.0);
         return;
     }
-    let mut terms = ActTerms {
-        d: [MaybeUninit::uninit(); QUADS],
-        off: [MaybeUninit::uninit(); QUADS],
-    };
+    // Entry `k * quads + q`: block `k` of the chunk, token quad `q`. Left
+    // uninitialised; every entry of the chunk is written before any is read.
+    let mut terms = [MaybeUninit::<QuadTerms>::uninit(); QUADS * CHUNK_BLOCKS];
     for t0 in (0..n).step_by(CHUNK_TOKENS) {
         let nt = CHUNK_TOKENS.min(n - t0);
         let quads = nt.div_ceil(TOKENS);
@@ -259,137 +239,127 @@ unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, out: &mut [
             for k in 0..kc {
                 for q in 0..quads {
                     // Tokens past the chunk repeat its last one.
-                    let tok = |u: usize| (TOKENS * q + u).min(nt - 1);
-                    let per: [(f32, i32); TOKENS] =
-                        core::array::from_fn(|u| act_terms(&a[(t0 + tok(u)) * nb + k0 + k]));
-                    let d: [f32; 16] = core::array::from_fn(|i| per[TOKEN_OF_LANE[i]].0);
-                    let off: [i32; 16] =
-                        core::array::from_fn(|i| K::OFFSET * per[TOKEN_OF_LANE[i]].1);
-                    // SAFETY: both arrays are 16 lanes; unaligned loads.
-                    unsafe {
-                        terms.d[k * quads + q].write(_mm512_loadu_ps(d.as_ptr()));
-                        terms.off[k * quads + q].write(_mm512_loadu_si512(off.as_ptr().cast()));
+                    let blk = |u: usize| &a[(t0 + (TOKENS * q + u).min(nt - 1)) * nb + k0 + k];
+                    let b: [&BlockQ8_0; TOKENS] = core::array::from_fn(blk);
+                    let mut e = QuadTerms {
+                        groups: [[0; TOKENS]; GROUPS],
+                        d: [0.0; TOKENS],
+                        off: [0; TOKENS],
+                    };
+                    for (u, b) in b.iter().enumerate() {
+                        for (j, g) in e.groups.iter_mut().enumerate() {
+                            g[u] = i32::from_le_bytes(core::array::from_fn(|i| b.qs[4 * j + i]));
+                        }
+                        let (d, sum) = act_terms(b);
+                        e.d[u] = d;
+                        e.off[u] = K::OFFSET * sum;
                     }
+                    terms[k * quads + q].write(e);
                 }
             }
-            // Group-major: a group's tiles stay in L1 while every token quad
-            // of the chunk reads them.
-            for g in 0..rows / TILE_ROWS {
+            let groups = rows / TILE_ROWS;
+            for g in 0..groups {
                 let tiles = &w[(g * nb + k0) * TILE_ROWS..(g * nb + k0 + kc) * TILE_ROWS];
-                for q in 0..quads {
-                    let tok = |u: usize| (TOKENS * q + u).min(nt - 1);
-                    let acts: [&[BlockQ8_0]; TOKENS] = core::array::from_fn(|u| {
-                        let s = (t0 + tok(u)) * nb + k0;
-                        &a[s..s + kc]
-                    });
-                    let real = (nt - TOKENS * q).min(TOKENS);
-                    let dst: [usize; TOKENS] =
-                        core::array::from_fn(|u| (t0 + tok(u)) * rows + g * TILE_ROWS);
-                    // Quad 0 streams the group's tiles in; quad 1 requests
-                    // the next group's, a whole quad ahead of their use.
-                    let fetch = match q {
-                        0 => Fetch::Ahead,
-                        1 if g + 1 < rows / TILE_ROWS => {
-                            Fetch::Next(tiles.as_ptr().wrapping_add(nb * TILE_ROWS))
+                // The next group's tiles of this chunk (a whole group's work
+                // ahead), or the stream itself past the last group.
+                let next = (g + 1 < groups).then(|| tiles.as_ptr().wrapping_add(nb * TILE_ROWS));
+                let dst =
+                    |q: usize, u: usize| (t0 + (TOKENS * q + u).min(nt - 1)) * rows + g * TILE_ROWS;
+                let real = |q: usize| (nt - TOKENS * q).min(TOKENS);
+                macro_rules! run {
+                    ($($q:literal)*) => {
+                        match quads {
+                            $($q => {
+                                // SAFETY: the terms of `quads` quads and `kc`
+                                // blocks were written above; AVX-512 enabled.
+                                unsafe {
+                                    group::<K, $q>(tiles, &terms, kc, next, k0 > 0, &dst, &real, out)
+                                }
+                            })*
+                            _ => unreachable!("1..=8 token quads"),
                         }
-                        _ => Fetch::None,
-                    };
-                    // SAFETY: AVX-512 tier enabled here; shapes as documented.
-                    unsafe {
-                        quad::<K>(
-                            tiles,
-                            acts,
-                            &terms,
-                            (q, quads, kc),
-                            k0 > 0,
-                            fetch,
-                            dst,
-                            real,
-                            out,
-                        )
                     };
                 }
+                run!(1 2 3 4 5 6 7 8);
             }
         }
     }
 }
 
-/// Which weights a token quad prefetches while it runs.
-#[derive(Clone, Copy)]
-enum Fetch<K> {
-    /// Nothing (its tiles are in L1).
-    None,
-    /// Its own stream, `PREFETCH_AHEAD` bytes ahead (the first quad of a group).
-    Ahead,
-    /// The next group's tiles of the same column chunk, starting here (the
-    /// second quad): latency on this stream is what limited two threads,
-    /// which each read the whole matrix once per call (`benches/RESULTS.md`,
-    /// session 9). Only formed into prefetch addresses, never dereferenced.
-    Next(*const K),
-}
-
-/// Sum of the eight i32 lanes per row of four tokens' block products into
-/// the accumulator lane order: `x[u]` holds rows 0 and 1 of token `u` (eight
-/// lanes each), `y[u]` rows 2 and 3.
+/// An activation block's scale (f16 to f32 exactly) and quant sum.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn reduce(x: [__m512i; TOKENS], y: [__m512i; TOKENS]) -> __m512i {
-    // Per token: [r0 r2 r0 r2 | ...] partial sums, four per row.
-    let s: [__m512i; TOKENS] = core::array::from_fn(|u| {
-        _mm512_add_epi32(
-            _mm512_unpacklo_epi32(x[u], y[u]),
-            _mm512_unpackhi_epi32(x[u], y[u]),
-        )
-    });
-    // Per token pair: two partial sums per (row, token).
-    let pair = |a: __m512i, b: __m512i| {
-        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
-    };
-    let (t01, t23) = (pair(s[0], s[1]), pair(s[2], s[3]));
-    _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0b10_00_10_00>(t01, t23),
-        _mm512_shuffle_i32x4::<0b11_01_11_01>(t01, t23),
-    )
+#[target_feature(enable = "avx2,f16c")]
+fn act_terms(b: &BlockQ8_0) -> (f32, i32) {
+    let bits = _mm_cvtsi32_si128(u16::from_le_bytes(b.d) as i32);
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(bits));
+    (d, b.qs.iter().map(|&q| q as i8 as i32).sum())
 }
 
-/// One tile group (4 rows) times one token quad over one column chunk (`kc`
-/// tiles of `tiles`; `acts[u]` the chunk's blocks of token `u`, whose terms
-/// are at `terms[k * quads + q]`). Adds to the running sums at
-/// `out[dst[u]..][..4]` when `resume`, else starts from zero; stores the first
-/// `real` tokens; prefetches as `fetch` says.
+/// One tile group (4 rows) times `Q` token quads over one column chunk (`kc`
+/// tiles of `tiles`, terms `terms[k * Q + q]`). Accumulator lane `4 * r + u`
+/// holds row `r` and token `u` of its quad: per four-byte group `j` of a
+/// block, `vpdpbusd` multiplies row `r`'s group `j` (spread to the row's
+/// 128-bit lane by one permute per tile) with the four tokens' group `j`
+/// (one broadcast load), so the block's integer sums build up lane by lane
+/// with no horizontal reduction. Adds to the running sums at
+/// `out[dst(q, u)..][..4]` when `resume`; stores the first `real(q)` tokens of
+/// each quad.
 ///
 /// # Safety
-/// The CPU has the AVX-512 tier's features; `tiles.len() >= kc * TILE_ROWS`,
-/// every `acts[u].len() >= kc`, and the terms of quad `q` and blocks `0..kc`
-/// are written.
+/// The CPU has the AVX-512 tier's features; `tiles.len() >= kc * TILE_ROWS`;
+/// the terms of `Q` quads and blocks `0..kc` are written.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn quad<K: TileKind>(
+unsafe fn group<K: TileKind, const Q: usize>(
     tiles: &[K],
-    acts: [&[BlockQ8_0]; TOKENS],
-    terms: &ActTerms,
-    (q, quads, kc): (usize, usize, usize),
+    terms: &[MaybeUninit<QuadTerms>],
+    kc: usize,
+    next: Option<*const K>,
     resume: bool,
-    fetch: Fetch<K>,
-    dst: [usize; TOKENS],
-    real: usize,
+    dst: &dyn Fn(usize, usize) -> usize,
+    real: &dyn Fn(usize) -> usize,
     out: &mut [f32],
 ) {
-    let mut lanes = [0.0f32; 16];
+    let mut acc = [_mm512_setzero_ps(); Q];
     if resume {
-        for (i, l) in lanes.iter_mut().enumerate() {
-            *l = out[dst[TOKEN_OF_LANE[i]] + ROW_OF_LANE[i]];
+        for (q, acc) in acc.iter_mut().enumerate() {
+            let mut lanes = [0.0f32; 16];
+            for (i, l) in lanes.iter_mut().enumerate() {
+                *l = out[dst(q, i % TOKENS) + i / TOKENS];
+            }
+            // SAFETY: `lanes` is 16 f32; unaligned load.
+            *acc = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
         }
     }
-    // SAFETY: `lanes` is 16 f32; unaligned load.
-    let mut acc = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
-    let row_idx = _mm512_set_epi32(3, 1, 3, 1, 2, 0, 2, 0, 3, 1, 3, 1, 2, 0, 2, 0);
+    // Row `r`'s four-byte group `j` in 128-bit lane `r`: dword `8 r + j` of
+    // `[rows 0, 1 | rows 2, 3]`.
+    let idx: [__m512i; GROUPS] = core::array::from_fn(|j| {
+        let j = j as i32;
+        _mm512_set_epi32(
+            24 + j,
+            24 + j,
+            24 + j,
+            24 + j,
+            16 + j,
+            16 + j,
+            16 + j,
+            16 + j,
+            8 + j,
+            8 + j,
+            8 + j,
+            8 + j,
+            j,
+            j,
+            j,
+            j,
+        )
+    });
+    let zero = _mm512_setzero_si512();
     for (k, tile) in tiles.chunks_exact(TILE_ROWS).enumerate().take(kc) {
-        match fetch {
-            Fetch::None => {}
-            Fetch::Ahead => prefetch_ahead(tile.as_ptr(), K::TILE_BYTES / 64 * 64),
-            Fetch::Next(p) => prefetch_lines(p.wrapping_add(k * TILE_ROWS), K::TILE_BYTES),
+        match next {
+            Some(p) => prefetch_lines(p.wrapping_add(k * TILE_ROWS), K::TILE_BYTES),
+            None => prefetch_ahead(tile.as_ptr(), K::TILE_BYTES / 64 * 64),
         }
         let b = K::scale_bits(tile);
         let dw = _mm_cvtph_ps(_mm_set_epi16(
@@ -402,29 +372,44 @@ unsafe fn quad<K: TileKind>(
             b[1] as i16,
             b[0] as i16,
         ));
-        let dw = _mm512_permutexvar_ps(row_idx, _mm512_castps128_ps512(dw));
+        // Lane `4 r + u`: row `r`'s scale.
+        let dw = _mm512_permutexvar_ps(
+            _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+            _mm512_castps128_ps512(dw),
+        );
         // SAFETY: the caller's features; `tile` has `TILE_ROWS` blocks.
         let [w01, w23] = unsafe { K::prep(tile) };
-        let av: [__m512i; TOKENS] = core::array::from_fn(|u| {
-            // SAFETY: `qs` is 32 bytes; unaligned load.
-            let v = unsafe { _mm256_loadu_si256(acts[u][k].qs.as_ptr() as *const __m256i) };
-            _mm512_broadcast_i64x4(v)
-        });
-        let zero = _mm512_setzero_si512();
-        let x = av.map(|v| _mm512_dpbusd_epi32(zero, w01, v));
-        let y = av.map(|v| _mm512_dpbusd_epi32(zero, w23, v));
-        let at = k * quads + q;
-        // SAFETY: written by the chunk's prologue (caller's contract).
-        let (off, da) = unsafe { (terms.off[at].assume_init(), terms.d[at].assume_init()) };
-        let isum = _mm512_sub_epi32(reduce(x, y), off);
-        let d = _mm512_mul_ps(dw, da);
-        acc = _mm512_add_ps(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)));
+        let wj: [__m512i; GROUPS] =
+            core::array::from_fn(|j| _mm512_permutex2var_epi32(w01, idx[j], w23));
+        for (q, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: written by the chunk's prologue (caller's contract).
+            let e = unsafe { terms[k * Q + q].assume_init_ref() };
+            let bc = |v: &[i32; TOKENS]| {
+                // SAFETY: 16 bytes; unaligned load.
+                _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
+            };
+            // Two chains of four steps (exact integer sums in any order).
+            let mut s0 = _mm512_dpbusd_epi32(zero, wj[0], bc(&e.groups[0]));
+            let mut s1 = _mm512_dpbusd_epi32(zero, wj[1], bc(&e.groups[1]));
+            for j in (2..GROUPS).step_by(2) {
+                s0 = _mm512_dpbusd_epi32(s0, wj[j], bc(&e.groups[j]));
+                s1 = _mm512_dpbusd_epi32(s1, wj[j + 1], bc(&e.groups[j + 1]));
+            }
+            let isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), bc(&e.off));
+            // SAFETY: 16 bytes; unaligned load.
+            let da = _mm512_broadcast_f32x4(unsafe { _mm_loadu_ps(e.d.as_ptr()) });
+            let d = _mm512_mul_ps(dw, da);
+            *acc = _mm512_add_ps(*acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)));
+        }
     }
-    // SAFETY: `lanes` is 16 f32; unaligned store.
-    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
-    for (i, &l) in lanes.iter().enumerate() {
-        if TOKEN_OF_LANE[i] < real {
-            out[dst[TOKEN_OF_LANE[i]] + ROW_OF_LANE[i]] = l;
+    for (q, acc) in acc.iter().enumerate() {
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: `lanes` is 16 f32; unaligned store.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *acc) };
+        for (i, &l) in lanes.iter().enumerate() {
+            if i % TOKENS < real(q) {
+                out[dst(q, i % TOKENS) + i / TOKENS] = l;
+            }
         }
     }
 }
