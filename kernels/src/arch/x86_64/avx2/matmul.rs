@@ -33,6 +33,10 @@ const _: () = assert!(TILE_ROWS == 4, "one tile's rows per 128-bit vector");
 /// bytes ahead hides memory latency on CPUs whose hardware prefetcher does not
 /// keep up (`benches/RESULTS.md` has the measurement).
 const PREFETCH_AHEAD: usize = 1024;
+/// The same for the matrix-vector product of decode (`n == 1`), whose one
+/// stream is read at memory speed: 16 KiB ahead, as the 4-bit decode kernels
+/// (`matvec_nibble.rs`).
+const DECODE_PREFETCH_AHEAD: usize = 16 * 1024;
 
 /// Tokens per register block (four rows x `TOKENS` tokens of accumulators).
 const TOKENS: usize = 4;
@@ -46,13 +50,13 @@ const CHUNK_BLOCKS: usize = 64;
 /// Token pairs x blocks of one chunk's activation terms.
 const PAIRS: usize = CHUNK_TOKENS / 2 * CHUNK_BLOCKS;
 
-/// Prefetches the cache lines of `[p + PREFETCH_AHEAD, p + PREFETCH_AHEAD + span]`
+/// Prefetches the cache lines of `[p + lead, p + lead + span]`
 /// (`span` a multiple of 64). Prefetches never fault, so addresses past the end
 /// of the matrix are harmless; the pointer is only formed, never dereferenced.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn prefetch_ahead<T>(p: *const T, span: usize) {
-    let p = (p as *const i8).wrapping_add(PREFETCH_AHEAD);
+fn prefetch_ahead<T>(p: *const T, lead: usize, span: usize) {
+    let p = (p as *const i8).wrapping_add(lead);
     let mut off = 0;
     while off <= span {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
@@ -306,6 +310,11 @@ pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, 
         out.fill(0.0);
         return;
     }
+    let lead = if n == 1 {
+        DECODE_PREFETCH_AHEAD
+    } else {
+        PREFETCH_AHEAD
+    };
     let mut terms = ActTerms {
         d: [MaybeUninit::uninit(); PAIRS],
         s8: [MaybeUninit::uninit(); PAIRS],
@@ -340,23 +349,59 @@ pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, 
                 while t + TOKENS <= nt {
                     let acts = [at(t), at(t + 1), at(t + 2), at(t + 3)];
                     let o = [dst(t), dst(t + 1), dst(t + 2), dst(t + 3)];
-                    block::<K, TOKENS>(tiles, acts, &terms, (t, nt, kc), k0 > 0, t == 0, o, out);
+                    block::<K, TOKENS>(
+                        tiles,
+                        acts,
+                        &terms,
+                        (t, nt, kc),
+                        k0 > 0,
+                        (t == 0).then_some(lead),
+                        o,
+                        out,
+                    );
                     t += TOKENS;
                 }
                 match nt - t {
                     3 => {
                         let acts = [at(t), at(t + 1), at(t + 2)];
                         let o = [dst(t), dst(t + 1), dst(t + 2)];
-                        block::<K, 3>(tiles, acts, &terms, (t, nt, kc), k0 > 0, t == 0, o, out);
+                        block::<K, 3>(
+                            tiles,
+                            acts,
+                            &terms,
+                            (t, nt, kc),
+                            k0 > 0,
+                            (t == 0).then_some(lead),
+                            o,
+                            out,
+                        );
                     }
                     2 => {
                         let acts = [at(t), at(t + 1)];
                         let o = [dst(t), dst(t + 1)];
-                        block::<K, 2>(tiles, acts, &terms, (t, nt, kc), k0 > 0, t == 0, o, out);
+                        block::<K, 2>(
+                            tiles,
+                            acts,
+                            &terms,
+                            (t, nt, kc),
+                            k0 > 0,
+                            (t == 0).then_some(lead),
+                            o,
+                            out,
+                        );
                     }
                     1 => {
                         let (acts, o) = ([at(t)], [dst(t)]);
-                        block::<K, 1>(tiles, acts, &terms, (t, nt, kc), k0 > 0, t == 0, o, out);
+                        block::<K, 1>(
+                            tiles,
+                            acts,
+                            &terms,
+                            (t, nt, kc),
+                            k0 > 0,
+                            (t == 0).then_some(lead),
+                            o,
+                            out,
+                        );
                     }
                     _ => {}
                 }
@@ -381,7 +426,7 @@ fn block<K: TileKind, const T: usize>(
     terms: &ActTerms,
     (t, nt, kc): (usize, usize, usize),
     resume: bool,
-    prefetch: bool,
+    prefetch: Option<usize>,
     o: [usize; T],
     out: &mut [f32],
 ) {
@@ -405,8 +450,8 @@ fn block<K: TileKind, const T: usize>(
     }
     let np = nt.div_ceil(2);
     for (k, tile) in tiles.chunks_exact(TILE_ROWS).enumerate().take(kc) {
-        if prefetch {
-            prefetch_ahead(tile.as_ptr(), K::TILE_BYTES / 64 * 64);
+        if let Some(lead) = prefetch {
+            prefetch_ahead(tile.as_ptr(), lead, K::TILE_BYTES / 64 * 64);
         }
         let b = K::scale_bits(tile);
         let dw = _mm_cvtph_ps(_mm_set_epi16(
