@@ -12,10 +12,10 @@
 //!
 //! Each 16-wide weight chunk is widened from memory (`vcvtph2ps zmm, m256`, no
 //! shuffle) once per tile and used for every token of the tile. The matrix-
-//! matrix tile is 3 rows x 8 tokens: 24 accumulators, 3 weight chunks and one
-//! input chunk of the 32 registers. The safe wrappers assert the scalar
-//! kernels' shape contracts and are reachable only through
-//! `table(Avx512Token)`.
+//! matrix tiles are 3 rows x 8 tokens or 6 x 4 (24 accumulators, the weight
+//! chunks and one input chunk of the 32 registers; see `NARROW`). The safe
+//! wrappers assert the scalar kernels' shape contracts and are reachable only
+//! through `table(Avx512Token)`.
 
 use core::arch::x86_64::*;
 
@@ -32,10 +32,17 @@ const MATVEC_ROWS: usize = 2;
 /// Weight bytes per row panel of the matrix-matrix product: a panel is read
 /// from memory once (by the first token tile) and stays in L2 for the others.
 const PANEL_BYTES: usize = 64 << 10;
-/// Rows per tile of the matrix-matrix product.
-const ROWS: usize = 3;
-/// Tokens per tile of the matrix-matrix product.
-const TOKENS: usize = 8;
+/// Register tiles of the matrix-matrix product (rows x tokens, 24
+/// accumulators each): 3 x 8 when a token tile's inputs fit in L1
+/// (`8 * cols * 4 <= NARROW_INPUT_BYTES`), else 6 x 4, which streams half the
+/// input bytes per FMA from L2. On 1.1B f16 prefill (2048 and 5632 columns)
+/// 6 x 4 ran 1 thread 36-42 against 25-36 tok/s and 2 threads 55-76 against
+/// 52-67 over six alternations; on 135M (576 and 1536 columns) 3 x 8 was
+/// better at one thread (`benches/RESULTS.md`, session 9).
+const NARROW: (usize, usize) = (3, 8);
+const WIDE: (usize, usize) = (6, 4);
+/// Input bytes of one token tile that still leave L1 room for the weights.
+const NARROW_INPUT_BYTES: usize = 32 << 10;
 
 /// Sum of the 16 lanes: the two 256-bit halves added lane by lane, then
 /// `((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))`.
@@ -160,43 +167,53 @@ pub(super) fn matmul_f16_f32(w: &[f16], x: &[f32], n: usize, out: &mut [f32]) {
     unsafe { matmul_impl(w, x, n, cols, rows, out) }
 }
 
-/// Row panels of `PANEL_BYTES`; within a panel, tiles of up to `TOKENS`
-/// tokens, and within a token tile, the panel's rows in order (each weight
-/// row stays in L2 for every token tile, each token tile's inputs in L1 for
-/// every row). The first token tile of a panel streams it in from memory.
+/// Row panels of `PANEL_BYTES`; within a panel, token tiles (`NARROW` or
+/// `WIDE`), and within a token tile, the panel's rows in order (each weight
+/// row stays in L2 for every token tile, each token tile's inputs in L1 or
+/// L2 for every row). The first token tile of a panel streams it in from
+/// memory.
 ///
 /// # Safety
 /// The CPU has the AVX-512 tier's features; `w: [rows, cols]`, `x: [n, cols]`,
 /// `out: [n, rows]`, `cols >= 1`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn matmul_impl(w: &[f16], x: &[f32], n: usize, cols: usize, rows: usize, out: &mut [f32]) {
-    let panel = (PANEL_BYTES / (cols * 2)).div_ceil(ROWS).max(1) * ROWS;
+    let wide = NARROW.1 * cols * 4 > NARROW_INPUT_BYTES;
+    // A multiple of 6 rows, so that both tiles' row blocking fits.
+    let panel = (PANEL_BYTES / (cols * 2)).div_ceil(6).max(1) * 6;
+    let tokens = if wide { WIDE.1 } else { NARROW.1 };
     let mut p0 = 0;
     while p0 < rows {
         let p1 = (p0 + panel).min(rows);
         let mut t = 0;
         while t < n {
-            let nt = (n - t).min(TOKENS);
+            let nt = (n - t).min(tokens);
             macro_rules! run {
-                ($($k:literal)*) => {
+                ($r:expr; $($k:literal)*) => {
                     match (nt, t == 0) {
                         $(
-                            ($k, true) => panel_tile::<$k, true>(w, x, cols, rows, p0, p1, t, out),
-                            ($k, false) => panel_tile::<$k, false>(w, x, cols, rows, p0, p1, t, out),
+                            ($k, true) => panel_tile::<{ $r }, $k, true>(w, x, cols, rows, p0, p1, t, out),
+                            ($k, false) => panel_tile::<{ $r }, $k, false>(w, x, cols, rows, p0, p1, t, out),
                         )*
                         _ => unreachable!("token tile of 1..=8"),
                     }
                 };
             }
             // SAFETY (all arms): tokens t..t + nt, rows p0..p1 are in bounds.
-            unsafe { run!(8 7 6 5 4 3 2 1) };
+            unsafe {
+                if wide {
+                    run!(WIDE.0; 4 3 2 1)
+                } else {
+                    run!(NARROW.0; 8 7 6 5 4 3 2 1)
+                }
+            };
             t += nt;
         }
         p0 = p1;
     }
 }
 
-/// Rows `p0..p1` times tokens `t0..t0 + T`, `ROWS` rows per tile (the rest
+/// Rows `p0..p1` times tokens `t0..t0 + T`, `R` rows per tile (the rest
 /// one at a time), written to `out: [n, rows]`.
 ///
 /// # Safety
@@ -204,7 +221,7 @@ unsafe fn matmul_impl(w: &[f16], x: &[f32], n: usize, cols: usize, rows: usize, 
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn panel_tile<const T: usize, const PF: bool>(
+unsafe fn panel_tile<const R: usize, const T: usize, const PF: bool>(
     w: &[f16],
     x: &[f32],
     cols: usize,
@@ -217,13 +234,13 @@ unsafe fn panel_tile<const T: usize, const PF: bool>(
     // SAFETY: token t0 starts inside `x` (t0 < n).
     let xp = unsafe { x.as_ptr().add(t0 * cols) };
     let mut r = p0;
-    while r + ROWS <= p1 {
-        // SAFETY: rows r..r + ROWS < rows and tokens t0..t0 + T <= n are in bounds.
-        let o = unsafe { tile::<ROWS, T, PF>(w.as_ptr().add(r * cols), xp, cols) };
+    while r + R <= p1 {
+        // SAFETY: rows r..r + R < rows and tokens t0..t0 + T <= n are in bounds.
+        let o = unsafe { tile::<R, T, PF>(w.as_ptr().add(r * cols), xp, cols) };
         for (t, o) in o.iter().enumerate() {
-            out[(t0 + t) * rows + r..][..ROWS].copy_from_slice(o);
+            out[(t0 + t) * rows + r..][..R].copy_from_slice(o);
         }
-        r += ROWS;
+        r += R;
     }
     while r < p1 {
         // SAFETY: row r < rows and tokens t0..t0 + T <= n are in bounds.
