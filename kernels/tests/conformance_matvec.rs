@@ -227,8 +227,10 @@ fn matmul_f16_case(tiers: &[Kernels], w16: &[f16], x: &[f32], rows: usize, token
 }
 
 /// `matmul_f16_f32` on matrices taller than one row panel of the SIMD tiers
-/// (64 KiB of weights), with a token count that leaves a partial token tile
-/// and row counts that leave rows outside the 3- and 4-row tiles of a panel.
+/// (64 KiB of weights), with token counts that leave partial token tiles
+/// and row counts that leave rows outside the 3-, 4- and 6-row tiles of a
+/// panel; token counts 5, 7 and 10 end in every partial tile of AVX-512's
+/// 4-token tile for rows wider than 1024 columns.
 #[test]
 fn matmul_f16_across_row_panels() {
     let tiers = simd_tiers();
@@ -236,7 +238,9 @@ fn matmul_f16_across_row_panels() {
     for (rows, cols) in [(75usize, 1023usize), (40, 2048), (9, 8192)] {
         let w: Vec<f16> = (0..rows * cols).map(|_| f16::from_f32(rng.f32())).collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
-        matmul_f16_case(&tiers, &w, &x, rows, 7);
+        for tokens in [5, 7, 10] {
+            matmul_f16_case(&tiers, &w, &x, rows, tokens);
+        }
     }
 }
 

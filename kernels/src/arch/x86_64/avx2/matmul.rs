@@ -55,7 +55,7 @@ const PAIRS: usize = CHUNK_TOKENS / 2 * CHUNK_BLOCKS;
 /// of the matrix are harmless; the pointer is only formed, never dereferenced.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn prefetch_ahead<T>(p: *const T, lead: usize, span: usize) {
+pub(in crate::arch::x86_64) fn prefetch_ahead<T>(p: *const T, lead: usize, span: usize) {
     let p = (p as *const i8).wrapping_add(lead);
     let mut off = 0;
     while off <= span {
@@ -346,63 +346,24 @@ pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, 
                 let at = |t: usize| &a[(t0 + t) * nb + k0..(t0 + t) * nb + k0 + kc];
                 let dst = |t: usize| (t0 + t) * rows + g * TILE_ROWS;
                 let mut t = 0;
+                // One token block of `$n` tokens from `t`; only the group's
+                // first block prefetches (the others find its tiles in L1).
+                macro_rules! run {
+                    ($n:literal; $($u:literal)*) => {{
+                        let acts = [$(at(t + $u)),*];
+                        let o = [$(dst(t + $u)),*];
+                        let fetch = (t == 0).then_some(lead);
+                        block::<K, $n>(tiles, acts, &terms, (t, nt, kc), k0 > 0, fetch, o, out);
+                    }};
+                }
                 while t + TOKENS <= nt {
-                    let acts = [at(t), at(t + 1), at(t + 2), at(t + 3)];
-                    let o = [dst(t), dst(t + 1), dst(t + 2), dst(t + 3)];
-                    block::<K, TOKENS>(
-                        tiles,
-                        acts,
-                        &terms,
-                        (t, nt, kc),
-                        k0 > 0,
-                        (t == 0).then_some(lead),
-                        o,
-                        out,
-                    );
+                    run!(4; 0 1 2 3);
                     t += TOKENS;
                 }
                 match nt - t {
-                    3 => {
-                        let acts = [at(t), at(t + 1), at(t + 2)];
-                        let o = [dst(t), dst(t + 1), dst(t + 2)];
-                        block::<K, 3>(
-                            tiles,
-                            acts,
-                            &terms,
-                            (t, nt, kc),
-                            k0 > 0,
-                            (t == 0).then_some(lead),
-                            o,
-                            out,
-                        );
-                    }
-                    2 => {
-                        let acts = [at(t), at(t + 1)];
-                        let o = [dst(t), dst(t + 1)];
-                        block::<K, 2>(
-                            tiles,
-                            acts,
-                            &terms,
-                            (t, nt, kc),
-                            k0 > 0,
-                            (t == 0).then_some(lead),
-                            o,
-                            out,
-                        );
-                    }
-                    1 => {
-                        let (acts, o) = ([at(t)], [dst(t)]);
-                        block::<K, 1>(
-                            tiles,
-                            acts,
-                            &terms,
-                            (t, nt, kc),
-                            k0 > 0,
-                            (t == 0).then_some(lead),
-                            o,
-                            out,
-                        );
-                    }
+                    3 => run!(3; 0 1 2),
+                    2 => run!(2; 0 1),
+                    1 => run!(1; 0),
                     _ => {}
                 }
             }

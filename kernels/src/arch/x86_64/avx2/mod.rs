@@ -5,7 +5,7 @@ mod add;
 mod attention;
 mod iq4_nl;
 mod math;
-mod matmul;
+pub(super) mod matmul;
 mod matmul_f16;
 mod matvec;
 mod matvec_nibble;

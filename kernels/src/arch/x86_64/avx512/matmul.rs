@@ -36,6 +36,7 @@
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
+use super::super::avx2::matmul::prefetch_ahead;
 use crate::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0, IQ4_NL_VALUES, QK, TILE_ROWS};
 
 const _: () = assert!(QK == 32, "one block per 256-bit half");
@@ -56,19 +57,6 @@ const QUADS: usize = CHUNK_TOKENS / TOKENS;
 const CHUNK_BLOCKS: usize = 32;
 /// Four-byte groups per 32-element block (one `vpdpbusd` step each).
 const GROUPS: usize = QK / 4;
-
-/// Prefetches the cache lines of `[p + PREFETCH_AHEAD, p + PREFETCH_AHEAD + span]`.
-/// Prefetches never fault; the pointer is only formed, never dereferenced.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn prefetch_ahead<T>(p: *const T, span: usize) {
-    let p = (p as *const i8).wrapping_add(PREFETCH_AHEAD);
-    let mut off = 0;
-    while off <= span {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
-        off += 64;
-    }
-}
 
 /// Prefetches the cache lines of `[p, p + bytes)`. Prefetches never fault;
 /// the pointer is only formed, never dereferenced.
@@ -359,7 +347,7 @@ unsafe fn group<K: TileKind, const Q: usize>(
     for (k, tile) in tiles.chunks_exact(TILE_ROWS).enumerate().take(kc) {
         match next {
             Some(p) => prefetch_lines(p.wrapping_add(k * TILE_ROWS), K::TILE_BYTES),
-            None => prefetch_ahead(tile.as_ptr(), K::TILE_BYTES / 64 * 64),
+            None => prefetch_ahead(tile.as_ptr(), PREFETCH_AHEAD, K::TILE_BYTES / 64 * 64),
         }
         let b = K::scale_bits(tile);
         let dw = _mm_cvtph_ps(_mm_set_epi16(

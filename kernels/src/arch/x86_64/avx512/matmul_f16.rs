@@ -36,8 +36,9 @@ const PANEL_BYTES: usize = 64 << 10;
 /// accumulators each): 3 x 8 when a token tile's inputs fit in L1
 /// (`8 * cols * 4 <= NARROW_INPUT_BYTES`), else 6 x 4, which streams half the
 /// input bytes per FMA from L2. On 1.1B f16 prefill (2048 and 5632 columns)
-/// 6 x 4 ran 1 thread 36-42 against 25-36 tok/s and 2 threads 55-76 against
-/// 52-67 over six alternations; on 135M (576 and 1536 columns) 3 x 8 was
+/// 6 x 4 ran 1 thread 31-42 (mean 37.6) against 25-36 (32.4) tok/s and 2
+/// threads 55-76 (63.3) against 53-67 (59.5) over six alternations; on 135M
+/// (576 and 1536 columns) 3 x 8 was
 /// better at one thread (`benches/RESULTS.md`, session 9).
 const NARROW: (usize, usize) = (3, 8);
 const WIDE: (usize, usize) = (6, 4);
