@@ -1,11 +1,11 @@
-//! Constants of the vectorised `exp` every SIMD tier implements (AVX2 and NEON
-//! share them, so the tiers differ only in how they scale by `2^n`).
+//! Constants of the vectorised `exp` every SIMD tier implements (AVX2, AVX-512
+//! and NEON share them, so the tiers differ only in how they scale by `2^n`).
 //!
 //! Algorithm (Cephes `expf`): clamp `x` to `[EXP_LO, EXP_HI]`, `n = round(x
 //! log2(e))`, `r = x - n ln2` (with `ln2` split in two so `n * LN2_HI` is exact),
 //! `exp(r) ~ 1 + r + r^2 P(r)` on `|r| <= ln2 / 2`, then `exp(x) = exp(r) 2^n`
-//! with one rounding (the scaling is split in two exact powers of two, so
-//! results in the subnormal range round once too).
+//! with one rounding (the scaling is split in two exact powers of two, or
+//! `vscalefps`, so results in the subnormal range round once too).
 //!
 //! Accuracy (measured by each tier's unit test against f64 `exp` on a dense
 //! sweep of `[-87.3, 88.7]`): relative error at most `VEXP_MAX_REL_ERR` (2.5

@@ -175,7 +175,13 @@ pub(super) fn attend_f16(
 /// # Safety
 /// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
+pub(in crate::arch::x86_64) unsafe fn attend_scores_f16(
+    q: &[f32],
+    k: &[f16],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
     let hd = q.len();
     let main = hd / 8 * 8;
     let n = scores.len();
@@ -236,7 +242,12 @@ unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, sco
 /// # Safety
 /// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]) {
+pub(in crate::arch::x86_64) unsafe fn attend_values_f16(
+    v: &[f16],
+    stride: usize,
+    p: &[f32],
+    out: &mut [f32],
+) {
     let hd = out.len();
     let main = hd / 8 * 8;
     let mut c = 0;

@@ -2,7 +2,7 @@
 
 mod activation;
 mod add;
-mod attention;
+pub(super) mod attention;
 mod iq4_nl;
 mod math;
 pub(super) mod matmul;
