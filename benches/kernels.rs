@@ -271,18 +271,20 @@ impl Ops {
     }
 
     /// One query head's attention over the first `t` cached positions, as
-    /// `KvCache::attend` does it with `k`'s kernels.
+    /// `KvCache::attend` does it with `k`'s kernels: the fused `attend_f16`
+    /// over rows `KV_DIM` apart.
     fn attend_f16(&mut self, k: &Kernels, h: usize, t: usize) {
         let q = &self.q[h * HEAD_DIM..][..HEAD_DIM];
-        let s = &mut self.scores[..t];
-        self.head.fill(0.0);
-        for (j, sc) in s.iter_mut().enumerate() {
-            *sc = (k.dot_f16_f32)(&self.kc[j * KV_DIM..][..HEAD_DIM], q) * SCORE_SCALE;
-        }
-        (k.softmax_f32)(s);
-        for (j, &p) in s.iter().enumerate() {
-            (k.axpy_f16_f32)(&mut self.head, p, &self.vc[j * KV_DIM..][..HEAD_DIM]);
-        }
+        let len = (t - 1) * KV_DIM + HEAD_DIM;
+        (k.attend_f16)(
+            q,
+            &self.kc[..len],
+            &self.vc[..len],
+            KV_DIM,
+            SCORE_SCALE,
+            &mut self.scores[..t],
+            &mut self.head,
+        );
     }
 
     /// The same head as the runtime did it before these slots existed: scalar

@@ -439,15 +439,16 @@ fn attention_helpers_match_scalar_bit_for_bit() {
 /// the same tier's dot product, softmax and `axpy` composed by
 /// `scalar::attend_f16_with` (each of which is checked against scalar above).
 /// Head sizes around the 8-lane groups and the 64-column register block,
-/// position counts around the 4-row score blocks, padded strides, misaligned
-/// starts, and large, tiny and signed-zero values.
+/// position counts around the 4-row score blocks (and one and two blocks
+/// past them), padded strides, misaligned starts, and large, tiny and
+/// signed-zero values.
 #[test]
 fn attend_f16_is_the_tiers_composition_bit_for_bit() {
     let tiers: Vec<Kernels> = Tier::ALL.into_iter().filter_map(kernels_for).collect();
     let mut rng = Rng(0x5eed_a77e_7d00_0001);
     let head_dims = (1..=20).chain([31, 63, 64, 65, 72, 80, 96, 127, 128, 129, 136]);
     for hd in head_dims {
-        for n in [0usize, 1, 2, 3, 4, 5, 7, 8, 9, 33] {
+        for n in [0usize, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 33] {
             for pad in [0, 3] {
                 let stride = hd + pad;
                 let len = n * stride;
