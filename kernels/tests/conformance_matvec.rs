@@ -504,8 +504,8 @@ fn matmul_case(
 }
 
 /// Token counts around the kernels' register blocks (1..=4 tokens) and the
-/// activation-term chunks (32 tokens), and widths around the 64-block column
-/// chunk: every token of a matrix-matrix product must equal, bit for bit, the
+/// activation-term chunks (32 tokens), and widths around the column chunks
+/// (64 blocks; AVX2's 512 and 1024 for one token block): every token of a matrix-matrix product must equal, bit for bit, the
 /// same tier's matrix-vector product for that token.
 #[test]
 fn block_matmul_token_counts_and_chunks() {
@@ -513,7 +513,7 @@ fn block_matmul_token_counts_and_chunks() {
     let mut rng = Rng(0x8F3A_61C7_0B2D_94E5);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let rows = 2 * TILE_ROWS;
-    for nb in [1, 5, 64, 65, 131] {
+    for nb in [1, 5, 64, 65, 131, 513, 1025] {
         let w8: Vec<BlockQ8_0> = (0..rows * nb)
             .map(|_| {
                 let d = rng.f32() * 0.01;

@@ -42,9 +42,10 @@ const DECODE_PREFETCH_AHEAD: usize = 16 * 1024;
 const TOKENS: usize = 4;
 const _: () = assert!(TOKENS == 4, "`matmul_x4` spells out the token blocks");
 /// Tokens and blocks per chunk of precomputed activation terms. A matrix
-/// wider than `CHUNK_BLOCKS` blocks is swept in column chunks; the running
-/// sums are kept in `out` between chunks (an exact f32 store and reload, so
-/// the summation order does not change).
+/// wider than `CHUNK_BLOCKS` blocks (with more than one token block; see
+/// `matmul_x4`) is swept in column chunks; the running sums are kept in `out`
+/// between chunks (an exact f32 store and reload, so the summation order does
+/// not change).
 const CHUNK_TOKENS: usize = 32;
 const CHUNK_BLOCKS: usize = 64;
 /// Token pairs x blocks of one chunk's activation terms.
@@ -322,8 +323,17 @@ pub(super) unsafe fn matmul_x4<K: TileKind>(w: &[K], a: &[BlockQ8_0], n: usize, 
     for t0 in (0..n).step_by(CHUNK_TOKENS) {
         let nt = CHUNK_TOKENS.min(n - t0);
         let np = nt.div_ceil(2);
-        for k0 in (0..nb).step_by(CHUNK_BLOCKS) {
-            let kc = CHUNK_BLOCKS.min(nb - k0);
+        // One token block reads each tile once, so its chunk is as wide as
+        // the terms allow (decode: 1024 blocks, every row in one sweep, read
+        // in address order); several token blocks re-read a group's tiles of
+        // the chunk, which `CHUNK_BLOCKS` keeps in L1.
+        let chunk_blocks = if nt <= TOKENS {
+            PAIRS / np
+        } else {
+            CHUNK_BLOCKS
+        };
+        for k0 in (0..nb).step_by(chunk_blocks) {
+            let kc = chunk_blocks.min(nb - k0);
             // Token t's terms of block k (zero past the chunk's last token).
             let term = |t: usize, k: usize| -> (f32, i32) {
                 if t >= nt {
