@@ -7,6 +7,8 @@ use super::Kernels;
 
 mod avx2;
 mod avx512;
+#[cfg(test)]
+mod exp_check;
 
 /// Proof that AVX2, FMA and F16C are available.
 #[derive(Clone, Copy, Debug)]

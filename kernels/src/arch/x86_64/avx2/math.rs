@@ -86,10 +86,15 @@ pub(super) fn store_tail(dst: &mut [f32], v: __m256) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::vexp::VEXP_MAX_REL_ERR;
+    use crate::arch::x86_64::exp_check::check_exp;
     use crate::arch::x86_64::Avx2Token;
 
-    fn exp8(x: [f32; 8]) -> [f32; 8] {
+    #[test]
+    fn exp_accuracy_and_edges() {
+        if Avx2Token::new().is_none() {
+            std::eprintln!("skipped: this CPU has no AVX2 tier");
+            return;
+        }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn run(x: [f32; 8]) -> [f32; 8] {
             let mut out = [0.0f32; 8];
@@ -97,51 +102,7 @@ mod tests {
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp_ps(_mm256_loadu_ps(x.as_ptr()))) };
             out
         }
-        // SAFETY: the callers checked `Avx2Token::new()`.
-        unsafe { run(x) }
-    }
-
-    #[test]
-    fn exp_accuracy_and_edges() {
-        if Avx2Token::new().is_none() {
-            return;
-        }
-        let (lo, hi) = (-87.3f32, 88.7f32);
-        let steps = 1 << 20;
-        let mut worst = 0.0f64;
-        for c in 0..steps / 8 {
-            let x: [f32; 8] =
-                core::array::from_fn(|j| lo + (hi - lo) * ((c * 8 + j) as f32 / steps as f32));
-            let y = exp8(x);
-            for j in 0..8 {
-                let want = (x[j] as f64).exp();
-                worst = worst.max(((y[j] as f64 - want) / want).abs());
-            }
-        }
-        std::eprintln!("avx2 exp: worst relative error {worst:e}");
-        assert!(worst <= VEXP_MAX_REL_ERR, "{worst:e}");
-        let e = exp8([
-            f32::NEG_INFINITY,
-            -200.0,
-            f32::INFINITY,
-            100.0,
-            f32::NAN,
-            0.0,
-            -100.0,
-            88.72,
-        ]);
-        assert_eq!(&e[..4], &[0.0, 0.0, f32::INFINITY, f32::INFINITY]);
-        assert!(e[4].is_nan());
-        assert_eq!(e[5], 1.0);
-        let sub = (-100.0f64).exp();
-        assert!(
-            (e[6] as f64 - sub).abs() <= f32::from_bits(1) as f64,
-            "{}",
-            e[6]
-        );
-        assert!(
-            e[7].is_finite()
-                && ((e[7] as f64 / (88.72f32 as f64).exp()) - 1.0).abs() <= VEXP_MAX_REL_ERR
-        );
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        check_exp("avx2", |x| unsafe { run(x) });
     }
 }

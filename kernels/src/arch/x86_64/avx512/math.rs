@@ -41,20 +41,8 @@ pub(super) fn first_lanes(n: usize) -> __mmask16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::vexp::VEXP_MAX_REL_ERR;
+    use crate::arch::x86_64::exp_check::check_exp;
     use crate::arch::x86_64::Avx512Token;
-
-    fn exp16(x: [f32; 16]) -> [f32; 16] {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn run(x: [f32; 16]) -> [f32; 16] {
-            let mut out = [0.0f32; 16];
-            // SAFETY: both arrays hold 16 f32.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp_ps(_mm512_loadu_ps(x.as_ptr()))) };
-            out
-        }
-        // SAFETY: the callers checked `Avx512Token::new()`.
-        unsafe { run(x) }
-    }
 
     #[test]
     fn exp_accuracy_and_edges() {
@@ -62,44 +50,14 @@ mod tests {
             std::eprintln!("skipped: this CPU has no AVX-512 tier");
             return;
         }
-        let (lo, hi) = (-87.3f32, 88.7f32);
-        let steps = 1 << 20;
-        let mut worst = 0.0f64;
-        for c in 0..steps / 16 {
-            let x: [f32; 16] =
-                core::array::from_fn(|j| lo + (hi - lo) * ((c * 16 + j) as f32 / steps as f32));
-            let y = exp16(x);
-            for j in 0..16 {
-                let want = (x[j] as f64).exp();
-                worst = worst.max(((y[j] as f64 - want) / want).abs());
-            }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run(x: [f32; 16]) -> [f32; 16] {
+            let mut out = [0.0f32; 16];
+            // SAFETY: both arrays hold 16 f32.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp_ps(_mm512_loadu_ps(x.as_ptr()))) };
+            out
         }
-        std::eprintln!("avx512 exp: worst relative error {worst:e}");
-        assert!(worst <= VEXP_MAX_REL_ERR, "{worst:e}");
-        let mut edges = [0.0f32; 16];
-        edges[..8].copy_from_slice(&[
-            f32::NEG_INFINITY,
-            -200.0,
-            f32::INFINITY,
-            100.0,
-            f32::NAN,
-            0.0,
-            -100.0,
-            88.72,
-        ]);
-        let e = exp16(edges);
-        assert_eq!(&e[..4], &[0.0, 0.0, f32::INFINITY, f32::INFINITY]);
-        assert!(e[4].is_nan());
-        assert_eq!(e[5], 1.0);
-        let sub = (-100.0f64).exp();
-        assert!(
-            (e[6] as f64 - sub).abs() <= f32::from_bits(1) as f64,
-            "{}",
-            e[6]
-        );
-        assert!(
-            e[7].is_finite()
-                && ((e[7] as f64 / (88.72f32 as f64).exp()) - 1.0).abs() <= VEXP_MAX_REL_ERR
-        );
+        // SAFETY: the CPU has AVX-512F (checked above).
+        check_exp("avx512", |x| unsafe { run(x) });
     }
 }
