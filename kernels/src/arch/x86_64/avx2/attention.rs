@@ -149,9 +149,7 @@ const OUT_COLS: usize = 64;
 
 /// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
 /// `scalar::attend_f16_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)`
-/// of this tier. The scores of four positions are computed together; the
-/// output stays in registers while all values are added in, 64 columns at a
-/// time, instead of being loaded and stored once per position.
+/// of this tier (`attend_f16_around`).
 pub(super) fn attend_f16(
     q: &[f32],
     k: &[f16],
@@ -161,11 +159,33 @@ pub(super) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    attend_f16_around(
+        super::softmax::softmax_f32,
+        (q, k, v, stride, scale),
+        scores,
+        out,
+    );
+}
+
+/// The fused attention of the x86 tiers around a tier's `softmax`: checks the
+/// shapes, computes the scores of four positions together, applies `softmax`,
+/// then adds the values in with the output held in registers, 64 columns at a
+/// time, instead of loading and storing it once per position. Equals
+/// `scalar::attend_f16_with(dot_f16_f32, softmax, axpy_f16_f32)` bit for bit
+/// for this module's dot product (the reference's order) and any `axpy` (one
+/// rounded product, one add per element).
+pub(in crate::arch::x86_64) fn attend_f16_around(
+    softmax: fn(&mut [f32]),
+    (q, k, v, stride, scale): (&[f32], &[f16], &[f16], usize, f32),
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
     crate::scalar::check_attend_f16(q, k, v, stride, scores, out);
-    // SAFETY: reachable only through `table(Avx2Token)`; shapes checked.
+    // SAFETY: reachable only through the x86 tier tables, whose CPUs all have
+    // AVX2 and F16C; shapes checked.
     unsafe {
         attend_scores_f16(q, k, stride, scale, scores);
-        super::softmax::softmax_f32(scores);
+        softmax(scores);
         attend_values_f16(v, stride, scores, out);
     }
 }
@@ -175,13 +195,7 @@ pub(super) fn attend_f16(
 /// # Safety
 /// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
 #[target_feature(enable = "avx2,f16c")]
-pub(in crate::arch::x86_64) unsafe fn attend_scores_f16(
-    q: &[f32],
-    k: &[f16],
-    stride: usize,
-    scale: f32,
-    scores: &mut [f32],
-) {
+unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
     let hd = q.len();
     let main = hd / 8 * 8;
     let n = scores.len();
@@ -242,12 +256,7 @@ pub(in crate::arch::x86_64) unsafe fn attend_scores_f16(
 /// # Safety
 /// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
 #[target_feature(enable = "avx2,f16c")]
-pub(in crate::arch::x86_64) unsafe fn attend_values_f16(
-    v: &[f16],
-    stride: usize,
-    p: &[f32],
-    out: &mut [f32],
-) {
+unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]) {
     let hd = out.len();
     let main = hd / 8 * 8;
     let mut c = 0;

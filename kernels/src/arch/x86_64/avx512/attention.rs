@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use super::avx2::attention::{attend_scores_f16, attend_values_f16};
+use super::avx2::attention::attend_f16_around;
 use super::math::first_lanes;
 
 pub(super) fn axpy_f16_f32(acc: &mut [f32], scale: f32, x: &[f16]) {
@@ -42,10 +42,9 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
 
 /// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
 /// `scalar::attend_f16_with(dot_f16_f32, softmax_f32, axpy_f16_f32)` of this
-/// tier. AVX2's score and value passes (its dot product is this tier's, and
-/// its weighted sum is bit-identical to any `axpy`: one rounded product, one
-/// add per element) around this tier's softmax, whose 16-lane sum differs in
-/// order from AVX2's.
+/// tier. AVX2's fused kernel around this tier's softmax, whose 16-lane sum
+/// differs in order from AVX2's (the dot product is AVX2's in both tables,
+/// and the weighted sum equals any `axpy` bit for bit).
 pub(super) fn attend_f16(
     q: &[f32],
     k: &[f16],
@@ -55,12 +54,10 @@ pub(super) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    crate::scalar::check_attend_f16(q, k, v, stride, scores, out);
-    // SAFETY: reachable only through `table(Avx512Token)`, whose CPU has
-    // AVX2 and F16C too; shapes checked.
-    unsafe {
-        attend_scores_f16(q, k, stride, scale, scores);
-        super::softmax::softmax_f32(scores);
-        attend_values_f16(v, stride, scores, out);
-    }
+    attend_f16_around(
+        super::softmax::softmax_f32,
+        (q, k, v, stride, scale),
+        scores,
+        out,
+    );
 }
