@@ -1,9 +1,9 @@
 //! AVX2 products of the row-interleaved matrices (`q8_0x4`, `q4_0x4`: tiles of
 //! `TILE_ROWS` rows, see `crate::blocks::TILE_ROWS`) with Q8_0 activations.
-//! With one token this is also the matrix-vector product of decode for
-//! `q8_0x4` (the 4-bit types have their own, `matvec_nibble.rs`, and use this
-//! one for an odd last tile group); every token's results are bit-identical
-//! to decode's and to the scalar tier's.
+//! With one token it computes an odd last tile group of decode (the
+//! matrix-vector products, `matvec_q8.rs` and `matvec_nibble.rs`, take two
+//! groups at a time); every token's results are bit-identical to decode's and
+//! to the scalar tier's.
 //!
 //! Per tile and token the four rows' integer block dot products are reduced
 //! exactly to one vector `[r0, r1, r2, r3]` of i32, then scaled and summed in
@@ -265,12 +265,6 @@ pub(super) fn matmul_iq4_nlx4_q8_0(w: &[BlockIq4Nl], a: &[BlockQ8_0], n: usize, 
     crate::scalar::check_matmul_shape(w.len(), a.len(), n, out.len(), "matmul_iq4_nlx4_q8_0");
     // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
     unsafe { matmul_x4(w, a, n, out) }
-}
-
-pub(super) fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
-    crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q8_0x4_q8_0");
-    // SAFETY: reachable only through `table(Avx2Token)`; shape checked above.
-    unsafe { matmul_x4(w, a, 1, out) }
 }
 
 pub(super) fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {

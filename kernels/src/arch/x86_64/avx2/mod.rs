@@ -9,6 +9,7 @@ pub(super) mod matmul;
 mod matmul_f16;
 mod matvec;
 mod matvec_nibble;
+mod matvec_q8;
 mod norm;
 mod quant;
 mod rope;
@@ -26,7 +27,7 @@ pub(super) fn table(_: Avx2Token) -> Kernels {
         matmul_f16_f32: matmul_f16::matmul_f16_f32,
         matvec_q8_0_q8_0: matvec::matvec_q8_0_q8_0,
         matvec_q4_0_q8_0: matvec::matvec_q4_0_q8_0,
-        matvec_q8_0x4_q8_0: matmul::matvec_q8_0x4_q8_0,
+        matvec_q8_0x4_q8_0: matvec_q8::matvec_q8_0x4_q8_0,
         matvec_q4_0x4_q8_0: matvec_nibble::matvec_q4_0x4_q8_0,
         matmul_q8_0x4_q8_0: matmul::matmul_q8_0x4_q8_0,
         matmul_q4_0x4_q8_0: matmul::matmul_q4_0x4_q8_0,
