@@ -1,5 +1,7 @@
 //! A small persistent worker pool for splitting the rows of one matrix-vector
-//! product over threads, owned by a session.
+//! product (or any slice whose elements can be produced independently, such
+//! as the Q8_0 blocks of a batch's quantized inputs) over threads, owned by a
+//! session.
 //!
 //! The workers are started once, when the session is created; handing them a
 //! job allocates nothing and takes no lock. A job is cut into `CHUNKS_PER_THREAD
@@ -33,8 +35,32 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-/// The job type: called with the first row of a chunk and the chunk's rows.
-pub type RowJob<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+/// The job type: called with the index of a chunk's first element and the
+/// chunk's elements.
+pub type Job<'a, T> = dyn Fn(usize, &mut [T]) + Sync + 'a;
+/// A job over rows of f32 results.
+pub type RowJob<'a> = Job<'a, f32>;
+
+/// Runs the job `job` (a `*const &Job<T>`) on elements `r0..r1` of the slice at
+/// `base`: the one place that knows the job's element type, published to the
+/// workers as a plain function pointer with the job.
+///
+/// # Safety
+/// `job` points to a live `&Job<'_, T>` and `base` to a live `[T]` of at
+/// least `r1` elements, of which `r0..r1` are borrowed by no one else.
+unsafe fn call_job<T>(job: *const (), base: *mut (), r0: usize, r1: usize) {
+    // SAFETY: the caller's contract.
+    let (f, items) = unsafe {
+        (
+            &**(job as *const &Job<'_, T>),
+            std::slice::from_raw_parts_mut((base as *mut T).add(r0), r1 - r0),
+        )
+    };
+    f(r0, items)
+}
+
+/// `call_job` for the current job's element type.
+type CallJob = unsafe fn(*const (), *mut (), usize, usize);
 
 /// Chunks per thread: more than one so that a late or slow thread costs at
 /// most a fraction of a share; few, so that claiming stays negligible.
@@ -68,11 +94,12 @@ struct Shared {
     panicked: AtomicBool,
     /// Set (with an epoch increment) when the pool is dropped.
     shutdown: AtomicBool,
-    /// The current job: a pointer to the caller's `&RowJob` (valid while a
-    /// claimed chunk is not done).
+    /// The current job: a pointer to the caller's `&Job<T>` (valid while a
+    /// claimed chunk is not done) and `call_job::<T>` as a pointer.
     job: AtomicPtr<()>,
-    /// The current job's output: base pointer, length and rows per chunk.
-    out: AtomicPtr<f32>,
+    call: AtomicPtr<()>,
+    /// The current job's output: base pointer, length and elements per chunk.
+    out: AtomicPtr<()>,
     len: AtomicUsize,
     chunk: AtomicUsize,
 }
@@ -108,19 +135,18 @@ impl Shared {
         let r0 = i * chunk;
         let r1 = (r0 + chunk).min(len);
         let base = self.out.load(Ordering::Relaxed);
-        let job = self.job.load(Ordering::Relaxed) as *const &RowJob<'_>;
-        // SAFETY: the claim (acquire) of a chunk of the current epoch makes
-        // the job fields the caller wrote before publishing it visible; the
-        // caller keeps `job` and `out` alive until `done` counts this chunk,
-        // which happens after `f` returns. Chunk `i` (rows `r0..r1`, in
-        // bounds: `i < chunks = ceil(len / chunk)`) is claimed by one thread.
-        let (f, rows) = unsafe {
-            (
-                &**job,
-                std::slice::from_raw_parts_mut(base.add(r0), r1 - r0),
-            )
-        };
-        if catch_unwind(AssertUnwindSafe(|| f(r0, rows))).is_err() {
+        let job = self.job.load(Ordering::Relaxed) as *const ();
+        // SAFETY: `call` holds `call_job::<T>` for the job's `T`, stored by
+        // `Pool::split` from that function item (same signature).
+        let call =
+            unsafe { std::mem::transmute::<*mut (), CallJob>(self.call.load(Ordering::Relaxed)) };
+        // SAFETY (for `call`): the claim (acquire) of a chunk of the current
+        // epoch makes the job fields the caller wrote before publishing it
+        // visible; the caller keeps `job` and `out` alive until `done` counts
+        // this chunk, which happens after the job returns. Chunk `i` (elements
+        // `r0..r1`, in bounds: `i < chunks = ceil(len / chunk)`) is claimed by
+        // one thread.
+        if catch_unwind(AssertUnwindSafe(|| unsafe { call(job, base, r0, r1) })).is_err() {
             self.panicked.store(true, Ordering::Relaxed);
         }
         // Release: the rows are written before the caller sees the count.
@@ -162,6 +188,7 @@ impl Pool {
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             job: AtomicPtr::new(std::ptr::null_mut()),
+            call: AtomicPtr::new(std::ptr::null_mut()),
             out: AtomicPtr::new(std::ptr::null_mut()),
             len: AtomicUsize::new(0),
             chunk: AtomicUsize::new(0),
@@ -193,6 +220,12 @@ impl Pool {
     /// and the workers. Returns when every chunk is done. A chunk that panics
     /// makes this call panic (after every chunk finished).
     pub fn split_rows(&mut self, out: &mut [f32], align: usize, f: &RowJob<'_>) {
+        self.split(out, align, f)
+    }
+
+    /// `split_rows` over a slice of any element type that can be sent to
+    /// another thread.
+    pub fn split<T: Send>(&mut self, out: &mut [T], align: usize, f: &Job<'_, T>) {
         let len = out.len();
         let align = align.max(1);
         let pieces = self.threads() * CHUNKS_PER_THREAD;
@@ -208,11 +241,16 @@ impl Pool {
         self.epoch = (self.epoch + 1) & 0xffff_ffff;
         let epoch = self.epoch;
         // The pointer to `f` that workers read: a thin pointer to the fat one.
-        let job: &RowJob<'_> = f;
+        let job: &Job<'_, T> = f;
         shared
             .job
-            .store(&job as *const &RowJob<'_> as *mut (), Ordering::Relaxed);
-        shared.out.store(out.as_mut_ptr(), Ordering::Relaxed);
+            .store(&job as *const &Job<'_, T> as *mut (), Ordering::Relaxed);
+        shared
+            .call
+            .store(call_job::<T> as CallJob as *mut (), Ordering::Relaxed);
+        shared
+            .out
+            .store(out.as_mut_ptr() as *mut (), Ordering::Relaxed);
         shared.len.store(len, Ordering::Relaxed);
         shared.chunk.store(chunk, Ordering::Relaxed);
         shared.done.store(0, Ordering::Relaxed);
@@ -342,6 +380,33 @@ mod tests {
                 });
                 for (i, v) in out.iter().enumerate() {
                     assert_eq!(*v, i as f32 + 1.0, "threads {threads} len {len} row {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_covers_every_element_of_other_types_once() {
+        // A 34-byte element (a Q8_0 block's size), so a wrong element size in
+        // the type-erased call would misplace the chunks.
+        #[derive(Clone, Copy, PartialEq, Debug)]
+        struct Block([u8; 34]);
+        for threads in 1..=3 {
+            let mut pool = Pool::new(threads).unwrap();
+            for len in [0usize, 1, 7, 8, 9, 100, 1000] {
+                let mut out = vec![Block([0; 34]); len];
+                pool.split(&mut out, 1, &|b0, part| {
+                    for (i, b) in part.iter_mut().enumerate() {
+                        assert_eq!(b.0[0], 0, "element {} visited twice", b0 + i);
+                        b.0 = [((b0 + i) % 251) as u8 + 1; 34];
+                    }
+                });
+                for (i, b) in out.iter().enumerate() {
+                    assert_eq!(
+                        *b,
+                        Block([(i % 251) as u8 + 1; 34]),
+                        "threads {threads} len {len}"
+                    );
                 }
             }
         }

@@ -127,10 +127,16 @@ impl<'a> BatchBuffers<'a> {
     }
 }
 
+/// Blocks of a batch's input below which its quantization runs on the calling
+/// thread: 16K values take microseconds, about a pool hand-off's cost.
+const PARALLEL_QUANT_MIN_BLOCKS: usize = 512;
+
 /// Quantizes the `n` rows of `x` (`[n, cols]`) into `xq` (each block rotated
 /// first when the matrices reading it are stored rotated, `rotate`) when the
 /// model has quantized matrices and the rows are whole blocks; returns whether
-/// it did. One quantization serves every matrix that reads this input.
+/// it did. One quantization serves every matrix that reads this input. Each
+/// block is quantized on its own, so splitting the blocks over the threads of
+/// `pool` gives the same bits on any thread count.
 fn quantize_rows(
     model: &Model,
     x: &[f32],
@@ -138,12 +144,21 @@ fn quantize_rows(
     quant: bool,
     rotate: bool,
     n: usize,
+    pool: &mut Pool,
 ) -> bool {
     let cols = x.len() / n;
     if !(quant && cols % QK == 0) {
         return false;
     }
-    quantize_input(&model.kernels, x, &mut xq[..n * cols / QK], rotate);
+    let xq = &mut xq[..n * cols / QK];
+    if xq.len() < PARALLEL_QUANT_MIN_BLOCKS {
+        quantize_input(&model.kernels, x, xq, rotate);
+    } else {
+        pool.split(xq, 1, &|b0, part| {
+            let xs = &x[b0 * QK..(b0 + part.len()) * QK];
+            quantize_input(&model.kernels, xs, part, rotate)
+        });
+    }
     true
 }
 
@@ -306,7 +321,7 @@ pub fn forward_batch(
             &mut bb.k[..n * kv_dim],
             &mut bb.v[..n * kv_dim],
         );
-        let qd = quantize_rows(model, xn, &mut bb.xq, quant, li.rotate_qkv, n);
+        let qd = quantize_rows(model, xn, &mut bb.xq, quant, li.rotate_qkv, n, pool);
         project(model, model.weights(li.wq), xn, &bb.xq, qd, n, q, pool);
         lora_rows(buf, l, LoraTarget::Q, xn, q, n);
         // The quantized input is reused by the K and V products.
@@ -340,7 +355,7 @@ pub fn forward_batch(
         kv.flush();
         attend_batch(model, bb, kv, pool, l, n, pos, scale);
         let (att, proj) = (&bb.att[..n * q_dim], &mut bb.proj[..n * dim]);
-        let qd = quantize_rows(model, att, &mut bb.xq, quant, li.rotate_wo, n);
+        let qd = quantize_rows(model, att, &mut bb.xq, quant, li.rotate_wo, n, pool);
         project(model, model.weights(li.wo), att, &bb.xq, qd, n, proj, pool);
         lora_rows(buf, l, LoraTarget::O, att, proj, n);
         let x = &mut bb.x[..n * dim];
@@ -358,7 +373,7 @@ pub fn forward_batch(
         }
         let xn = &bb.xn[..n * dim];
         let (gate, up) = (&mut bb.gate[..n * ffn], &mut bb.up[..n * ffn]);
-        let qd = quantize_rows(model, xn, &mut bb.xq, quant, li.rotate_gate_up, n);
+        let qd = quantize_rows(model, xn, &mut bb.xq, quant, li.rotate_gate_up, n, pool);
         project(
             model,
             model.weights(li.w_gate),
@@ -384,7 +399,7 @@ pub fn forward_batch(
         }
         let gate = &bb.gate[..n * ffn];
         let proj = &mut bb.proj[..n * dim];
-        let qd = quantize_rows(model, gate, &mut bb.xq, quant, li.rotate_down, n);
+        let qd = quantize_rows(model, gate, &mut bb.xq, quant, li.rotate_down, n, pool);
         project(
             model,
             model.weights(li.w_down),
