@@ -219,6 +219,9 @@ struct Ops {
     /// f16 K and V caches `[max context, KV_DIM]`.
     kc: Vec<f16>,
     vc: Vec<f16>,
+    /// The same caches widened (an f32 KV cache).
+    kf: Vec<f32>,
+    vf: Vec<f32>,
     inv_freq: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -245,6 +248,12 @@ impl Ops {
         let max_t = CONTEXTS[CONTEXTS.len() - 1];
         let to_f16 = |v: Vec<f32>| v.iter().map(|&v| f16::from_f32(v)).collect();
         let q0 = vals(N_HEADS * HEAD_DIM, 1.0);
+        let (kc, vc): (Vec<f16>, Vec<f16>) = (
+            to_f16(vals(max_t * KV_DIM, 1.0)),
+            to_f16(vals(max_t * KV_DIM, 1.0)),
+        );
+        let widen = |v: &[f16]| v.iter().map(|x| x.to_f32()).collect();
+        let (kf, vf) = (widen(&kc), widen(&vc));
         let inv_freq: Vec<f32> = (0..HEAD_DIM / 2)
             .map(|i| 1.0 / 100000f32.powf(2.0 * i as f32 / HEAD_DIM as f32))
             .collect();
@@ -257,8 +266,10 @@ impl Ops {
             up: vals(FFN, 1.0),
             q: q0.clone(),
             q0,
-            kc: to_f16(vals(max_t * KV_DIM, 1.0)),
-            vc: to_f16(vals(max_t * KV_DIM, 1.0)),
+            kc,
+            vc,
+            kf,
+            vf,
             inv_freq,
             cos,
             sin,
@@ -285,6 +296,36 @@ impl Ops {
             &mut self.scores[..t],
             &mut self.head,
         );
+    }
+
+    /// `attend_f16` over the widened (f32) cache.
+    fn attend_f32(&mut self, k: &Kernels, t: usize) {
+        let q = &self.q[..HEAD_DIM];
+        let len = (t - 1) * KV_DIM + HEAD_DIM;
+        (k.attend_f32)(
+            q,
+            &self.kf[..len],
+            &self.vf[..len],
+            KV_DIM,
+            SCORE_SCALE,
+            &mut self.scores[..t],
+            &mut self.head,
+        );
+    }
+
+    /// An f32 cache's head as the runtime did it before the fused `attend_f32`:
+    /// the tier's `dot_f32` per position, softmax, `axpy_f32` per position.
+    fn attend_f32_composed(&mut self, k: &Kernels, t: usize) {
+        let q = &self.q[..HEAD_DIM];
+        let s = &mut self.scores[..t];
+        self.head.fill(0.0);
+        for (j, sc) in s.iter_mut().enumerate() {
+            *sc = (k.dot_f32)(q, &self.kf[j * KV_DIM..][..HEAD_DIM]) * SCORE_SCALE;
+        }
+        (k.softmax_f32)(s);
+        for (j, &p) in s.iter().enumerate() {
+            (k.axpy_f32)(&mut self.head, p, &self.vf[j * KV_DIM..][..HEAD_DIM]);
+        }
     }
 
     /// The same head as the runtime did it before these slots existed: scalar
@@ -440,6 +481,17 @@ fn other_kernels(c: &mut Criterion) {
         }
         // The runtime's previous code path (scalar, widening each value row).
         g.bench_function("before", |b| b.iter(|| s.attend_f16_before(black_box(t))));
+        g.finish();
+    }
+    for t in CONTEXTS {
+        let mut g = c.benchmark_group(format!("attend_head_f32/ctx{t}"));
+        for k in &tiers {
+            g.bench_function(k.tier.name(), |b| b.iter(|| s.attend_f32(k, black_box(t))));
+            let composed = format!("{} composed", k.tier.name());
+            g.bench_function(composed, |b| {
+                b.iter(|| s.attend_f32_composed(k, black_box(t)))
+            });
+        }
         g.finish();
     }
     for t in CONTEXTS {

@@ -437,7 +437,9 @@ fn attention_helpers_match_scalar_bit_for_bit() {
 
 /// The fused attention over an f16 cache equals, bit for bit, its definition:
 /// the same tier's dot product, softmax and `axpy` composed by
-/// `scalar::attend_f16_with` (each of which is checked against scalar above).
+/// `scalar::attend_with` (each of which is checked against scalar above).
+/// The fused attention over f32 rows equals its own composition and, on the
+/// same rows widened from f16, the f16 kernel's results.
 /// Head sizes around the 8-lane groups and the 64-column register block,
 /// position counts around the 4-row score blocks (and one and two blocks
 /// past them), padded strides, misaligned starts, and large, tiny and
@@ -468,7 +470,7 @@ fn attend_f16_is_the_tiers_composition_bit_for_bit() {
                 for kt in &tiers {
                     let mut want_scores = vec![0.0f32; n];
                     let mut want = vec![7.0f32; hd];
-                    scalar::attend_f16_with(
+                    scalar::attend_with(
                         kt.dot_f16_f32,
                         kt.softmax_f32,
                         kt.axpy_f16_f32,
@@ -496,6 +498,50 @@ fn attend_f16_is_the_tiers_composition_bit_for_bit() {
                         &want_scores,
                     );
                     same_bits(kt.tier, &format!("{what} out"), n, out.get(), &want);
+
+                    // f32 rows: the f16 rows widened (so the same results),
+                    // and the raw f32 values against the f32 composition.
+                    let (kw, vw): (Vec<f32>, Vec<f32>) = (
+                        k16.iter().map(|x| x.to_f32()).collect(),
+                        v16.iter().map(|x| x.to_f32()).collect(),
+                    );
+                    for (kr, vr, what) in [
+                        (
+                            &kw,
+                            &vw,
+                            format!("attend_f32 widened hd={hd} stride={stride}"),
+                        ),
+                        (&kf, &vf, format!("attend_f32 hd={hd} stride={stride}")),
+                    ] {
+                        let (mut want32_scores, mut want32) = (vec![0.0f32; n], vec![7.0f32; hd]);
+                        scalar::attend_with(
+                            kt.dot_f32,
+                            kt.softmax_f32,
+                            kt.axpy_f32,
+                            (&q, kr, vr, stride, scale),
+                            &mut want32_scores,
+                            &mut want32,
+                        );
+                        let (sk, sv) = (Shifted::new(kr, o), Shifted::new(vr, (o + 1) % 4));
+                        let mut scores = Shifted::new(&vec![0.5f32; n], (o + 2) % 4);
+                        let mut out = Shifted::new(&vec![-9.0f32; hd], (o + 3) % 4);
+                        (kt.attend_f32)(
+                            &q,
+                            sk.get(),
+                            sv.get(),
+                            stride,
+                            scale,
+                            scores.get_mut(),
+                            out.get_mut(),
+                        );
+                        let sc = format!("{what} scores");
+                        same_bits(kt.tier, &sc, n, scores.get(), &want32_scores);
+                        same_bits(kt.tier, &format!("{what} out"), n, out.get(), &want32);
+                        if std::ptr::eq(kr, &kw) {
+                            same_bits(kt.tier, &sc, n, scores.get(), &want_scores);
+                            same_bits(kt.tier, &format!("{what} out"), n, out.get(), &want);
+                        }
+                    }
                 }
             }
         }

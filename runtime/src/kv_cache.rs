@@ -277,8 +277,9 @@ impl<'a> KvCache<'a> {
     /// using KV head `kv_head`:
     /// `out = sum_j softmax_j(q . K_j * scale) V_j`. `scores` is scratch of at
     /// least `last - first + 1` elements; `out` has `head_dim` elements.
-    /// The scores, softmax and weighted sum run on `kern`'s kernels (f16 rows
-    /// are read in place by the fused `attend_f16`, which widens as it goes).
+    /// The scores, softmax and weighted sum run on `kern`'s kernels (f32 and
+    /// f16 rows are read in place by the fused `attend_f32` and `attend_f16`,
+    /// the latter widening as it goes).
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &mut self,
@@ -342,14 +343,10 @@ impl<'a> KvCache<'a> {
         out.fill(0.0);
         match &self.store {
             Store::F32 { k, v } => {
-                let at = |j: usize| base + j * self.row + off;
-                for (j, s) in (first..=last).zip(scores.iter_mut()) {
-                    *s = (kern.dot_f32)(q, &k[at(j)..at(j) + hd]) * scale;
-                }
-                (kern.softmax_f32)(scores);
-                for (j, &p) in (first..=last).zip(scores.iter()) {
-                    (kern.axpy_f32)(out, p, &v[at(j)..at(j) + hd]);
-                }
+                let start = base + first * self.row + off;
+                let len = (last - first) * self.row + hd;
+                let (k, v) = (&k[start..start + len], &v[start..start + len]);
+                (kern.attend_f32)(q, k, v, self.row, scale, scores, out);
             }
             Store::F16 { k, v } => {
                 // Rows first..=last of this head, `row` elements apart.

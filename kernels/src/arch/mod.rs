@@ -125,6 +125,8 @@ pub type AxpyF16F32 = fn(&mut [f32], f32, &[f16]);
 /// Attention of one query head over f16 keys and values `(q, k, v, stride,
 /// scale, scores, out)`: `scalar::attend_f16`.
 pub type AttendF16 = fn(&[f32], &[f16], &[f16], usize, f32, &mut [f32], &mut [f32]);
+/// The same over f32 keys and values: `scalar::attend_f32`.
+pub type AttendF32 = fn(&[f32], &[f32], &[f32], usize, f32, &mut [f32], &mut [f32]);
 /// f16 row to f32 `(src, dst)`.
 pub type F16ToF32 = fn(&[f16], &mut [f32]);
 /// Residual add `acc += x`.
@@ -167,9 +169,13 @@ pub struct Kernels {
     pub axpy_f32: AxpyF32,
     pub axpy_f16_f32: AxpyF16F32,
     /// Fused attention over an f16 cache; bit-identical to
-    /// `scalar::attend_f16_with` over this table's `dot_f16_f32`,
-    /// `softmax_f32` and `axpy_f16_f32`.
+    /// `scalar::attend_with` over this table's `dot_f16_f32`, `softmax_f32`
+    /// and `axpy_f16_f32`.
     pub attend_f16: AttendF16,
+    /// Fused attention over f32 rows; bit-identical to `scalar::attend_with`
+    /// over this table's `dot_f32`, `softmax_f32` and `axpy_f32`, and so to
+    /// `attend_f16` over the same rows in f16 (widening is exact).
+    pub attend_f32: AttendF32,
     pub f16_to_f32: F16ToF32,
     pub add_f32: AddF32,
 }
@@ -200,6 +206,7 @@ pub const SCALAR: Kernels = Kernels {
     axpy_f32: scalar::axpy_f32,
     axpy_f16_f32: scalar::axpy_f16_f32,
     attend_f16: scalar::attend_f16,
+    attend_f32: scalar::attend_f32,
     f16_to_f32: scalar::f16_to_f32,
     add_f32: scalar::add_f32,
 };

@@ -15,6 +15,43 @@ use crate::scalar::{reduce_dot_lanes, DOT_LANES};
 
 const _: () = assert!(DOT_LANES == 8, "one partial sum per lane of two registers");
 
+/// The element type of the key and value rows the fused attention reads: f16
+/// (widened exactly on load) or f32. The f32 form of every step is the same,
+/// so both give the same bits on the same (widened) values.
+trait RowElem: Copy {
+    /// Four elements from `p`, as f32.
+    ///
+    /// # Safety
+    /// The CPU has NEON; `p` is valid for four reads.
+    unsafe fn load4(p: *const Self) -> float32x4_t;
+    fn to_f32(self) -> f32;
+}
+
+impl RowElem for f16 {
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn load4(p: *const Self) -> float32x4_t {
+        // SAFETY: f16 is a 2-byte plain value (its bits are a u16); caller's
+        // bounds.
+        cvt_f16x4(unsafe { vld1_u16(p as *const u16) })
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl RowElem for f32 {
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn load4(p: *const Self) -> float32x4_t {
+        // SAFETY: caller's bounds.
+        unsafe { vld1q_f32(p) }
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
 /// Finishes a dot product: the register partial sums, the tail elements
 /// `main..n` added to their lanes as in the reference, the reference reduction.
 #[inline]
@@ -164,10 +201,10 @@ const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
 const OUT_COLS: usize = 64;
 
 /// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
-/// `scalar::attend_f16_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)`
-/// of this tier. The scores of four positions are computed together; the
-/// output stays in registers while all values are added in, 64 columns at a
-/// time, instead of being loaded and stored once per position.
+/// `scalar::attend_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)` of
+/// this tier. The scores of four positions are computed together; the output
+/// stays in registers while all values are added in, 64 columns at a time,
+/// instead of being loaded and stored once per position.
 pub(super) fn attend_f16(
     q: &[f32],
     k: &[f16],
@@ -177,26 +214,53 @@ pub(super) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    crate::scalar::check_attend_f16(q, k, v, stride, scores, out);
-    // SAFETY: reachable only through `table(NeonToken)`; shapes checked.
-    unsafe { attend_scores_f16(q, k, stride, scale, scores) };
-    super::softmax::softmax_f32(scores);
-    // SAFETY: as above.
-    unsafe { attend_values_f16(v, stride, scores, out) };
+    attend((q, k, v, stride, scale), scores, out);
 }
 
-/// `scores[j] = dot_f16_f32(K_j, q) * scale` for every position, with the
-/// lanes, products and reduction of `dot_f16_f32_impl`.
+/// `attend_f16` over f32 rows (`scalar::attend_f32`): bit-identical to
+/// `scalar::attend_with(dot_f32, softmax::softmax_f32, axpy_f32)` of this tier.
+pub(super) fn attend_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend((q, k, v, stride, scale), scores, out);
+}
+
+fn attend<T: RowElem>(
+    (q, k, v, stride, scale): (&[f32], &[T], &[T], usize, f32),
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    crate::scalar::check_attend(q, k, v, stride, scores, out);
+    // SAFETY: reachable only through `table(NeonToken)`; shapes checked.
+    unsafe { attend_scores(q, k, stride, scale, scores) };
+    super::softmax::softmax_f32(scores);
+    // SAFETY: as above.
+    unsafe { attend_values(v, stride, scores, out) };
+}
+
+/// `scores[j] = dot(K_j, q) * scale` for every position, with the lanes,
+/// products and reduction of `dot_f16_f32_impl` (and `dot_f32_impl`).
 ///
 /// # Safety
-/// The CPU has NEON; shapes as `check_attend_f16` accepts.
+/// The CPU has NEON; shapes as `check_attend` accepts.
 #[target_feature(enable = "neon")]
-unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
+unsafe fn attend_scores<T: RowElem>(
+    q: &[f32],
+    k: &[T],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
     let hd = q.len();
     let main = hd / 8 * 8;
     let n = scores.len();
-    // f16 is a 2-byte plain value: its bits are a u16.
-    let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const u16);
+    let (qp, kp) = (q.as_ptr(), k.as_ptr());
     let mut j = 0;
     while j + SCORE_ROWS <= n {
         // Row r's partial sums: lanes 0..4 in lo[r], lanes 4..8 in hi[r].
@@ -209,8 +273,8 @@ unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, sco
             unsafe {
                 let (q0, q1) = (vld1q_f32(qp.add(i)), vld1q_f32(qp.add(i + 4)));
                 for r in 0..SCORE_ROWS {
-                    let kv = vld1q_u16(kp.add((j + r) * stride + i));
-                    let (k0, k1) = (cvt_f16x4(vget_low_u16(kv)), cvt_f16x4(vget_high_u16(kv)));
+                    let row = kp.add((j + r) * stride + i);
+                    let (k0, k1) = (T::load4(row), T::load4(row.add(4)));
                     lo[r] = vaddq_f32(lo[r], vmulq_f32(k0, q0));
                     hi[r] = vaddq_f32(hi[r], vmulq_f32(k1, q1));
                 }
@@ -236,8 +300,22 @@ unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, sco
         j += SCORE_ROWS;
     }
     for (jj, s) in scores.iter_mut().enumerate().skip(j) {
-        // SAFETY: same CPU features; the row and `q` have hd elements.
-        *s = unsafe { dot_f16_f32_impl(&k[jj * stride..][..hd], q) } * scale;
+        let row = &k[jj * stride..][..hd];
+        let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        let mut i = 0;
+        while i < main {
+            // SAFETY: same CPU features; i + 8 <= main <= hd for the row and `q`.
+            unsafe {
+                let (k0, k1) = (
+                    T::load4(row.as_ptr().add(i)),
+                    T::load4(row.as_ptr().add(i + 4)),
+                );
+                lo = vaddq_f32(lo, vmulq_f32(k0, vld1q_f32(qp.add(i))));
+                hi = vaddq_f32(hi, vmulq_f32(k1, vld1q_f32(qp.add(i + 4))));
+            }
+            i += 8;
+        }
+        *s = finish(lo, hi, main, hd, |c| row[c].to_f32() * q[c]) * scale;
     }
 }
 
@@ -246,20 +324,20 @@ unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, sco
 /// uses: its 4-column groups, then its scalar tail).
 ///
 /// # Safety
-/// The CPU has NEON; shapes as `check_attend_f16` accepts.
+/// The CPU has NEON; shapes as `check_attend` accepts.
 #[target_feature(enable = "neon")]
-unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]) {
+unsafe fn attend_values<T: RowElem>(v: &[T], stride: usize, p: &[f32], out: &mut [f32]) {
     let hd = out.len();
     let main = hd / 4 * 4;
     let mut c = 0;
     while c + OUT_COLS <= main {
         // SAFETY: c + OUT_COLS <= main; same features.
-        unsafe { attend_values_cols::<{ OUT_COLS / 4 }>(v, stride, p, c, out) };
+        unsafe { attend_values_cols::<T, { OUT_COLS / 4 }>(v, stride, p, c, out) };
         c += OUT_COLS;
     }
     while c < main {
         // SAFETY: c + 4 <= main; same features.
-        unsafe { attend_values_cols::<1>(v, stride, p, c, out) };
+        unsafe { attend_values_cols::<T, 1>(v, stride, p, c, out) };
         c += 4;
     }
     for (col, o) in out.iter_mut().enumerate().skip(main) {
@@ -270,28 +348,28 @@ unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]
     }
 }
 
-/// Columns `c..c + 4 * R` of `attend_values_f16`, held in `R` registers.
+/// Columns `c..c + 4 * R` of `attend_values`, held in `R` registers.
 ///
 /// # Safety
-/// The CPU has NEON; `c + 4 * R <= out.len()`; shapes as `check_attend_f16`
+/// The CPU has NEON; `c + 4 * R <= out.len()`; shapes as `check_attend`
 /// accepts.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn attend_values_cols<const R: usize>(
-    v: &[f16],
+unsafe fn attend_values_cols<T: RowElem, const R: usize>(
+    v: &[T],
     stride: usize,
     p: &[f32],
     c: usize,
     out: &mut [f32],
 ) {
-    let vp = v.as_ptr() as *const u16;
+    let vp = v.as_ptr();
     let mut acc = [vdupq_n_f32(0.0); R];
     for (j, &pj) in p.iter().enumerate() {
         let row = j * stride + c;
         for (g, a) in acc.iter_mut().enumerate() {
             // SAFETY: c + 4 * g + 4 <= out.len() = head_dim; row j < n has
             // head_dim elements from j * stride.
-            let x = cvt_f16x4(unsafe { vld1_u16(vp.add(row + 4 * g)) });
+            let x = unsafe { T::load4(vp.add(row + 4 * g)) };
             *a = vaddq_f32(*a, vmulq_n_f32(x, pj));
         }
     }

@@ -12,72 +12,83 @@ use crate::scalar::{reduce_dot_lanes, DOT_LANES};
 
 const _: () = assert!(DOT_LANES == 8, "one partial sum per AVX2 lane");
 
-pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
-    // SAFETY: reachable only through `table(Avx2Token)`; lengths checked.
-    unsafe { dot_f32_impl(a, b) }
+/// The element type of the key and value rows the fused attention reads: f16
+/// (widened exactly on load) or f32. The f32 form of every step is the same,
+/// so both give the same bits on the same (widened) values.
+pub(in crate::arch::x86_64) trait RowElem: Copy {
+    /// Eight elements from `p`, as f32.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C; `p` is valid for eight reads.
+    unsafe fn load8(p: *const Self) -> __m256;
+    fn to_f32(self) -> f32;
 }
 
+impl RowElem for f16 {
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8(p: *const Self) -> __m256 {
+        // SAFETY: eight f16 are one unaligned 128-bit load (caller's bounds).
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) })
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl RowElem for f32 {
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8(p: *const Self) -> __m256 {
+        // SAFETY: caller's bounds; unaligned load.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+/// `sum(row[i] * x[i])` in the reference's order (eight partial sums, multiply
+/// then add, `reduce_dot_lanes`).
+///
 /// # Safety
-/// The CPU has AVX2; `a.len() == b.len()`.
-#[target_feature(enable = "avx2")]
-unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
+/// The CPU has AVX2 and F16C; `row.len() == x.len()`.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn dot_row<T: RowElem>(row: &[T], x: &[f32]) -> f32 {
+    let n = row.len();
     let main = n / 8 * 8;
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;
     while i < main {
         // SAFETY: i + 8 <= main <= n for both rows.
-        let (av, bv) = unsafe {
+        let (rv, xv) = unsafe {
             (
-                _mm256_loadu_ps(a.as_ptr().add(i)),
-                _mm256_loadu_ps(b.as_ptr().add(i)),
+                T::load8(row.as_ptr().add(i)),
+                _mm256_loadu_ps(x.as_ptr().add(i)),
             )
         };
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(av, bv));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(rv, xv));
         i += 8;
     }
     let mut lanes = [0.0f32; DOT_LANES];
     // SAFETY: `lanes` holds 8 f32.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
     for j in main..n {
-        lanes[j % DOT_LANES] += a[j] * b[j];
+        lanes[j % DOT_LANES] += row[j].to_f32() * x[j];
     }
     reduce_dot_lanes(lanes)
+}
+
+pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    // SAFETY: reachable only through `table(Avx2Token)`; lengths checked.
+    unsafe { dot_row(a, b) }
 }
 
 pub(super) fn dot_f16_f32(w: &[f16], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len(), "dot_f16_f32: length mismatch");
     // SAFETY: reachable only through `table(Avx2Token)`; lengths checked.
-    unsafe { dot_f16_f32_impl(w, x) }
-}
-
-/// # Safety
-/// The CPU has AVX2 and F16C; `w.len() == x.len()`.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn dot_f16_f32_impl(w: &[f16], x: &[f32]) -> f32 {
-    let n = w.len();
-    let main = n / 8 * 8;
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i < main {
-        // SAFETY: i + 8 <= main <= n; 8 f16 are one unaligned 128-bit load.
-        let (wv, xv) = unsafe {
-            (
-                _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(i) as *const __m128i)),
-                _mm256_loadu_ps(x.as_ptr().add(i)),
-            )
-        };
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, xv));
-        i += 8;
-    }
-    let mut lanes = [0.0f32; DOT_LANES];
-    // SAFETY: `lanes` holds 8 f32.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-    for j in main..n {
-        lanes[j % DOT_LANES] += w[j].to_f32() * x[j];
-    }
-    reduce_dot_lanes(lanes)
+    unsafe { dot_row(w, x) }
 }
 
 pub(super) fn axpy_f32(acc: &mut [f32], scale: f32, x: &[f32]) {
@@ -148,8 +159,8 @@ const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
 const OUT_COLS: usize = 64;
 
 /// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
-/// `scalar::attend_f16_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)`
-/// of this tier (`attend_f16_around`).
+/// `scalar::attend_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)` of
+/// this tier (`attend_around`).
 pub(super) fn attend_f16(
     q: &[f32],
     k: &[f16],
@@ -159,7 +170,7 @@ pub(super) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend_f16_around(
+    attend_around(
         super::softmax::softmax_f32,
         (q, k, v, stride, scale),
         scores,
@@ -167,35 +178,61 @@ pub(super) fn attend_f16(
     );
 }
 
-/// The fused attention of the x86 tiers around a tier's `softmax`: checks the
-/// shapes, computes the scores of four positions together, applies `softmax`,
-/// then adds the values in with the output held in registers, 64 columns at a
-/// time, instead of loading and storing it once per position. Equals
-/// `scalar::attend_f16_with(dot_f16_f32, softmax, axpy_f16_f32)` bit for bit
-/// for this module's dot product (the reference's order) and any `axpy` (one
-/// rounded product, one add per element).
-pub(in crate::arch::x86_64) fn attend_f16_around(
-    softmax: fn(&mut [f32]),
-    (q, k, v, stride, scale): (&[f32], &[f16], &[f16], usize, f32),
+/// Fused attention over f32 rows (`scalar::attend_f32`): bit-identical to
+/// `scalar::attend_with(dot_f32, softmax::softmax_f32, axpy_f32)` of this
+/// tier (`attend_around`).
+pub(super) fn attend_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    crate::scalar::check_attend_f16(q, k, v, stride, scores, out);
+    attend_around(
+        super::softmax::softmax_f32,
+        (q, k, v, stride, scale),
+        scores,
+        out,
+    );
+}
+
+/// The fused attention of the x86 tiers around a tier's `softmax`, over f16
+/// or f32 rows: checks the shapes, computes the scores of four positions
+/// together, applies `softmax`, then adds the values in with the output held
+/// in registers, 64 columns at a time, instead of loading and storing it once
+/// per position. Equals `scalar::attend_with(dot, softmax, axpy)` bit for bit
+/// for this module's dot product (the reference's order) and any `axpy` (one
+/// rounded product, one add per element).
+pub(in crate::arch::x86_64) fn attend_around<T: RowElem>(
+    softmax: fn(&mut [f32]),
+    (q, k, v, stride, scale): (&[f32], &[T], &[T], usize, f32),
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    crate::scalar::check_attend(q, k, v, stride, scores, out);
     // SAFETY: reachable only through the x86 tier tables, whose CPUs all have
     // AVX2 and F16C; shapes checked.
     unsafe {
-        attend_scores_f16(q, k, stride, scale, scores);
+        attend_scores(q, k, stride, scale, scores);
         softmax(scores);
-        attend_values_f16(v, stride, scores, out);
+        attend_values(v, stride, scores, out);
     }
 }
 
-/// `scores[j] = dot_f16_f32(K_j, q) * scale` for every position.
+/// `scores[j] = dot(K_j, q) * scale` for every position.
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
+/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, scores: &mut [f32]) {
+unsafe fn attend_scores<T: RowElem>(
+    q: &[f32],
+    k: &[T],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
     let hd = q.len();
     let main = hd / 8 * 8;
     let n = scores.len();
@@ -210,8 +247,8 @@ unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, sco
             unsafe {
                 let qv = _mm256_loadu_ps(qp.add(i));
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let kv = _mm_loadu_si128(kp.add((j + r) * stride + i) as *const __m128i);
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtph_ps(kv), qv));
+                    let kv = T::load8(kp.add((j + r) * stride + i));
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(kv, qv));
                 }
             }
             i += 8;
@@ -246,7 +283,7 @@ unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, sco
     }
     for (jj, s) in scores.iter_mut().enumerate().skip(j) {
         // SAFETY: same CPU features; the row has hd elements.
-        *s = unsafe { dot_f16_f32_impl(&k[jj * stride..][..hd], q) } * scale;
+        *s = unsafe { dot_row(&k[jj * stride..][..hd], q) } * scale;
     }
 }
 
@@ -254,20 +291,20 @@ unsafe fn attend_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, sco
 /// `out + p * v`, rounded as `axpy_f16_f32` rounds it).
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; shapes as `check_attend_f16` accepts.
+/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]) {
+unsafe fn attend_values<T: RowElem>(v: &[T], stride: usize, p: &[f32], out: &mut [f32]) {
     let hd = out.len();
     let main = hd / 8 * 8;
     let mut c = 0;
     while c + OUT_COLS <= main {
         // SAFETY: c + OUT_COLS <= main; same features.
-        unsafe { attend_values_cols::<{ OUT_COLS / 8 }>(v, stride, p, c, out) };
+        unsafe { attend_values_cols::<T, { OUT_COLS / 8 }>(v, stride, p, c, out) };
         c += OUT_COLS;
     }
     while c < main {
         // SAFETY: c + 8 <= main; same features.
-        unsafe { attend_values_cols::<1>(v, stride, p, c, out) };
+        unsafe { attend_values_cols::<T, 1>(v, stride, p, c, out) };
         c += 8;
     }
     for (col, o) in out.iter_mut().enumerate().skip(main) {
@@ -282,11 +319,11 @@ unsafe fn attend_values_f16(v: &[f16], stride: usize, p: &[f32], out: &mut [f32]
 ///
 /// # Safety
 /// The CPU has AVX2 and F16C; `c + 8 * R <= out.len()`; shapes as
-/// `check_attend_f16` accepts.
+/// `check_attend` accepts.
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn attend_values_cols<const R: usize>(
-    v: &[f16],
+unsafe fn attend_values_cols<T: RowElem, const R: usize>(
+    v: &[T],
     stride: usize,
     p: &[f32],
     c: usize,
@@ -300,8 +337,7 @@ unsafe fn attend_values_cols<const R: usize>(
         for (g, a) in acc.iter_mut().enumerate() {
             // SAFETY: c + 8 * g + 8 <= out.len() = head_dim; row j < n has
             // head_dim elements from j * stride.
-            let x =
-                unsafe { _mm256_cvtph_ps(_mm_loadu_si128(vp.add(row + 8 * g) as *const __m128i)) };
+            let x = unsafe { T::load8(vp.add(row + 8 * g)) };
             *a = _mm256_add_ps(*a, _mm256_mul_ps(s, x));
         }
     }

@@ -1,6 +1,6 @@
 //! AVX-512 `axpy` over f16 values (weighted sum of values), bit-identical to
 //! the scalar kernel (the product is rounded before the add), and the fused
-//! attention over an f16 cache. The dot products stay the AVX2 ones: the
+//! attention over an f16 cache or f32 rows. The dot products stay the AVX2 ones: the
 //! reference's eight partial sums fill exactly one 256-bit register, so scores
 //! are the same bits on every tier. The f32 `axpy` and f16 widening stay AVX2's:
 //! on 64-element rows their 16-lane masked versions measured slower
@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use super::avx2::attention::attend_f16_around;
+use super::avx2::attention::attend_around;
 use super::math::first_lanes;
 
 pub(super) fn axpy_f16_f32(acc: &mut [f32], scale: f32, x: &[f16]) {
@@ -41,7 +41,7 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
 }
 
 /// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
-/// `scalar::attend_f16_with(dot_f16_f32, softmax_f32, axpy_f16_f32)` of this
+/// `scalar::attend_with(dot_f16_f32, softmax_f32, axpy_f16_f32)` of this
 /// tier. AVX2's fused kernel around this tier's softmax, whose 16-lane sum
 /// differs in order from AVX2's (the dot product is AVX2's in both tables,
 /// and the weighted sum equals any `axpy` bit for bit).
@@ -54,7 +54,26 @@ pub(super) fn attend_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend_f16_around(
+    attend_around(
+        super::softmax::softmax_f32,
+        (q, k, v, stride, scale),
+        scores,
+        out,
+    );
+}
+
+/// Fused attention over f32 rows (`scalar::attend_f32`): AVX2's kernel around
+/// this tier's softmax, as `attend_f16`.
+pub(super) fn attend_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend_around(
         super::softmax::softmax_f32,
         (q, k, v, stride, scale),
         scores,

@@ -45,6 +45,7 @@ pub(super) fn table(t: Avx512Token) -> Kernels {
         rope_f32: rope::rope_f32,
         axpy_f16_f32: attention::axpy_f16_f32,
         attend_f16: attention::attend_f16,
+        attend_f32: attention::attend_f32,
         add_f32: add::add_f32,
         ..avx2::table(t.avx2())
     }
