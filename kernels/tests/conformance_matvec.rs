@@ -576,14 +576,15 @@ fn block_matmul_token_counts_and_chunks() {
     }
 }
 
-/// The 4-bit matrix-vector products take tile groups in pairs (eight rows,
-/// two weight streams) with an odd last group on another path, and precompute
-/// activation terms in passes of 512 blocks: every group count from one to
-/// five and widths around a pass must equal the scalar tier: bit for bit on
-/// x86 (documented there), within the reassociation bound on the FMA-based
-/// ARM tiers.
+/// The x86 matrix-vector products of the row-interleaved types take tile
+/// groups in pairs (eight rows, two weight streams) with an odd last group on
+/// another path, and precompute activation terms in passes of 512 blocks:
+/// every group count from one to five and widths around a pass must equal the
+/// scalar tier: bit for bit on x86 (documented there), within the
+/// reassociation bound on the FMA-based ARM tiers. Weight quants of q8_0 use
+/// the full i8 range, -128 included.
 #[test]
-fn block_matvec_4bit_group_pairs_and_passes() {
+fn block_matvec_group_pairs_and_passes() {
     let tiers = simd_tiers();
     let mut rng = Rng(0x6A09_E667_F3BC_C908);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -604,9 +605,19 @@ fn block_matvec_4bit_group_pairs_and_passes() {
                 .collect();
             let mut t4 = w4.clone();
             interleave_rows(&w4, nb, &mut t4);
+            let w8: Vec<BlockQ8_0> = (0..rows * nb)
+                .map(|_| {
+                    let d = rng.f32() * 0.01;
+                    q8_block(&mut rng, -128, 127, d)
+                })
+                .collect();
+            let mut t8 = w8.clone();
+            interleave_rows(&w8, nb, &mut t8);
             // IQ4_NL has Q4_0's byte layout (scale, 16 bytes of nibble indices).
             let ti: Vec<BlockIq4Nl> = bytemuck::cast_slice(&t4).to_vec();
             let (mut want4, mut wanti) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+            let mut want8 = vec![0.0f32; rows];
+            scalar::matvec_q8_0x4_q8_0(&t8, &a, &mut want8);
             scalar::matvec_q4_0x4_q8_0(&t4, &a, &mut want4);
             scalar::matvec_iq4_nlx4_q8_0(&ti, &a, &mut wanti);
             // sum_j |w_j a_j| per row bounds every partial sum a tier forms.
@@ -625,9 +636,16 @@ fn block_matvec_4bit_group_pairs_and_passes() {
             };
             let b4 = abs_dot(&|r, o| scalar::dequantize_tiled_row_q4_0(&t4, r, o));
             let bi = abs_dot(&|r, o| scalar::dequantize_tiled_row_iq4_nl(&ti, r, o));
+            let b8 = abs_dot(&|r, o| scalar::dequantize_tiled_row_q8_0(&t8, r, o));
             for k in &tiers {
                 let bit_exact = matches!(k.tier, Tier::Avx2 | Tier::Avx512);
                 let mut got = vec![f32::NAN; rows];
+                (k.matvec_q8_0x4_q8_0)(&t8, &a, &mut got);
+                let what = format!("q8_0x4 groups={groups}");
+                check_float(k.tier, &what, nb, &got, &want8, &b8);
+                if bit_exact {
+                    assert_eq!(bits(&got), bits(&want8), "{} {what} nb={nb}", k.tier.name());
+                }
                 (k.matvec_q4_0x4_q8_0)(&t4, &a, &mut got);
                 let what = format!("q4_0x4 groups={groups}");
                 check_float(k.tier, &what, nb, &got, &want4, &b4);

@@ -445,7 +445,7 @@ fn attention_helpers_match_scalar_bit_for_bit() {
 /// past them), padded strides, misaligned starts, and large, tiny and
 /// signed-zero values.
 #[test]
-fn attend_f16_is_the_tiers_composition_bit_for_bit() {
+fn attention_is_the_tiers_composition_bit_for_bit() {
     let tiers: Vec<Kernels> = Tier::ALL.into_iter().filter_map(kernels_for).collect();
     let mut rng = Rng(0x5eed_a77e_7d00_0001);
     let head_dims = (1..=20).chain([31, 63, 64, 65, 72, 80, 96, 127, 128, 129, 136]);
@@ -573,7 +573,7 @@ fn contracts_are_asserted_on_every_tier() {
         let mut a = [0.0f32; 5];
         let b = [0.0f32; 4];
         let h = [f16::ZERO; 4];
-        let cases: [(&str, Case); 10] = [
+        let cases: [(&str, Case); 13] = [
             (
                 "rmsnorm len",
                 Box::new(|| (k.rmsnorm_f32)(&mut [0.0; 5], &b, &b, 1e-5)),
@@ -608,6 +608,22 @@ fn contracts_are_asserted_on_every_tier() {
             (
                 "attend out",
                 Box::new(|| (k.attend_f16)(&b, &h, &h, 4, 1.0, &mut [0.0; 1], &mut [0.0; 3])),
+            ),
+            (
+                "attend_f32 rows",
+                Box::new(|| (k.attend_f32)(&b, &b, &b, 4, 1.0, &mut [0.0; 2], &mut [0.0; 4])),
+            ),
+            (
+                "attend_f32 out",
+                Box::new(|| (k.attend_f32)(&b, &b, &b, 4, 1.0, &mut [0.0; 1], &mut [0.0; 3])),
+            ),
+            (
+                // (n - 1) * stride + head_dim wraps to 8 without the overflow check.
+                "attend_f32 stride overflow",
+                Box::new(|| {
+                    let huge = 1usize << (usize::BITS - 2);
+                    (k.attend_f32)(&b, &b, &b, huge, 1.0, &mut [0.0; 5], &mut [0.0; 4])
+                }),
             ),
         ];
         for (what, f) in cases {

@@ -20,7 +20,7 @@
 //!
 //! The job is a closure on the caller's stack, published as a thin pointer.
 //! A worker reads it only after claiming a chunk of the current epoch, and
-//! `Pool::split_rows` returns (or unwinds, if the caller's own chunk panics)
+//! `Pool::split` returns (or unwinds, if the caller's own chunk panics)
 //! only after every chunk is done: the pointer never outlives the data. This
 //! scope guarantee is the reason this module needs `unsafe`; it is the only
 //! module of the runtime besides the memory map that does.

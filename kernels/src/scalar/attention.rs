@@ -8,11 +8,13 @@ use half::f16;
 
 use super::{axpy_f16_f32, axpy_f32, dot_f16_f32, dot_f32, softmax_f32};
 
-/// Checks the shapes of an `attend_f16` or `attend_f32` call; returns `(head_dim, positions)`.
+/// Checks the shapes of an `attend_f16` or `attend_f32` call; returns
+/// `(head_dim, positions)`.
 ///
 /// # Panics
 /// If `out.len() != q.len()`, `stride < q.len()`, or `k` or `v` is shorter
-/// than `n` rows of `stride` elements (the last row needs only `q.len()`).
+/// than `n` rows of `stride` elements (the last row needs only `q.len()`;
+/// a size that overflows `usize` is never available).
 #[inline]
 pub fn check_attend<T>(
     q: &[f32],
@@ -23,15 +25,17 @@ pub fn check_attend<T>(
     out: &[f32],
 ) -> (usize, usize) {
     let (hd, n) = (q.len(), scores.len());
-    assert_eq!(out.len(), hd, "attend_f16: out length");
-    assert!(stride >= hd, "attend_f16: stride {stride} < head_dim {hd}");
+    assert_eq!(out.len(), hd, "attend: out length");
+    assert!(stride >= hd, "attend: stride {stride} < head_dim {hd}");
     let need = match n {
-        0 => 0,
-        n => (n - 1) * stride + hd,
+        0 => Some(0),
+        n => (n - 1).checked_mul(stride).and_then(|e| e.checked_add(hd)),
     };
     assert!(
-        k.len() >= need && v.len() >= need,
-        "attend_f16: {n} rows of stride {stride} need {need} elements"
+        need.is_some_and(|need| k.len() >= need && v.len() >= need),
+        "attend: {n} rows of stride {stride} do not fit in {} / {} elements",
+        k.len(),
+        v.len()
     );
     (hd, n)
 }

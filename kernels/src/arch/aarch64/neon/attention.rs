@@ -1,6 +1,6 @@
 //! NEON attention helpers over f32 and f16 rows: dot products (scores), `axpy`
 //! (weighted sum of values), f16 widening and the fused attention over an f16
-//! cache. All bit-identical to the scalar kernels: the dot products keep the
+//! or f32 cache. All bit-identical to the scalar kernels: the dot products keep the
 //! reference's eight partial sums in two registers (element `i` in lane
 //! `i % 8`, multiply then add, no FMA) and its final reduction order; `axpy`
 //! rounds the product before adding; f16 values are widened with `fcvtl`
@@ -24,6 +24,7 @@ trait RowElem: Copy {
     /// # Safety
     /// The CPU has NEON; `p` is valid for four reads.
     unsafe fn load4(p: *const Self) -> float32x4_t;
+    /// One element as f32 (exact), for the scalar tails.
     fn to_f32(self) -> f32;
 }
 
@@ -321,7 +322,7 @@ unsafe fn attend_scores<T: RowElem>(
 
 /// `out = sum_j p[j] * V_j`, accumulated from zero in `j` order (each step
 /// `out + v * p`, rounded and with operands in the order `axpy_f16_f32_impl`
-/// uses: its 4-column groups, then its scalar tail).
+/// and `axpy_f32_impl` use: their 4-column groups, then their scalar tail).
 ///
 /// # Safety
 /// The CPU has NEON; shapes as `check_attend` accepts.

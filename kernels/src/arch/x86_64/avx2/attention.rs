@@ -21,6 +21,7 @@ pub(in crate::arch::x86_64) trait RowElem: Copy {
     /// # Safety
     /// The CPU has AVX2 and F16C; `p` is valid for eight reads.
     unsafe fn load8(p: *const Self) -> __m256;
+    /// One element as f32 (exact), for the scalar tails.
     fn to_f32(self) -> f32;
 }
 
@@ -288,7 +289,7 @@ unsafe fn attend_scores<T: RowElem>(
 }
 
 /// `out = sum_j p[j] * V_j`, accumulated from zero in `j` order (each step
-/// `out + p * v`, rounded as `axpy_f16_f32` rounds it).
+/// `out + p * v`, rounded as `axpy_f16_f32` and `axpy_f32` round it).
 ///
 /// # Safety
 /// The CPU has AVX2 and F16C; shapes as `check_attend` accepts.
@@ -315,7 +316,7 @@ unsafe fn attend_values<T: RowElem>(v: &[T], stride: usize, p: &[f32], out: &mut
     }
 }
 
-/// Columns `c..c + 8 * R` of `attend_values_f16`, held in `R` registers.
+/// Columns `c..c + 8 * R` of `attend_values`, held in `R` registers.
 ///
 /// # Safety
 /// The CPU has AVX2 and F16C; `c + 8 * R <= out.len()`; shapes as

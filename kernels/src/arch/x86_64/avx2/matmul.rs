@@ -33,9 +33,9 @@ const _: () = assert!(TILE_ROWS == 4, "one tile's rows per 128-bit vector");
 /// bytes ahead hides memory latency on CPUs whose hardware prefetcher does not
 /// keep up (`benches/RESULTS.md` has the measurement).
 const PREFETCH_AHEAD: usize = 1024;
-/// The same for the matrix-vector product of decode (`n == 1`), whose one
-/// stream is read at memory speed: 16 KiB ahead, as the 4-bit decode kernels
-/// (`matvec_nibble.rs`).
+/// The same with one token (`n == 1`: the odd last tile group of decode),
+/// whose stream is read at memory speed: 16 KiB ahead, as the decode kernels
+/// (`matvec_q8.rs`, `matvec_nibble.rs`).
 const DECODE_PREFETCH_AHEAD: usize = 16 * 1024;
 
 /// Tokens per register block (four rows x `TOKENS` tokens of accumulators).

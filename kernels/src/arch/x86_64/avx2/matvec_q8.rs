@@ -7,9 +7,8 @@
 //! with one 32-bit horizontal-add tree to `[g rows 0..4 | g+1 rows 0..4]` (the
 //! output order), converts the eight rows' scales in one instruction and
 //! keeps one 8-lane accumulator. With one weight stream the 1.1B-shape q8_0
-//! decode ran at 62-78 % of the memory bandwidth, against 97-104 % for the
-//! two-stream 4-bit kernels (`benches/RESULTS.md`, session 11 has this
-//! kernel's measurement).
+//! decode stayed well under the memory bandwidth that the two-stream 4-bit
+//! kernels reach (`benches/RESULTS.md`, sessions 10 and 11).
 //!
 //! Results are bit-identical to the scalar tier and to `matmul.rs` with one
 //! token: the integer block sums are exact in any order, and each row's f32
@@ -43,7 +42,9 @@ const TILE_BYTES: usize = TILE_ROWS * core::mem::size_of::<BlockQ8_0>();
 
 /// Prefetches the lines of the tile `PREFETCH_AHEAD` bytes past `p`: its
 /// first, middle and last byte, which lie in the (at most three) lines a
-/// 136-byte tile touches wherever it starts. Prefetches never fault, so
+/// 136-byte tile touches when it starts on a multiple of 8 bytes, as every
+/// tile of a 64-byte-aligned tensor does (136 = 8 * 17); elsewhere a line may
+/// be missed, which costs only speed. Prefetches never fault, so
 /// addresses past the end of the matrix are harmless; the pointer is only
 /// formed, never dereferenced.
 #[inline]
@@ -57,19 +58,19 @@ fn prefetch_tile(p: *const BlockQ8_0) {
 
 pub(super) fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
     crate::scalar::check_tiled_shape(w.len(), a.len(), out.len(), "matvec_q8_0x4_q8_0");
-    // SAFETY: reachable only through the AVX2 and AVX-512 tables (both CPUs
-    // have AVX2, FMA and F16C); shape checked above.
-    unsafe {
-        let nb = a.len();
-        let paired = out.len() / PAIR_ROWS * PAIR_ROWS;
-        let (out_pairs, out_rest) = out.split_at_mut(paired);
-        let (w_pairs, w_rest) = w.split_at(paired * nb);
-        if paired > 0 {
-            matvec_pairs(w_pairs, a, out_pairs);
-        }
-        if !out_rest.is_empty() {
-            matmul_x4(w_rest, a, 1, out_rest);
-        }
+    let nb = a.len();
+    let paired = out.len() / PAIR_ROWS * PAIR_ROWS;
+    let (out_pairs, out_rest) = out.split_at_mut(paired);
+    let (w_pairs, w_rest) = w.split_at(paired * nb);
+    // Reachable only through the AVX2 and AVX-512 tables, whose CPUs have
+    // AVX2, FMA and F16C; both parts keep the shape checked above.
+    if paired > 0 {
+        // SAFETY: CPU features and shape as stated above.
+        unsafe { matvec_pairs(w_pairs, a, out_pairs) };
+    }
+    if !out_rest.is_empty() {
+        // SAFETY: CPU features and shape as stated above.
+        unsafe { matmul_x4(w_rest, a, 1, out_rest) };
     }
 }
 

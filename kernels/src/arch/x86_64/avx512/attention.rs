@@ -1,9 +1,9 @@
 //! AVX-512 `axpy` over f16 values (weighted sum of values), bit-identical to
 //! the scalar kernel (the product is rounded before the add), and the fused
-//! attention over an f16 cache or f32 rows. The dot products stay the AVX2 ones: the
-//! reference's eight partial sums fill exactly one 256-bit register, so scores
-//! are the same bits on every tier. The f32 `axpy` and f16 widening stay AVX2's:
-//! on 64-element rows their 16-lane masked versions measured slower
+//! attention over an f16 or f32 cache. The dot products stay the AVX2 ones:
+//! the reference's eight partial sums fill exactly one 256-bit register, so
+//! scores are the same bits on every tier. The f32 `axpy` and f16 widening stay
+//! AVX2's: on 64-element rows their 16-lane masked versions measured slower
 //! (`benches/RESULTS.md`, session 10).
 
 use core::arch::x86_64::*;

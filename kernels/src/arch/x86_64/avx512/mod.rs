@@ -18,7 +18,7 @@ use crate::arch::{Kernels, Tier};
 /// products (16-lane tiles, so decode and prefill agree bit for bit within
 /// this tier), the VNNI batched (prefill) products of the row-interleaved
 /// matrices, and 16-lane versions of the other ops (RMSNorm, softmax, gates,
-/// RoPE, f16 `axpy`, fused f16 attention, residual add; written in 93e04f3,
+/// RoPE, f16 `axpy`, fused f16 and f32 attention, residual add; written in 93e04f3,
 /// registered after their first conformance run on an AVX-512 CPU, session
 /// 10). The AVX2 kernels remain for the row-interleaved matrix-vector
 /// products of decode (bound by memory bandwidth; the batched kernels match
