@@ -18,7 +18,7 @@ const _: () = assert!(DOT_LANES == 8, "one partial sum per lane of two registers
 /// The element type of the key and value rows the fused attention reads: f16
 /// (widened exactly on load) or f32. The f32 form of every step is the same,
 /// so both give the same bits on the same (widened) values.
-trait RowElem: Copy {
+pub(super) trait RowElem: Copy {
     /// Four elements from `p`, as f32.
     ///
     /// # Safety
@@ -201,39 +201,19 @@ const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
 /// Output columns one pass over the values keeps in registers.
 const OUT_COLS: usize = 64;
 
-/// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
-/// `scalar::attend_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)` of
-/// this tier. The scores of four positions are computed together; the output
-/// stays in registers while all values are added in, 64 columns at a time,
-/// instead of being loaded and stored once per position.
-pub(super) fn attend_f16(
+/// Fused attention over an f16 (`scalar::attend_f16`) or f32
+/// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
+/// this tier's dot product, `softmax::softmax_f32` and `axpy` for that row
+/// type. The scores of four positions are computed together; the output stays
+/// in registers while all values are added in, 64 columns at a time, instead
+/// of being loaded and stored once per position. The table takes
+/// `attend::<f16>` and `attend::<f32>`.
+pub(super) fn attend<T: RowElem>(
     q: &[f32],
-    k: &[f16],
-    v: &[f16],
+    k: &[T],
+    v: &[T],
     stride: usize,
     scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend((q, k, v, stride, scale), scores, out);
-}
-
-/// `attend_f16` over f32 rows (`scalar::attend_f32`): bit-identical to
-/// `scalar::attend_with(dot_f32, softmax::softmax_f32, axpy_f32)` of this tier.
-pub(super) fn attend_f32(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    stride: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend((q, k, v, stride, scale), scores, out);
-}
-
-fn attend<T: RowElem>(
-    (q, k, v, stride, scale): (&[f32], &[T], &[T], usize, f32),
     scores: &mut [f32],
     out: &mut [f32],
 ) {

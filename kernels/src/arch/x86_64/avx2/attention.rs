@@ -159,33 +159,14 @@ const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
 /// Output columns one pass over the values keeps in registers.
 const OUT_COLS: usize = 64;
 
-/// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
-/// `scalar::attend_with(dot_f16_f32, softmax::softmax_f32, axpy_f16_f32)` of
-/// this tier (`attend_around`).
-pub(super) fn attend_f16(
+/// Fused attention over an f16 (`scalar::attend_f16`) or f32
+/// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
+/// this tier's dot product, `softmax::softmax_f32` and `axpy` for that row
+/// type (`attend_around`). The table takes `attend::<f16>` and `attend::<f32>`.
+pub(super) fn attend<T: RowElem>(
     q: &[f32],
-    k: &[f16],
-    v: &[f16],
-    stride: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_around(
-        super::softmax::softmax_f32,
-        (q, k, v, stride, scale),
-        scores,
-        out,
-    );
-}
-
-/// Fused attention over f32 rows (`scalar::attend_f32`): bit-identical to
-/// `scalar::attend_with(dot_f32, softmax::softmax_f32, axpy_f32)` of this
-/// tier (`attend_around`).
-pub(super) fn attend_f32(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     stride: usize,
     scale: f32,
     scores: &mut [f32],

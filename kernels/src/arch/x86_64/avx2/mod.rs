@@ -44,8 +44,8 @@ pub(super) fn table(_: Avx2Token) -> Kernels {
         dot_f16_f32: attention::dot_f16_f32,
         axpy_f32: attention::axpy_f32,
         axpy_f16_f32: attention::axpy_f16_f32,
-        attend_f16: attention::attend_f16,
-        attend_f32: attention::attend_f32,
+        attend_f16: attention::attend::<half::f16>,
+        attend_f32: attention::attend::<f32>,
         f16_to_f32: attention::f16_to_f32,
         add_f32: add::add_f32,
     }

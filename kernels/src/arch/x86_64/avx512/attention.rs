@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use super::avx2::attention::attend_around;
+use super::avx2::attention::{attend_around, RowElem};
 use super::math::first_lanes;
 
 pub(super) fn axpy_f16_f32(acc: &mut [f32], scale: f32, x: &[f16]) {
@@ -40,34 +40,17 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
     }
 }
 
-/// Fused attention over an f16 cache (`scalar::attend_f16`): bit-identical to
-/// `scalar::attend_with(dot_f16_f32, softmax_f32, axpy_f16_f32)` of this
-/// tier. AVX2's fused kernel around this tier's softmax, whose 16-lane sum
-/// differs in order from AVX2's (the dot product is AVX2's in both tables,
-/// and the weighted sum equals any `axpy` bit for bit).
-pub(super) fn attend_f16(
+/// Fused attention over an f16 (`scalar::attend_f16`) or f32
+/// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
+/// this tier's dot product, softmax and `axpy` for that row type. AVX2's fused
+/// kernel around this tier's softmax, whose 16-lane sum differs in order from
+/// AVX2's (the dot product is AVX2's in both tables, and the weighted sum
+/// equals any `axpy` bit for bit). The table takes `attend::<f16>` and
+/// `attend::<f32>`.
+pub(super) fn attend<T: RowElem>(
     q: &[f32],
-    k: &[f16],
-    v: &[f16],
-    stride: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_around(
-        super::softmax::softmax_f32,
-        (q, k, v, stride, scale),
-        scores,
-        out,
-    );
-}
-
-/// Fused attention over f32 rows (`scalar::attend_f32`): AVX2's kernel around
-/// this tier's softmax, as `attend_f16`.
-pub(super) fn attend_f32(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     stride: usize,
     scale: f32,
     scores: &mut [f32],

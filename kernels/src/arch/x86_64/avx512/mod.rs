@@ -44,8 +44,8 @@ pub(super) fn table(t: Avx512Token) -> Kernels {
         gelu_gate_f32: activation::gelu_gate_f32,
         rope_f32: rope::rope_f32,
         axpy_f16_f32: attention::axpy_f16_f32,
-        attend_f16: attention::attend_f16,
-        attend_f32: attention::attend_f32,
+        attend_f16: attention::attend::<half::f16>,
+        attend_f32: attention::attend::<f32>,
         add_f32: add::add_f32,
         ..avx2::table(t.avx2())
     }
