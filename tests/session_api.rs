@@ -158,56 +158,72 @@ fn truncate_then_refeed_equals_a_fresh_prefill() {
     assert!(s.truncate(s.pos() + 1).is_err());
 }
 
+// One test per KV cache type, so the test harness's threads run them side by
+// side (each is minutes of emulated compute under qemu).
+const _: () = assert!(KvType::ALL.len() == 3, "a context-shift test per KV type");
+
 #[test]
-fn context_shift_2000_tokens_in_256() {
+fn context_shift_2000_tokens_in_256_f32_kv() {
+    context_shift_2000_tokens_in_256(KvType::F32);
+}
+
+#[test]
+fn context_shift_2000_tokens_in_256_f16_kv() {
+    context_shift_2000_tokens_in_256(KvType::F16);
+}
+
+#[test]
+fn context_shift_2000_tokens_in_256_q8_0_kv() {
+    context_shift_2000_tokens_in_256(KvType::Q8_0);
+}
+
+fn context_shift_2000_tokens_in_256(kv_type: KvType) {
     let Some(model) = stories() else { return };
-    for kv_type in KvType::ALL {
-        let config = SessionConfig {
-            context: 256,
-            kv_type,
-            context_policy: ContextPolicy::Shift { keep: 1 },
-            ..Default::default()
-        };
-        let mut s = Session::new(model.clone(), config).unwrap();
-        let p = prompt(&model, "Once upon a time");
-        let model2 = model.clone();
-        let sampler = Sampler::new(512, &SamplerConfig::greedy()).unwrap();
-        let config = GenerateConfig {
-            max_tokens: 2000,
-            ignore_eos: true,
-            ..Default::default()
-        };
-        let mut g = Generator::new(model2.tokenizer(), sampler, config).unwrap();
-        let mut text = String::new();
-        let stats = g
-            .generate(&mut s, &p, |_, piece| {
-                text.push_str(piece);
-                true
-            })
-            .unwrap();
-        assert_eq!(stats.generated_tokens, 2000, "{kv_type:?}");
-        assert_eq!(stats.stop, StopReason::MaxTokens);
-        assert!(
-            stats.context_shifts >= 14,
-            "{} shifts",
-            stats.context_shifts
-        );
-        assert!(
-            s.logits().iter().all(|v| v.is_finite()),
-            "{kv_type:?}: NaN/inf logits"
-        );
-        assert_eq!(s.tokens()[0], p[0], "the kept BOS stays first");
-        // Coherent: the text after the first shift is still made of words.
-        let tail: String = text.chars().rev().take(400).collect();
-        let letters = tail
-            .chars()
-            .filter(|c| c.is_alphabetic() || *c == ' ')
-            .count();
-        assert!(
-            letters * 10 >= tail.chars().count() * 8,
-            "{kv_type:?}: {tail}"
-        );
-    }
+    let config = SessionConfig {
+        context: 256,
+        kv_type,
+        context_policy: ContextPolicy::Shift { keep: 1 },
+        ..Default::default()
+    };
+    let mut s = Session::new(model.clone(), config).unwrap();
+    let p = prompt(&model, "Once upon a time");
+    let model2 = model.clone();
+    let sampler = Sampler::new(512, &SamplerConfig::greedy()).unwrap();
+    let config = GenerateConfig {
+        max_tokens: 2000,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let mut g = Generator::new(model2.tokenizer(), sampler, config).unwrap();
+    let mut text = String::new();
+    let stats = g
+        .generate(&mut s, &p, |_, piece| {
+            text.push_str(piece);
+            true
+        })
+        .unwrap();
+    assert_eq!(stats.generated_tokens, 2000, "{kv_type:?}");
+    assert_eq!(stats.stop, StopReason::MaxTokens);
+    assert!(
+        stats.context_shifts >= 14,
+        "{} shifts",
+        stats.context_shifts
+    );
+    assert!(
+        s.logits().iter().all(|v| v.is_finite()),
+        "{kv_type:?}: NaN/inf logits"
+    );
+    assert_eq!(s.tokens()[0], p[0], "the kept BOS stays first");
+    // Coherent: the text after the first shift is still made of words.
+    let tail: String = text.chars().rev().take(400).collect();
+    let letters = tail
+        .chars()
+        .filter(|c| c.is_alphabetic() || *c == ' ')
+        .count();
+    assert!(
+        letters * 10 >= tail.chars().count() * 8,
+        "{kv_type:?}: {tail}"
+    );
 }
 
 #[test]
