@@ -201,6 +201,8 @@ const HEAD_DIM: usize = 64;
 const N_HEADS: usize = 9;
 const N_KV_HEADS: usize = 3;
 const KV_DIM: usize = N_KV_HEADS * HEAD_DIM;
+/// Query heads per key/value head.
+const GROUP: usize = N_HEADS / N_KV_HEADS;
 const FFN: usize = 1536;
 const N_LAYERS: usize = 30;
 const CONTEXTS: [usize; 2] = [256, 1024];
@@ -228,8 +230,11 @@ struct Ops {
     logits0: Vec<f32>,
     out: Vec<f32>,
     buf: Vec<f32>,
+    /// Scores of up to `N_HEADS` heads over the longest context.
     scores: Vec<f32>,
     head: [f32; HEAD_DIM],
+    /// Attention outputs of all query heads.
+    heads_out: [f32; N_HEADS * HEAD_DIM],
 }
 
 impl Ops {
@@ -276,25 +281,28 @@ impl Ops {
             logits0: vals(max_t, 8.0),
             out: vec![0.0; DIM],
             buf: vec![0.0; FFN.max(max_t)],
-            scores: vec![0.0; max_t],
+            scores: vec![0.0; N_HEADS * max_t],
             head: [0.0; HEAD_DIM],
+            heads_out: [0.0; N_HEADS * HEAD_DIM],
         }
     }
 
-    /// One query head's attention over the first `t` cached positions, as
-    /// `KvCache::attend` does it with `k`'s kernels: the fused `attend_f16`
-    /// over rows `KV_DIM` apart.
-    fn attend_f16(&mut self, k: &Kernels, h: usize, t: usize) {
-        let q = &self.q[h * HEAD_DIM..][..HEAD_DIM];
-        let len = (t - 1) * KV_DIM + HEAD_DIM;
+    /// Query heads `h..h + heads` (of one grouped-query group: they share the
+    /// key/value head `h / GROUP`) over the first `t` cached positions, as
+    /// `KvCache::attend` does it with `k`'s kernels: one call of the fused
+    /// `attend_f16` over rows `KV_DIM` apart.
+    fn attend_f16(&mut self, k: &Kernels, h: usize, heads: usize, t: usize) {
+        let q = &self.q[h * HEAD_DIM..][..heads * HEAD_DIM];
+        let (off, len) = (h / GROUP * HEAD_DIM, (t - 1) * KV_DIM + HEAD_DIM);
         (k.attend_f16)(
+            heads,
             q,
-            &self.kc[..len],
-            &self.vc[..len],
+            &self.kc[off..][..len],
+            &self.vc[off..][..len],
             KV_DIM,
             SCORE_SCALE,
-            &mut self.scores[..t],
-            &mut self.head,
+            &mut self.scores[..heads * t],
+            &mut self.heads_out[h * HEAD_DIM..][..heads * HEAD_DIM],
         );
     }
 
@@ -303,6 +311,7 @@ impl Ops {
         let q = &self.q[..HEAD_DIM];
         let len = (t - 1) * KV_DIM + HEAD_DIM;
         (k.attend_f32)(
+            1,
             q,
             &self.kf[..len],
             &self.vf[..len],
@@ -361,8 +370,8 @@ impl Ops {
                 &self.sin,
                 layout,
             );
-            for h in 0..N_HEADS {
-                self.attend_f16(k, h, t);
+            for h in (0..N_HEADS).step_by(GROUP) {
+                self.attend_f16(k, h, GROUP, t);
             }
             (k.add_f32)(&mut self.out, &self.x);
             (k.rmsnorm_f32)(&mut self.out, &self.x, &self.w, NORM_EPS);
@@ -476,11 +485,26 @@ fn other_kernels(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("attend_head_f16/ctx{t}"));
         for k in &tiers {
             g.bench_function(k.tier.name(), |b| {
-                b.iter(|| s.attend_f16(k, 0, black_box(t)))
+                b.iter(|| s.attend_f16(k, 0, 1, black_box(t)))
             });
         }
         // The runtime's previous code path (scalar, widening each value row).
         g.bench_function("before", |b| b.iter(|| s.attend_f16_before(black_box(t))));
+        g.finish();
+    }
+    // One grouped-query group (three query heads over one key/value head):
+    // one call for the group against one call per head.
+    for t in CONTEXTS {
+        let mut g = c.benchmark_group(format!("attend_group_f16/ctx{t}"));
+        for k in &tiers {
+            g.bench_function(k.tier.name(), |b| {
+                b.iter(|| s.attend_f16(k, 0, GROUP, black_box(t)))
+            });
+            let per_head = format!("{} per head", k.tier.name());
+            g.bench_function(per_head, |b| {
+                b.iter(|| (0..GROUP).for_each(|h| s.attend_f16(k, h, 1, black_box(t))))
+            });
+        }
         g.finish();
     }
     for t in CONTEXTS {

@@ -437,113 +437,148 @@ fn attention_helpers_match_scalar_bit_for_bit() {
 
 /// The fused attention over an f16 cache equals, bit for bit, its definition:
 /// the same tier's dot product, softmax and `axpy` composed by
-/// `scalar::attend_with` (each of which is checked against scalar above).
-/// The fused attention over f32 rows equals its own composition and, on the
-/// same rows widened from f16, the f16 kernel's results.
-/// Head sizes around the 8-lane groups and the 64-column register block,
-/// position counts around the 4-row score blocks (and one and two blocks
-/// past them), padded strides, misaligned starts, and large, tiny and
+/// `scalar::attend_with` (each of which is checked against scalar above),
+/// one head after another. The fused attention over f32 rows equals its own
+/// composition and, on the same rows widened from f16, the f16 kernel's
+/// results. Head sizes around the 8-lane groups and the 64-column register
+/// block, position counts around the 4-row score blocks (and one and two
+/// blocks past them), groups of one head and of 2 to 8 heads sharing the keys
+/// (the x86 passes serve up to three: 4 = 2 + 2, 5 = 3 + 2, 7 = 3 + 2 + 2, 8 =
+/// 3 + 3 + 2), padded strides, misaligned starts, and large, tiny and
 /// signed-zero values.
 #[test]
 fn attention_is_the_tiers_composition_bit_for_bit() {
     let tiers: Vec<Kernels> = Tier::ALL.into_iter().filter_map(kernels_for).collect();
     let mut rng = Rng(0x5eed_a77e_7d00_0001);
     let head_dims = (1..=20).chain([31, 63, 64, 65, 72, 80, 96, 127, 128, 129, 136]);
+    let mut groups = [2usize, 3, 4, 5, 6, 7, 8].into_iter().cycle();
     for hd in head_dims {
         for n in [0usize, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 33] {
             for pad in [0, 3] {
-                let stride = hd + pad;
-                let len = n * stride;
-                let o = offset(hd + n);
-                let scale = 1.0 / (hd as f32).sqrt();
-                let q = rng.vec(hd, 2.0);
-                let mut kf = rng.vec(len, 1.0);
-                let mut vf = rng.vec(len, 1.0);
-                if n > 2 {
-                    kf[stride..stride + hd].iter_mut().for_each(|x| *x *= 300.0);
-                    vf[0] = -0.0;
-                    vf[len - 1] = 6e-5;
-                }
-                let k16: Vec<f16> = kf.iter().map(|&v| f16::from_f32(v)).collect();
-                let v16: Vec<f16> = vf.iter().map(|&v| f16::from_f32(v)).collect();
-                let (sk, sv) = (Shifted::new(&k16, o), Shifted::new(&v16, (o + 1) % 4));
-                for kt in &tiers {
-                    let mut want_scores = vec![0.0f32; n];
-                    let mut want = vec![7.0f32; hd];
-                    scalar::attend_with(
-                        kt.dot_f16_f32,
-                        kt.softmax_f32,
-                        kt.axpy_f16_f32,
-                        (&q, &k16, &v16, stride, scale),
-                        &mut want_scores,
-                        &mut want,
-                    );
-                    let mut scores = Shifted::new(&vec![0.5f32; n], (o + 2) % 4);
-                    let mut out = Shifted::new(&vec![-9.0f32; hd], (o + 3) % 4);
-                    (kt.attend_f16)(
-                        &q,
-                        sk.get(),
-                        sv.get(),
+                for heads in [1, groups.next().unwrap()] {
+                    let stride = hd + pad;
+                    let len = n * stride;
+                    let o = offset(hd + n + heads);
+                    let scale = 1.0 / (hd as f32).sqrt();
+                    let q = rng.vec(heads * hd, 2.0);
+                    let mut kf = rng.vec(len, 1.0);
+                    let mut vf = rng.vec(len, 1.0);
+                    if n > 2 {
+                        kf[stride..stride + hd].iter_mut().for_each(|x| *x *= 300.0);
+                        vf[0] = -0.0;
+                        vf[len - 1] = 6e-5;
+                    }
+                    let k16: Vec<f16> = kf.iter().map(|&v| f16::from_f32(v)).collect();
+                    let v16: Vec<f16> = vf.iter().map(|&v| f16::from_f32(v)).collect();
+                    let shape = AttendCase {
+                        heads,
+                        hd,
+                        n,
                         stride,
                         scale,
-                        scores.get_mut(),
-                        out.get_mut(),
-                    );
-                    let what = format!("attend_f16 hd={hd} stride={stride}");
-                    same_bits(
-                        kt.tier,
-                        &format!("{what} scores"),
-                        n,
-                        scores.get(),
-                        &want_scores,
-                    );
-                    same_bits(kt.tier, &format!("{what} out"), n, out.get(), &want);
-
-                    // f32 rows: the f16 rows widened (so the same results),
-                    // and the raw f32 values against the f32 composition.
-                    let (kw, vw): (Vec<f32>, Vec<f32>) = (
-                        k16.iter().map(|x| x.to_f32()).collect(),
-                        v16.iter().map(|x| x.to_f32()).collect(),
-                    );
-                    for (kr, vr, what) in [
-                        (
-                            &kw,
-                            &vw,
-                            format!("attend_f32 widened hd={hd} stride={stride}"),
-                        ),
-                        (&kf, &vf, format!("attend_f32 hd={hd} stride={stride}")),
-                    ] {
-                        let (mut want32_scores, mut want32) = (vec![0.0f32; n], vec![7.0f32; hd]);
-                        scalar::attend_with(
-                            kt.dot_f32,
-                            kt.softmax_f32,
-                            kt.axpy_f32,
-                            (&q, kr, vr, stride, scale),
-                            &mut want32_scores,
-                            &mut want32,
-                        );
-                        let (sk, sv) = (Shifted::new(kr, o), Shifted::new(vr, (o + 1) % 4));
-                        let mut scores = Shifted::new(&vec![0.5f32; n], (o + 2) % 4);
-                        let mut out = Shifted::new(&vec![-9.0f32; hd], (o + 3) % 4);
-                        (kt.attend_f32)(
-                            &q,
-                            sk.get(),
-                            sv.get(),
-                            stride,
-                            scale,
-                            scores.get_mut(),
-                            out.get_mut(),
-                        );
-                        let sc = format!("{what} scores");
-                        same_bits(kt.tier, &sc, n, scores.get(), &want32_scores);
-                        same_bits(kt.tier, &format!("{what} out"), n, out.get(), &want32);
-                        if std::ptr::eq(kr, &kw) {
-                            same_bits(kt.tier, &sc, n, scores.get(), &want_scores);
-                            same_bits(kt.tier, &format!("{what} out"), n, out.get(), &want);
-                        }
+                        o,
+                    };
+                    for kt in &tiers {
+                        check_attention_case(kt, &shape, &q, (&kf, &vf), (&k16, &v16));
                     }
                 }
             }
+        }
+    }
+}
+
+/// One shape of `attention_is_the_tiers_composition_bit_for_bit`.
+struct AttendCase {
+    heads: usize,
+    hd: usize,
+    n: usize,
+    stride: usize,
+    scale: f32,
+    /// Misalignment of the first row (the other buffers' follow from it).
+    o: usize,
+}
+
+fn check_attention_case(
+    kt: &Kernels,
+    c: &AttendCase,
+    q: &[f32],
+    (kf, vf): (&[f32], &[f32]),
+    (k16, v16): (&[f16], &[f16]),
+) {
+    let AttendCase {
+        heads,
+        hd,
+        n,
+        stride,
+        scale,
+        o,
+    } = *c;
+    let (sk, sv) = (Shifted::new(k16, o), Shifted::new(v16, (o + 1) % 4));
+    let mut want_scores = vec![0.0f32; heads * n];
+    let mut want = vec![7.0f32; heads * hd];
+    scalar::attend_with(
+        (kt.dot_f16_f32, kt.softmax_f32, kt.axpy_f16_f32),
+        heads,
+        (q, k16, v16, stride, scale),
+        &mut want_scores,
+        &mut want,
+    );
+    let mut scores = Shifted::new(&vec![0.5f32; heads * n], (o + 2) % 4);
+    let mut out = Shifted::new(&vec![-9.0f32; heads * hd], (o + 3) % 4);
+    (kt.attend_f16)(
+        heads,
+        q,
+        sk.get(),
+        sv.get(),
+        stride,
+        scale,
+        scores.get_mut(),
+        out.get_mut(),
+    );
+    let what = format!("attend_f16 heads={heads} hd={hd} stride={stride}");
+    let t = kt.tier;
+    same_bits(t, &format!("{what} scores"), n, scores.get(), &want_scores);
+    same_bits(t, &format!("{what} out"), n, out.get(), &want);
+
+    // f32 rows: the f16 rows widened (so the same results), and the raw f32
+    // values against the f32 composition.
+    let (kw, vw): (Vec<f32>, Vec<f32>) = (
+        k16.iter().map(|x| x.to_f32()).collect(),
+        v16.iter().map(|x| x.to_f32()).collect(),
+    );
+    for (kr, vr, widened) in [(&kw[..], &vw[..], true), (kf, vf, false)] {
+        let what = match widened {
+            true => format!("attend_f32 widened heads={heads} hd={hd} stride={stride}"),
+            false => format!("attend_f32 heads={heads} hd={hd} stride={stride}"),
+        };
+        let mut want32_scores = vec![0.0f32; heads * n];
+        let mut want32 = vec![7.0f32; heads * hd];
+        scalar::attend_with(
+            (kt.dot_f32, kt.softmax_f32, kt.axpy_f32),
+            heads,
+            (q, kr, vr, stride, scale),
+            &mut want32_scores,
+            &mut want32,
+        );
+        let (sk, sv) = (Shifted::new(kr, o), Shifted::new(vr, (o + 1) % 4));
+        let mut scores = Shifted::new(&vec![0.5f32; heads * n], (o + 2) % 4);
+        let mut out = Shifted::new(&vec![-9.0f32; heads * hd], (o + 3) % 4);
+        (kt.attend_f32)(
+            heads,
+            q,
+            sk.get(),
+            sv.get(),
+            stride,
+            scale,
+            scores.get_mut(),
+            out.get_mut(),
+        );
+        let sc = format!("{what} scores");
+        same_bits(t, &sc, n, scores.get(), &want32_scores);
+        same_bits(t, &format!("{what} out"), n, out.get(), &want32);
+        if widened {
+            same_bits(t, &sc, n, scores.get(), &want_scores);
+            same_bits(t, &format!("{what} out"), n, out.get(), &want);
         }
     }
 }
@@ -573,7 +608,7 @@ fn contracts_are_asserted_on_every_tier() {
         let mut a = [0.0f32; 5];
         let b = [0.0f32; 4];
         let h = [f16::ZERO; 4];
-        let cases: [(&str, Case); 13] = [
+        let cases: [(&str, Case); 16] = [
             (
                 "rmsnorm len",
                 Box::new(|| (k.rmsnorm_f32)(&mut [0.0; 5], &b, &b, 1e-5)),
@@ -603,26 +638,40 @@ fn contracts_are_asserted_on_every_tier() {
             ("axpy", Box::new(move || (k.axpy_f16_f32)(&mut a, 1.0, &h))),
             (
                 "attend rows",
-                Box::new(|| (k.attend_f16)(&b, &h, &h, 4, 1.0, &mut [0.0; 2], &mut [0.0; 4])),
+                Box::new(|| (k.attend_f16)(1, &b, &h, &h, 4, 1.0, &mut [0.0; 2], &mut [0.0; 4])),
             ),
             (
                 "attend out",
-                Box::new(|| (k.attend_f16)(&b, &h, &h, 4, 1.0, &mut [0.0; 1], &mut [0.0; 3])),
+                Box::new(|| (k.attend_f16)(1, &b, &h, &h, 4, 1.0, &mut [0.0; 1], &mut [0.0; 3])),
             ),
             (
                 "attend_f32 rows",
-                Box::new(|| (k.attend_f32)(&b, &b, &b, 4, 1.0, &mut [0.0; 2], &mut [0.0; 4])),
+                Box::new(|| (k.attend_f32)(1, &b, &b, &b, 4, 1.0, &mut [0.0; 2], &mut [0.0; 4])),
             ),
             (
                 "attend_f32 out",
-                Box::new(|| (k.attend_f32)(&b, &b, &b, 4, 1.0, &mut [0.0; 1], &mut [0.0; 3])),
+                Box::new(|| (k.attend_f32)(1, &b, &b, &b, 4, 1.0, &mut [0.0; 1], &mut [0.0; 3])),
+            ),
+            (
+                "attend no heads",
+                Box::new(|| (k.attend_f16)(0, &b, &h, &h, 4, 1.0, &mut [], &mut [0.0; 4])),
+            ),
+            (
+                // 4 query elements are not 3 heads.
+                "attend heads of q",
+                Box::new(|| (k.attend_f16)(3, &b, &h, &h, 4, 1.0, &mut [0.0; 3], &mut [0.0; 4])),
+            ),
+            (
+                // 3 scores are not 2 heads' rows (the rest would fit: 1 row of 2).
+                "attend heads of scores",
+                Box::new(|| (k.attend_f32)(2, &b, &b, &b, 4, 1.0, &mut [0.0; 3], &mut [0.0; 4])),
             ),
             (
                 // (n - 1) * stride + head_dim wraps to 8 without the overflow check.
                 "attend_f32 stride overflow",
                 Box::new(|| {
                     let huge = 1usize << (usize::BITS - 2);
-                    (k.attend_f32)(&b, &b, &b, huge, 1.0, &mut [0.0; 5], &mut [0.0; 4])
+                    (k.attend_f32)(1, &b, &b, &b, huge, 1.0, &mut [0.0; 5], &mut [0.0; 4])
                 }),
             ),
         ];

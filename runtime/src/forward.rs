@@ -42,7 +42,7 @@ pub struct ForwardBuffers<'a> {
     att_out: Slab<'a, f32>,
     /// `[dim]` projection output before the residual add.
     proj: Slab<'a, f32>,
-    /// `[context]` attention scores of one head.
+    /// `[attend_heads * context]` attention scores of one call's heads.
     scores: Slab<'a, f32>,
     /// `[2 * ffn]` gate activations, then up activations (computed together).
     gate_up: Slab<'a, f32>,
@@ -102,7 +102,7 @@ impl<'a> ForwardBuffers<'a> {
             qkv: alloc.zeroed(hp.q_dim() + 2 * hp.kv_dim())?,
             att_out: alloc.zeroed(hp.q_dim())?,
             proj: alloc.zeroed(dim)?,
-            scores: alloc.zeroed(context)?,
+            scores: alloc.zeroed(attend_heads(hp) * context)?,
             gate_up: alloc.zeroed(2 * hp.ffn_dim as usize)?,
             logits: alloc.zeroed(hp.vocab_size as usize)?,
             inv_freq,
@@ -123,7 +123,7 @@ impl<'a> ForwardBuffers<'a> {
             f * (hp.q_dim() + 2 * hp.kv_dim()),
             f * hp.q_dim(),
             f * dim,
-            f * context,
+            f * attend_heads(hp) * context,
             f * 2 * hp.ffn_dim as usize,
             f * hp.vocab_size as usize,
             std::mem::size_of::<BlockQ8_0>() * xq_blocks(hp),
@@ -139,6 +139,34 @@ impl<'a> ForwardBuffers<'a> {
     pub fn logits(&self) -> &[f32] {
         &self.logits
     }
+}
+
+/// Most query heads one attention call serves: the x86 kernels share each key
+/// and value load between up to three heads of a grouped-query group per pass.
+const ATTEND_HEADS_MAX: usize = 3;
+
+/// Query heads per attention call: each key/value head's group of query heads,
+/// split evenly into calls of at most `ATTEND_HEADS_MAX` (8 = 3 + 3 + 2, 7 =
+/// 3 + 2 + 2, 4 = 2 + 2; `attend_calls`). The attention scores scratch holds
+/// this many rows of the context.
+pub(crate) fn attend_heads(hp: &HyperParams) -> usize {
+    let group = (hp.n_heads / hp.n_kv_heads.max(1)).max(1) as usize;
+    group.div_ceil(group.div_ceil(ATTEND_HEADS_MAX))
+}
+
+/// The attention calls of one token, as `(kv_head, first query head, heads)`:
+/// consecutive query heads of one key/value head, `attend_heads` at most.
+pub(crate) fn attend_calls(hp: &HyperParams) -> impl Iterator<Item = (usize, usize, usize)> {
+    let group = (hp.n_heads / hp.n_kv_heads.max(1)).max(1) as usize;
+    let calls = group.div_ceil(ATTEND_HEADS_MAX);
+    // The first `group % calls` calls take one head more than the others.
+    let (base, extra) = (group / calls, group % calls);
+    (0..hp.n_kv_heads as usize).flat_map(move |kvh| {
+        (0..calls).map(move |c| {
+            let first = kvh * group + c * base + c.min(extra);
+            (kvh, first, base + usize::from(c < extra))
+        })
+    })
 }
 
 /// First position the query at `pos` attends to: positions `j` with
@@ -172,7 +200,6 @@ pub fn forward(
     let dim = hp.dim as usize;
     let (q_dim, kv_dim, ffn) = (hp.q_dim(), hp.kv_dim(), hp.ffn_dim as usize);
     let head_dim = hp.head_dim as usize;
-    let group = (hp.n_heads / hp.n_kv_heads) as usize;
     let eps = hp.norm_eps;
     let layout = match RopePairing::from_u32(hp.rope_pairing) {
         Some(RopePairing::Half) => RopeLayout::Half,
@@ -216,14 +243,14 @@ pub fn forward(
         v_row.copy_from_slice(v_new);
         let q = &buf.qkv[..q_dim];
 
-        for h in 0..hp.n_heads as usize {
-            let q_head = &q[h * head_dim..][..head_dim];
-            let out = &mut buf.att_out[h * head_dim..][..head_dim];
+        for (kv_head, h, heads) in attend_calls(hp) {
+            let heads_q = &q[h * head_dim..][..heads * head_dim];
+            let out = &mut buf.att_out[h * head_dim..][..heads * head_dim];
             kv.attend(
                 kern,
                 l,
-                h / group,
-                q_head,
+                kv_head,
+                heads_q,
                 first,
                 pos,
                 scale,
@@ -286,4 +313,56 @@ pub fn forward(
     model
         .weights(model.output)
         .matvec_input_threaded(kern, &xin, &mut buf.logits, pool);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every query head is served exactly once, in order, by a call over its
+    /// own key/value head, with at most `ATTEND_HEADS_MAX` heads per call and
+    /// the calls of a group as even as possible.
+    #[test]
+    fn attend_calls_cover_each_group_evenly() {
+        let cases = [
+            (1, 1, vec![1]),
+            (4, 4, vec![1]),
+            (4, 2, vec![2]),
+            (9, 3, vec![3]),
+            (8, 2, vec![2, 2]),
+            (5, 1, vec![3, 2]),
+            (7, 1, vec![3, 2, 2]),
+            (32, 4, vec![3, 3, 2]),
+            (32, 2, vec![3, 3, 3, 3, 2, 2]),
+        ];
+        for (n_heads, n_kv_heads, per_group) in cases {
+            let hp = HyperParams {
+                n_heads,
+                n_kv_heads,
+                ..Default::default()
+            };
+            let calls: Vec<_> = attend_calls(&hp).collect();
+            let group = (n_heads / n_kv_heads) as usize;
+            let mut next = 0;
+            for (i, &(kv_head, h, heads)) in calls.iter().enumerate() {
+                assert_eq!(
+                    h, next,
+                    "{n_heads}/{n_kv_heads}: call {i} starts at head {h}"
+                );
+                assert_eq!(kv_head, h / group, "{n_heads}/{n_kv_heads}: call {i}");
+                assert_eq!((h + heads - 1) / group, kv_head, "call {i} crosses groups");
+                assert_eq!(
+                    heads,
+                    per_group[i % per_group.len()],
+                    "{n_heads}/{n_kv_heads}"
+                );
+                assert!(heads <= attend_heads(&hp) && heads <= ATTEND_HEADS_MAX);
+                next += heads;
+            }
+            assert_eq!(
+                next, n_heads as usize,
+                "{n_heads}/{n_kv_heads}: heads served"
+            );
+        }
+    }
 }

@@ -273,13 +273,14 @@ impl<'a> KvCache<'a> {
         self.commit();
     }
 
-    /// Attention of one query head over positions `first..=last` of `layer`,
-    /// using KV head `kv_head`:
-    /// `out = sum_j softmax_j(q . K_j * scale) V_j`. `scores` is scratch of at
-    /// least `last - first + 1` elements; `out` has `head_dim` elements.
+    /// Attention of the query heads in `q` (whole heads of `head_dim`; those
+    /// of one grouped-query group share KV head `kv_head`) over positions
+    /// `first..=last` of `layer`: per head `h`,
+    /// `out_h = sum_j softmax_j(q_h . K_j * scale) V_j`. `scores` is scratch of
+    /// at least `heads * (last - first + 1)` elements; `out` has `q.len()`.
     /// The scores, softmax and weighted sum run on `kern`'s kernels (f32 and
     /// f16 rows are read in place by the fused `attend_f32` and `attend_f16`,
-    /// the latter widening as it goes).
+    /// the latter widening as it goes, once for all heads of the call).
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &mut self,
@@ -337,36 +338,42 @@ impl<'a> KvCache<'a> {
             "attending over a staged row"
         );
         let hd = self.head_dim;
+        let heads = q.len() / hd;
+        assert_eq!(q.len(), heads * hd, "attend: q is not whole heads");
         let base = layer * self.context * self.row;
         let off = kv_head * hd;
-        let scores = &mut scores[..=last - first];
+        let n = last - first + 1;
+        let scores = &mut scores[..heads * n];
         out.fill(0.0);
+        // Rows first..=last of this head, `row` elements apart.
+        let (start, len) = (
+            base + first * self.row + off,
+            (last - first) * self.row + hd,
+        );
         match &self.store {
             Store::F32 { k, v } => {
-                let start = base + first * self.row + off;
-                let len = (last - first) * self.row + hd;
                 let (k, v) = (&k[start..start + len], &v[start..start + len]);
-                (kern.attend_f32)(q, k, v, self.row, scale, scores, out);
+                (kern.attend_f32)(heads, q, k, v, self.row, scale, scores, out);
             }
             Store::F16 { k, v } => {
-                // Rows first..=last of this head, `row` elements apart.
-                let start = base + first * self.row + off;
-                let len = (last - first) * self.row + hd;
                 let (k, v) = (&k[start..start + len], &v[start..start + len]);
-                (kern.attend_f16)(q, k, v, self.row, scale, scores, out);
+                (kern.attend_f16)(heads, q, k, v, self.row, scale, scores, out);
             }
             Store::Q8_0 { k, v } => {
                 let r = self.row;
                 let row = |j: usize| base + j * r;
                 let tmp = &mut widened[..hd];
-                for (j, s) in (first..=last).zip(scores.iter_mut()) {
-                    dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
-                    *s = (kern.dot_f32)(q, tmp) * scale;
-                }
-                (kern.softmax_f32)(scores);
-                for (j, &p) in (first..=last).zip(scores.iter()) {
-                    dequantize_q8_0(&v[row(j)..row(j) + r], off, tmp);
-                    (kern.axpy_f32)(out, p, tmp);
+                let heads_of = q.chunks_exact(hd).zip(out.chunks_exact_mut(hd));
+                for ((q, out), scores) in heads_of.zip(scores.chunks_exact_mut(n)) {
+                    for (j, s) in (first..=last).zip(scores.iter_mut()) {
+                        dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
+                        *s = (kern.dot_f32)(q, tmp) * scale;
+                    }
+                    (kern.softmax_f32)(scores);
+                    for (j, &p) in (first..=last).zip(scores.iter()) {
+                        dequantize_q8_0(&v[row(j)..row(j) + r], off, tmp);
+                        (kern.axpy_f32)(out, p, tmp);
+                    }
                 }
             }
         }

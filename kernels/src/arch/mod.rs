@@ -122,11 +122,11 @@ pub type DotF16F32 = fn(&[f16], &[f32]) -> f32;
 pub type AxpyF32 = fn(&mut [f32], f32, &[f32]);
 /// `acc += scale * x` with an f16 `x`.
 pub type AxpyF16F32 = fn(&mut [f32], f32, &[f16]);
-/// Attention of one query head over f16 keys and values `(q, k, v, stride,
-/// scale, scores, out)`: `scalar::attend_f16`.
-pub type AttendF16 = fn(&[f32], &[f16], &[f16], usize, f32, &mut [f32], &mut [f32]);
+/// Attention of a group of query heads sharing one head of f16 keys and
+/// values `(heads, q, k, v, stride, scale, scores, out)`: `scalar::attend_f16`.
+pub type AttendF16 = fn(usize, &[f32], &[f16], &[f16], usize, f32, &mut [f32], &mut [f32]);
 /// The same over f32 keys and values: `scalar::attend_f32`.
-pub type AttendF32 = fn(&[f32], &[f32], &[f32], usize, f32, &mut [f32], &mut [f32]);
+pub type AttendF32 = fn(usize, &[f32], &[f32], &[f32], usize, f32, &mut [f32], &mut [f32]);
 /// f16 row to f32 `(src, dst)`.
 pub type F16ToF32 = fn(&[f16], &mut [f32]);
 /// Residual add `acc += x`.

@@ -12,7 +12,7 @@
 use ember_kernels::blocks::{BlockQ8_0, QK};
 use ember_kernels::scalar::{self as k, RopeLayout};
 
-use super::{input, window_start, xq_blocks, ForwardBuffers};
+use super::{attend_calls, attend_heads, input, window_start, xq_blocks, ForwardBuffers};
 use crate::error::Result;
 use crate::format::{Activation, HyperParams, RopePairing};
 use crate::kv_cache::KvCache;
@@ -91,7 +91,7 @@ impl<'a> BatchBuffers<'a> {
 
     /// Elements of one token's attention workspace row.
     fn attn_stride(hp: &HyperParams, context: usize) -> usize {
-        hp.q_dim() + context + hp.head_dim as usize
+        hp.q_dim() + attend_heads(hp) * context + hp.head_dim as usize
     }
 
     /// Element counts of the buffers, in the order `new_with` takes them.
@@ -238,7 +238,6 @@ fn attend_batch(
     let kern = &model.kernels;
     let q_dim = hp.q_dim();
     let head_dim = hp.head_dim as usize;
-    let group = (hp.n_heads / hp.n_kv_heads) as usize;
     let stride = bb.attn_stride;
     let q = &bb.q[..n * q_dim];
     let work = &mut bb.attn[..n * stride];
@@ -249,18 +248,18 @@ fn attend_batch(
             let from = window_start(hp, p);
             let (out, rest) = row.split_at_mut(q_dim);
             let (scores, widened) = rest.split_at_mut(stride - q_dim - head_dim);
-            for h in 0..hp.n_heads as usize {
+            for (kv_head, h, heads) in attend_calls(hp) {
                 kv.attend_shared(
                     kern,
                     layer,
-                    h / group,
-                    &q[t * q_dim + h * head_dim..][..head_dim],
+                    kv_head,
+                    &q[t * q_dim + h * head_dim..][..heads * head_dim],
                     from,
                     p,
                     scale,
                     scores,
                     widened,
-                    &mut out[h * head_dim..][..head_dim],
+                    &mut out[h * head_dim..][..heads * head_dim],
                 );
             }
         }

@@ -204,11 +204,14 @@ const OUT_COLS: usize = 64;
 /// Fused attention over an f16 (`scalar::attend_f16`) or f32
 /// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
 /// this tier's dot product, `softmax::softmax_f32` and `axpy` for that row
-/// type. The scores of four positions are computed together; the output stays
-/// in registers while all values are added in, 64 columns at a time, instead
-/// of being loaded and stored once per position. The table takes
-/// `attend::<f16>` and `attend::<f32>`.
+/// type. The heads of a group run one after another (the x86 tiers share each
+/// key and value load between them). Per head, the scores of four positions
+/// are computed together; the output stays in registers while all values are
+/// added in, 64 columns at a time, instead of being loaded and stored once per
+/// position. The table takes `attend::<f16>` and `attend::<f32>`.
+#[allow(clippy::too_many_arguments)] // the slot's signature (`arch::AttendF16`)
 pub(super) fn attend<T: RowElem>(
+    heads: usize,
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -217,12 +220,16 @@ pub(super) fn attend<T: RowElem>(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    crate::scalar::check_attend(q, k, v, stride, scores, out);
-    // SAFETY: reachable only through `table(NeonToken)`; shapes checked.
-    unsafe { attend_scores(q, k, stride, scale, scores) };
-    super::softmax::softmax_f32(scores);
-    // SAFETY: as above.
-    unsafe { attend_values(v, stride, scores, out) };
+    let (hd, n) = crate::scalar::check_attend(heads, q, (k, v, stride), scores, out);
+    for h in 0..heads {
+        let (q, scores) = (&q[h * hd..][..hd], &mut scores[h * n..][..n]);
+        let out = &mut out[h * hd..][..hd];
+        // SAFETY: reachable only through `table(NeonToken)`; shapes checked.
+        unsafe { attend_scores(q, k, stride, scale, scores) };
+        super::softmax::softmax_f32(scores);
+        // SAFETY: as above.
+        unsafe { attend_values(v, stride, scores, out) };
+    }
 }
 
 /// `scores[j] = dot(K_j, q) * scale` for every position, with the lanes,

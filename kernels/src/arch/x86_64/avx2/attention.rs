@@ -152,18 +152,28 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
     }
 }
 
-/// Positions whose scores one pass computes together (one accumulator each,
-/// sharing the loads of the query).
+/// Positions whose scores one pass computes together (one accumulator per
+/// position and head, sharing the loads of the keys and queries).
 const SCORE_ROWS: usize = 4;
 const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
-/// Output columns one pass over the values keeps in registers.
-const OUT_COLS: usize = 64;
+/// Output registers (8 columns each, over all heads of a pass) one pass over
+/// the values keeps: 64 columns of one head, 32 of two, 16 of three.
+const OUT_REGS: usize = 8;
+/// Most heads one pass serves. Three heads' accumulators for four score rows
+/// take 12 of AVX2's 16 registers (the compiler spills one or two around the
+/// query loads); that measured faster than two-row blocks (6 accumulators)
+/// for three heads, and than one head per pass (`benches/RESULTS.md`,
+/// session 12).
+const GROUP_MAX: usize = 3;
 
 /// Fused attention over an f16 (`scalar::attend_f16`) or f32
 /// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
 /// this tier's dot product, `softmax::softmax_f32` and `axpy` for that row
-/// type (`attend_around`). The table takes `attend::<f16>` and `attend::<f32>`.
+/// type (`attend_around`). The table takes `attend::<f16>` and
+/// `attend::<f32>`.
+#[allow(clippy::too_many_arguments)] // the slot's signature (`arch::AttendF16`)
 pub(super) fn attend<T: RowElem>(
+    heads: usize,
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -174,6 +184,7 @@ pub(super) fn attend<T: RowElem>(
 ) {
     attend_around(
         super::softmax::softmax_f32,
+        heads,
         (q, k, v, stride, scale),
         scores,
         out,
@@ -181,151 +192,224 @@ pub(super) fn attend<T: RowElem>(
 }
 
 /// The fused attention of the x86 tiers around a tier's `softmax`, over f16
-/// or f32 rows: checks the shapes, computes the scores of four positions
-/// together, applies `softmax`, then adds the values in with the output held
-/// in registers, 64 columns at a time, instead of loading and storing it once
-/// per position. Equals `scalar::attend_with(dot, softmax, axpy)` bit for bit
-/// for this module's dot product (the reference's order) and any `axpy` (one
-/// rounded product, one add per element).
+/// or f32 rows: checks the shapes, then serves the heads of the group up to
+/// three at a time, so each key and value row is loaded (and widened) once
+/// per pass for all of them. A pass computes the scores of four positions per
+/// head together, applies `softmax` to each head's scores, then adds the
+/// values in with the outputs held in registers instead of loading and
+/// storing them once per position. Equals `scalar::attend_with(dot, softmax,
+/// axpy)` bit for bit for this module's dot product (the reference's order)
+/// and any `axpy` (one rounded product, one add per element): each head's
+/// arithmetic is the same, in the same order, however many share a pass.
 pub(in crate::arch::x86_64) fn attend_around<T: RowElem>(
     softmax: fn(&mut [f32]),
+    heads: usize,
     (q, k, v, stride, scale): (&[f32], &[T], &[T], usize, f32),
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    crate::scalar::check_attend(q, k, v, stride, scores, out);
-    // SAFETY: reachable only through the x86 tier tables, whose CPUs all have
-    // AVX2 and F16C; shapes checked.
-    unsafe {
-        attend_scores(q, k, stride, scale, scores);
-        softmax(scores);
-        attend_values(v, stride, scores, out);
+    let (hd, n) = crate::scalar::check_attend(heads, q, (k, v, stride), scores, out);
+    let mut h = 0;
+    while h < heads {
+        // Passes of three, but 4 = 2 + 2 rather than 3 + 1.
+        let g = match heads - h {
+            4 => 2,
+            rest => rest.min(GROUP_MAX),
+        };
+        let (q, k) = (&q[h * hd..][..g * hd], (k, v, stride));
+        let (scores, out) = (&mut scores[h * n..][..g * n], &mut out[h * hd..][..g * hd]);
+        // SAFETY: reachable only through the x86 tier tables, whose CPUs all
+        // have AVX2 and F16C; shapes checked (a slice of whole heads of a
+        // checked call is a checked call).
+        unsafe {
+            match g {
+                1 => attend_pass::<T, 1, OUT_REGS>(softmax, q, k, scale, scores, out),
+                2 => attend_pass::<T, 2, { OUT_REGS / 2 }>(softmax, q, k, scale, scores, out),
+                _ => attend_pass::<T, 3, { OUT_REGS / 3 }>(softmax, q, k, scale, scores, out),
+            }
+        }
+        h += g;
     }
 }
 
-/// `scores[j] = dot(K_j, q) * scale` for every position.
+/// One pass of `attend_around` over `H` heads, `R` output registers per head.
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts.
+/// The CPU has AVX2 and F16C; the shapes are those `check_attend` accepts for
+/// `H` heads.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_scores<T: RowElem>(
+unsafe fn attend_pass<T: RowElem, const H: usize, const R: usize>(
+    softmax: fn(&mut [f32]),
+    q: &[f32],
+    (k, v, stride): (&[T], &[T], usize),
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let n = scores.len() / H;
+    // SAFETY: the caller's.
+    unsafe { attend_scores::<T, H>(q, k, stride, scale, scores) };
+    for s in scores.chunks_exact_mut(n.max(1)) {
+        softmax(s);
+    }
+    // SAFETY: the caller's.
+    unsafe { attend_values::<T, H, R>(v, stride, scores, out) };
+}
+
+/// `scores[h * n + j] = dot(K_j, q_h) * scale` for every position `j` and
+/// head `h < H`.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts for `H` heads.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_scores<T: RowElem, const H: usize>(
     q: &[f32],
     k: &[T],
     stride: usize,
     scale: f32,
     scores: &mut [f32],
 ) {
-    let hd = q.len();
+    let (hd, n) = (q.len() / H, scores.len() / H);
     let main = hd / 8 * 8;
-    let n = scores.len();
     let (qp, kp) = (q.as_ptr(), k.as_ptr());
     let mut j = 0;
     while j + SCORE_ROWS <= n {
-        let mut acc = [_mm256_setzero_ps(); SCORE_ROWS];
+        let mut acc = [[_mm256_setzero_ps(); SCORE_ROWS]; H];
         let mut i = 0;
         while i < main {
-            // SAFETY: i + 8 <= main <= hd; row j + r < n starts at
-            // (j + r) * stride and has hd elements in `k` (checked).
-            unsafe {
-                let qv = _mm256_loadu_ps(qp.add(i));
-                for (r, a) in acc.iter_mut().enumerate() {
+            for r in 0..SCORE_ROWS {
+                // SAFETY: i + 8 <= main <= hd; row j + r < n starts at
+                // (j + r) * stride and has hd elements in `k` (checked);
+                // head h's query is q[h * hd..][..hd].
+                unsafe {
                     let kv = T::load8(kp.add((j + r) * stride + i));
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(kv, qv));
+                    for (h, a) in acc.iter_mut().enumerate() {
+                        let qv = _mm256_loadu_ps(qp.add(h * hd + i));
+                        a[r] = _mm256_add_ps(a[r], _mm256_mul_ps(kv, qv));
+                    }
                 }
             }
             i += 8;
         }
-        if main == hd {
-            // The reference order `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 +
-            // a7))` for four rows at once: halves added, then two rounds of
-            // pairwise `hadd` (whose pairs are exactly the reference's).
-            // SAFETY: j + 4 <= n = scores.len().
-            unsafe {
-                let half =
-                    |a: __m256| _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-                let h01 = _mm_hadd_ps(half(acc[0]), half(acc[1]));
-                let h23 = _mm_hadd_ps(half(acc[2]), half(acc[3]));
-                let s4 = _mm_mul_ps(_mm_hadd_ps(h01, h23), _mm_set1_ps(scale));
-                _mm_storeu_ps(scores.as_mut_ptr().add(j), s4);
+        for (h, a) in acc.iter().enumerate() {
+            let out = &mut scores[h * n + j..][..SCORE_ROWS];
+            if main == hd {
+                // The reference order `((a0 + a4) + (a1 + a5)) + ((a2 + a6) +
+                // (a3 + a7))` for four rows at once: halves added, then two
+                // rounds of pairwise `hadd` (whose pairs are exactly the
+                // reference's).
+                // SAFETY: `out` holds 4 f32.
+                unsafe {
+                    let half = |a: __m256| {
+                        _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1))
+                    };
+                    let h01 = _mm_hadd_ps(half(a[0]), half(a[1]));
+                    let h23 = _mm_hadd_ps(half(a[2]), half(a[3]));
+                    let s4 = _mm_mul_ps(_mm_hadd_ps(h01, h23), _mm_set1_ps(scale));
+                    _mm_storeu_ps(out.as_mut_ptr(), s4);
+                }
+                continue;
             }
-            j += SCORE_ROWS;
-            continue;
-        }
-        for (r, a) in acc.iter().enumerate() {
-            let mut lanes = [0.0f32; DOT_LANES];
-            // SAFETY: `lanes` holds 8 f32.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
-            let row = &k[(j + r) * stride..][..hd];
-            for c in main..hd {
-                lanes[c % DOT_LANES] += row[c].to_f32() * q[c];
+            let qh = &q[h * hd..][..hd];
+            for (r, (a, o)) in a.iter().zip(out).enumerate() {
+                let mut lanes = [0.0f32; DOT_LANES];
+                // SAFETY: `lanes` holds 8 f32.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+                let row = &k[(j + r) * stride..][..hd];
+                for c in main..hd {
+                    lanes[c % DOT_LANES] += row[c].to_f32() * qh[c];
+                }
+                *o = reduce_dot_lanes(lanes) * scale;
             }
-            scores[j + r] = reduce_dot_lanes(lanes) * scale;
         }
         j += SCORE_ROWS;
     }
-    for (jj, s) in scores.iter_mut().enumerate().skip(j) {
-        // SAFETY: same CPU features; the row has hd elements.
-        *s = unsafe { dot_row(&k[jj * stride..][..hd], q) } * scale;
-    }
-}
-
-/// `out = sum_j p[j] * V_j`, accumulated from zero in `j` order (each step
-/// `out + p * v`, rounded as `axpy_f16_f32` and `axpy_f32` round it).
-///
-/// # Safety
-/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_values<T: RowElem>(v: &[T], stride: usize, p: &[f32], out: &mut [f32]) {
-    let hd = out.len();
-    let main = hd / 8 * 8;
-    let mut c = 0;
-    while c + OUT_COLS <= main {
-        // SAFETY: c + OUT_COLS <= main; same features.
-        unsafe { attend_values_cols::<T, { OUT_COLS / 8 }>(v, stride, p, c, out) };
-        c += OUT_COLS;
-    }
-    while c < main {
-        // SAFETY: c + 8 <= main; same features.
-        unsafe { attend_values_cols::<T, 1>(v, stride, p, c, out) };
-        c += 8;
-    }
-    for (col, o) in out.iter_mut().enumerate().skip(main) {
-        *o = 0.0;
-        for (j, &pj) in p.iter().enumerate() {
-            *o += pj * v[j * stride + col].to_f32();
+    for h in 0..H {
+        let qh = &q[h * hd..][..hd];
+        for jj in j..n {
+            // SAFETY: same CPU features; the row has hd elements.
+            scores[h * n + jj] = unsafe { dot_row(&k[jj * stride..][..hd], qh) } * scale;
         }
     }
 }
 
-/// Columns `c..c + 8 * R` of `attend_values`, held in `R` registers.
+/// `out_h = sum_j p_h[j] * V_j` for each head `h < H` (`p_h` is `p[h * n..]`,
+/// `out_h` is `out[h * hd..]`), accumulated from zero in `j` order (each step
+/// `out + p * v`, rounded as `axpy_f16_f32` and `axpy_f32` round it).
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; `c + 8 * R <= out.len()`; shapes as
-/// `check_attend` accepts.
+/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts for `H` heads.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_values<T: RowElem, const H: usize, const R: usize>(
+    v: &[T],
+    stride: usize,
+    p: &[f32],
+    out: &mut [f32],
+) {
+    let (hd, n) = (out.len() / H, p.len() / H);
+    let main = hd / 8 * 8;
+    let mut c = 0;
+    while c + 8 * R <= main {
+        // SAFETY: c + 8 * R <= main; same features.
+        unsafe { attend_values_cols::<T, H, R>(v, stride, p, c, out) };
+        c += 8 * R;
+    }
+    while c < main {
+        // SAFETY: c + 8 <= main; same features.
+        unsafe { attend_values_cols::<T, H, 1>(v, stride, p, c, out) };
+        c += 8;
+    }
+    for h in 0..H {
+        let ph = &p[h * n..][..n];
+        for col in main..hd {
+            let o = &mut out[h * hd + col];
+            *o = 0.0;
+            for (j, &pj) in ph.iter().enumerate() {
+                *o += pj * v[j * stride + col].to_f32();
+            }
+        }
+    }
+}
+
+/// Columns `c..c + 8 * R` of every head of `attend_values`, held in `H * R`
+/// registers.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `c + 8 * R <= head_dim`; shapes as
+/// `check_attend` accepts for `H` heads.
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn attend_values_cols<T: RowElem, const R: usize>(
+unsafe fn attend_values_cols<T: RowElem, const H: usize, const R: usize>(
     v: &[T],
     stride: usize,
     p: &[f32],
     c: usize,
     out: &mut [f32],
 ) {
-    let vp = v.as_ptr();
-    let mut acc = [_mm256_setzero_ps(); R];
-    for (j, &pj) in p.iter().enumerate() {
-        let s = _mm256_set1_ps(pj);
+    let (hd, n) = (out.len() / H, p.len() / H);
+    let (vp, pp) = (v.as_ptr(), p.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); R]; H];
+    for j in 0..n {
         let row = j * stride + c;
-        for (g, a) in acc.iter_mut().enumerate() {
-            // SAFETY: c + 8 * g + 8 <= out.len() = head_dim; row j < n has
-            // head_dim elements from j * stride.
-            let x = unsafe { T::load8(vp.add(row + 8 * g)) };
-            *a = _mm256_add_ps(*a, _mm256_mul_ps(s, x));
+        let mut x = [_mm256_setzero_ps(); R];
+        for (g, xg) in x.iter_mut().enumerate() {
+            // SAFETY: c + 8 * g + 8 <= head_dim; row j < n has head_dim
+            // elements from j * stride.
+            *xg = unsafe { T::load8(vp.add(row + 8 * g)) };
+        }
+        for (h, a) in acc.iter_mut().enumerate() {
+            // SAFETY: h * n + j < H * n = p.len().
+            let s = _mm256_set1_ps(unsafe { *pp.add(h * n + j) });
+            for (ag, xg) in a.iter_mut().zip(&x) {
+                *ag = _mm256_add_ps(*ag, _mm256_mul_ps(s, *xg));
+            }
         }
     }
-    for (g, a) in acc.iter().enumerate() {
-        // SAFETY: c + 8 * g + 8 <= out.len().
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * g), *a) };
+    for (h, a) in acc.iter().enumerate() {
+        for (g, ag) in a.iter().enumerate() {
+            // SAFETY: h * hd + c + 8 * g + 8 <= H * hd = out.len().
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * hd + c + 8 * g), *ag) };
+        }
     }
 }
 

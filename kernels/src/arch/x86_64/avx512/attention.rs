@@ -47,7 +47,9 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
 /// AVX2's (the dot product is AVX2's in both tables, and the weighted sum
 /// equals any `axpy` bit for bit). The table takes `attend::<f16>` and
 /// `attend::<f32>`.
+#[allow(clippy::too_many_arguments)] // the slot's signature (`arch::AttendF16`)
 pub(super) fn attend<T: RowElem>(
+    heads: usize,
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -58,6 +60,7 @@ pub(super) fn attend<T: RowElem>(
 ) {
     attend_around(
         super::softmax::softmax_f32,
+        heads,
         (q, k, v, stride, scale),
         scores,
         out,
