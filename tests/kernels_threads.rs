@@ -13,7 +13,7 @@ use ember_converter::DTypeChoice;
 use ember_kernels::arch::{kernels_for, Tier};
 use ember_kernels::blocks::{BlockQ4_0, BlockQ8_0, QK};
 use ember_kernels::scalar;
-use ember_runtime::format::{expected_tensors, DType};
+use ember_runtime::format::{expected_tensors, flags, DType};
 use ember_runtime::model::{Input, Weights, PARALLEL_MIN_BYTES};
 use ember_runtime::pool::Pool;
 use ember_runtime::tokenizer::TokenType;
@@ -96,7 +96,14 @@ fn wide_model(dtype: DType, vocab: usize) -> Arc<Model> {
 
 /// `wide_model` with a sliding attention window of `window` positions (0: none).
 fn wide_model_windowed(dtype: DType, vocab: usize, window: u32) -> Arc<Model> {
+    wide_model_with(dtype, vocab, window, common::tiny_hparams().flags)
+}
+
+/// `wide_model_windowed` with the `format::flags` bits `flags` (which biases
+/// the layers have).
+fn wide_model_with(dtype: DType, vocab: usize, window: u32, flags: u32) -> Arc<Model> {
     let mut hp = common::tiny_hparams();
+    hp.flags = flags;
     hp.sliding_window = window;
     hp.dim = 256;
     hp.n_layers = 1;
@@ -219,6 +226,25 @@ fn batched_prefill_is_bit_identical_to_token_by_token(dtype: DType) {
             &got,
             &format!("{dtype:?} batch {batch} threads {threads}"),
         );
+    }
+}
+
+/// With every bias a layer can have (Q/K/V, attention output, gate/up/down),
+/// batched prefill on any thread count still gives token-by-token's logits,
+/// bit for bit: the per-row work of a batch (norms, bias and residual adds,
+/// the gated activation) is split over the threads.
+#[test]
+fn batched_prefill_with_every_bias_is_bit_identical() {
+    let prompt: Vec<u32> = (0..45u32).map(|i| (i * 41 + 9) % 250 + 3).collect();
+    let all = flags::QKV_BIAS | flags::ATTN_OUT_BIAS | flags::MLP_BIAS;
+    let model = wide_model_with(DType::Q8_0, 4096, 0, all);
+    let hp = model.hparams();
+    assert!(hp.qkv_bias() && hp.attn_out_bias() && hp.mlp_bias());
+    let want = prompt_then_greedy(&model, &prompt, KvType::F16, 1, 1);
+    for (batch, threads) in [(7, 1), (32, 2), (5, 3)] {
+        let got = prompt_then_greedy(&model, &prompt, KvType::F16, batch, threads);
+        let what = format!("all biases, batch {batch} threads {threads}");
+        assert_same_logits(&want, &got, &what);
     }
 }
 

@@ -272,6 +272,40 @@ fn attend_batch(
     }
 }
 
+/// `out[t] = rmsnorm(x[t]) * weight` for each row of `x`, split over the
+/// pool's threads (rows are independent: the same bits on any thread count).
+fn rmsnorm_rows(model: &Model, pool: &mut Pool, out: &mut [f32], x: &[f32], weight: &[f32]) {
+    let (kern, dim) = (&model.kernels, weight.len());
+    let eps = model.hparams().norm_eps;
+    pool.split_rows(out, dim, &|first, part| {
+        let x = &x[first..first + part.len()];
+        for (o, xr) in part.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+            (kern.rmsnorm_f32)(o, xr, weight, eps);
+        }
+    });
+}
+
+/// The residual add `x[t] += proj[t]` for each row, after `proj[t] += bias`
+/// when there is a bias (the single-token path's roundings), split over the
+/// pool's threads (rows are independent: the same bits on any thread count).
+fn add_rows(model: &Model, pool: &mut Pool, x: &mut [f32], proj: &mut [f32], bias: Option<&[f32]>) {
+    let kern = &model.kernels;
+    let dim = model.hparams().dim as usize;
+    if let Some(bias) = bias {
+        pool.split_rows(proj, dim, &|_, part| {
+            part.chunks_exact_mut(dim)
+                .for_each(|p| (kern.add_f32)(p, bias))
+        });
+    }
+    let proj = &*proj;
+    pool.split_rows(x, dim, &|first, part| {
+        let proj = &proj[first..first + part.len()];
+        for (xr, pr) in part.chunks_exact_mut(dim).zip(proj.chunks_exact(dim)) {
+            (kern.add_f32)(xr, pr);
+        }
+    });
+}
+
 /// Runs `tokens` (1..=`bb.cap()` of them) at positions `pos..pos + n`,
 /// writing their keys and values into `kv` and the logits after the last token
 /// into `buf.logits`. Same contract as `forward` for each token (ids in range,
@@ -313,9 +347,7 @@ pub fn forward_batch(
     for (l, li) in model.layers.iter().enumerate() {
         // --- attention block ---
         let (x, xn) = (&bb.x[..n * dim], &mut bb.xn[..n * dim]);
-        for (o, xr) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-            (kern.rmsnorm_f32)(o, xr, model.vector(li.attn_norm), eps);
-        }
+        rmsnorm_rows(model, pool, xn, x, model.vector(li.attn_norm));
         let xn = &bb.xn[..n * dim];
         let (q, kk, v) = (
             &mut bb.q[..n * q_dim],
@@ -360,18 +392,11 @@ pub fn forward_batch(
         project(model, model.weights(li.wo), att, &bb.xq, qd, n, proj, pool);
         lora_rows(buf, l, LoraTarget::O, att, proj, n);
         let x = &mut bb.x[..n * dim];
-        for (xr, pr) in x.chunks_exact_mut(dim).zip(proj.chunks_exact_mut(dim)) {
-            if let Some(bo) = li.bo {
-                (kern.add_f32)(pr, model.vector(bo));
-            }
-            (kern.add_f32)(xr, pr);
-        }
+        add_rows(model, pool, x, proj, li.bo.map(|b| model.vector(b)));
 
         // --- feed-forward block ---
         let xn = &mut bb.xn[..n * dim];
-        for (o, xr) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-            (kern.rmsnorm_f32)(o, xr, model.vector(li.ffn_norm), eps);
-        }
+        rmsnorm_rows(model, pool, xn, x, model.vector(li.ffn_norm));
         let xn = &bb.xn[..n * dim];
         let (gate, up) = (&mut bb.gate[..n * ffn], &mut bb.up[..n * ffn]);
         let qd = quantize_rows(model, xn, &mut bb.xq, quant, li.rotate_gate_up, n, pool);
@@ -388,16 +413,28 @@ pub fn forward_batch(
         lora_rows(buf, l, LoraTarget::Gate, xn, gate, n);
         project(model, model.weights(li.w_up), xn, &bb.xq, qd, n, up, pool);
         lora_rows(buf, l, LoraTarget::Up, xn, up, n);
-        for (g, u) in gate.chunks_exact_mut(ffn).zip(up.chunks_exact_mut(ffn)) {
-            if let (Some(bg), Some(bu)) = (li.b_gate, li.b_up) {
-                (kern.add_f32)(g, model.vector(bg));
-                (kern.add_f32)(u, model.vector(bu));
-            }
-            match Activation::from_u32(hp.activation) {
-                Some(Activation::GeluTanh) => (kern.gelu_gate_f32)(g, u),
-                _ => (kern.silu_gate_f32)(g, u),
-            }
+        let biases = li.b_gate.zip(li.b_up);
+        if let Some((_, bu)) = biases {
+            let bu = model.vector(bu);
+            pool.split_rows(up, ffn, &|_, part| {
+                part.chunks_exact_mut(ffn)
+                    .for_each(|u| (kern.add_f32)(u, bu))
+            });
         }
+        let gated = match Activation::from_u32(hp.activation) {
+            Some(Activation::GeluTanh) => kern.gelu_gate_f32,
+            _ => kern.silu_gate_f32,
+        };
+        let up = &*up;
+        pool.split_rows(gate, ffn, &|first, part| {
+            let up = &up[first..first + part.len()];
+            for (g, u) in part.chunks_exact_mut(ffn).zip(up.chunks_exact(ffn)) {
+                if let Some((bg, _)) = biases {
+                    (kern.add_f32)(g, model.vector(bg));
+                }
+                gated(g, u);
+            }
+        });
         let gate = &bb.gate[..n * ffn];
         let proj = &mut bb.proj[..n * dim];
         let qd = quantize_rows(model, gate, &mut bb.xq, quant, li.rotate_down, n, pool);
@@ -413,12 +450,7 @@ pub fn forward_batch(
         );
         lora_rows(buf, l, LoraTarget::Down, gate, proj, n);
         let x = &mut bb.x[..n * dim];
-        for (xr, pr) in x.chunks_exact_mut(dim).zip(proj.chunks_exact_mut(dim)) {
-            if let Some(bd) = li.b_down {
-                (kern.add_f32)(pr, model.vector(bd));
-            }
-            (kern.add_f32)(xr, pr);
-        }
+        add_rows(model, pool, x, proj, li.b_down.map(|b| model.vector(b)));
     }
 
     // Logits of the last token only (the others are never read).
