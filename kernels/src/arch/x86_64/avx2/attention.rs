@@ -159,6 +159,33 @@ const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
 /// Output registers (8 columns each, over all heads of a pass) one pass over
 /// the values keeps: 64 columns of one head, 32 of two, 16 of three.
 const OUT_REGS: usize = 8;
+
+/// A tier's weighted sum of values for the passes of `attend_around`:
+/// `out_h = sum_j p_h[j] * V_j` for `H` heads, accumulated from zero in `j`
+/// order, each step `out + p * v` with the product rounded (as every tier's
+/// `axpy` rounds it), so any two implementations give the same bits.
+pub(in crate::arch::x86_64) trait ValuePass<T: RowElem> {
+    /// # Safety
+    /// The CPU has the tier's features; shapes as `check_attend` accepts for
+    /// `H` heads, with `p` holding `H` rows of probabilities (`scores`).
+    unsafe fn values<const H: usize>(v: &[T], stride: usize, p: &[f32], out: &mut [f32]);
+}
+
+/// AVX2's value pass: `OUT_REGS` 8-column registers over the heads of a pass.
+pub(in crate::arch::x86_64) struct Avx2Values;
+
+impl<T: RowElem> ValuePass<T> for Avx2Values {
+    unsafe fn values<const H: usize>(v: &[T], stride: usize, p: &[f32], out: &mut [f32]) {
+        // SAFETY: the caller's; AVX2 tables only reach this on AVX2 CPUs.
+        unsafe {
+            match H {
+                1 => attend_values::<T, H, OUT_REGS>(v, stride, p, 0, out),
+                2 => attend_values::<T, H, { OUT_REGS / 2 }>(v, stride, p, 0, out),
+                _ => attend_values::<T, H, { OUT_REGS / 3 }>(v, stride, p, 0, out),
+            }
+        }
+    }
+}
 /// Most heads one pass serves. Three heads' accumulators for four score rows
 /// take 12 of AVX2's 16 registers (the compiler spills one or two around the
 /// query loads); that measured faster than two-row blocks (6 accumulators)
@@ -182,7 +209,7 @@ pub(super) fn attend<T: RowElem>(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend_around(
+    attend_around::<T, Avx2Values>(
         super::softmax::softmax_f32,
         heads,
         (q, k, v, stride, scale),
@@ -201,7 +228,8 @@ pub(super) fn attend<T: RowElem>(
 /// axpy)` bit for bit for this module's dot product (the reference's order)
 /// and any `axpy` (one rounded product, one add per element): each head's
 /// arithmetic is the same, in the same order, however many share a pass.
-pub(in crate::arch::x86_64) fn attend_around<T: RowElem>(
+/// `V` is the tier's value pass.
+pub(in crate::arch::x86_64) fn attend_around<T: RowElem, V: ValuePass<T>>(
     softmax: fn(&mut [f32]),
     heads: usize,
     (q, k, v, stride, scale): (&[f32], &[T], &[T], usize, f32),
@@ -223,22 +251,22 @@ pub(in crate::arch::x86_64) fn attend_around<T: RowElem>(
         // checked call is a checked call).
         unsafe {
             match g {
-                1 => attend_pass::<T, 1, OUT_REGS>(softmax, q, k, scale, scores, out),
-                2 => attend_pass::<T, 2, { OUT_REGS / 2 }>(softmax, q, k, scale, scores, out),
-                _ => attend_pass::<T, 3, { OUT_REGS / 3 }>(softmax, q, k, scale, scores, out),
+                1 => attend_pass::<T, V, 1>(softmax, q, k, scale, scores, out),
+                2 => attend_pass::<T, V, 2>(softmax, q, k, scale, scores, out),
+                _ => attend_pass::<T, V, 3>(softmax, q, k, scale, scores, out),
             }
         }
         h += g;
     }
 }
 
-/// One pass of `attend_around` over `H` heads, `R` output registers per head.
+/// One pass of `attend_around` over `H` heads.
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; the shapes are those `check_attend` accepts for
-/// `H` heads.
+/// The CPU has AVX2 and F16C and what `V` needs; the shapes are those
+/// `check_attend` accepts for `H` heads.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_pass<T: RowElem, const H: usize, const R: usize>(
+unsafe fn attend_pass<T: RowElem, V: ValuePass<T>, const H: usize>(
     softmax: fn(&mut [f32]),
     q: &[f32],
     (k, v, stride): (&[T], &[T], usize),
@@ -253,7 +281,7 @@ unsafe fn attend_pass<T: RowElem, const H: usize, const R: usize>(
         softmax(s);
     }
     // SAFETY: the caller's.
-    unsafe { attend_values::<T, H, R>(v, stride, scores, out) };
+    unsafe { V::values::<H>(v, stride, scores, out) };
 }
 
 /// `scores[h * n + j] = dot(K_j, q_h) * scale` for every position `j` and
@@ -333,22 +361,25 @@ unsafe fn attend_scores<T: RowElem, const H: usize>(
     }
 }
 
-/// `out_h = sum_j p_h[j] * V_j` for each head `h < H` (`p_h` is `p[h * n..]`,
-/// `out_h` is `out[h * hd..]`), accumulated from zero in `j` order (each step
-/// `out + p * v`, rounded as `axpy_f16_f32` and `axpy_f32` round it).
+/// Columns `c0..` of `out_h = sum_j p_h[j] * V_j` for each head `h < H`
+/// (`p_h` is `p[h * n..]`, `out_h` is `out[h * hd..]`), accumulated from zero
+/// in `j` order (each step `out + p * v`, rounded as `axpy_f16_f32` and
+/// `axpy_f32` round it), `R` registers per head at a time.
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts for `H` heads.
+/// The CPU has AVX2 and F16C; shapes as `check_attend` accepts for `H` heads;
+/// `c0 <= head_dim`.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_values<T: RowElem, const H: usize, const R: usize>(
+pub(in crate::arch::x86_64) unsafe fn attend_values<T: RowElem, const H: usize, const R: usize>(
     v: &[T],
     stride: usize,
     p: &[f32],
+    c0: usize,
     out: &mut [f32],
 ) {
     let (hd, n) = (out.len() / H, p.len() / H);
     let main = hd / 8 * 8;
-    let mut c = 0;
+    let mut c = c0;
     while c + 8 * R <= main {
         // SAFETY: c + 8 * R <= main; same features.
         unsafe { attend_values_cols::<T, H, R>(v, stride, p, c, out) };
@@ -361,7 +392,7 @@ unsafe fn attend_values<T: RowElem, const H: usize, const R: usize>(
     }
     for h in 0..H {
         let ph = &p[h * n..][..n];
-        for col in main..hd {
+        for col in main.max(c0)..hd {
             let o = &mut out[h * hd + col];
             *o = 0.0;
             for (j, &pj) in ph.iter().enumerate() {
