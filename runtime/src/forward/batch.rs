@@ -222,7 +222,9 @@ fn lora_rows(
 /// The attention of the `n` tokens of a batch at positions `pos..pos + n` of
 /// `layer` (queries in `bb.q`, keys and values stored in `kv`), into `bb.att`:
 /// per token and head, exactly `forward`'s `attend`, split by token over the
-/// pool.
+/// pool. Workspace row `r` serves token `zigzag(r, n)`: token `t` attends to
+/// `pos + t + 1` positions, so consecutive rows pair a short token with a long
+/// one and every thread's share of rows gets about the same work.
 #[allow(clippy::too_many_arguments)]
 fn attend_batch(
     model: &Model,
@@ -243,7 +245,7 @@ fn attend_batch(
     let work = &mut bb.attn[..n * stride];
     pool.split_rows(work, stride, &|first, rows| {
         for (i, row) in rows.chunks_exact_mut(stride).enumerate() {
-            let t = first / stride + i;
+            let t = zigzag(first / stride + i, n);
             let p = pos + t;
             let from = window_start(hp, p);
             let (out, rest) = row.split_at_mut(q_dim);
@@ -264,11 +266,17 @@ fn attend_batch(
             }
         }
     });
-    for (a, row) in bb.att[..n * q_dim]
-        .chunks_exact_mut(q_dim)
-        .zip(bb.attn.chunks_exact(stride))
-    {
-        a.copy_from_slice(&row[..q_dim]);
+    for (r, row) in bb.attn.chunks_exact(stride).take(n).enumerate() {
+        bb.att[zigzag(r, n) * q_dim..][..q_dim].copy_from_slice(&row[..q_dim]);
+    }
+}
+
+/// The token served by row `r` of `n`: 0, n - 1, 1, n - 2, 2, ... (a
+/// permutation of `0..n`).
+fn zigzag(r: usize, n: usize) -> usize {
+    match r % 2 {
+        0 => r / 2,
+        _ => n - 1 - r / 2,
     }
 }
 
@@ -462,4 +470,29 @@ pub fn forward_batch(
         .matvec_input_threaded(kern, &xin, &mut buf.logits, pool);
     // The single-token buffers now describe the last token, as after `forward`.
     buf.x.copy_from_slice(last);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zigzag;
+
+    /// Rows map to every token once, pairing short and long attention rows.
+    #[test]
+    fn zigzag_is_a_balanced_permutation() {
+        for n in 1..=70 {
+            let mut seen = vec![false; n];
+            for r in 0..n {
+                let t = zigzag(r, n);
+                assert!(t < n && !seen[t], "n {n}: row {r} -> token {t}");
+                seen[t] = true;
+                if r % 2 == 1 {
+                    assert_eq!(zigzag(r - 1, n) + t, n - 1, "n {n}: pair {r}");
+                }
+            }
+        }
+        assert_eq!(
+            (0..6).map(|r| zigzag(r, 6)).collect::<Vec<_>>(),
+            [0, 5, 1, 4, 2, 3]
+        );
+    }
 }
