@@ -194,21 +194,27 @@ unsafe fn axpy_f16_f32_impl(acc: &mut [f32], scale: f32, x: &[f16]) {
     }
 }
 
-/// Positions whose scores one pass computes together (two accumulators each,
-/// sharing the loads of the query).
+/// Positions whose scores one pass computes together (two accumulators each
+/// per head, sharing the loads of the keys and queries).
 const SCORE_ROWS: usize = 4;
 const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
-/// Output columns one pass over the values keeps in registers.
-const OUT_COLS: usize = 64;
+/// Output registers (4 columns each, over all heads of a pass) one pass over
+/// the values keeps: 64 columns of one head, 32 of two, 16 of three.
+const OUT_REGS: usize = 16;
+/// Most heads one pass serves: three heads' score accumulators for four rows
+/// take 24 of the 32 registers.
+const GROUP_MAX: usize = 3;
 
 /// Fused attention over an f16 (`scalar::attend_f16`) or f32
 /// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
 /// this tier's dot product, `softmax::softmax_f32` and `axpy` for that row
-/// type. The heads of a group run one after another (the x86 tiers share each
-/// key and value load between them). Per head, the scores of four positions
-/// are computed together; the output stays in registers while all values are
-/// added in, 64 columns at a time, instead of being loaded and stored once per
-/// position. The table takes `attend::<f16>` and `attend::<f32>`.
+/// type. As on x86, the heads of the group are served up to three at a time,
+/// so each key and value row is loaded (and widened) once per pass for all of
+/// them; a pass computes the scores of four positions per head together, and
+/// keeps the outputs in registers while all values are added in, instead of
+/// loading and storing them once per position. Each head's arithmetic is the
+/// same, in the same order, however many share a pass. The table takes
+/// `attend::<f16>` and `attend::<f32>`.
 #[allow(clippy::too_many_arguments)] // the slot's signature (`arch::AttendF16`)
 pub(super) fn attend<T: RowElem>(
     heads: usize,
@@ -221,149 +227,217 @@ pub(super) fn attend<T: RowElem>(
     out: &mut [f32],
 ) {
     let (hd, n) = crate::scalar::check_attend(heads, q, (k, v, stride), scores, out);
-    for h in 0..heads {
-        let (q, scores) = (&q[h * hd..][..hd], &mut scores[h * n..][..n]);
-        let out = &mut out[h * hd..][..hd];
-        // SAFETY: reachable only through `table(NeonToken)`; shapes checked.
-        unsafe { attend_scores(q, k, stride, scale, scores) };
-        super::softmax::softmax_f32(scores);
-        // SAFETY: as above.
-        unsafe { attend_values(v, stride, scores, out) };
+    let mut h = 0;
+    while h < heads {
+        // Passes of three, but 4 = 2 + 2 rather than 3 + 1.
+        let g = match heads - h {
+            4 => 2,
+            rest => rest.min(GROUP_MAX),
+        };
+        let (q, k) = (&q[h * hd..][..g * hd], (k, v, stride));
+        let (scores, out) = (&mut scores[h * n..][..g * n], &mut out[h * hd..][..g * hd]);
+        // SAFETY: reachable only through `table(NeonToken)`; shapes checked
+        // (a slice of whole heads of a checked call is a checked call).
+        unsafe {
+            match g {
+                1 => attend_pass::<T, 1, OUT_REGS>(q, k, scale, scores, out),
+                2 => attend_pass::<T, 2, { OUT_REGS / 2 }>(q, k, scale, scores, out),
+                _ => attend_pass::<T, 3, { OUT_REGS / 4 }>(q, k, scale, scores, out),
+            }
+        }
+        h += g;
     }
 }
 
-/// `scores[j] = dot(K_j, q) * scale` for every position, with the lanes,
-/// products and reduction of `dot_f16_f32_impl` (and `dot_f32_impl`).
+/// One pass of `attend` over `H` heads, `R` output registers per head.
 ///
 /// # Safety
-/// The CPU has NEON; shapes as `check_attend` accepts.
+/// The CPU has NEON; the shapes are those `check_attend` accepts for `H`
+/// heads.
 #[target_feature(enable = "neon")]
-unsafe fn attend_scores<T: RowElem>(
+unsafe fn attend_pass<T: RowElem, const H: usize, const R: usize>(
+    q: &[f32],
+    (k, v, stride): (&[T], &[T], usize),
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let n = scores.len() / H;
+    // SAFETY: the caller's.
+    unsafe { attend_scores::<T, H>(q, k, stride, scale, scores) };
+    for s in scores.chunks_exact_mut(n.max(1)) {
+        super::softmax::softmax_f32(s);
+    }
+    // SAFETY: the caller's.
+    unsafe { attend_values::<T, H, R>(v, stride, scores, out) };
+}
+
+/// `scores[h * n + j] = dot(K_j, q_h) * scale` for every position `j` and
+/// head `h < H`, with the lanes, products and reduction of `dot_f16_f32_impl`
+/// (and `dot_f32_impl`).
+///
+/// # Safety
+/// The CPU has NEON; shapes as `check_attend` accepts for `H` heads.
+#[target_feature(enable = "neon")]
+unsafe fn attend_scores<T: RowElem, const H: usize>(
     q: &[f32],
     k: &[T],
     stride: usize,
     scale: f32,
     scores: &mut [f32],
 ) {
-    let hd = q.len();
+    let (hd, n) = (q.len() / H, scores.len() / H);
     let main = hd / 8 * 8;
-    let n = scores.len();
     let (qp, kp) = (q.as_ptr(), k.as_ptr());
     let mut j = 0;
     while j + SCORE_ROWS <= n {
-        // Row r's partial sums: lanes 0..4 in lo[r], lanes 4..8 in hi[r].
-        let mut lo = [vdupq_n_f32(0.0); SCORE_ROWS];
-        let mut hi = [vdupq_n_f32(0.0); SCORE_ROWS];
+        // Head h, row r's partial sums: lanes 0..4 in lo[h][r], 4..8 in hi[h][r].
+        let mut lo = [[vdupq_n_f32(0.0); SCORE_ROWS]; H];
+        let mut hi = [[vdupq_n_f32(0.0); SCORE_ROWS]; H];
         let mut i = 0;
         while i < main {
-            // SAFETY: i + 8 <= main <= hd; row j + r < n starts at
-            // (j + r) * stride and has hd elements in `k` (checked).
-            unsafe {
-                let (q0, q1) = (vld1q_f32(qp.add(i)), vld1q_f32(qp.add(i + 4)));
-                for r in 0..SCORE_ROWS {
+            for r in 0..SCORE_ROWS {
+                // SAFETY: i + 8 <= main <= hd; row j + r < n starts at
+                // (j + r) * stride and has hd elements in `k` (checked); head
+                // h's query is q[h * hd..][..hd].
+                unsafe {
                     let row = kp.add((j + r) * stride + i);
                     let (k0, k1) = (T::load4(row), T::load4(row.add(4)));
-                    lo[r] = vaddq_f32(lo[r], vmulq_f32(k0, q0));
-                    hi[r] = vaddq_f32(hi[r], vmulq_f32(k1, q1));
+                    for h in 0..H {
+                        let qh = qp.add(h * hd + i);
+                        let (q0, q1) = (vld1q_f32(qh), vld1q_f32(qh.add(4)));
+                        lo[h][r] = vaddq_f32(lo[h][r], vmulq_f32(k0, q0));
+                        hi[h][r] = vaddq_f32(hi[h][r], vmulq_f32(k1, q1));
+                    }
                 }
             }
             i += 8;
         }
-        if main == hd {
-            // The reference order `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 +
-            // a7))` for four rows at once: lo + hi, then two rounds of pairwise
-            // `faddp` (whose pairs, first operand first, are the reference's).
-            let h = |r: usize| vaddq_f32(lo[r], hi[r]);
-            let p01 = vpaddq_f32(h(0), h(1));
-            let p23 = vpaddq_f32(h(2), h(3));
-            let s4 = vmulq_f32(vpaddq_f32(p01, p23), vdupq_n_f32(scale));
-            // SAFETY: j + 4 <= n = scores.len().
-            unsafe { vst1q_f32(scores.as_mut_ptr().add(j), s4) };
-        } else {
-            for r in 0..SCORE_ROWS {
-                let row = &k[(j + r) * stride..][..hd];
-                scores[j + r] = finish(lo[r], hi[r], main, hd, |c| row[c].to_f32() * q[c]) * scale;
+        for h in 0..H {
+            let (lo, hi) = (&lo[h], &hi[h]);
+            let out = &mut scores[h * n + j..][..SCORE_ROWS];
+            if main == hd {
+                // The reference order `((a0 + a4) + (a1 + a5)) + ((a2 + a6) +
+                // (a3 + a7))` for four rows at once: lo + hi, then two rounds
+                // of pairwise `faddp` (whose pairs, first operand first, are
+                // the reference's).
+                let sum = |r: usize| vaddq_f32(lo[r], hi[r]);
+                let p01 = vpaddq_f32(sum(0), sum(1));
+                let p23 = vpaddq_f32(sum(2), sum(3));
+                let s4 = vmulq_f32(vpaddq_f32(p01, p23), vdupq_n_f32(scale));
+                // SAFETY: `out` holds 4 f32.
+                unsafe { vst1q_f32(out.as_mut_ptr(), s4) };
+            } else {
+                let qh = &q[h * hd..][..hd];
+                for (r, o) in out.iter_mut().enumerate() {
+                    let row = &k[(j + r) * stride..][..hd];
+                    *o = finish(lo[r], hi[r], main, hd, |c| row[c].to_f32() * qh[c]) * scale;
+                }
             }
         }
         j += SCORE_ROWS;
     }
-    for (jj, s) in scores.iter_mut().enumerate().skip(j) {
-        let row = &k[jj * stride..][..hd];
-        let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-        let mut i = 0;
-        while i < main {
-            // SAFETY: same CPU features; i + 8 <= main <= hd for the row and `q`.
-            unsafe {
-                let (k0, k1) = (
-                    T::load4(row.as_ptr().add(i)),
-                    T::load4(row.as_ptr().add(i + 4)),
-                );
-                lo = vaddq_f32(lo, vmulq_f32(k0, vld1q_f32(qp.add(i))));
-                hi = vaddq_f32(hi, vmulq_f32(k1, vld1q_f32(qp.add(i + 4))));
+    for h in 0..H {
+        let (qh, qhp) = (&q[h * hd..][..hd], qp.wrapping_add(h * hd));
+        for jj in j..n {
+            let row = &k[jj * stride..][..hd];
+            let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+            let mut i = 0;
+            while i < main {
+                // SAFETY: same CPU features; i + 8 <= main <= hd for the row
+                // and head h's query.
+                unsafe {
+                    let (k0, k1) = (
+                        T::load4(row.as_ptr().add(i)),
+                        T::load4(row.as_ptr().add(i + 4)),
+                    );
+                    lo = vaddq_f32(lo, vmulq_f32(k0, vld1q_f32(qhp.add(i))));
+                    hi = vaddq_f32(hi, vmulq_f32(k1, vld1q_f32(qhp.add(i + 4))));
+                }
+                i += 8;
             }
-            i += 8;
+            scores[h * n + jj] = finish(lo, hi, main, hd, |c| row[c].to_f32() * qh[c]) * scale;
         }
-        *s = finish(lo, hi, main, hd, |c| row[c].to_f32() * q[c]) * scale;
     }
 }
 
-/// `out = sum_j p[j] * V_j`, accumulated from zero in `j` order (each step
+/// `out_h = sum_j p_h[j] * V_j` for each head `h < H` (`p_h` is `p[h * n..]`,
+/// `out_h` is `out[h * hd..]`), accumulated from zero in `j` order (each step
 /// `out + v * p`, rounded and with operands in the order `axpy_f16_f32_impl`
 /// and `axpy_f32_impl` use: their 4-column groups, then their scalar tail).
 ///
 /// # Safety
-/// The CPU has NEON; shapes as `check_attend` accepts.
+/// The CPU has NEON; shapes as `check_attend` accepts for `H` heads.
 #[target_feature(enable = "neon")]
-unsafe fn attend_values<T: RowElem>(v: &[T], stride: usize, p: &[f32], out: &mut [f32]) {
-    let hd = out.len();
+unsafe fn attend_values<T: RowElem, const H: usize, const R: usize>(
+    v: &[T],
+    stride: usize,
+    p: &[f32],
+    out: &mut [f32],
+) {
+    let (hd, n) = (out.len() / H, p.len() / H);
     let main = hd / 4 * 4;
     let mut c = 0;
-    while c + OUT_COLS <= main {
-        // SAFETY: c + OUT_COLS <= main; same features.
-        unsafe { attend_values_cols::<T, { OUT_COLS / 4 }>(v, stride, p, c, out) };
-        c += OUT_COLS;
+    while c + 4 * R <= main {
+        // SAFETY: c + 4 * R <= main; same features.
+        unsafe { attend_values_cols::<T, H, R>(v, stride, p, c, out) };
+        c += 4 * R;
     }
     while c < main {
         // SAFETY: c + 4 <= main; same features.
-        unsafe { attend_values_cols::<T, 1>(v, stride, p, c, out) };
+        unsafe { attend_values_cols::<T, H, 1>(v, stride, p, c, out) };
         c += 4;
     }
-    for (col, o) in out.iter_mut().enumerate().skip(main) {
-        *o = 0.0;
-        for (j, &pj) in p.iter().enumerate() {
-            *o += pj * v[j * stride + col].to_f32();
+    for h in 0..H {
+        let ph = &p[h * n..][..n];
+        for col in main..hd {
+            let o = &mut out[h * hd + col];
+            *o = 0.0;
+            for (j, &pj) in ph.iter().enumerate() {
+                *o += pj * v[j * stride + col].to_f32();
+            }
         }
     }
 }
 
-/// Columns `c..c + 4 * R` of `attend_values`, held in `R` registers.
+/// Columns `c..c + 4 * R` of every head of `attend_values`, held in `H * R`
+/// registers.
 ///
 /// # Safety
-/// The CPU has NEON; `c + 4 * R <= out.len()`; shapes as `check_attend`
-/// accepts.
+/// The CPU has NEON; `c + 4 * R <= head_dim`; shapes as `check_attend`
+/// accepts for `H` heads.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn attend_values_cols<T: RowElem, const R: usize>(
+unsafe fn attend_values_cols<T: RowElem, const H: usize, const R: usize>(
     v: &[T],
     stride: usize,
     p: &[f32],
     c: usize,
     out: &mut [f32],
 ) {
+    let (hd, n) = (out.len() / H, p.len() / H);
     let vp = v.as_ptr();
-    let mut acc = [vdupq_n_f32(0.0); R];
-    for (j, &pj) in p.iter().enumerate() {
+    let mut acc = [[vdupq_n_f32(0.0); R]; H];
+    for j in 0..n {
         let row = j * stride + c;
-        for (g, a) in acc.iter_mut().enumerate() {
-            // SAFETY: c + 4 * g + 4 <= out.len() = head_dim; row j < n has
-            // head_dim elements from j * stride.
-            let x = unsafe { T::load4(vp.add(row + 4 * g)) };
-            *a = vaddq_f32(*a, vmulq_n_f32(x, pj));
+        let mut x = [vdupq_n_f32(0.0); R];
+        for (g, xg) in x.iter_mut().enumerate() {
+            // SAFETY: c + 4 * g + 4 <= head_dim; row j < n has head_dim
+            // elements from j * stride.
+            *xg = unsafe { T::load4(vp.add(row + 4 * g)) };
+        }
+        for (h, a) in acc.iter_mut().enumerate() {
+            let pj = p[h * n + j];
+            for (ag, xg) in a.iter_mut().zip(&x) {
+                *ag = vaddq_f32(*ag, vmulq_n_f32(*xg, pj));
+            }
         }
     }
-    for (g, a) in acc.iter().enumerate() {
-        // SAFETY: c + 4 * g + 4 <= out.len().
-        unsafe { vst1q_f32(out.as_mut_ptr().add(c + 4 * g), *a) };
+    for (h, a) in acc.iter().enumerate() {
+        for (g, ag) in a.iter().enumerate() {
+            // SAFETY: h * hd + c + 4 * g + 4 <= H * hd = out.len().
+            unsafe { vst1q_f32(out.as_mut_ptr().add(h * hd + c + 4 * g), *ag) };
+        }
     }
 }
 
