@@ -141,31 +141,28 @@ impl<'a> ForwardBuffers<'a> {
     }
 }
 
-/// Most query heads one attention call serves: the x86 kernels share each key
-/// and value load between up to three heads of a grouped-query group per pass.
-const ATTEND_HEADS_MAX: usize = 3;
+/// Query heads per key/value head (the grouped-query group).
+fn group_size(hp: &HyperParams) -> usize {
+    (hp.n_heads / hp.n_kv_heads.max(1)).max(1) as usize
+}
 
-/// Query heads per attention call: each key/value head's group of query heads,
-/// split evenly into calls of at most `ATTEND_HEADS_MAX` (8 = 3 + 3 + 2, 7 =
-/// 3 + 2 + 2, 4 = 2 + 2; `attend_calls`). The attention scores scratch holds
-/// this many rows of the context.
+/// Most query heads per attention call: each key/value head's group of query
+/// heads is split into the kernels' passes (`scalar::attend_passes`: at most
+/// `ATTEND_GROUP_MAX`, as even as possible, 8 = 3 + 3 + 2), one call per
+/// pass. The attention scores scratch holds this many rows of the context.
 pub(crate) fn attend_heads(hp: &HyperParams) -> usize {
-    let group = (hp.n_heads / hp.n_kv_heads.max(1)).max(1) as usize;
-    group.div_ceil(group.div_ceil(ATTEND_HEADS_MAX))
+    k::attend_passes(group_size(hp))
+        .map(|(_, heads)| heads)
+        .max()
+        .unwrap_or(1)
 }
 
 /// The attention calls of one token, as `(kv_head, first query head, heads)`:
-/// consecutive query heads of one key/value head, `attend_heads` at most.
+/// consecutive query heads of one key/value head, one kernel pass each.
 pub(crate) fn attend_calls(hp: &HyperParams) -> impl Iterator<Item = (usize, usize, usize)> {
-    let group = (hp.n_heads / hp.n_kv_heads.max(1)).max(1) as usize;
-    let calls = group.div_ceil(ATTEND_HEADS_MAX);
-    // The first `group % calls` calls take one head more than the others.
-    let (base, extra) = (group / calls, group % calls);
+    let group = group_size(hp);
     (0..hp.n_kv_heads as usize).flat_map(move |kvh| {
-        (0..calls).map(move |c| {
-            let first = kvh * group + c * base + c.min(extra);
-            (kvh, first, base + usize::from(c < extra))
-        })
+        k::attend_passes(group).map(move |(g, heads)| (kvh, kvh * group + g, heads))
     })
 }
 
@@ -320,7 +317,7 @@ mod tests {
     use super::*;
 
     /// Every query head is served exactly once, in order, by a call over its
-    /// own key/value head, with at most `ATTEND_HEADS_MAX` heads per call and
+    /// own key/value head, with at most `ATTEND_GROUP_MAX` heads per call and
     /// the calls of a group as even as possible.
     #[test]
     fn attend_calls_cover_each_group_evenly() {
@@ -356,7 +353,7 @@ mod tests {
                     per_group[i % per_group.len()],
                     "{n_heads}/{n_kv_heads}"
                 );
-                assert!(heads <= attend_heads(&hp) && heads <= ATTEND_HEADS_MAX);
+                assert!(heads <= attend_heads(&hp) && heads <= k::ATTEND_GROUP_MAX);
                 next += heads;
             }
             assert_eq!(

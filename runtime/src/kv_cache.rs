@@ -339,7 +339,12 @@ impl<'a> KvCache<'a> {
         );
         let hd = self.head_dim;
         let heads = q.len() / hd;
-        assert_eq!(q.len(), heads * hd, "attend: q is not whole heads");
+        assert!(
+            heads >= 1 && q.len() == heads * hd && out.len() == q.len(),
+            "attend: q ({}) and out ({}) are not the same whole heads of {hd}",
+            q.len(),
+            out.len()
+        );
         let base = layer * self.context * self.row;
         let off = kv_head * hd;
         let n = last - first + 1;
@@ -360,19 +365,25 @@ impl<'a> KvCache<'a> {
                 (kern.attend_f16)(heads, q, k, v, self.row, scale, scores, out);
             }
             Store::Q8_0 { k, v } => {
+                // Each row is dequantized once for all heads; every head's
+                // dot products, softmax and axpys run in the order of a call
+                // for that head alone.
                 let r = self.row;
                 let row = |j: usize| base + j * r;
                 let tmp = &mut widened[..hd];
-                let heads_of = q.chunks_exact(hd).zip(out.chunks_exact_mut(hd));
-                for ((q, out), scores) in heads_of.zip(scores.chunks_exact_mut(n)) {
-                    for (j, s) in (first..=last).zip(scores.iter_mut()) {
-                        dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
-                        *s = (kern.dot_f32)(q, tmp) * scale;
+                for (i, j) in (first..=last).enumerate() {
+                    dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
+                    for (h, qh) in q.chunks_exact(hd).enumerate() {
+                        scores[h * n + i] = (kern.dot_f32)(qh, tmp) * scale;
                     }
-                    (kern.softmax_f32)(scores);
-                    for (j, &p) in (first..=last).zip(scores.iter()) {
-                        dequantize_q8_0(&v[row(j)..row(j) + r], off, tmp);
-                        (kern.axpy_f32)(out, p, tmp);
+                }
+                for s in scores.chunks_exact_mut(n) {
+                    (kern.softmax_f32)(s);
+                }
+                for (i, j) in (first..=last).enumerate() {
+                    dequantize_q8_0(&v[row(j)..row(j) + r], off, tmp);
+                    for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+                        (kern.axpy_f32)(oh, scores[h * n + i], tmp);
                     }
                 }
             }
@@ -531,6 +542,113 @@ mod tests {
         x[1] = 5.0;
         quantize_row_q8_0(&x, &mut b);
         assert_eq!((b[0].q(0), b[0].q(1)), (-127, 127));
+    }
+
+    /// One `attend` call for the query heads of a grouped-query group gives
+    /// each head the bits of a call for that head alone, for every cache type,
+    /// groups of 2 and 3, both key/value heads, short and long spans; on a
+    /// q8_0 cache both equal the tier's dot/softmax/axpy composition over the
+    /// dequantized rows.
+    #[test]
+    fn grouped_attend_equals_one_call_per_head() {
+        use crate::session::arena::Alloc;
+        let (hd, n_kv, context) = (40, 2, 23);
+        let hp = HyperParams {
+            n_layers: 2,
+            n_heads: 6,
+            n_kv_heads: n_kv as u32,
+            head_dim: hd as u32,
+            ..Default::default()
+        };
+        let kern = &ember_kernels::arch::kernels();
+        let wave = |i: usize, f: f32| ((i as f32 * f).sin() * 1.7).clamp(-2.0, 2.0);
+        for kv_type in KvType::ALL {
+            let mut kv = KvCache::new_with(&hp, context, kv_type, &mut Alloc::Heap).unwrap();
+            for layer in 0..2 {
+                for pos in 0..context {
+                    let (k, v) = kv.rows_mut(layer, pos);
+                    let at = (layer * context + pos) * k.len();
+                    k.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, x)| *x = wave(at + i, 0.37));
+                    v.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, x)| *x = wave(at + i, 0.91));
+                }
+                kv.flush();
+            }
+            for (heads, kv_head, first, last) in [(2, 0, 0, 22), (3, 1, 5, 9), (3, 0, 3, 3)] {
+                let span = last - first + 1;
+                let q: Vec<f32> = (0..heads * hd).map(|i| wave(i, 1.3)).collect();
+                let mut scores = vec![0.0; heads * context];
+                let mut grouped = vec![0.0; heads * hd];
+                kv.attend(
+                    kern,
+                    1,
+                    kv_head,
+                    &q,
+                    first,
+                    last,
+                    0.2,
+                    &mut scores,
+                    &mut grouped,
+                );
+                let what = format!("{kv_type:?} heads {heads} kv_head {kv_head} {first}..={last}");
+                for h in 0..heads {
+                    let qh = &q[h * hd..][..hd];
+                    let mut alone = vec![0.0; hd];
+                    kv.attend(
+                        kern,
+                        1,
+                        kv_head,
+                        qh,
+                        first,
+                        last,
+                        0.2,
+                        &mut scores,
+                        &mut alone,
+                    );
+                    let got = &grouped[h * hd..][..hd];
+                    assert!(
+                        got.iter()
+                            .zip(&alone)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: head {h}"
+                    );
+                    if kv_type != KvType::Q8_0 {
+                        continue;
+                    }
+                    // The composition over the dequantized rows of this head.
+                    let Store::Q8_0 { k, v } = &kv.store else {
+                        unreachable!()
+                    };
+                    let deq = |rows: &[BlockQ8_0]| -> Vec<f32> {
+                        let mut all = vec![0.0; span * hd];
+                        for (i, j) in (first..=last).enumerate() {
+                            let r = (context + j) * kv.row;
+                            let dst = &mut all[i * hd..][..hd];
+                            dequantize_q8_0(&rows[r..r + kv.row], kv_head * hd, dst);
+                        }
+                        all
+                    };
+                    let (kd, vd) = (deq(k), deq(v));
+                    let mut want = vec![0.0; hd];
+                    ember_kernels::scalar::attend_with(
+                        (kern.dot_f32, kern.softmax_f32, kern.axpy_f32),
+                        1,
+                        (qh, &kd, &vd, hd, 0.2),
+                        &mut vec![0.0; span],
+                        &mut want,
+                    );
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: head {h} against the composition"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

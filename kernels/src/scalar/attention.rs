@@ -10,6 +10,26 @@ use half::f16;
 
 use super::{axpy_f16_f32, axpy_f32, dot_f16_f32, dot_f32, softmax_f32};
 
+/// Most query heads one pass of a fused attention kernel serves: each key and
+/// value row is loaded (and widened) once per pass for all of them. Three
+/// heads' score sums for four positions fill 12 of AVX2's 16 registers (24 of
+/// NEON's 32).
+pub const ATTEND_GROUP_MAX: usize = 3;
+
+/// `heads` query heads split into passes of at most `ATTEND_GROUP_MAX`, as
+/// even as possible (8 = 3 + 3 + 2, 7 = 3 + 2 + 2, 4 = 2 + 2), as `(first
+/// head, heads)` in order. The SIMD attention kernels serve a call's heads in
+/// these passes; the runtime calls them with one pass's heads at a time.
+pub fn attend_passes(heads: usize) -> impl Iterator<Item = (usize, usize)> {
+    let passes = heads.div_ceil(ATTEND_GROUP_MAX);
+    // The first `heads % passes` passes take one head more than the others.
+    let (base, extra) = match passes {
+        0 => (0, 0),
+        p => (heads / p, heads % p),
+    };
+    (0..passes).map(move |c| (c * base + c.min(extra), base + usize::from(c < extra)))
+}
+
 /// Checks the shapes of an `attend_f16` or `attend_f32` call over `heads`
 /// query heads; returns `(head_dim, positions)`.
 ///

@@ -22,8 +22,10 @@ use crate::pool::Pool;
 use crate::session::arena::{Alloc, Slab};
 
 /// Most tokens one batch holds. Each matrix is read once per batch (per
-/// thread's share of it), and buffers grow linearly with it: about 110 KiB per
-/// token on a 1.1B model at context 2048, 37 KiB on 135M. 64 prefilled 512
+/// thread's share of it), and buffers grow linearly with it: about 125 KiB per
+/// token on a 1.1B model at context 2048, 53 KiB on 135M (24 KiB of each are
+/// the attention scores of up to three heads, `12 * context` bytes: 24 MiB
+/// for a batch at context 32768). 64 prefilled 512
 /// tokens of the 1.1B shape 5-13 % faster than 32 on one thread; 128 and 256
 /// gained nothing over 64 and 135M did not change (`benches/RESULTS.md`,
 /// session 5).
@@ -50,8 +52,8 @@ pub struct BatchBuffers<'a> {
     /// `[cap, max_in / QK]` the current inputs quantized to Q8_0.
     xq: Slab<'a, BlockQ8_0>,
     /// `[cap, attn_stride]` per-token attention workspace: the token's
-    /// attention output (`q_dim`), its scores (`context`) and a widened
-    /// key/value row (`head_dim`). One row per token lets the tokens of a
+    /// attention output (`q_dim`), the scores of one attention call's heads
+    /// (`attend_heads * context`) and a widened key/value row (`head_dim`). One row per token lets the tokens of a
     /// batch attend on different threads without sharing scratch.
     attn: Slab<'a, f32>,
     /// Elements per `attn` row.
@@ -224,7 +226,7 @@ fn lora_rows(
 /// per token and head, exactly `forward`'s `attend`, split by token over the
 /// pool. Workspace row `r` serves token `zigzag(r, n)`: token `t` attends to
 /// `pos + t + 1` positions, so consecutive rows pair a short token with a long
-/// one and every thread's share of rows gets about the same work.
+/// one and every chunk of rows the pool hands out gets about the same work.
 #[allow(clippy::too_many_arguments)]
 fn attend_batch(
     model: &Model,

@@ -201,14 +201,12 @@ const _: () = assert!(SCORE_ROWS == 4, "the in-register reduction sums 4 rows");
 /// Output registers (4 columns each, over all heads of a pass) one pass over
 /// the values keeps: 64 columns of one head, 32 of two, 16 of three.
 const OUT_REGS: usize = 16;
-/// Most heads one pass serves: three heads' score accumulators for four rows
-/// take 24 of the 32 registers.
-const GROUP_MAX: usize = 3;
 
 /// Fused attention over an f16 (`scalar::attend_f16`) or f32
 /// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
 /// this tier's dot product, `softmax::softmax_f32` and `axpy` for that row
-/// type. As on x86, the heads of the group are served up to three at a time,
+/// type. As on x86, the heads of the group are served in passes of up to three
+/// (`scalar::attend_passes`),
 /// so each key and value row is loaded (and widened) once per pass for all of
 /// them; a pass computes the scores of four positions per head together, and
 /// keeps the outputs in registers while all values are added in, instead of
@@ -227,13 +225,7 @@ pub(super) fn attend<T: RowElem>(
     out: &mut [f32],
 ) {
     let (hd, n) = crate::scalar::check_attend(heads, q, (k, v, stride), scores, out);
-    let mut h = 0;
-    while h < heads {
-        // Passes of three, but 4 = 2 + 2 rather than 3 + 1.
-        let g = match heads - h {
-            4 => 2,
-            rest => rest.min(GROUP_MAX),
-        };
+    for (h, g) in crate::scalar::attend_passes(heads) {
         let (q, k) = (&q[h * hd..][..g * hd], (k, v, stride));
         let (scores, out) = (&mut scores[h * n..][..g * n], &mut out[h * hd..][..g * hd]);
         // SAFETY: reachable only through `table(NeonToken)`; shapes checked
@@ -245,7 +237,6 @@ pub(super) fn attend<T: RowElem>(
                 _ => attend_pass::<T, 3, { OUT_REGS / 4 }>(q, k, scale, scores, out),
             }
         }
-        h += g;
     }
 }
 
@@ -420,16 +411,13 @@ unsafe fn attend_values_cols<T: RowElem, const H: usize, const R: usize>(
     let mut acc = [[vdupq_n_f32(0.0); R]; H];
     for j in 0..n {
         let row = j * stride + c;
-        let mut x = [vdupq_n_f32(0.0); R];
-        for (g, xg) in x.iter_mut().enumerate() {
+        let pj: [f32; H] = core::array::from_fn(|h| p[h * n + j]);
+        for g in 0..R {
             // SAFETY: c + 4 * g + 4 <= head_dim; row j < n has head_dim
             // elements from j * stride.
-            *xg = unsafe { T::load4(vp.add(row + 4 * g)) };
-        }
-        for (h, a) in acc.iter_mut().enumerate() {
-            let pj = p[h * n + j];
-            for (ag, xg) in a.iter_mut().zip(&x) {
-                *ag = vaddq_f32(*ag, vmulq_n_f32(*xg, pj));
+            let x = unsafe { T::load4(vp.add(row + 4 * g)) };
+            for (a, &ph) in acc.iter_mut().zip(&pj) {
+                a[g] = vaddq_f32(a[g], vmulq_n_f32(x, ph));
             }
         }
     }

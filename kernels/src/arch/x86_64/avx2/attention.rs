@@ -186,12 +186,6 @@ impl<T: RowElem> ValuePass<T> for Avx2Values {
         }
     }
 }
-/// Most heads one pass serves. Three heads' accumulators for four score rows
-/// take 12 of AVX2's 16 registers (the compiler spills one or two around the
-/// query loads); that measured faster than two-row blocks (6 accumulators)
-/// for three heads, and than one head per pass (`benches/RESULTS.md`,
-/// session 12).
-const GROUP_MAX: usize = 3;
 
 /// Fused attention over an f16 (`scalar::attend_f16`) or f32
 /// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
@@ -219,8 +213,8 @@ pub(super) fn attend<T: RowElem>(
 }
 
 /// The fused attention of the x86 tiers around a tier's `softmax`, over f16
-/// or f32 rows: checks the shapes, then serves the heads of the group up to
-/// three at a time, so each key and value row is loaded (and widened) once
+/// or f32 rows: checks the shapes, then serves the heads of the group in
+/// passes of up to three (`scalar::attend_passes`), so each key and value row is loaded (and widened) once
 /// per pass for all of them. A pass computes the scores of four positions per
 /// head together, applies `softmax` to each head's scores, then adds the
 /// values in with the outputs held in registers instead of loading and
@@ -237,18 +231,14 @@ pub(in crate::arch::x86_64) fn attend_around<T: RowElem, V: ValuePass<T>>(
     out: &mut [f32],
 ) {
     let (hd, n) = crate::scalar::check_attend(heads, q, (k, v, stride), scores, out);
-    let mut h = 0;
-    while h < heads {
-        // Passes of three, but 4 = 2 + 2 rather than 3 + 1.
-        let g = match heads - h {
-            4 => 2,
-            rest => rest.min(GROUP_MAX),
-        };
+    for (h, g) in crate::scalar::attend_passes(heads) {
         let (q, k) = (&q[h * hd..][..g * hd], (k, v, stride));
         let (scores, out) = (&mut scores[h * n..][..g * n], &mut out[h * hd..][..g * hd]);
         // SAFETY: reachable only through the x86 tier tables, whose CPUs all
-        // have AVX2 and F16C; shapes checked (a slice of whole heads of a
-        // checked call is a checked call).
+        // have AVX2 and F16C, with a `V` whose features that tier's CPUs have
+        // (`Avx512Values` is private to the AVX-512 table's `attend`); shapes
+        // checked (a slice of whole heads of a checked call is a checked
+        // call).
         unsafe {
             match g {
                 1 => attend_pass::<T, V, 1>(softmax, q, k, scale, scores, out),
@@ -256,7 +246,6 @@ pub(in crate::arch::x86_64) fn attend_around<T: RowElem, V: ValuePass<T>>(
                 _ => attend_pass::<T, V, 3>(softmax, q, k, scale, scores, out),
             }
         }
-        h += g;
     }
 }
 
@@ -368,7 +357,8 @@ unsafe fn attend_scores<T: RowElem, const H: usize>(
 ///
 /// # Safety
 /// The CPU has AVX2 and F16C; shapes as `check_attend` accepts for `H` heads;
-/// `c0 <= head_dim`.
+/// `c0 <= head_dim` (any column: the registers cover whole groups of 8 from
+/// `c0` that fit, the rest is scalar).
 #[target_feature(enable = "avx2,f16c")]
 pub(in crate::arch::x86_64) unsafe fn attend_values<T: RowElem, const H: usize, const R: usize>(
     v: &[T],
@@ -378,21 +368,20 @@ pub(in crate::arch::x86_64) unsafe fn attend_values<T: RowElem, const H: usize, 
     out: &mut [f32],
 ) {
     let (hd, n) = (out.len() / H, p.len() / H);
-    let main = hd / 8 * 8;
     let mut c = c0;
-    while c + 8 * R <= main {
-        // SAFETY: c + 8 * R <= main; same features.
+    while c + 8 * R <= hd {
+        // SAFETY: c + 8 * R <= head_dim; same features.
         unsafe { attend_values_cols::<T, H, R>(v, stride, p, c, out) };
         c += 8 * R;
     }
-    while c < main {
-        // SAFETY: c + 8 <= main; same features.
+    while c + 8 <= hd {
+        // SAFETY: c + 8 <= head_dim; same features.
         unsafe { attend_values_cols::<T, H, 1>(v, stride, p, c, out) };
         c += 8;
     }
     for h in 0..H {
         let ph = &p[h * n..][..n];
-        for col in main.max(c0)..hd {
+        for col in c..hd {
             let o = &mut out[h * hd + col];
             *o = 0.0;
             for (j, &pj) in ph.iter().enumerate() {
@@ -422,17 +411,15 @@ unsafe fn attend_values_cols<T: RowElem, const H: usize, const R: usize>(
     let mut acc = [[_mm256_setzero_ps(); R]; H];
     for j in 0..n {
         let row = j * stride + c;
-        let mut x = [_mm256_setzero_ps(); R];
-        for (g, xg) in x.iter_mut().enumerate() {
+        // SAFETY: h * n + j < H * n = p.len().
+        let s: [__m256; H] =
+            core::array::from_fn(|h| _mm256_set1_ps(unsafe { *pp.add(h * n + j) }));
+        for g in 0..R {
             // SAFETY: c + 8 * g + 8 <= head_dim; row j < n has head_dim
             // elements from j * stride.
-            *xg = unsafe { T::load8(vp.add(row + 8 * g)) };
-        }
-        for (h, a) in acc.iter_mut().enumerate() {
-            // SAFETY: h * n + j < H * n = p.len().
-            let s = _mm256_set1_ps(unsafe { *pp.add(h * n + j) });
-            for (ag, xg) in a.iter_mut().zip(&x) {
-                *ag = _mm256_add_ps(*ag, _mm256_mul_ps(s, *xg));
+            let x = unsafe { T::load8(vp.add(row + 8 * g)) };
+            for (a, sh) in acc.iter_mut().zip(&s) {
+                a[g] = _mm256_add_ps(a[g], _mm256_mul_ps(*sh, x));
             }
         }
     }

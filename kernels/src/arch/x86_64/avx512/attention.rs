@@ -97,7 +97,7 @@ impl RowElem16 for f32 {
 }
 
 /// Output registers (16 columns each) per head of a value pass: 64 columns,
-/// so three heads take 12 of the 32 registers beside the four row loads.
+/// so three heads take 12 of the 32 registers.
 const OUT_REGS: usize = 4;
 
 /// The value pass of this tier's fused attention: AVX2's arithmetic (each
@@ -155,17 +155,15 @@ unsafe fn values_cols<T: RowElem16, const H: usize, const R: usize>(
     let mut acc = [[_mm512_setzero_ps(); R]; H];
     for j in 0..n {
         let row = j * stride + c;
-        let mut x = [_mm512_setzero_ps(); R];
-        for (g, xg) in x.iter_mut().enumerate() {
+        // SAFETY: h * n + j < H * n = p.len().
+        let s: [__m512; H] =
+            core::array::from_fn(|h| _mm512_set1_ps(unsafe { *pp.add(h * n + j) }));
+        for g in 0..R {
             // SAFETY: c + 16 * g + 16 <= head_dim; row j < n has head_dim
             // elements from j * stride.
-            *xg = unsafe { T::load16(vp.add(row + 16 * g)) };
-        }
-        for (h, a) in acc.iter_mut().enumerate() {
-            // SAFETY: h * n + j < H * n = p.len().
-            let s = _mm512_set1_ps(unsafe { *pp.add(h * n + j) });
-            for (ag, xg) in a.iter_mut().zip(&x) {
-                *ag = _mm512_add_ps(*ag, _mm512_mul_ps(s, *xg));
+            let x = unsafe { T::load16(vp.add(row + 16 * g)) };
+            for (a, sh) in acc.iter_mut().zip(&s) {
+                a[g] = _mm512_add_ps(a[g], _mm512_mul_ps(*sh, x));
             }
         }
     }
