@@ -53,8 +53,9 @@ pub struct BatchBuffers<'a> {
     xq: Slab<'a, BlockQ8_0>,
     /// `[cap, attn_stride]` per-token attention workspace: the token's
     /// attention output (`q_dim`), the scores of one attention call's heads
-    /// (`attend_heads * context`) and a widened key/value row (`head_dim`). One row per token lets the tokens of a
-    /// batch attend on different threads without sharing scratch.
+    /// (`attend_heads * context`) and a widened key/value row (`head_dim`).
+    /// One row per token lets the tokens of a batch attend on different
+    /// threads without sharing scratch.
     attn: Slab<'a, f32>,
     /// Elements per `attn` row.
     attn_stride: usize,

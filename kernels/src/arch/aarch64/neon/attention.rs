@@ -206,13 +206,12 @@ const OUT_REGS: usize = 16;
 /// (`scalar::attend_f32`) cache: bit-identical to `scalar::attend_with` over
 /// this tier's dot product, `softmax::softmax_f32` and `axpy` for that row
 /// type. As on x86, the heads of the group are served in passes of up to three
-/// (`scalar::attend_passes`),
-/// so each key and value row is loaded (and widened) once per pass for all of
-/// them; a pass computes the scores of four positions per head together, and
-/// keeps the outputs in registers while all values are added in, instead of
-/// loading and storing them once per position. Each head's arithmetic is the
-/// same, in the same order, however many share a pass. The table takes
-/// `attend::<f16>` and `attend::<f32>`.
+/// (`scalar::attend_passes`), so each key and value row is loaded (and widened)
+/// once per pass for all of them; a pass computes the scores of four positions
+/// per head together, and keeps the outputs in registers while all values are
+/// added in, instead of loading and storing them once per position. Each head's
+/// arithmetic is the same, in the same order, however many share a pass. The
+/// table takes `attend::<f16>` and `attend::<f32>`.
 #[allow(clippy::too_many_arguments)] // the slot's signature (`arch::AttendF16`)
 pub(super) fn attend<T: RowElem>(
     heads: usize,

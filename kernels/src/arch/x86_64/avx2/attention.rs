@@ -212,16 +212,16 @@ pub(super) fn attend<T: RowElem>(
     );
 }
 
-/// The fused attention of the x86 tiers around a tier's `softmax`, over f16
-/// or f32 rows: checks the shapes, then serves the heads of the group in
-/// passes of up to three (`scalar::attend_passes`), so each key and value row is loaded (and widened) once
-/// per pass for all of them. A pass computes the scores of four positions per
-/// head together, applies `softmax` to each head's scores, then adds the
-/// values in with the outputs held in registers instead of loading and
-/// storing them once per position. Equals `scalar::attend_with(dot, softmax,
-/// axpy)` bit for bit for this module's dot product (the reference's order)
-/// and any `axpy` (one rounded product, one add per element): each head's
-/// arithmetic is the same, in the same order, however many share a pass.
+/// The fused attention of the x86 tiers around a tier's `softmax`, over f16 or
+/// f32 rows: checks the shapes, then serves the heads of the group in passes of
+/// up to three (`scalar::attend_passes`), so each key and value row is loaded
+/// (and widened) once per pass for all of them. A pass computes the scores of
+/// four positions per head together, applies `softmax` to each head's scores,
+/// then adds the values in with the outputs held in registers instead of
+/// loading and storing them once per position. Equals `scalar::attend_with(dot,
+/// softmax, axpy)` bit for bit for this module's dot product (the reference's
+/// order) and any `axpy` (one rounded product, one add per element): each
+/// head's arithmetic is the same, in the same order, however many share a pass.
 /// `V` is the tier's value pass.
 pub(in crate::arch::x86_64) fn attend_around<T: RowElem, V: ValuePass<T>>(
     softmax: fn(&mut [f32]),
