@@ -1,4 +1,5 @@
-//! Importance-weighted quantizers for calibrated conversion (`--calibrate`).
+//! Importance-weighted quantizers: calibrated conversion (`--calibrate`) and,
+//! with equal weights, every rotated block-type matrix (the default).
 //!
 //! The reference quantizers (`ember_kernels::scalar::quantize_row_*`) pick each
 //! block's scale from its largest element. These choose, per block of 32, the
@@ -23,11 +24,6 @@ use half::f16;
 const SEARCH_BELOW: i32 = 4;
 const SEARCH_ABOVE: i32 = 12;
 
-/// The weight of element `j` of a block starting at `start`.
-fn weight(importance: Option<&[f32]>, start: usize, j: usize) -> f32 {
-    importance.map_or(1.0, |w| w[start + j])
-}
-
 /// The element of largest magnitude among those with non-zero importance (all
 /// elements if none has any), with its sign.
 fn signed_max(xs: &[f32], w: impl Fn(usize) -> f32) -> f32 {
@@ -41,30 +37,75 @@ fn signed_max(xs: &[f32], w: impl Fn(usize) -> f32) -> f32 {
     max
 }
 
-/// Searches the scale of one block whose quants are `quant(x * id)` (a signed
-/// integer value) for candidate inverse scales `id`; returns the best weighted
+/// Number of candidate inverse scales per block.
+const CANDIDATES: usize = (SEARCH_BELOW + 1 + SEARCH_ABOVE) as usize;
+
+/// `x.round()` (halves away from zero) for `x` in -128..=128, without a libm
+/// call or a float-to-integer conversion, so the per-candidate lanes of
+/// `search_scale` vectorize on every target (SSE2 included). Adding and
+/// subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even (exact
+/// for |x| < 2^22); `x - r` is then exact, and an exact tie (+-0.5) is moved
+/// away from zero instead, which is again exact. The result equals
+/// `x.round()` except that it may be +0 where `round` gives -0 (the search's
+/// sums and the stored quants do not see the sign of zero); NaN stays NaN.
+#[inline(always)]
+fn round_small(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    let r = (x + SHIFT) - SHIFT;
+    if (x - r).abs() == 0.5 {
+        x + 0.5f32.copysign(x)
+    } else {
+        r
+    }
+}
+
+/// `v.round().clamp(lo, hi)` for any `v` (`-128 <= lo <= hi <= 128`), as the
+/// stored quant of `v`: clamping to +-128 first changes nothing after the
+/// final clamp and keeps `round_small` in its domain.
+#[inline(always)]
+fn quant(v: f32, lo: f32, hi: f32) -> f32 {
+    round_small(v.clamp(-128.0, 128.0)).clamp(lo, hi)
+}
+
+/// Searches the scale of one block whose quants are `quant(x * id, lo, hi)`
+/// for the candidate inverse scales `ids`; returns the best weighted
 /// least-squares scale, or `fallback` when no candidate has weight.
+///
+/// Every candidate's sums run over the block in element order, as a plain
+/// loop per candidate would, and the candidates are compared in order, so the
+/// choice is the same bits as that loop's; the candidates are only computed
+/// side by side (one lane each), which the compiler vectorizes.
 fn search_scale(
     xs: &[f32],
-    w: impl Fn(usize) -> f32,
-    ids: impl Iterator<Item = f32>,
-    quant: impl Fn(f32) -> f32,
+    w: &[f32],
+    ids: &[f32; CANDIDATES],
+    (lo, hi): (f32, f32),
     fallback: f32,
 ) -> f32 {
-    let (mut d, mut best) = (fallback, 0.0f32);
-    for id in ids {
-        let (mut sqx, mut sq2) = (0.0f32, 0.0f32);
-        for (j, &v) in xs.iter().enumerate() {
-            let q = quant(v * id);
-            sqx += w(j) * q * v;
-            sq2 += w(j) * q * q;
+    let (mut sqx, mut sq2) = ([0.0f32; CANDIDATES], [0.0f32; CANDIDATES]);
+    for (&v, &wj) in xs.iter().zip(w) {
+        for c in 0..CANDIDATES {
+            let q = quant(v * ids[c], lo, hi);
+            sqx[c] += wj * q * v;
+            sq2[c] += wj * q * q;
         }
+    }
+    let (mut d, mut best) = (fallback, 0.0f32);
+    for (&sqx, &sq2) in sqx.iter().zip(&sq2) {
         if sq2 > 0.0 && sqx * sqx > best * sq2 {
             d = sqx / sq2;
             best = d * sqx;
         }
     }
     d
+}
+
+/// One block's element weights: `importance[start..start + QK]`, or all 1.
+fn block_weights(importance: Option<&[f32]>, start: usize) -> [f32; QK] {
+    match importance {
+        Some(im) => im[start..start + QK].try_into().expect("QK weights"),
+        None => [1.0; QK],
+    }
 }
 
 /// Quantizes `x` (`x.len() == out.len() * QK`) to Q8_0 minimising the
@@ -75,14 +116,16 @@ pub fn quantize_row_q8_0_weighted(x: &[f32], importance: Option<&[f32]>, out: &m
     if let Some(im) = importance {
         assert_eq!(im.len(), x.len(), "quantize_row_q8_0_weighted: importance");
     }
-    let q8 = |v: f32| v.round().clamp(-127.0, 127.0);
+    const RANGE: (f32, f32) = (-127.0, 127.0);
+    let q8 = |v: f32| quant(v, RANGE.0, RANGE.1);
     for (bi, (xs, b)) in x.chunks_exact(QK).zip(out.iter_mut()).enumerate() {
-        let w = |j: usize| weight(importance, bi * QK, j);
-        let amax = signed_max(xs, w).abs();
+        let w = block_weights(importance, bi * QK);
+        let amax = signed_max(xs, |j| w[j]).abs();
         let mut d = amax / 127.0;
         if amax > 0.0 {
-            let ids = (-SEARCH_BELOW..=SEARCH_ABOVE).map(|t| (127.0 - 0.25 * t as f32) / amax);
-            d = search_scale(xs, w, ids, q8, d);
+            let ids =
+                core::array::from_fn(|c| (127.0 - 0.25 * (c as i32 - SEARCH_BELOW) as f32) / amax);
+            d = search_scale(xs, &w, &ids, RANGE, d);
         }
         let dh = f16::from_f32(d);
         let d = dh.to_f32();
@@ -102,15 +145,17 @@ pub fn quantize_row_q4_0_weighted(x: &[f32], importance: Option<&[f32]>, out: &m
     if let Some(im) = importance {
         assert_eq!(im.len(), x.len(), "quantize_row_q4_0_weighted: importance");
     }
-    let q4 = |v: f32| v.round().clamp(-8.0, 7.0);
+    const RANGE: (f32, f32) = (-8.0, 7.0);
+    let q4 = |v: f32| quant(v, RANGE.0, RANGE.1);
     for (bi, (xs, b)) in x.chunks_exact(QK).zip(out.iter_mut()).enumerate() {
-        let w = |j: usize| weight(importance, bi * QK, j);
-        let max = signed_max(xs, w);
+        let w = block_weights(importance, bi * QK);
+        let max = signed_max(xs, |j| w[j]);
         // The reference maps the signed maximum to -8 (its full range).
         let mut d = max / -8.0;
         if max != 0.0 {
-            let ids = (-SEARCH_BELOW..=SEARCH_ABOVE).map(|t| (-8.0 + 0.125 * t as f32) / max);
-            d = search_scale(xs, w, ids, q4, d);
+            let ids =
+                core::array::from_fn(|c| (-8.0 + 0.125 * (c as i32 - SEARCH_BELOW) as f32) / max);
+            d = search_scale(xs, &w, &ids, RANGE, d);
         }
         let dh = f16::from_f32(d);
         let d = dh.to_f32();
@@ -193,6 +238,155 @@ mod tests {
         scalar::dequantize_row_q4_0(&b, &mut yb);
         let (er, eb) = (weighted_error(&x, &yr, &w), weighted_error(&x, &yb, &w));
         assert!(eb < er * 0.95, "weighted {eb} vs reference {er}");
+    }
+
+    /// The search as first written: one plain loop per candidate, `f32::round`.
+    /// The lane-parallel search must choose the same bits.
+    fn reference_q8_0(x: &[f32], importance: Option<&[f32]>, out: &mut [BlockQ8_0]) {
+        reference_search(
+            x,
+            importance,
+            127.0,
+            0.25,
+            (-127.0, 127.0),
+            |xs, id, d, b| {
+                let b: &mut BlockQ8_0 = b;
+                b.d = d;
+                for (q, &v) in b.qs.iter_mut().zip(xs) {
+                    *q = (v * id).round().clamp(-127.0, 127.0) as i8 as u8;
+                }
+            },
+            out,
+            true,
+        );
+    }
+
+    fn reference_q4_0(x: &[f32], importance: Option<&[f32]>, out: &mut [BlockQ4_0]) {
+        reference_search(
+            x,
+            importance,
+            -8.0,
+            -0.125,
+            (-8.0, 7.0),
+            |xs, id, d, b| {
+                let b: &mut BlockQ4_0 = b;
+                b.d = d;
+                let q4 = |v: f32| (v * id).round().clamp(-8.0, 7.0);
+                for j in 0..QK / 2 {
+                    b.qs[j] = (q4(xs[j]) + 8.0) as u8 | (((q4(xs[j + QK / 2]) + 8.0) as u8) << 4);
+                }
+            },
+            out,
+            false,
+        );
+    }
+
+    /// Candidate `t`'s inverse scale is `(top - step * t) / max`, `max` the
+    /// signed maximum (its magnitude if `abs_max`).
+    #[allow(clippy::too_many_arguments)]
+    fn reference_search<B>(
+        x: &[f32],
+        importance: Option<&[f32]>,
+        top: f32,
+        step: f32,
+        (lo, hi): (f32, f32),
+        store: impl Fn(&[f32], f32, [u8; 2], &mut B),
+        out: &mut [B],
+        abs_max: bool,
+    ) {
+        for (bi, (xs, b)) in x.chunks_exact(QK).zip(out.iter_mut()).enumerate() {
+            let w = |j: usize| importance.map_or(1.0, |im| im[bi * QK + j]);
+            let m = signed_max(xs, w);
+            let max = if abs_max { m.abs() } else { m };
+            let mut d = max / top;
+            if max != 0.0 {
+                let (mut dd, mut best) = (d, 0.0f32);
+                for t in -SEARCH_BELOW..=SEARCH_ABOVE {
+                    let id = (top - step * t as f32) / max;
+                    let (mut sqx, mut sq2) = (0.0f32, 0.0f32);
+                    for (j, &v) in xs.iter().enumerate() {
+                        let q = (v * id).round().clamp(lo, hi);
+                        sqx += w(j) * q * v;
+                        sq2 += w(j) * q * q;
+                    }
+                    if sq2 > 0.0 && sqx * sqx > best * sq2 {
+                        dd = sqx / sq2;
+                        best = dd * sqx;
+                    }
+                }
+                d = dd;
+            }
+            let dh = f16::from_f32(d);
+            let d = dh.to_f32();
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            store(xs, id, dh.to_bits().to_le_bytes(), b);
+        }
+    }
+
+    #[test]
+    fn round_small_is_round_on_its_domain() {
+        // Every f32 in -128..=128 whose low 8 mantissa bits are 0, 1 or 255
+        // (all halves, integers and their neighbours included), plus NaN.
+        let mut checked = 0u32;
+        for bits in 0..=0x4300_0000u32 {
+            if !matches!(bits & 0xFF, 0 | 1 | 0xFF) {
+                continue;
+            }
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                let (got, want) = (round_small(x), x.round());
+                assert!(got == want, "{x:e}: {got} vs {want}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 20_000_000);
+        assert!(round_small(f32::NAN).is_nan());
+        for v in [f32::INFINITY, 1e30, 300.5, 127.5, 126.5] {
+            assert_eq!(quant(v, -127.0, 127.0), 127.0);
+            assert_eq!(quant(-v, -127.0, 127.0), -127.0);
+        }
+        assert!(quant(f32::NAN, -8.0, 7.0).is_nan());
+    }
+
+    #[test]
+    fn lane_search_chooses_the_plain_loops_bits() {
+        let n = QK * 512;
+        let mut x = sample(n, 3);
+        // Ties: blocks of multiples of 1/4 and 1/8 put many products exactly
+        // on halves; one block all zero, one with a single value.
+        for (j, v) in x[..QK * 8].iter_mut().enumerate() {
+            *v = ((j * 37 % 29) as f32 - 14.0) * if j < QK * 4 { 0.25 } else { 0.125 };
+        }
+        x[QK * 8..QK * 9].fill(0.0);
+        x[QK * 9..QK * 10].fill(0.0);
+        x[QK * 9 + 5] = -3.0;
+        let mut w = importance(n);
+        w[QK * 10..QK * 11].fill(0.0);
+        w[QK * 11..QK * 12]
+            .iter_mut()
+            .step_by(2)
+            .for_each(|v| *v = 0.0);
+        for imp in [None, Some(&w[..])] {
+            let (mut a, mut b) = (
+                vec![BlockQ8_0::zeroed(); n / QK],
+                vec![BlockQ8_0::zeroed(); n / QK],
+            );
+            quantize_row_q8_0_weighted(&x, imp, &mut a);
+            reference_q8_0(&x, imp, &mut b);
+            assert!(
+                bytemuck::cast_slice::<_, u8>(&a) == bytemuck::cast_slice::<_, u8>(&b),
+                "q8_0"
+            );
+            let (mut a, mut b) = (
+                vec![BlockQ4_0::zeroed(); n / QK],
+                vec![BlockQ4_0::zeroed(); n / QK],
+            );
+            quantize_row_q4_0_weighted(&x, imp, &mut a);
+            reference_q4_0(&x, imp, &mut b);
+            assert!(
+                bytemuck::cast_slice::<_, u8>(&a) == bytemuck::cast_slice::<_, u8>(&b),
+                "q4_0"
+            );
+        }
     }
 
     #[test]

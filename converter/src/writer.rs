@@ -544,22 +544,32 @@ fn encode_rotated(mut values: Vec<f32>, dtype: DType, cols: usize) -> Vec<u8> {
     encode_rows_weighted(&values, dtype, cols, &vec![1.0; cols])
 }
 
+/// Rows quantized per rayon job, at least: enough work (over a millisecond at 2048
+/// columns) that scheduling costs nothing next to it.
+const ROWS_PER_JOB: usize = 16;
+
 /// Quantizes each row of a block-type matrix with the importance-weighted
-/// quantizer of its type (`imp`: one weight per column, the same for every row).
+/// quantizer of its type (`imp`: one weight per column, the same for every
+/// row), rows in parallel on rayon's global pool.
 fn encode_rows_weighted(values: &[f32], dtype: DType, cols: usize, imp: &[f32]) -> Vec<u8> {
     use crate::quantize::{quantize_row_q4_0_weighted, quantize_row_q8_0_weighted};
     use ember_kernels::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0, QK};
     use ember_kernels::scalar::quantize_row_iq4_nl_weighted;
-    fn rows<B: bytemuck::Pod + Zeroable>(
+    fn rows<B: bytemuck::Pod + Zeroable + Send>(
         values: &[f32],
         cols: usize,
         imp: &[f32],
         f: fn(&[f32], Option<&[f32]>, &mut [B]),
     ) -> Vec<u8> {
+        use rayon::prelude::*;
         let mut b = vec![B::zeroed(); values.len() / QK];
-        for (x, out) in values.chunks_exact(cols).zip(b.chunks_exact_mut(cols / QK)) {
-            f(x, Some(imp), out);
-        }
+        // Rows are independent (each row's blocks depend only on its values
+        // and `imp`), so splitting them over threads changes no bit.
+        values
+            .par_chunks_exact(cols)
+            .zip(b.par_chunks_exact_mut(cols / QK))
+            .with_min_len(ROWS_PER_JOB)
+            .for_each(|(x, out)| f(x, Some(imp), out));
         bytemuck::cast_slice(&b).to_vec()
     }
     let plain = match dtype.untiled() {
