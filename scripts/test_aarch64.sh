@@ -6,27 +6,49 @@
 # on an A53/A72 (or an i8mm one on an A76) dies with SIGILL. Suites that start
 # the `ember` binary run the aarch64 one through EMBER_TEST_RUNNER=qemu-aarch64.
 #
-# What runs where (the kernel tier decides; A72 selects the same tier as A53):
-#   every model   kernel conformance (every tier against scalar), runtime unit
-#                 tests, stories260K end to end (same text as on x86:
-#                 ../shared/models/stories260K/expected_greedy_t0_n200.txt), CLI
-#   once per tier (A53 neon, A76 dotprod, max i8mm)  EXTRA below, with
-#                 quant_smollm2: SmolLM2 at q8_0 through that tier's int8
-#                 kernels must answer with the x86 tokens
-#   A72 only      TIER_FREE below: suites whose results no aarch64 tier
-#                 changes (f32 runs on the NEON kernels on every model;
-#                 tokenizers, converter and trainer are tier-independent code)
-#   A76 only      ONCE below
-# EMBER_TEST_EMULATED=1 makes the few SmolLM2 checks that take many minutes of
-# emulated compute (f32 perplexity, the iq4_nl and calibrated-q8_0 KLD) skip
-# with a message; the native suite (scripts/test.sh) runs them in full.
-#
+# What runs where. qemu's CPU models differ only in the features they
+# report, so a suite's results can differ between models only through the
+# kernel tier they select (A72 selects the same tier as A53), and on AArch64
+# the tiers differ only in the kernels that read int8 or 4-bit weights (the
+# kernel unit test `higher_tiers_share_neons_float_kernels` fails if a tier
+# gains its own float kernel):
+#   every model   kernel conformance (every tier against scalar) and tier
+#                 selection, runtime unit tests, stories260K end to end (same
+#                 text as on x86: ../shared/models/stories260K/
+#                 expected_greedy_t0_n200.txt), CLI
+#   each tier (A53 neon, A76 dotprod, max i8mm)  TIERED below: every other
+#                 end-to-end suite, with quant_smollm2 (SmolLM2 at q8_0 through
+#                 that tier's int8 kernels must answer with the x86 tokens),
+#                 except the tests that take minutes on models with only f32
+#                 or f16 weights (FLOAT_ONLY): they give the same results on
+#                 every tier and run once
+#   A72           FLOAT below: those f32/f16 suites and tests (SmolLM2's greedy
+#                 answer, GGUF vs Hugging Face conversions with and without an
+#                 adapter, sessions and context shifts on f32 stories260K,
+#                 `ember finetune`), tokenizers, the `ember` binary's unit
+#                 tests, the converter and train crates (unit and integration
+#                 tests, including the trainer's gradient checks)
+# Not built here: session_kv_quality and tokenizer_bench, whose only tests
+# are #[ignore]d measurements (x86 skips them too).
+# EMBER_TEST_EMULATED=1 makes the SmolLM2 checks that take many minutes of
+# emulated compute (f32 perplexity, the iq4_nl and calibrated-q8_0 KLD, the
+# rotated q8_0 conversion) skip with a message, and shortens the runs of the
+# finetune SIGKILL/resume test; the native suite (scripts/test.sh) runs them
+# in full.
 # Needs the Debian cross toolchain (../shared/docs/AARCH64.md). Extra arguments
-# are passed to every `cargo test` (e.g. `-- --nocapture`).
+# are passed to every `cargo test`; those after a `--` to every test binary
+# (e.g. `-- --nocapture`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CROSS=(--config ci/cross-aarch64.toml)
+# The caller's arguments: for cargo, and (after `--`) for the test binaries.
+CARGO_ARGS=() TEST_ARGS=() seen_dashes=0
+for a in "$@"; do
+    if ((seen_dashes)); then TEST_ARGS+=("$a")
+    elif [[ $a == -- ]]; then seen_dashes=1
+    else CARGO_ARGS+=("$a"); fi
+done
 export EMBER_TEST_EMULATED=1
 # CPU model -> expected tier (qemu 7.2: a53/a72 report only neon; a76 neon,
 # dotprod, fp16; max also i8mm; see kernels/src/arch/aarch64/mod.rs).
@@ -37,45 +59,44 @@ if [[ ! -f ../shared/models/stories260K/stories260K.bin ]]; then
     exit 1
 fi
 
+# `xtest CARGO_TEST_ARGS... [-- HARNESS_ARGS...]`: cargo test for aarch64 with
+# the caller's arguments added on both sides of the `--`.
+xtest() {
+    local own=() harness=() dashes=0
+    for a in "$@"; do
+        if ((dashes)); then harness+=("$a")
+        elif [[ $a == -- ]]; then dashes=1
+        else own+=("$a"); fi
+    done
+    cargo "${CROSS[@]}" test "${own[@]}" "${CARGO_ARGS[@]}" -- "${harness[@]}" "${TEST_ARGS[@]}"
+}
+
 run_all() {
-    cargo "${CROSS[@]}" test -p ember-kernels "$@"
-    cargo "${CROSS[@]}" test -p ember-runtime --lib "$@"
-    cargo "${CROSS[@]}" test -p ember --test stories260k "$@"
-    EMBER_TEST_RUNNER=qemu-aarch64 cargo "${CROSS[@]}" test -p ember --test cli "$@"
+    xtest -p ember-kernels
+    xtest -p ember-runtime --lib
+    xtest -p ember --test stories260k
+    EMBER_TEST_RUNNER=qemu-aarch64 xtest -p ember --test cli
 }
 
-# Further end-to-end suites (loader errors, sessions and context shift, zero
-# allocations, threads and batched prefill bit-identity, GGUF block import, chat
-# templates, `ember chat` / `ember tokenize` through qemu, quantized SmolLM2 and
-# stories260K), run once per kernel tier (A53: neon, A76: dotprod, max: i8mm).
-EXTRA=(--test format_errors --test session_api --test no_alloc --test kernels_threads
-       --test quant_gguf --test chat_template --test chat_cli --test tokenizer_cli
-       --test quant_smollm2)
-run_extra() {
-    EMBER_TEST_RUNNER=qemu-aarch64 cargo "${CROSS[@]}" test -p ember "${EXTRA[@]}" "$@"
+# Tests of TIERED suites whose models have only f32/f16 weights and which
+# take minutes under qemu: run once, in run_float.
+FLOAT_ONLY=(smollm2_gguf_and_hf_agree smollm2_adapter_agrees_on_gguf_and_hf_conversions)
+TIERED=(--test format_errors --test no_alloc --test kernels_threads --test quant_gguf
+        --test chat_template --test chat_cli --test tokenizer_cli --test quant_smollm2
+        --test hf_reference_logits --test lora_adapters --test calibrate)
+run_tiered() {
+    local skip=()
+    for t in "${FLOAT_ONLY[@]}"; do skip+=(--skip "$t"); done
+    EMBER_TEST_RUNNER=qemu-aarch64 xtest -p ember "${TIERED[@]}" -- --exact "${skip[@]}"
 }
 
-# Tier-independent suites, run on the A72 only: SmolLM2 at f32 (the greedy
-# answer), tokenizer parity and properties, the `ember` binary's unit tests, and
-# the converter and train crates (unit and integration tests, including the
-# trainer's gradient checks; they have no doctests). Not built here:
-# session_kv_quality and tokenizer_bench, whose only tests are #[ignore]d
-# measurements (x86 skips them too), and finetune_cli: three f32 trainings
-# through `ember finetune` take about 7 minutes under qemu, which CI's time
-# budget does not hold; the training arithmetic is the train crate's (run here)
-# on the f32 kernels (conformance on every model, SmolLM2 f32 here).
-TIER_FREE=(--test smollm2 --test tokenizer_parity --test tokenizer_props --bins)
-run_tier_free() {
-    EMBER_TEST_RUNNER=qemu-aarch64 cargo "${CROSS[@]}" test -p ember "${TIER_FREE[@]}" "$@"
-    cargo "${CROSS[@]}" test -p ember-converter -p ember-train --lib --tests "$@"
-}
-
-# Run on the Pi 5's model only: tiny random Llama/Mistral/Qwen2 logits against
-# transformers, LoRA adapters against PEFT (and merged into q8_0), calibrated
-# quantization.
-ONCE=(--test hf_reference_logits --test lora_adapters --test calibrate)
-run_once() {
-    EMBER_TEST_RUNNER=qemu-aarch64 cargo "${CROSS[@]}" test -p ember "${ONCE[@]}" "$@"
+FLOAT=(--test smollm2 --test session_api --test finetune_cli --test tokenizer_parity
+       --test tokenizer_props --bins)
+run_float() {
+    EMBER_TEST_RUNNER=qemu-aarch64 xtest -p ember "${FLOAT[@]}"
+    EMBER_TEST_RUNNER=qemu-aarch64 xtest -p ember --test hf_reference_logits \
+        --test lora_adapters -- --exact "${FLOAT_ONLY[@]}"
+    xtest -p ember-converter -p ember-train --lib --tests
 }
 
 start=$SECONDS
@@ -84,9 +105,8 @@ cargo "${CROSS[@]}" test -p ember-kernels --no-run
 cargo "${CROSS[@]}" test -p ember-runtime --lib --no-run
 cargo "${CROSS[@]}" test -p ember --test stories260k --no-run
 cargo "${CROSS[@]}" test -p ember --test cli --no-run
-cargo "${CROSS[@]}" test -p ember "${EXTRA[@]}" --no-run
-cargo "${CROSS[@]}" test -p ember "${ONCE[@]}" --no-run
-cargo "${CROSS[@]}" test -p ember "${TIER_FREE[@]}" --no-run
+cargo "${CROSS[@]}" test -p ember "${TIERED[@]}" --no-run
+cargo "${CROSS[@]}" test -p ember "${FLOAT[@]}" --no-run
 cargo "${CROSS[@]}" test -p ember-converter -p ember-train --lib --tests --no-run
 echo "== build: $((SECONDS - start)) s"
 
@@ -96,15 +116,11 @@ for m in "${MODELS[@]}"; do
     cpu=${m%%:*} tier=${m##*:}
     t0=$SECONDS
     echo "== QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier"
-    QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_all "$@"
-    if [[ $cpu != cortex-a72 ]]; then
-        QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_extra "$@"
-    fi
+    QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_all
     if [[ $cpu == cortex-a72 ]]; then
-        QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_tier_free "$@"
-    fi
-    if [[ $cpu == cortex-a76 ]]; then
-        QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_once "$@"
+        QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_float
+    else
+        QEMU_CPU=$cpu EMBER_EXPECT_TIER=$tier run_tiered
     fi
     echo "== QEMU_CPU=$cpu: ok in $((SECONDS - t0)) s"
 done

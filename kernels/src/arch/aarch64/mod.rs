@@ -86,3 +86,83 @@ pub(super) fn dotprod_table() -> Option<Kernels> {
 pub(super) fn i8mm_table() -> Option<Kernels> {
     I8mmToken::new().map(i8mm::table)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The addresses of a table's slots that do not read int8 or 4-bit
+    /// weights (f32/f16 products, the activation quantizer and the rest of the
+    /// forward pass). The exhaustive pattern makes a new slot a compile error
+    /// here until it is sorted into one group or the other.
+    fn float_slots(k: &Kernels) -> [usize; 17] {
+        let Kernels {
+            tier: _,
+            matvec_f32_f32,
+            matvec_f16_f32,
+            matvec_q8_0_q8_0: _,
+            matvec_q4_0_q8_0: _,
+            matvec_q8_0x4_q8_0: _,
+            matvec_q4_0x4_q8_0: _,
+            matmul_q8_0x4_q8_0: _,
+            matmul_q4_0x4_q8_0: _,
+            matmul_f16_f32,
+            matvec_iq4_nl_q8_0: _,
+            matvec_iq4_nlx4_q8_0: _,
+            matmul_iq4_nlx4_q8_0: _,
+            quantize_row_q8_0,
+            rmsnorm_f32,
+            softmax_f32,
+            silu_gate_f32,
+            gelu_gate_f32,
+            rope_f32,
+            dot_f32,
+            dot_f16_f32,
+            axpy_f32,
+            axpy_f16_f32,
+            attend_f16,
+            attend_f32,
+            f16_to_f32,
+            add_f32,
+        } = *k;
+        [
+            matvec_f32_f32 as usize,
+            matvec_f16_f32 as usize,
+            matmul_f16_f32 as usize,
+            quantize_row_q8_0 as usize,
+            rmsnorm_f32 as usize,
+            softmax_f32 as usize,
+            silu_gate_f32 as usize,
+            gelu_gate_f32 as usize,
+            rope_f32 as usize,
+            dot_f32 as usize,
+            dot_f16_f32 as usize,
+            axpy_f32 as usize,
+            axpy_f16_f32 as usize,
+            attend_f16 as usize,
+            attend_f32 as usize,
+            f16_to_f32 as usize,
+            add_f32 as usize,
+        ]
+    }
+
+    /// The dotprod and i8mm tables differ from NEON's only in the slots that
+    /// read int8 or 4-bit weights: a model with f32 or f16 weights runs the
+    /// same kernels on every AArch64 tier. scripts/test_aarch64.sh relies on
+    /// this to run such suites on one CPU model only; a tier that gains its
+    /// own float kernel fails here until that script runs those suites per
+    /// tier too. (The tables are built with `..neon::table(..)`, so equal
+    /// slots hold the same copied pointer.)
+    #[test]
+    fn higher_tiers_share_neons_float_kernels() {
+        let neon = neon_table().expect("AArch64 has NEON");
+        for table in [dotprod_table(), i8mm_table()].into_iter().flatten() {
+            assert_eq!(
+                float_slots(&table),
+                float_slots(&neon),
+                "{:?} has its own float kernel",
+                table.tier
+            );
+        }
+    }
+}
