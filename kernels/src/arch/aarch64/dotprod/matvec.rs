@@ -53,9 +53,7 @@ pub(super) fn matvec_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]
 /// The CPU has NEON and dotprod; `w.len() == out.len() * a.len()`.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn matvec_q8_0_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
-    matvec_blocks(w, a, out, BlockQ8_0::scale, |bw, av| {
-        block_dot_i8(load_q8_0(bw), av)
-    })
+    matvec_blocks(w, a, out, |bw, av| block_dot_i8(load_q8_0(bw), av))
 }
 
 pub(super) fn matvec_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
@@ -72,9 +70,7 @@ pub(super) fn matvec_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]
 /// The CPU has NEON and dotprod; `w.len() == out.len() * a.len()`.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn matvec_q4_0_q8_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
-    matvec_blocks(w, a, out, BlockQ4_0::scale, |bw, av| {
-        block_dot_i8(unpack_q4_0(bw), av)
-    })
+    matvec_blocks(w, a, out, |bw, av| block_dot_i8(unpack_q4_0(bw), av))
 }
 
 pub(super) fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
@@ -93,9 +89,7 @@ pub(super) fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out
 /// The CPU has NEON and dotprod; the matrix-matrix shape contract holds.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn matmul_q8_0x4_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
-    matmul_tiles(w, a, n, out, BlockQ8_0::scale, |bw, av| {
-        block_dot_i8(load_q8_0(bw), av)
-    })
+    matmul_tiles(w, a, n, out, |bw, av| block_dot_i8(load_q8_0(bw), av))
 }
 
 pub(super) fn matvec_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
@@ -114,7 +108,5 @@ pub(super) fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out
 /// The CPU has NEON and dotprod; the matrix-matrix shape contract holds.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn matmul_q4_0x4_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
-    matmul_tiles(w, a, n, out, BlockQ4_0::scale, |bw, av| {
-        block_dot_i8(unpack_q4_0(bw), av)
-    })
+    matmul_tiles(w, a, n, out, |bw, av| block_dot_i8(unpack_q4_0(bw), av))
 }

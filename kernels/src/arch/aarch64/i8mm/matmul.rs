@@ -19,6 +19,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
+use crate::arch::aarch64::neon::matvec::{scale1, scales4, F16Scale};
 use crate::blocks::{BlockQ4_0, BlockQ8_0, TILE_ROWS};
 use crate::scalar::{check_matmul_shape, check_tiled_shape};
 
@@ -44,12 +45,11 @@ fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 }
 
 /// A weight block type of the row-interleaved layouts: its 32 quants as i8 in
-/// element order (two vectors: elements 0..16, 16..32) and its scale.
-trait WeightBlock {
+/// element order (two vectors: elements 0..16, 16..32) and its f16 scale.
+trait WeightBlock: F16Scale {
     /// # Safety
     /// The CPU has NEON.
     unsafe fn quants(&self) -> [int8x16_t; 2];
-    fn scale(&self) -> f32;
 }
 
 impl WeightBlock for BlockQ8_0 {
@@ -57,10 +57,6 @@ impl WeightBlock for BlockQ8_0 {
     #[target_feature(enable = "neon")]
     unsafe fn quants(&self) -> [int8x16_t; 2] {
         load_q8_0(self)
-    }
-    #[inline]
-    fn scale(&self) -> f32 {
-        BlockQ8_0::scale(self)
     }
 }
 
@@ -76,10 +72,6 @@ impl WeightBlock for BlockQ4_0 {
             vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), eight),
             vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(q)), eight),
         ]
-    }
-    #[inline]
-    fn scale(&self) -> f32 {
-        BlockQ4_0::scale(self)
     }
 }
 
@@ -166,13 +158,13 @@ unsafe fn tile_tokens<B: WeightBlock, const P: usize>(
         };
         let w01 = pair_chunks(q[0], q[1]);
         let w23 = pair_chunks(q[2], q[3]);
-        let dw = [wb[0].scale(), wb[1].scale(), wb[2].scale(), wb[3].scale()];
-        let dw01 = f32x4([dw[0], dw[0], dw[1], dw[1]]);
-        let dw23 = f32x4([dw[2], dw[2], dw[3], dw[3]]);
+        let dw = scales4([&wb[0], &wb[1], &wb[2], &wb[3]]);
+        // [d0, d0, d1, d1] and [d2, d2, d3, d3].
+        let (dw01, dw23) = (vzip1q_f32(dw, dw), vzip2q_f32(dw, dw));
         for (acc, &[ta, tb]) in acc.iter_mut().zip(&toks) {
             let (ba, bb) = (&a[ta * nb + k], &a[tb * nb + k]);
             let av = pair_chunks(load_q8_0(ba), load_q8_0(bb));
-            let (da, db) = (ba.scale(), bb.scale());
+            let (da, db) = (scale1(ba), scale1(bb));
             let dab = f32x4([da, db, da, db]);
             // Per lane: sum += (d_w * d_a) * isum, the scalar kernel's term.
             let i01 = vcvtq_f32_s32(block_mmla(&w01, &av));

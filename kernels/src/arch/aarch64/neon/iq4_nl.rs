@@ -8,6 +8,7 @@
 
 use core::arch::aarch64::*;
 
+use super::matvec::{lanes, scale1, scales4};
 use crate::blocks::{BlockIq4Nl, BlockQ8_0, IQ4_NL_VALUES, QK, TILE_ROWS};
 
 const _: () = assert!(QK == 32, "one block per two 128-bit registers");
@@ -78,14 +79,15 @@ pub(in crate::arch::aarch64) fn matvec_rows(
         let mut acc = [unsafe { vdupq_n_f32(0.0) }; 4];
         for (k, ba) in a.iter().enumerate() {
             // SAFETY: see above.
-            let av = unsafe { load_q8(ba) };
-            let da = ba.scale();
+            let (av, d) = unsafe {
+                let dw = scales4(core::array::from_fn(|j| &rows[j][k]));
+                (load_q8(ba), lanes(vmulq_n_f32(dw, scale1(ba))))
+            };
             for j in 0..4 {
-                let bw = &rows[j][k];
                 // SAFETY: see above.
                 acc[j] = unsafe {
-                    let p = vcvtq_f32_s32(dot(unpack(bw, table), av));
-                    vfmaq_n_f32(acc[j], p, bw.scale() * da)
+                    let p = vcvtq_f32_s32(dot(unpack(&rows[j][k], table), av));
+                    vfmaq_n_f32(acc[j], p, d[j])
                 };
             }
         }
@@ -102,7 +104,7 @@ pub(in crate::arch::aarch64) fn matvec_rows(
             // SAFETY: see above.
             acc[k % 2] = unsafe {
                 let p = vcvtq_f32_s32(dot(unpack(bw, table), load_q8(ba)));
-                vfmaq_n_f32(acc[k % 2], p, bw.scale() * ba.scale())
+                vfmaq_n_f32(acc[k % 2], p, scale1(bw) * scale1(ba))
             };
         }
         // SAFETY: see above.
@@ -133,13 +135,15 @@ pub(in crate::arch::aarch64) fn matmul_tiles(
             let mut acc = [unsafe { vdupq_n_f32(0.0) }; TILE_ROWS];
             for (tile, ba) in tiles.chunks_exact(TILE_ROWS).zip(&a[t * nb..(t + 1) * nb]) {
                 // SAFETY: see above.
-                let av = unsafe { load_q8(ba) };
-                let da = ba.scale();
-                for (bw, acc) in tile.iter().zip(acc.iter_mut()) {
+                let (av, d) = unsafe {
+                    let dw = scales4(core::array::from_fn(|j| &tile[j]));
+                    (load_q8(ba), lanes(vmulq_n_f32(dw, scale1(ba))))
+                };
+                for ((bw, acc), d) in tile.iter().zip(acc.iter_mut()).zip(d) {
                     // SAFETY: see above.
                     *acc = unsafe {
                         let p = vcvtq_f32_s32(dot(unpack(bw, table), av));
-                        vfmaq_n_f32(*acc, p, bw.scale() * da)
+                        vfmaq_n_f32(*acc, p, d)
                     };
                 }
             }

@@ -76,6 +76,61 @@ pub(in crate::arch::aarch64) fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
     out
 }
 
+/// A block type whose scale is one little-endian f16 (`d`).
+pub(in crate::arch::aarch64) trait F16Scale {
+    fn scale_bits(&self) -> [u8; 2];
+}
+
+impl F16Scale for BlockQ8_0 {
+    #[inline(always)]
+    fn scale_bits(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl F16Scale for BlockQ4_0 {
+    #[inline(always)]
+    fn scale_bits(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl F16Scale for crate::blocks::BlockIq4Nl {
+    #[inline(always)]
+    fn scale_bits(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+/// The scales of four blocks as f32, with one `fcvtl`. Exact, like the
+/// blocks' `scale()`, which the block loops avoid: `half`'s conversion checks
+/// the CPU's features on every call and, on CPUs without FP16 arithmetic (the
+/// Pi 3/4's A53/A72), runs a branchy software routine.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(in crate::arch::aarch64) fn scales4<B: F16Scale>(b: [&B; 4]) -> float32x4_t {
+    let h = |i: usize| u16::from_le_bytes(b[i].scale_bits()) as u64;
+    cvt_f16x4(vcreate_u16(h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48))
+}
+
+/// One block's scale as f32 (`fcvtl` on one lane; see `scales4`).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(in crate::arch::aarch64) fn scale1<B: F16Scale>(b: &B) -> f32 {
+    let h = u16::from_le_bytes(b.scale_bits()) as u64;
+    vgetq_lane_f32::<0>(cvt_f16x4(vcreate_u16(h)))
+}
+
+/// The lanes of `v`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(in crate::arch::aarch64) fn lanes(v: float32x4_t) -> [f32; 4] {
+    let mut out = [0.0f32; 4];
+    // SAFETY: `out` is four f32; `vst1q_f32` has no alignment requirement.
+    unsafe { vst1q_f32(out.as_mut_ptr(), v) };
+    out
+}
+
 /// A block's 32 quants as two registers (elements 0..16, 16..32).
 #[inline]
 #[target_feature(enable = "neon")]
@@ -126,11 +181,10 @@ fn block_dot_i8(w: [int8x16_t; 2], a: [int8x16_t; 2]) -> int32x4_t {
 /// keep four weight streams in flight; the remaining rows use two accumulators
 /// that alternate blocks.
 #[inline(always)]
-pub(in crate::arch::aarch64) fn matvec_blocks<B>(
+pub(in crate::arch::aarch64) fn matvec_blocks<B: F16Scale>(
     w: &[B],
     a: &[BlockQ8_0],
     out: &mut [f32],
-    scale: impl Fn(&B) -> f32,
     dot: impl Fn(&B, [int8x16_t; 2]) -> int32x4_t,
 ) {
     let nb = a.len();
@@ -142,13 +196,15 @@ pub(in crate::arch::aarch64) fn matvec_blocks<B>(
         // SAFETY: NEON (see above); registers only.
         let mut acc = [unsafe { vdupq_n_f32(0.0) }; 4];
         for (k, ba) in a.iter().enumerate() {
-            // SAFETY: NEON (see above); reads the 32 quants of `ba`.
-            let av = unsafe { load_q8_0(ba) };
-            let da = ba.scale();
+            // SAFETY: NEON (see above); reads the 32 quants and the scales of
+            // `ba` and the rows' blocks `k`.
+            let (av, d) = unsafe {
+                let dw = scales4(core::array::from_fn(|j| &rows[j][k]));
+                (load_q8_0(ba), lanes(vmulq_n_f32(dw, scale1(ba))))
+            };
             for j in 0..4 {
-                let bw = &rows[j][k];
                 // SAFETY: NEON (see above); registers only.
-                acc[j] = unsafe { vfmaq_n_f32(acc[j], vcvtq_f32_s32(dot(bw, av)), scale(bw) * da) };
+                acc[j] = unsafe { vfmaq_n_f32(acc[j], vcvtq_f32_s32(dot(&rows[j][k], av)), d[j]) };
             }
         }
         for j in 0..4 {
@@ -163,7 +219,7 @@ pub(in crate::arch::aarch64) fn matvec_blocks<B>(
             let step = |k: usize, acc: float32x4_t| {
                 let (bw, ba) = (&row[k], &a[k]);
                 let p = vcvtq_f32_s32(dot(bw, load_q8_0(ba)));
-                vfmaq_n_f32(acc, p, scale(bw) * ba.scale())
+                vfmaq_n_f32(acc, p, scale1(bw) * scale1(ba))
             };
             let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
             let mut k = 0;
@@ -187,12 +243,11 @@ pub(in crate::arch::aarch64) fn matvec_blocks<B>(
 /// tiles stay in L1 while every token reads them. A token's results do not
 /// depend on `n`. Shapes are checked by the callers.
 #[inline(always)]
-pub(in crate::arch::aarch64) fn matmul_tiles<B>(
+pub(in crate::arch::aarch64) fn matmul_tiles<B: F16Scale>(
     w: &[B],
     a: &[BlockQ8_0],
     n: usize,
     out: &mut [f32],
-    scale: impl Fn(&B) -> f32,
     dot: impl Fn(&B, [int8x16_t; 2]) -> int32x4_t,
 ) {
     let (nb, rows) = (a.len() / n.max(1), out.len() / n.max(1));
@@ -204,12 +259,15 @@ pub(in crate::arch::aarch64) fn matmul_tiles<B>(
             // SAFETY: NEON (see above); registers only.
             let mut acc = [unsafe { vdupq_n_f32(0.0) }; TILE_ROWS];
             for (tile, ba) in tiles.chunks_exact(TILE_ROWS).zip(&a[t * nb..(t + 1) * nb]) {
-                // SAFETY: NEON (see above); reads the 32 quants of `ba`.
-                let av = unsafe { load_q8_0(ba) };
-                let da = ba.scale();
-                for (bw, acc) in tile.iter().zip(acc.iter_mut()) {
+                // SAFETY: NEON (see above); reads the 32 quants and the scales
+                // of `ba` and the tile's blocks.
+                let (av, d) = unsafe {
+                    let dw = scales4(core::array::from_fn(|j| &tile[j]));
+                    (load_q8_0(ba), lanes(vmulq_n_f32(dw, scale1(ba))))
+                };
+                for ((bw, acc), d) in tile.iter().zip(acc.iter_mut()).zip(d) {
                     // SAFETY: NEON (see above); registers only.
-                    *acc = unsafe { vfmaq_n_f32(*acc, vcvtq_f32_s32(dot(bw, av)), scale(bw) * da) };
+                    *acc = unsafe { vfmaq_n_f32(*acc, vcvtq_f32_s32(dot(bw, av)), d) };
                 }
             }
             for (o, acc) in out[t * rows + g * TILE_ROWS..][..TILE_ROWS]
@@ -239,9 +297,7 @@ pub(super) fn matmul_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out
 /// The CPU has NEON; the matrix-matrix shape contract holds.
 #[target_feature(enable = "neon")]
 unsafe fn matmul_q8_0x4_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
-    matmul_tiles(w, a, n, out, BlockQ8_0::scale, |bw, av| {
-        block_dot_i8(load_q8_0(bw), av)
-    })
+    matmul_tiles(w, a, n, out, |bw, av| block_dot_i8(load_q8_0(bw), av))
 }
 
 pub(super) fn matvec_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
@@ -260,9 +316,7 @@ pub(super) fn matmul_q4_0x4_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out
 /// The CPU has NEON; the matrix-matrix shape contract holds.
 #[target_feature(enable = "neon")]
 unsafe fn matmul_q4_0x4_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], n: usize, out: &mut [f32]) {
-    matmul_tiles(w, a, n, out, BlockQ4_0::scale, |bw, av| {
-        block_dot_i8(unpack_q4_0(bw), av)
-    })
+    matmul_tiles(w, a, n, out, |bw, av| block_dot_i8(unpack_q4_0(bw), av))
 }
 
 pub(super) fn matvec_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
@@ -279,9 +333,7 @@ pub(super) fn matvec_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]
 /// The CPU has NEON; `w.len() == out.len() * a.len()`.
 #[target_feature(enable = "neon")]
 unsafe fn matvec_q8_0_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
-    matvec_blocks(w, a, out, BlockQ8_0::scale, |bw, av| {
-        block_dot_i8(load_q8_0(bw), av)
-    })
+    matvec_blocks(w, a, out, |bw, av| block_dot_i8(load_q8_0(bw), av))
 }
 
 pub(super) fn matvec_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
@@ -298,9 +350,7 @@ pub(super) fn matvec_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]
 /// The CPU has NEON; `w.len() == out.len() * a.len()`.
 #[target_feature(enable = "neon")]
 unsafe fn matvec_q4_0_q8_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
-    matvec_blocks(w, a, out, BlockQ4_0::scale, |bw, av| {
-        block_dot_i8(unpack_q4_0(bw), av)
-    })
+    matvec_blocks(w, a, out, |bw, av| block_dot_i8(unpack_q4_0(bw), av))
 }
 
 const _: () = assert!(QK == 32, "one block per two 128-bit registers");
