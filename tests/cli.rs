@@ -295,6 +295,56 @@ fn bench_json_reports_decode_bandwidth() {
     assert!(text.contains("of weights per token"), "{text}");
 }
 
+/// `ember bench --depth D --kv-type T`: measurements start with D tokens in a
+/// cache of type T, named as llama-bench names them; a depth that does not fit
+/// the model's context is a clear error.
+#[test]
+fn bench_depth_and_kv_type() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let args = [
+        "bench",
+        "-m",
+        &m,
+        "-p",
+        "3",
+        "-n",
+        "3",
+        "-r",
+        "1",
+        "--no-bandwidth",
+    ];
+    let run = |extra: &[&str]| ember(&[&args[..], extra].concat());
+    let out = run(&["--depth", "6", "--kv-type", "q8_0", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kv_type"], "q8_0");
+    let r = &v["results"][0];
+    assert_eq!(r["depth"], 6);
+    assert_eq!(r["end_position"], 6 + 3, "the depth is in the cache");
+    assert!(r["prefill_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0);
+
+    let out = run(&["--depth", "6", "--kv-type", "f32"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["KV cache f32", "| pp3 @ d6 |", "| tg3 @ d6 |"] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+
+    let max = common::tiny_hparams().max_context;
+    let out = run(&["--depth", &max.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "a depth past the context");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceeds the model's context"), "{err}");
+    let out = run(&["--kv-type", "q4_0"]);
+    assert!(!out.status.success(), "an unknown KV type was accepted");
+}
+
 /// Tied output, quantized matrices: the embedding matrix counts whole (it is
 /// the output) plus the gathered row.
 #[test]

@@ -18,7 +18,7 @@ use ember_runtime::format::{
 use ember_runtime::tokenizer::{
     PreSplit, TokenType, TokenizerKind, TokenizerSpec, TOKENIZER_SCHEMA,
 };
-use ember_runtime::{Model, Session, SessionConfig};
+use ember_runtime::{KvType, Model, Session, SessionConfig};
 
 use crate::report::{peak_rss_bytes, CliResult};
 
@@ -44,6 +44,13 @@ pub struct Args {
     /// Generated tokens for the decode measurement (0 = skip).
     #[arg(short = 'n', long, default_value_t = 128)]
     gen: usize,
+    /// Tokens already in the context when each measurement starts (prefilled
+    /// untimed, like llama-bench's -d): attention cost grows with it.
+    #[arg(short, long, default_value_t = 0)]
+    depth: usize,
+    /// KV cache element type: f32, f16 or q8_0 (half of f16's memory).
+    #[arg(long, default_value = "f16", value_parser = super::run::parse_kv_type)]
+    kv_type: KvType,
     /// Repetitions per measurement.
     #[arg(short, long, default_value_t = 3)]
     reps: usize,
@@ -198,39 +205,60 @@ pub fn run(args: Args) -> CliResult {
     let model = Arc::new(Model::load(&path)?);
     let hp = *model.hparams();
     let vocab = hp.vocab_size;
-    // Deterministic pseudo-random tokens (content does not change speed).
-    let tokens: Vec<u32> = (0..args.prompt.max(1) as u64)
+    // Deterministic pseudo-random tokens (content does not change speed): the
+    // depth's, then the prompt's.
+    let tokens: Vec<u32> = (0..(args.depth + args.prompt.max(1)) as u64)
         .map(|i| ((i * 2_654_435_761 + 12_345) % vocab as u64) as u32)
         .collect();
-    let ctx = (args.prompt + args.gen).clamp(1, hp.max_context as usize);
+    let (depth, tokens) = tokens.split_at(args.depth);
+    let max_context = hp.max_context as usize;
+    if args.depth + args.prompt.max(args.gen) > max_context {
+        return Err(format!(
+            "--depth {} plus the longer of -p {} and -n {} exceeds the model's context ({max_context})",
+            args.depth, args.prompt, args.gen
+        )
+        .into());
+    }
+    let ctx = (args.depth + args.prompt.max(args.gen)).max(1);
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut rows = Vec::new();
     for &threads in &args.threads {
         let config = SessionConfig {
             threads,
+            kv_type: args.kv_type,
             ..SessionConfig::new(ctx)
         };
         let mut session = Session::new(model.clone(), config)?;
+        // Empties the session, then fills the untimed depth.
+        let start = |session: &mut Session| -> CliResult {
+            session.reset();
+            if !depth.is_empty() {
+                session.prefill(depth)?;
+            }
+            Ok(())
+        };
         let (mut pp, mut tg) = (Vec::new(), Vec::new());
         for _ in 0..args.reps.max(1) {
             if args.prompt > 0 {
-                session.reset();
+                start(&mut session)?;
                 let t = Instant::now();
-                session.prefill(&tokens[..args.prompt.min(ctx)])?;
-                pp.push(args.prompt.min(ctx) as f64 / t.elapsed().as_secs_f64());
+                session.prefill(&tokens[..args.prompt])?;
+                pp.push(args.prompt as f64 / t.elapsed().as_secs_f64());
             }
             if args.gen > 0 {
-                session.reset();
+                start(&mut session)?;
                 let mut tok = tokens[0];
                 let t = Instant::now();
-                for _ in 0..args.gen.min(ctx) {
+                for _ in 0..args.gen {
                     let logits = session.forward(tok)?;
                     tok = ember_runtime::argmax(logits);
                 }
-                tg.push(args.gen.min(ctx) as f64 / t.elapsed().as_secs_f64());
+                tg.push(args.gen as f64 / t.elapsed().as_secs_f64());
             }
         }
-        rows.push((threads, pp, tg));
+        // Tokens in the cache after the last measurement (depth plus its tokens).
+        let end_pos = session.pos();
+        rows.push((threads, pp, tg, end_pos));
     }
     // Before the bandwidth buffer exists: the peak is the model's.
     let rss = peak_rss_bytes();
@@ -257,7 +285,7 @@ pub fn run(args: Args) -> CliResult {
         let results: Vec<_> = rows
             .iter()
             .enumerate()
-            .map(|(i, (t, pp, tg))| {
+            .map(|(i, (t, pp, tg, end_pos))| {
                 let (pm, ps) = if pp.is_empty() {
                     (0.0, 0.0)
                 } else {
@@ -271,6 +299,8 @@ pub fn run(args: Args) -> CliResult {
                 let (eff, bw, pct) = decode_bw(i, tg);
                 serde_json::json!({
                     "threads": t,
+                    "depth": args.depth,
+                    "end_position": end_pos,
                     "prefill_tokens": args.prompt, "prefill_tok_s": pm, "prefill_sd": ps,
                     "decode_tokens": args.gen, "decode_tok_s": tm, "decode_sd": ts,
                     "decode_weight_gb_s": eff,
@@ -284,6 +314,7 @@ pub fn run(args: Args) -> CliResult {
             "model": path,
             "file_bytes": file_bytes,
             "kernel_tier": model.kernel_tier().name(),
+            "kv_type": args.kv_type.name(),
             "reps": args.reps,
             "peak_rss_bytes": rss,
             "decode_weight_bytes": weight_bytes,
@@ -294,17 +325,24 @@ pub fn run(args: Args) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{} ({:.1} MiB, kernels {})",
+            "{} ({:.1} MiB, kernels {}, KV cache {})",
             path.display(),
             file_bytes as f64 / 1048576.0,
-            model.kernel_tier().name()
+            model.kernel_tier().name(),
+            args.kv_type.name()
         );
+        // llama-bench's test names: "pp512", "tg128 @ d1024".
+        let at = if args.depth > 0 {
+            format!(" @ d{}", args.depth)
+        } else {
+            String::new()
+        };
         println!("| threads | test | tok/s | weights GB/s | read GB/s | % of bound |");
         println!("|---:|---|---:|---:|---:|---:|");
-        for (i, (t, pp, tg)) in rows.iter().enumerate() {
+        for (i, (t, pp, tg, _)) in rows.iter().enumerate() {
             if !pp.is_empty() {
                 let (m, s) = mean_sd(pp);
-                println!("| {t} | pp{} | {m:.2} ± {s:.2} | | | |", args.prompt);
+                println!("| {t} | pp{}{at} | {m:.2} ± {s:.2} | | | |", args.prompt);
             }
             if !tg.is_empty() {
                 let (m, s) = mean_sd(tg);
@@ -313,7 +351,7 @@ pub fn run(args: Args) -> CliResult {
                     v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}"))
                 };
                 println!(
-                    "| {t} | tg{} | {m:.2} ± {s:.2} | {} | {} | {} |",
+                    "| {t} | tg{}{at} | {m:.2} ± {s:.2} | {} | {} | {} |",
                     args.gen,
                     cell(eff, 2),
                     cell(bw, 2),

@@ -63,7 +63,7 @@ pub struct SamplingArgs {
     pub batch: usize,
 }
 
-fn parse_kv_type(s: &str) -> Result<KvType, String> {
+pub(crate) fn parse_kv_type(s: &str) -> Result<KvType, String> {
     KvType::from_name(s).map_err(|e| e.to_string())
 }
 
