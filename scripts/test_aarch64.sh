@@ -37,7 +37,8 @@
 # in full.
 # Needs the Debian cross toolchain (../shared/docs/AARCH64.md). Extra arguments
 # are passed to every `cargo test`; those after a `--` to every test binary
-# (e.g. `-- --nocapture`).
+# (e.g. `-- --nocapture`; a name filter there is exact in the runs that pass
+# --exact).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,6 +82,11 @@ run_all() {
 # Tests of TIERED suites whose models have only f32/f16 weights and which
 # take minutes under qemu: run once, in run_float.
 FLOAT_ONLY=(smollm2_gguf_and_hf_agree smollm2_adapter_agrees_on_gguf_and_hf_conversions)
+# A renamed test would match no filter and silently run nowhere.
+for t in "${FLOAT_ONLY[@]}"; do
+    grep -q "^fn $t()" tests/hf_reference_logits.rs tests/lora_adapters.rs ||
+        { echo "error: FLOAT_ONLY test $t not found" >&2; exit 1; }
+done
 TIERED=(--test format_errors --test no_alloc --test kernels_threads --test quant_gguf
         --test chat_template --test chat_cli --test tokenizer_cli --test quant_smollm2
         --test hf_reference_logits --test lora_adapters --test calibrate)

@@ -544,8 +544,8 @@ fn encode_rotated(mut values: Vec<f32>, dtype: DType, cols: usize) -> Vec<u8> {
     encode_rows_weighted(&values, dtype, cols, &vec![1.0; cols])
 }
 
-/// Rows quantized per rayon job, at least: enough work (over a millisecond at 2048
-/// columns) that scheduling costs nothing next to it.
+/// Rows quantized per rayon job, at least: enough work per job that
+/// scheduling costs nothing next to it.
 const ROWS_PER_JOB: usize = 16;
 
 /// Quantizes each row of a block-type matrix with the importance-weighted

@@ -48,7 +48,7 @@ pub struct Args {
     /// untimed, like llama-bench's -d): attention cost grows with it.
     #[arg(short, long, default_value_t = 0)]
     depth: usize,
-    /// KV cache element type: f32, f16 or q8_0 (half of f16's memory).
+    /// KV cache element type: f32, f16 or q8_0 (about half of f16's memory).
     #[arg(long, default_value = "f16", value_parser = super::run::parse_kv_type)]
     kv_type: KvType,
     /// Repetitions per measurement.
@@ -205,21 +205,25 @@ pub fn run(args: Args) -> CliResult {
     let model = Arc::new(Model::load(&path)?);
     let hp = *model.hparams();
     let vocab = hp.vocab_size;
+    let max_context = hp.max_context as usize;
+    let ctx = args.depth.saturating_add(args.prompt.max(args.gen)).max(1);
+    if ctx > max_context {
+        let depth = match args.depth {
+            0 => String::new(),
+            d => format!("--depth {d} plus "),
+        };
+        return Err(format!(
+            "{depth}the longer of -p {} and -n {} exceeds the model's context ({max_context})",
+            args.prompt, args.gen
+        )
+        .into());
+    }
     // Deterministic pseudo-random tokens (content does not change speed): the
     // depth's, then the prompt's.
     let tokens: Vec<u32> = (0..(args.depth + args.prompt.max(1)) as u64)
         .map(|i| ((i * 2_654_435_761 + 12_345) % vocab as u64) as u32)
         .collect();
     let (depth, tokens) = tokens.split_at(args.depth);
-    let max_context = hp.max_context as usize;
-    if args.depth + args.prompt.max(args.gen) > max_context {
-        return Err(format!(
-            "--depth {} plus the longer of -p {} and -n {} exceeds the model's context ({max_context})",
-            args.depth, args.prompt, args.gen
-        )
-        .into());
-    }
-    let ctx = (args.depth + args.prompt.max(args.gen)).max(1);
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut rows = Vec::new();
     for &threads in &args.threads {

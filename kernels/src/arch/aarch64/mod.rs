@@ -149,10 +149,11 @@ mod tests {
     /// The dotprod and i8mm tables differ from NEON's only in the slots that
     /// read int8 or 4-bit weights: a model with f32 or f16 weights runs the
     /// same kernels on every AArch64 tier. scripts/test_aarch64.sh relies on
-    /// this to run such suites on one CPU model only; a tier that gains its
-    /// own float kernel fails here until that script runs those suites per
-    /// tier too. (The tables are built with `..neon::table(..)`, so equal
-    /// slots hold the same copied pointer.)
+    /// this to run such suites on one CPU model only. A tier that gains its
+    /// own float kernel fails here: move that slot out of `float_slots` and
+    /// run the suites that use it on every tier in that script. (The tables
+    /// are built with `..neon::table(..)`, so equal slots hold the same
+    /// copied pointer.)
     #[test]
     fn higher_tiers_share_neons_float_kernels() {
         let neon = neon_table().expect("AArch64 has NEON");

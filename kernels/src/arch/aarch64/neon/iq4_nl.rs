@@ -12,6 +12,7 @@ use super::matvec::{lanes, scale1, scales4};
 use crate::blocks::{BlockIq4Nl, BlockQ8_0, IQ4_NL_VALUES, QK, TILE_ROWS};
 
 const _: () = assert!(QK == 32, "one block per two 128-bit registers");
+const _: () = assert!(TILE_ROWS == 4, "a tile's scales are one scales4 vector");
 
 /// The codebook as a 16-entry table register.
 #[inline]

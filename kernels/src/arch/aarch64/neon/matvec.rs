@@ -78,6 +78,7 @@ pub(in crate::arch::aarch64) fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
 
 /// A block type whose scale is one little-endian f16 (`d`).
 pub(in crate::arch::aarch64) trait F16Scale {
+    /// The scale's f16 bit pattern, little-endian.
     fn scale_bits(&self) -> [u8; 2];
 }
 
@@ -354,3 +355,4 @@ unsafe fn matvec_q4_0_q8_0_impl(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32
 }
 
 const _: () = assert!(QK == 32, "one block per two 128-bit registers");
+const _: () = assert!(TILE_ROWS == 4, "a tile's scales are one scales4 vector");
