@@ -103,11 +103,21 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
-/// Widens elements `start..start + out.len()` of a q8_0 row.
+/// Widens elements `start..start + out.len()` of a q8_0 row: `d * q` per
+/// element, each block's scale converted once (attention widens every cached
+/// row on every step, so a conversion per element would cost more than the
+/// products).
 pub fn dequantize_q8_0(row: &[BlockQ8_0], start: usize, out: &mut [f32]) {
-    for (i, o) in (start..).zip(out.iter_mut()) {
-        let b = &row[i / QK];
-        *o = b.scale() * b.q(i % QK) as f32;
+    let (mut i, mut out) = (start, out);
+    while !out.is_empty() {
+        let (b, j) = (&row[i / QK], i % QK);
+        let n = (QK - j).min(out.len());
+        let d = b.scale();
+        let (head, rest) = out.split_at_mut(n);
+        for (o, &q) in head.iter_mut().zip(&b.qs[j..j + n]) {
+            *o = d * q as i8 as f32;
+        }
+        (i, out) = (i + n, rest);
     }
 }
 
@@ -506,6 +516,32 @@ mod tests {
     /// the f16 rounding of the scale (relative 2^-11 of |x| ≤ amax).
     fn q8_bound(amax: f32) -> f32 {
         amax / 127.0 * 0.5 + amax * 1e-3
+    }
+
+    /// Every window of a row widens to `d * q` of its own elements, whatever
+    /// block it starts and ends in.
+    #[test]
+    fn dequantize_any_window_is_scale_times_quant() {
+        let x: Vec<f32> = (0..3 * QK)
+            .map(|i| ((i * 29 % 31) as f32 - 15.0) * (1.0 + (i / QK) as f32))
+            .collect();
+        let mut b = vec![bytemuck::Zeroable::zeroed(); 3];
+        quantize_row_q8_0(&x, &mut b);
+        for start in 0..3 * QK {
+            for len in 0..=3 * QK - start {
+                let mut y = vec![f32::NAN; len];
+                dequantize_q8_0(&b, start, &mut y);
+                for (k, &got) in y.iter().enumerate() {
+                    let (blk, i) = (&b[(start + k) / QK], (start + k) % QK);
+                    let want = blk.scale() * blk.q(i) as f32;
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "start {start} len {len} at {k}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
