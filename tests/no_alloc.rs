@@ -207,7 +207,7 @@ fn decode_with_a_lora_adapter_allocates_nothing() {
 #[test]
 fn arena_session_allocates_nothing_after_creation() {
     let model = stories().unwrap_or_else(tiny);
-    let hp = *model.hparams();
+    let hp = model.config().clone();
     for kv_type in KvType::ALL {
         let config = SessionConfig {
             context: 64,
@@ -244,7 +244,7 @@ fn memory_required_equals_the_allocation() {
     let mut models = vec![tiny()];
     models.extend(stories());
     for model in models {
-        let hp = *model.hparams();
+        let hp = model.config().clone();
         for kv_type in KvType::ALL {
             for context in [1, 17, 64] {
                 let config = SessionConfig {

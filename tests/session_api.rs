@@ -124,7 +124,7 @@ fn restore_continues_exactly_like_an_uninterrupted_run() {
         let (rest_a, text_a, _) = generate(&mut a, &[], &sampling(7), 60);
 
         // Restored into a fresh session (arena mode for good measure).
-        let hp = *model.hparams();
+        let hp = model.config().clone();
         let mut arena = vec![0u8; Session::arena_bytes_required(&hp, &config)];
         let mut b = Session::new_in(model.clone(), config, &mut arena).unwrap();
         assert_eq!(b.load_state(&path).unwrap(), b"my app data");

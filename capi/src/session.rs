@@ -86,7 +86,7 @@ impl ember_session_config {
             batch: self.batch as usize,
             context_policy,
         };
-        config.validate(hp)?;
+        config.validate(model.model.config())?;
         Ok(config)
     }
 }
@@ -144,11 +144,11 @@ pub unsafe extern "C" fn ember_session_memory_required(
         let m = unsafe { model_ref(model)? };
         // SAFETY: the function's contract.
         let cfg = unsafe { session_config(config)? }.to_runtime(m)?;
-        let hp = m.model.hparams();
+        let mc = m.model.config();
         let values = [
-            (heap_bytes, Session::memory_required(hp, &cfg)),
-            (arena_bytes, Session::arena_bytes_required(hp, &cfg)),
-            (arena_heap_bytes, Session::arena_heap_bytes(hp, &cfg)),
+            (heap_bytes, Session::memory_required(mc, &cfg)),
+            (arena_bytes, Session::arena_bytes_required(mc, &cfg)),
+            (arena_heap_bytes, Session::arena_heap_bytes(mc, &cfg)),
         ];
         for (p, v) in values {
             if !p.is_null() {
@@ -242,7 +242,7 @@ pub unsafe extern "C" fn ember_session_new_in(
         if arena.is_null() {
             return Err(CError::invalid("the arena is NULL"));
         }
-        let need = Session::arena_bytes_required(m.model.hparams(), &cfg);
+        let need = Session::arena_bytes_required(m.model.config(), &cfg);
         if arena_len < need {
             return Err(CError::invalid(format!(
                 "the arena has {arena_len} bytes but {need} are required"

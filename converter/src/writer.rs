@@ -167,7 +167,7 @@ struct Planned<'a> {
 /// Validates `ir` against its hyperparameters and writes it to `out` atomically.
 pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<WriteSummary> {
     let start = Instant::now();
-    let hp = ir.hparams;
+    let hp = ir.hparams.with_extended_flag();
     hp.validate()?;
 
     // Match the IR's tensors to the canonical set, in canonical order.

@@ -28,7 +28,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'E', b'M', b'B', b'\r', b'\n', 0x1A, b'\n'];
 pub const VERSION_MAJOR: u16 = 1;
 /// Additive version: new dtype ids, new metadata keys, new optional fields that old
 /// readers may ignore. Readers accept any minor of their major.
-pub const VERSION_MINOR: u16 = 4;
+pub const VERSION_MINOR: u16 = 5;
 /// Size in bytes of `Header`.
 pub const HEADER_SIZE: usize = 512;
 /// Size in bytes of one `DirEntry`.
@@ -95,8 +95,10 @@ impl Architecture {
 pub enum Activation {
     /// SiLU-gated (SwiGLU): `down(silu(gate(x)) * up(x))`.
     Silu = 1,
-    /// GELU (tanh approximation) gated (GeGLU). Reserved for Gemma-style models.
+    /// GELU, tanh approximation (`gelu_pytorch_tanh`: Gemma).
     GeluTanh = 2,
+    /// GELU with the exact error function (transformers' `gelu`; format 1.5).
+    GeluErf = 3,
 }
 
 impl Activation {
@@ -104,6 +106,7 @@ impl Activation {
         match v {
             1 => Some(Self::Silu),
             2 => Some(Self::GeluTanh),
+            3 => Some(Self::GeluErf),
             _ => None,
         }
     }
@@ -111,6 +114,7 @@ impl Activation {
         match self {
             Self::Silu => "silu",
             Self::GeluTanh => "gelu_tanh",
+            Self::GeluErf => "gelu_erf",
         }
     }
 }
@@ -152,6 +156,11 @@ pub enum RopeScaling {
     /// Llama 3.1 frequency-dependent scaling (factor, low/high frequency factors,
     /// original context).
     Llama3 = 2,
+    /// YaRN (format 1.5): frequencies blended between interpolated (divided by
+    /// the factor) and original along a linear ramp over the rotary pairs from
+    /// `rope_low_freq_factor` to `rope_high_freq_factor` (the correction range,
+    /// in pair indices), and cos/sin multiplied by `rope_attn_factor`.
+    Yarn = 3,
 }
 
 impl RopeScaling {
@@ -160,6 +169,7 @@ impl RopeScaling {
             0 => Some(Self::None),
             1 => Some(Self::Linear),
             2 => Some(Self::Llama3),
+            3 => Some(Self::Yarn),
             _ => None,
         }
     }
@@ -168,6 +178,7 @@ impl RopeScaling {
             Self::None => "none",
             Self::Linear => "linear",
             Self::Llama3 => "llama3",
+            Self::Yarn => "yarn",
         }
     }
 }
@@ -178,13 +189,23 @@ impl RopeScaling {
 pub enum NormKind {
     /// `x / sqrt(mean(x^2) + eps) * weight`.
     RmsNorm = 1,
+    /// `(x - mean(x)) / sqrt(var(x) + eps) * weight + bias` (format 1.5): every
+    /// norm has a `<name>_b` bias vector beside its weight.
+    LayerNorm = 2,
 }
 
 impl NormKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::RmsNorm),
+            2 => Some(Self::LayerNorm),
             _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RmsNorm => "rmsnorm",
+            Self::LayerNorm => "layernorm",
         }
     }
 }
@@ -197,10 +218,40 @@ pub mod flags {
     pub const QKV_BIAS: u32 = 1 << 1;
     /// `layers.N.bo` exists.
     pub const ATTN_OUT_BIAS: u32 = 1 << 2;
-    /// `layers.N.b_gate/b_up/b_down` exist.
+    /// `layers.N.b_gate/b_up/b_down` exist (`b_up/b_down` with `PLAIN_MLP`).
     pub const MLP_BIAS: u32 = 1 << 3;
-    /// All bits a v1 reader understands; others must be zero.
-    pub const KNOWN: u32 = TIED_OUTPUT | QKV_BIAS | ATTN_OUT_BIAS | MLP_BIAS;
+    /// `layers.N.post_attn_norm` normalises the attention block's output before
+    /// the residual add (Gemma 2/3). Format 1.5.
+    pub const POST_ATTN_NORM: u32 = 1 << 4;
+    /// `layers.N.post_ffn_norm` normalises the feed-forward block's output before
+    /// the residual add (Gemma 2/3). Format 1.5.
+    pub const POST_FFN_NORM: u32 = 1 << 5;
+    /// `layers.N.q_norm/k_norm [head_dim]` normalise every query and key head
+    /// before RoPE (Qwen3, Gemma 3). Format 1.5.
+    pub const QK_NORM: u32 = 1 << 6;
+    /// The feed-forward block is `down(act(up(x)))` without a gate (no
+    /// `w_gate` / `b_gate`). Format 1.5.
+    pub const PLAIN_MLP: u32 = 1 << 7;
+    /// `rope_freqs [rope_dim / 2]` divides each RoPE inverse frequency
+    /// (llama.cpp's per-pair frequency factors, e.g. Llama 3.1 GGUF files).
+    /// Format 1.5.
+    pub const ROPE_FREQ_FACTORS: u32 = 1 << 8;
+    /// Set exactly when one of the format-1.5 fields (`attn_scale`,
+    /// `embed_scale`, `logit_softcap`, `swa_period`, `rope_theta_local`,
+    /// `rope_attn_factor`) is non-zero, so that a reader that predates them
+    /// refuses the file instead of ignoring them.
+    pub const EXTENDED: u32 = 1 << 9;
+    /// All bits this reader understands; others must be zero.
+    pub const KNOWN: u32 = TIED_OUTPUT
+        | QKV_BIAS
+        | ATTN_OUT_BIAS
+        | MLP_BIAS
+        | POST_ATTN_NORM
+        | POST_FFN_NORM
+        | QK_NORM
+        | PLAIN_MLP
+        | ROPE_FREQ_FACTORS
+        | EXTENDED;
 }
 
 /// Model hyperparameters, stored inside the header. 128 bytes.
@@ -225,7 +276,8 @@ pub struct HyperParams {
     pub vocab_size: u32,
     /// Longest context the model was trained for.
     pub max_context: u32,
-    /// Attention window in tokens (Mistral); 0 = full causal attention.
+    /// Attention window in tokens (Mistral, Gemma); 0 = full causal attention.
+    /// Which layers use it: `swa_period`.
     pub sliding_window: u32,
     /// `RopePairing` id.
     pub rope_pairing: u32,
@@ -245,7 +297,24 @@ pub struct HyperParams {
     pub norm_eps: f32,
     /// `flags::*` bits.
     pub flags: u32,
-    pub reserved: [u32; 10],
+    /// Attention score scale; 0 = `1 / sqrt(head_dim)` (Gemma:
+    /// `query_pre_attn_scalar^-0.5`). Format 1.5, as are the five below.
+    pub attn_scale: f32,
+    /// Factor applied to the embedding row; 0 = none (Gemma: `sqrt(dim)`).
+    pub embed_scale: f32,
+    /// Final-logit soft-capping `c * tanh(logits / c)`; 0 = none.
+    pub logit_softcap: f32,
+    /// Which layers use `sliding_window`: 0 = every layer; `P` > 0 = every
+    /// layer except those with `(layer + 1) % P == 0`, which attend globally
+    /// (Gemma 3: 6, Gemma 2: 2).
+    pub swa_period: u32,
+    /// RoPE base of the sliding-window layers, unscaled (Gemma 3: 10000); 0 =
+    /// they use the global RoPE (`rope_theta` and its scaling).
+    pub rope_theta_local: f32,
+    /// YaRN: factor on cos and sin (the attention temperature); 0 = 1.
+    pub rope_attn_factor: f32,
+    /// Zero.
+    pub reserved: [u32; 4],
 }
 
 const _: () = assert!(core::mem::size_of::<HyperParams>() == 128);
@@ -272,91 +341,35 @@ impl HyperParams {
         self.n_kv_heads as usize * self.head_dim as usize
     }
 
-    /// Checks internal consistency (ids known, sizes positive and compatible).
+    /// Whether any format-1.5 field is non-zero (then `flags::EXTENDED` must
+    /// be set, and without it they must all be zero).
+    pub fn uses_extended_fields(&self) -> bool {
+        self.attn_scale != 0.0
+            || self.embed_scale != 0.0
+            || self.logit_softcap != 0.0
+            || self.swa_period != 0
+            || self.rope_theta_local != 0.0
+            || self.rope_attn_factor != 0.0
+    }
+
+    /// Sets `flags::EXTENDED` exactly when a format-1.5 field is in use (the
+    /// writer calls this before validating).
+    pub fn with_extended_flag(mut self) -> Self {
+        if self.uses_extended_fields() {
+            self.flags |= flags::EXTENDED;
+        } else {
+            self.flags &= !flags::EXTENDED;
+        }
+        self
+    }
+
+    /// Checks internal consistency: every id known, sizes positive and
+    /// compatible, reserved words zero. This is [`ModelConfig::decode`]
+    /// without keeping the result.
+    ///
+    /// [`ModelConfig::decode`]: crate::config::ModelConfig::decode
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::BadHyperParams(what.to_string()));
-        if Architecture::from_u32(self.architecture).is_none() {
-            return Err(Error::UnknownId {
-                what: "architecture",
-                id: self.architecture,
-            });
-        }
-        if Activation::from_u32(self.activation).is_none() {
-            return Err(Error::UnknownId {
-                what: "activation",
-                id: self.activation,
-            });
-        }
-        if RopePairing::from_u32(self.rope_pairing).is_none() {
-            return Err(Error::UnknownId {
-                what: "rope pairing",
-                id: self.rope_pairing,
-            });
-        }
-        if RopeScaling::from_u32(self.rope_scaling).is_none() {
-            return Err(Error::UnknownId {
-                what: "rope scaling",
-                id: self.rope_scaling,
-            });
-        }
-        if NormKind::from_u32(self.norm).is_none() {
-            return Err(Error::UnknownId {
-                what: "norm",
-                id: self.norm,
-            });
-        }
-        if self.flags & !flags::KNOWN != 0 {
-            return bad("unknown flag bits set");
-        }
-        // Generous limits: they exist so that a corrupt file cannot request absurd
-        // buffer sizes, not to restrict real models.
-        const LIMIT: u32 = 1 << 20;
-        for (name, v) in [
-            ("dim", self.dim),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("n_kv_heads", self.n_kv_heads),
-            ("head_dim", self.head_dim),
-            ("ffn_dim", self.ffn_dim),
-            ("vocab_size", self.vocab_size),
-            ("max_context", self.max_context),
-        ] {
-            if v == 0 {
-                return Err(Error::BadHyperParams(format!("{name} is zero")));
-            }
-            if v > LIMIT * 16 {
-                return Err(Error::BadHyperParams(format!(
-                    "{name} = {v} is implausibly large"
-                )));
-            }
-        }
-        if self.n_layers > 4096 || self.n_heads > 4096 || self.head_dim > 4096 {
-            return bad("layer / head counts implausibly large");
-        }
-        if self.n_heads % self.n_kv_heads != 0 {
-            return Err(Error::BadHyperParams(format!(
-                "n_heads {} is not a multiple of n_kv_heads {}",
-                self.n_heads, self.n_kv_heads
-            )));
-        }
-        if self.rope_dim == 0 || self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
-            return Err(Error::BadHyperParams(format!(
-                "rope_dim {} must be even and in 1..=head_dim ({})",
-                self.rope_dim, self.head_dim
-            )));
-        }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return bad("rope_theta must be finite and positive");
-        }
-        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
-            return bad("norm_eps must be finite and non-negative");
-        }
-        if self.rope_scaling != RopeScaling::None as u32
-            && !(self.rope_scaling_factor.is_finite() && self.rope_scaling_factor > 0.0)
-        {
-            return bad("rope_scaling_factor must be finite and positive");
-        }
-        Ok(())
+        crate::config::ModelConfig::decode(self).map(|_| ())
     }
 }
 
@@ -602,11 +615,15 @@ pub mod names {
     pub fn layer(layer: usize, suffix: &str) -> String {
         format!("layers.{layer}.{suffix}")
     }
+    /// `[rope_dim / 2]` RoPE frequency factors (`flags::ROPE_FREQ_FACTORS`).
+    pub const ROPE_FREQS: &str = "rope_freqs";
     /// Per-layer suffixes and their shapes:
     /// `attn_norm [dim]`, `wq [q_dim, dim]`, `wk [kv_dim, dim]`, `wv [kv_dim, dim]`,
     /// `wo [dim, q_dim]`, `bq [q_dim]`, `bk [kv_dim]`, `bv [kv_dim]`, `bo [dim]`,
+    /// `q_norm [head_dim]`, `k_norm [head_dim]`, `post_attn_norm [dim]`,
     /// `ffn_norm [dim]`, `w_gate [ffn, dim]`, `w_up [ffn, dim]`, `w_down [dim, ffn]`,
-    /// `b_gate [ffn]`, `b_up [ffn]`, `b_down [dim]`.
+    /// `b_gate [ffn]`, `b_up [ffn]`, `b_down [dim]`, `post_ffn_norm [dim]`.
+    /// With LayerNorm every norm `N` also has a bias `N_b` of its shape.
     pub const ATTN_NORM: &str = "attn_norm";
     pub const WQ: &str = "wq";
     pub const WK: &str = "wk";
@@ -616,6 +633,9 @@ pub mod names {
     pub const BK: &str = "bk";
     pub const BV: &str = "bv";
     pub const BO: &str = "bo";
+    pub const Q_NORM: &str = "q_norm";
+    pub const K_NORM: &str = "k_norm";
+    pub const POST_ATTN_NORM: &str = "post_attn_norm";
     pub const FFN_NORM: &str = "ffn_norm";
     pub const W_GATE: &str = "w_gate";
     pub const W_UP: &str = "w_up";
@@ -623,6 +643,11 @@ pub mod names {
     pub const B_GATE: &str = "b_gate";
     pub const B_UP: &str = "b_up";
     pub const B_DOWN: &str = "b_down";
+    pub const POST_FFN_NORM: &str = "post_ffn_norm";
+    /// The bias of a LayerNorm weight `norm` (`attn_norm` -> `attn_norm_b`).
+    pub fn norm_bias(norm: &str) -> String {
+        format!("{norm}_b")
+    }
 }
 
 /// The tensors a model with these hyperparameters must contain, with their shapes,
@@ -633,34 +658,62 @@ pub fn expected_tensors(hp: &HyperParams) -> Vec<(String, Vec<u64>)> {
     let q = hp.q_dim() as u64;
     let kv = hp.kv_dim() as u64;
     let ffn = hp.ffn_dim as u64;
+    let head = hp.head_dim as u64;
     let vocab = hp.vocab_size as u64;
+    let has = |f: u32| hp.flags & f != 0;
+    let layer_norm = hp.norm == NormKind::LayerNorm as u32;
     let mut out = vec![(names::TOK_EMBEDDINGS.to_string(), vec![vocab, dim])];
+    if has(flags::ROPE_FREQ_FACTORS) {
+        out.push((names::ROPE_FREQS.to_string(), vec![hp.rope_dim as u64 / 2]));
+    }
+    let norm = |out: &mut Vec<(String, Vec<u64>)>, name: String, n: u64| {
+        let bias = names::norm_bias(&name);
+        out.push((name, vec![n]));
+        if layer_norm {
+            out.push((bias, vec![n]));
+        }
+    };
     for l in 0..hp.n_layers as usize {
-        let mut push = |s: &str, shape: Vec<u64>| out.push((names::layer(l, s), shape));
-        push(names::ATTN_NORM, vec![dim]);
-        push(names::WQ, vec![q, dim]);
-        push(names::WK, vec![kv, dim]);
-        push(names::WV, vec![kv, dim]);
-        push(names::WO, vec![dim, q]);
+        let n = |s: &str| names::layer(l, s);
+        norm(&mut out, n(names::ATTN_NORM), dim);
+        out.push((n(names::WQ), vec![q, dim]));
+        out.push((n(names::WK), vec![kv, dim]));
+        out.push((n(names::WV), vec![kv, dim]));
+        out.push((n(names::WO), vec![dim, q]));
         if hp.qkv_bias() {
-            push(names::BQ, vec![q]);
-            push(names::BK, vec![kv]);
-            push(names::BV, vec![kv]);
+            out.push((n(names::BQ), vec![q]));
+            out.push((n(names::BK), vec![kv]));
+            out.push((n(names::BV), vec![kv]));
         }
         if hp.attn_out_bias() {
-            push(names::BO, vec![dim]);
+            out.push((n(names::BO), vec![dim]));
         }
-        push(names::FFN_NORM, vec![dim]);
-        push(names::W_GATE, vec![ffn, dim]);
-        push(names::W_UP, vec![ffn, dim]);
-        push(names::W_DOWN, vec![dim, ffn]);
+        if has(flags::QK_NORM) {
+            norm(&mut out, n(names::Q_NORM), head);
+            norm(&mut out, n(names::K_NORM), head);
+        }
+        if has(flags::POST_ATTN_NORM) {
+            norm(&mut out, n(names::POST_ATTN_NORM), dim);
+        }
+        norm(&mut out, n(names::FFN_NORM), dim);
+        let gated = !has(flags::PLAIN_MLP);
+        if gated {
+            out.push((n(names::W_GATE), vec![ffn, dim]));
+        }
+        out.push((n(names::W_UP), vec![ffn, dim]));
+        out.push((n(names::W_DOWN), vec![dim, ffn]));
         if hp.mlp_bias() {
-            push(names::B_GATE, vec![ffn]);
-            push(names::B_UP, vec![ffn]);
-            push(names::B_DOWN, vec![dim]);
+            if gated {
+                out.push((n(names::B_GATE), vec![ffn]));
+            }
+            out.push((n(names::B_UP), vec![ffn]));
+            out.push((n(names::B_DOWN), vec![dim]));
+        }
+        if has(flags::POST_FFN_NORM) {
+            norm(&mut out, n(names::POST_FFN_NORM), dim);
         }
     }
-    out.push((names::NORM.to_string(), vec![dim]));
+    norm(&mut out, names::NORM.to_string(), dim);
     if !hp.tied_output() {
         out.push((names::OUTPUT.to_string(), vec![vocab, dim]));
     }

@@ -13,8 +13,8 @@ use ember_kernels::blocks::QK;
 use ember_kernels::scalar::{self as k, RopeLayout};
 use half::f16;
 
+use crate::config::{LayerKind, ModelConfig};
 use crate::error::{Error, Result};
-use crate::format::HyperParams;
 use crate::session::arena::{Alloc, Slab};
 
 /// Element type of the KV cache.
@@ -159,31 +159,31 @@ pub struct KvCache<'a> {
 
 impl<'a> KvCache<'a> {
     /// Buffer sizes in bytes, in allocation order (for exact memory accounting).
-    pub(crate) fn buffer_sizes(hp: &HyperParams, context: usize, kv_type: KvType) -> [usize; 5] {
-        let kv_dim = hp.kv_dim();
-        let store = hp.n_layers as usize * context * kv_type.row_bytes(kv_dim);
+    pub(crate) fn buffer_sizes(cfg: &ModelConfig, context: usize, kv_type: KvType) -> [usize; 5] {
+        let kv_dim = cfg.kv_dim();
+        let store = cfg.n_layers * context * kv_type.row_bytes(kv_dim);
         let stage = if kv_type == KvType::F32 {
             0
         } else {
             4 * kv_dim
         };
-        [store, store, stage, stage, 4 * hp.head_dim as usize]
+        [store, store, stage, stage, 4 * cfg.head_dim]
     }
 
     /// Bytes a heap-allocated cache of `context` positions needs.
-    pub fn bytes_required(hp: &HyperParams, context: usize, kv_type: KvType) -> usize {
-        Self::buffer_sizes(hp, context, kv_type).iter().sum()
+    pub fn bytes_required(cfg: &ModelConfig, context: usize, kv_type: KvType) -> usize {
+        Self::buffer_sizes(cfg, context, kv_type).iter().sum()
     }
 
     /// A zeroed cache for `context` positions of a model with `hp`.
     pub(crate) fn new_with(
-        hp: &HyperParams,
+        cfg: &ModelConfig,
         context: usize,
         kv_type: KvType,
         alloc: &mut Alloc<'_, 'a>,
     ) -> Result<Self> {
-        let kv_dim = hp.kv_dim();
-        let n_layers = hp.n_layers as usize;
+        let kv_dim = cfg.kv_dim();
+        let n_layers = cfg.n_layers;
         let (row, store) = match kv_type {
             KvType::F32 => {
                 let n = n_layers * context * kv_dim;
@@ -208,13 +208,13 @@ impl<'a> KvCache<'a> {
             n_layers,
             context,
             kv_dim,
-            head_dim: hp.head_dim as usize,
+            head_dim: cfg.head_dim,
             row,
             store,
             stage_k: alloc.zeroed(stage)?,
             stage_v: alloc.zeroed(stage)?,
             pending: None,
-            scratch: alloc.zeroed(hp.head_dim as usize)?,
+            scratch: alloc.zeroed(cfg.head_dim)?,
         })
     }
 
@@ -402,16 +402,20 @@ impl<'a> KvCache<'a> {
 
     /// Moves positions `from..from + n` of every layer to `to..to + n` (`to < from`)
     /// and rotates the moved keys by `delta` positions backwards: RoPE rotations
-    /// compose, so rotating a key stored for position `p` by the angles of
-    /// `neg_inv_freq` (the negated inverse frequencies) at position `delta`
-    /// re-positions it at `p - delta`. f16 and q8_0 keys are widened, rotated and
-    /// stored again (one extra rounding per shift).
+    /// compose, so rotating a key stored for position `p` by the angles of its
+    /// layer's negated inverse frequencies at position `delta` re-positions it
+    /// at `p - delta`. `neg_inv_freq` holds one vector of `pairs` per RoPE kind
+    /// and `layers[layer].rope` picks a layer's. f16 and q8_0 keys are widened,
+    /// rotated and stored again (one extra rounding per shift).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn shift(
         &mut self,
         from: usize,
         to: usize,
         n: usize,
         neg_inv_freq: &[f32],
+        pairs: usize,
+        layers: &[LayerKind],
         layout: RopeLayout,
     ) {
         self.commit();
@@ -419,21 +423,23 @@ impl<'a> KvCache<'a> {
             to < from && from + n <= self.context,
             "kv shift out of range"
         );
+        assert_eq!(layers.len(), self.n_layers, "kv shift: one kind per layer");
         let delta = from - to;
         let (r, hd, kv_dim) = (self.row, self.head_dim, self.kv_dim);
         let stage = &mut self.stage_k[..];
-        // The rotation table of `delta` (rope_dim / 2 <= head_dim / 2 each).
-        let half = neg_inv_freq.len();
-        let (cos, rest) = self.scratch.split_at_mut(half);
-        let sin = &mut rest[..half];
-        k::rope_angles_f32(delta, neg_inv_freq, cos, sin);
-        let (cos, sin) = (&*cos, &*sin);
-        // The process-wide table (the one `Model` holds): RoPE and widening give
-        // the scalar kernels' bits on every tier.
+        let (cos, rest) = self.scratch.split_at_mut(pairs);
+        let sin = &mut rest[..pairs];
         let kern = ember_kernels::arch::kernels();
         for l in 0..self.n_layers {
             let src = (l * self.context + from) * r;
             let dst = (l * self.context + to) * r;
+            k::rope_angles_f32(
+                delta,
+                &neg_inv_freq[layers[l].rope * pairs..][..pairs],
+                cos,
+                sin,
+            );
+            let (cos, sin) = (&*cos, &*sin);
             match &mut self.store {
                 Store::F32 { k, v } => {
                     k.copy_within(src..src + n * r, dst);
@@ -589,13 +595,24 @@ mod tests {
     fn grouped_attend_equals_one_call_per_head() {
         use crate::session::arena::Alloc;
         let (hd, n_kv, context) = (40, 2, 23);
-        let hp = HyperParams {
+        let hp = ModelConfig::decode(&crate::format::HyperParams {
+            architecture: 1,
+            activation: 1,
+            dim: 64,
             n_layers: 2,
             n_heads: 6,
             n_kv_heads: n_kv as u32,
             head_dim: hd as u32,
+            ffn_dim: 64,
+            vocab_size: 8,
+            max_context: 64,
+            rope_pairing: 1,
+            rope_dim: 8,
+            rope_theta: 10000.0,
+            norm: 1,
             ..Default::default()
-        };
+        })
+        .unwrap();
         let kern = &ember_kernels::arch::kernels();
         let wave = |i: usize, f: f32| ((i as f32 * f).sin() * 1.7).clamp(-2.0, 2.0);
         for kv_type in KvType::ALL {

@@ -8,6 +8,7 @@
 
 #[cfg(feature = "chat")]
 pub mod chat;
+pub mod config;
 pub mod error;
 pub mod eval;
 pub mod format;

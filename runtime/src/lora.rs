@@ -226,6 +226,11 @@ impl LoraAdapter {
 }
 
 fn check_rank(hp: &HyperParams, t: LoraTarget, rank: usize) -> Result<()> {
+    if t == LoraTarget::Gate && hp.flags & crate::format::flags::PLAIN_MLP != 0 {
+        return Err(Error::InvalidArgument(
+            "LoRA targets gate_proj, but this model's MLP has no gate".into(),
+        ));
+    }
     let (i, o) = t.dims(hp);
     if rank == 0 || rank > i.min(o) {
         return Err(Error::InvalidArgument(format!(

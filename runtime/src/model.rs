@@ -11,6 +11,7 @@ use ember_kernels::arch::Kernels;
 use ember_kernels::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ8_0, QK};
 use half::{bf16, f16};
 
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::format::{names, DType, HyperParams, Metadata};
 use crate::loader::{self, ParsedFile, TensorInfo};
@@ -399,10 +400,19 @@ fn group_rotation(tensors: &[TensorInfo], group: &[usize]) -> Result<bool> {
 /// thread. Measurements: `benches/RESULTS.md`, "Worker pool".
 pub const PARALLEL_MIN_BYTES: u64 = 256 << 10;
 
-/// Indices (into the tensor table) of one layer's weights.
+/// Indices (into the tensor table) of a norm's weight and, for LayerNorm, its
+/// bias.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NormIndex {
+    pub weight: usize,
+    pub bias: Option<usize>,
+}
+
+/// Indices (into the tensor table) of one layer's weights; the optional ones
+/// are present exactly when the model's [`ModelConfig`] says so.
 #[derive(Clone, Debug)]
 pub(crate) struct LayerIndex {
-    pub attn_norm: usize,
+    pub attn_norm: NormIndex,
     pub wq: usize,
     pub wk: usize,
     pub wv: usize,
@@ -411,13 +421,18 @@ pub(crate) struct LayerIndex {
     pub bk: Option<usize>,
     pub bv: Option<usize>,
     pub bo: Option<usize>,
-    pub ffn_norm: usize,
-    pub w_gate: usize,
+    pub q_norm: Option<NormIndex>,
+    pub k_norm: Option<NormIndex>,
+    pub post_attn_norm: Option<NormIndex>,
+    pub ffn_norm: NormIndex,
+    /// Absent for a plain (ungated) MLP.
+    pub w_gate: Option<usize>,
     pub w_up: usize,
     pub w_down: usize,
     pub b_gate: Option<usize>,
     pub b_up: Option<usize>,
     pub b_down: Option<usize>,
+    pub post_ffn_norm: Option<NormIndex>,
     /// Whether the block-quantized matrices reading each input are stored
     /// rotated (`format::tensor_flags::ROTATED`), so that input must be rotated
     /// before it is quantized: `wq`/`wk`/`wv`, `wo`, `w_gate`/`w_up`, `w_down`.
@@ -431,9 +446,11 @@ pub(crate) struct LayerIndex {
 pub struct Model {
     storage: Storage,
     parsed: ParsedFile,
+    /// The typed architecture, decoded once from the header.
+    config: ModelConfig,
     tokenizer: Tokenizer,
     pub(crate) tok_embeddings: usize,
-    pub(crate) norm: usize,
+    pub(crate) norm: NormIndex,
     /// Output projection; the embeddings when tied.
     pub(crate) output: usize,
     pub(crate) layers: Vec<LayerIndex>,
@@ -484,6 +501,13 @@ impl Model {
                 .ok_or_else(|| Error::MissingTensor(name.into()))
         };
         let opt = |name: String| parsed.by_name.get(&name).copied();
+        let config = ModelConfig::decode(&hp)?;
+        let norm = |name: String| -> Result<NormIndex> {
+            Ok(NormIndex {
+                weight: idx(&name)?,
+                bias: opt(names::norm_bias(&name)),
+            })
+        };
         let rotation = |group: &[usize]| group_rotation(&parsed.tensors, group);
         let mut layers = Vec::with_capacity(hp.n_layers as usize);
         for l in 0..hp.n_layers as usize {
@@ -494,9 +518,11 @@ impl Model {
                 idx(&n(names::WV))?,
             );
             let (wo, w_down) = (idx(&n(names::WO))?, idx(&n(names::W_DOWN))?);
-            let (w_gate, w_up) = (idx(&n(names::W_GATE))?, idx(&n(names::W_UP))?);
+            let (w_gate, w_up) = (opt(n(names::W_GATE)), idx(&n(names::W_UP))?);
+            let optional_norm = |present: bool, s: &str| present.then(|| norm(n(s))).transpose();
+            let gate_up: Vec<usize> = w_gate.into_iter().chain([w_up]).collect();
             layers.push(LayerIndex {
-                attn_norm: idx(&n(names::ATTN_NORM))?,
+                attn_norm: norm(n(names::ATTN_NORM))?,
                 wq,
                 wk,
                 wv,
@@ -505,16 +531,20 @@ impl Model {
                 bk: opt(n(names::BK)),
                 bv: opt(n(names::BV)),
                 bo: opt(n(names::BO)),
-                ffn_norm: idx(&n(names::FFN_NORM))?,
+                q_norm: optional_norm(config.qk_norm, names::Q_NORM)?,
+                k_norm: optional_norm(config.qk_norm, names::K_NORM)?,
+                post_attn_norm: optional_norm(config.post_attn_norm, names::POST_ATTN_NORM)?,
+                ffn_norm: norm(n(names::FFN_NORM))?,
                 w_gate,
                 w_up,
                 w_down,
                 b_gate: opt(n(names::B_GATE)),
                 b_up: opt(n(names::B_UP)),
                 b_down: opt(n(names::B_DOWN)),
+                post_ffn_norm: optional_norm(config.post_ffn_norm, names::POST_FFN_NORM)?,
                 rotate_qkv: rotation(&[wq, wk, wv])?,
                 rotate_wo: rotation(&[wo])?,
-                rotate_gate_up: rotation(&[w_gate, w_up])?,
+                rotate_gate_up: rotation(&gate_up)?,
                 rotate_down: rotation(&[w_down])?,
             });
         }
@@ -524,12 +554,13 @@ impl Model {
         } else {
             idx(names::OUTPUT)?
         };
-        let norm = idx(names::NORM)?;
+        let norm = norm(names::NORM.to_string())?;
         let has_quantized = parsed.tensors.iter().any(|t| t.dtype.is_quantized());
         let rotate_output = parsed.tensors[output].rotated;
         let model = Model {
             storage,
             parsed,
+            config,
             tokenizer,
             tok_embeddings,
             norm,
@@ -546,8 +577,13 @@ impl Model {
         Ok(model)
     }
 
+    /// The on-disk hyperparameters (file identity, sizes).
     pub fn hparams(&self) -> &HyperParams {
         &self.parsed.hparams
+    }
+    /// The typed architecture description every forward path runs.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
     }
     /// The kernel tier chosen at load (best supported, capped by
     /// `EMBER_KERNEL_TIER`).
@@ -642,9 +678,13 @@ impl Model {
         }
     }
 
-    /// The embedding of `token` into `out` (`out.len() == dim`).
+    /// The embedding of `token` into `out` (`out.len() == dim`), times the
+    /// model's embedding scale when it has one.
     pub(crate) fn embed(&self, token: usize, out: &mut [f32]) {
         self.row_to_f32(self.tok_embeddings, token, out);
+        if let Some(s) = self.config.embed_scale {
+            out.iter_mut().for_each(|v| *v *= s);
+        }
     }
 
     /// Typed view of an f32 vector tensor (norm weights, biases; f32 by contract).

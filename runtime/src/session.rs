@@ -12,11 +12,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use ember_kernels::scalar::RopeLayout;
-
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::format::{HyperParams, RopePairing};
-use crate::forward::{forward, forward_batch, BatchBuffers, ForwardBuffers};
+use crate::format::HyperParams;
+use crate::forward::{forward, forward_rows, Activations};
 use crate::kv_cache::KvCache;
 pub use crate::kv_cache::KvType;
 use crate::lora::{ActiveLora, InputObserver, LoraAdapter};
@@ -96,12 +95,12 @@ impl SessionConfig {
 
     /// Checks the config against a model: context in 1..=max_context, threads in
     /// 1..=MAX_THREADS, batch >= 1, a shift policy that leaves room to shift.
-    pub fn validate(&self, hp: &HyperParams) -> Result<()> {
+    pub fn validate(&self, cfg: &ModelConfig) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
-        if self.context == 0 || self.context > hp.max_context as usize {
+        if self.context == 0 || self.context > cfg.max_context {
             return bad(format!(
                 "context {} must be in 1..={} (the model's maximum)",
-                self.context, hp.max_context
+                self.context, cfg.max_context
             ));
         }
         if self.threads == 0 || self.threads > MAX_THREADS {
@@ -136,14 +135,12 @@ pub struct Session<'a> {
     pos: usize,
     /// `[context]` tokens at positions `0..pos`.
     tokens: Slab<'a, u32>,
-    /// `[rope_dim / 2]` negated inverse frequencies (context shift rotates back).
+    /// `[kinds * rope_dim / 2]` negated inverse frequencies of each RoPE kind
+    /// (a context shift rotates keys back).
     neg_inv_freq: Slab<'a, f32>,
-    layout: RopeLayout,
-    /// Activation buffers and logits (from the same allocator as the rest).
-    buffers: ForwardBuffers<'a>,
-    /// Activation buffers of batched prefill (`BatchBuffers::capacity(config.batch)`
-    /// tokens).
-    batch: BatchBuffers<'a>,
+    /// Activation buffers for `Activations::capacity(config.batch)` tokens
+    /// and the logits (from the same allocator as the rest).
+    buffers: Activations<'a>,
     /// `config.threads - 1` workers for the large matrix-vector products,
     /// started here so that decoding allocates nothing.
     pool: Pool,
@@ -169,9 +166,8 @@ impl<'a> Session<'a> {
     /// nothing is taken from the heap; with more, only the worker threads
     /// ([`Session::arena_heap_bytes`]). Afterwards nothing is allocated.
     pub fn new_in(model: Arc<Model>, config: SessionConfig, arena: &'a mut [u8]) -> Result<Self> {
-        let hp = *model.hparams();
-        config.validate(&hp)?;
-        let need = Self::arena_bytes_required(&hp, &config);
+        config.validate(model.config())?;
+        let need = Self::arena_bytes_required(model.config(), &config);
         if arena.len() < need {
             return Err(Error::InvalidArgument(format!(
                 "session arena has {} bytes but {need} are required",
@@ -183,28 +179,19 @@ impl<'a> Session<'a> {
     }
 
     fn create(model: Arc<Model>, config: SessionConfig, alloc: &mut Alloc<'_, 'a>) -> Result<Self> {
-        let hp = *model.hparams();
-        config.validate(&hp)?;
-        let kv = KvCache::new_with(&hp, config.context, config.kv_type, alloc)?;
+        let cfg = model.config();
+        config.validate(cfg)?;
+        let kv = KvCache::new_with(cfg, config.context, config.kv_type, alloc)?;
         let mut tokens = alloc.zeroed(config.context)?;
         tokens.fill(0);
-        let inv = inverse_frequencies(&hp);
-        let mut neg_inv_freq: Slab<'a, f32> = alloc.zeroed(inv.len())?;
-        for (d, s) in neg_inv_freq.iter_mut().zip(&inv) {
+        let inv = inverse_frequencies(&model);
+        let mut neg_inv_freq: Slab<'a, f32> = alloc.zeroed(cfg.ropes.len() * cfg.rope_pairs())?;
+        for (d, s) in neg_inv_freq.iter_mut().zip(inv.iter().flatten()) {
             *d = -s;
         }
+        let cap = Activations::capacity(config.batch);
+        let buffers = Activations::new_with(cfg, cap, config.context, &inv, alloc)?;
         drop(inv);
-        let buffers = ForwardBuffers::new_with(&hp, config.context, alloc)?;
-        let batch = BatchBuffers::new_with(
-            &hp,
-            BatchBuffers::capacity(config.batch),
-            config.context,
-            alloc,
-        )?;
-        let layout = match RopePairing::from_u32(hp.rope_pairing) {
-            Some(RopePairing::Half) => RopeLayout::Half,
-            _ => RopeLayout::Interleaved,
-        };
         let pool = Pool::new(config.threads).map_err(|e| {
             Error::InvalidArgument(format!("cannot start {} threads: {e}", config.threads))
         })?;
@@ -213,9 +200,7 @@ impl<'a> Session<'a> {
             pos: 0,
             tokens,
             neg_inv_freq,
-            layout,
             buffers,
-            batch,
             pool,
             kv,
             has_logits: false,
@@ -225,14 +210,13 @@ impl<'a> Session<'a> {
     }
 
     /// Sizes in bytes of the buffers `create` takes from its allocator, in order.
-    fn own_buffer_sizes(hp: &HyperParams, config: &SessionConfig) -> Vec<usize> {
-        let mut sizes = KvCache::buffer_sizes(hp, config.context, config.kv_type).to_vec();
+    fn own_buffer_sizes(cfg: &ModelConfig, config: &SessionConfig) -> Vec<usize> {
+        let mut sizes = KvCache::buffer_sizes(cfg, config.context, config.kv_type).to_vec();
         sizes.push(4 * config.context);
-        sizes.push(4 * (hp.rope_dim as usize / 2));
-        sizes.extend(ForwardBuffers::buffer_sizes(hp, config.context));
-        sizes.extend(BatchBuffers::buffer_sizes(
-            hp,
-            BatchBuffers::capacity(config.batch),
+        sizes.push(4 * cfg.ropes.len() * cfg.rope_pairs());
+        sizes.extend(Activations::buffer_sizes(
+            cfg,
+            Activations::capacity(config.batch),
             config.context,
         ));
         sizes
@@ -241,20 +225,20 @@ impl<'a> Session<'a> {
     /// Bytes a heap session ([`Session::new`]) for `hp` and `config` keeps
     /// allocated: exactly the sum of its buffers (KV cache, token history, RoPE
     /// tables, activations, logits). Does not validate `config`.
-    pub fn memory_required(hp: &HyperParams, config: &SessionConfig) -> usize {
-        Self::own_buffer_sizes(hp, config).iter().sum::<usize>()
+    pub fn memory_required(cfg: &ModelConfig, config: &SessionConfig) -> usize {
+        Self::own_buffer_sizes(cfg, config).iter().sum::<usize>()
     }
 
     /// Bytes [`Session::new_in`] needs in its arena: every buffer of
     /// [`Session::memory_required`], each padded to 64 bytes, plus 63 for
     /// aligning the start.
-    pub fn arena_bytes_required(hp: &HyperParams, config: &SessionConfig) -> usize {
-        arena_size(&Self::own_buffer_sizes(hp, config))
+    pub fn arena_bytes_required(cfg: &ModelConfig, config: &SessionConfig) -> usize {
+        arena_size(&Self::own_buffer_sizes(cfg, config))
     }
 
     /// Bytes [`Session::new_in`] takes from the heap besides the arena: 0 (every
     /// buffer is in the arena; worker threads for `threads > 1` are not counted).
-    pub fn arena_heap_bytes(_hp: &HyperParams, _config: &SessionConfig) -> usize {
+    pub fn arena_heap_bytes(_cfg: &ModelConfig, _config: &SessionConfig) -> usize {
         0
     }
 
@@ -385,8 +369,16 @@ impl<'a> Session<'a> {
         }
         let moved = left - discard;
         if moved > 0 {
-            self.kv
-                .shift(keep + discard, keep, moved, &self.neg_inv_freq, self.layout);
+            let cfg = self.model.config();
+            self.kv.shift(
+                keep + discard,
+                keep,
+                moved,
+                &self.neg_inv_freq,
+                cfg.rope_pairs(),
+                &cfg.layers,
+                cfg.rope_layout(),
+            );
         }
         self.tokens.copy_within(keep + discard..self.pos, keep);
         self.pos -= discard;
@@ -452,25 +444,20 @@ impl<'a> Session<'a> {
             self.make_room()?;
             let n = rest
                 .len()
-                .min(self.batch.cap())
+                .min(self.buffers.cap())
                 .min(self.config.context - self.pos);
             let (now, later) = rest.split_at(n);
-            if n == 1 {
-                self.run(now[0]);
-            } else {
-                forward_batch(
-                    &self.model,
-                    &mut self.buffers,
-                    &mut self.batch,
-                    &mut self.kv,
-                    &mut self.pool,
-                    now,
-                    self.pos,
-                );
-                self.tokens[self.pos..self.pos + n].copy_from_slice(now);
-                self.pos += n;
-                self.has_logits = true;
-            }
+            forward_rows(
+                &self.model,
+                &mut self.buffers,
+                &mut self.kv,
+                &mut self.pool,
+                now,
+                self.pos,
+            );
+            self.tokens[self.pos..self.pos + n].copy_from_slice(now);
+            self.pos += n;
+            self.has_logits = true;
             rest = later;
         }
         Ok(self.buffers.logits())

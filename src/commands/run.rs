@@ -214,7 +214,7 @@ pub fn run(args: Args) -> CliResult {
     let s = &args.sampling;
     let policy = s.policy(false, bos_keep, ctx);
     let session_config = s.session_config(ctx, policy);
-    session_config.validate(model.hparams())?;
+    session_config.validate(model.config())?;
     if prompt.len() > ctx && policy == ContextPolicy::Error {
         return Err(format!(
             "the prompt is {} tokens but the context is {ctx} (the model allows {max_ctx}); \
@@ -338,7 +338,7 @@ pub fn run(args: Args) -> CliResult {
             "first_token_ms": first_token_ms,
             "prefill_tokens_per_second": prefill_tps,
             "decode_tokens_per_second": stats.decode_tokens_per_second(),
-            "session_bytes": Session::memory_required(model.hparams(), session.config()),
+            "session_bytes": Session::memory_required(model.config(), session.config()),
             "peak_rss_bytes": peak_rss_bytes(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -36,6 +36,8 @@ pub trait Float:
     fn sin(self) -> Self;
     fn cos(self) -> Self;
     fn tanh(self) -> Self;
+    /// The error function (libm's, in f64).
+    fn erf(self) -> Self;
     fn max(self, o: Self) -> Self;
     /// `sum a[i] * b[i]` (see [`dot`]).
     fn dot(a: &[Self], b: &[Self]) -> Self;
@@ -93,6 +95,10 @@ macro_rules! impl_float {
             #[inline]
             fn tanh(self) -> Self {
                 <$t>::tanh(self)
+            }
+            #[inline]
+            fn erf(self) -> Self {
+                libm::erf(self as f64) as $t
             }
             #[inline]
             fn max(self, o: Self) -> Self {

@@ -42,7 +42,9 @@
 //! Generic over [`Float`]: training runs in `f32`; the finite-difference check
 //! runs the same code in `f64`.
 
-use ember_runtime::format::{names, Activation, HyperParams, NormKind, RopePairing};
+use ember_kernels::scalar::RopeLayout;
+use ember_runtime::config::{Mlp, ModelConfig};
+use ember_runtime::format::{names, Activation, HyperParams, NormKind};
 use ember_runtime::lora::LoraTarget;
 use ember_runtime::{Model, Weights};
 
@@ -72,12 +74,13 @@ pub struct Base<'m> {
     pub output: Matrix<'m>,
     pub norm: &'m [f32],
     pub layers: Vec<BaseLayer<'m>>,
-    /// `rope_dim / 2` inverse frequencies, scaled, as inference uses them.
-    pub inv_freq: Vec<f32>,
+    /// The model's architecture description (the block this pass trains through).
+    pub cfg: ModelConfig,
+    /// `rope_dim / 2` inverse frequencies of each RoPE kind
+    /// (`ModelConfig::ropes` order), scaled, as inference uses them.
+    pub inv_freq: Vec<Vec<f32>>,
     /// RoPE pairs `(i, i + rot/2)` (else `(2i, 2i + 1)`).
     pub rope_half: bool,
-    /// GELU-tanh gate (else SiLU).
-    pub gelu: bool,
 }
 
 fn vector<'m>(model: &'m Model, name: &str) -> Result<&'m [f32]> {
@@ -126,14 +129,25 @@ fn matrix<'m>(model: &'m Model, name: &str) -> Result<Matrix<'m>> {
 }
 
 impl<'m> Base<'m> {
-    /// Views of `model`'s weights. Errors for a normalisation other than RMSNorm
-    /// (the only one the format defines today).
+    /// Views of `model`'s weights. Errors for block features whose backward
+    /// pass is not written yet (named in the message).
     pub fn new(model: &'m Model) -> Result<Self> {
         let hp = *model.hparams();
-        if NormKind::from_u32(hp.norm) != Some(NormKind::RmsNorm) {
-            return Err(TrainError::Config(
-                "fine-tuning supports RMSNorm models only".into(),
-            ));
+        let cfg = model.config().clone();
+        let unsupported = [
+            (cfg.norm != NormKind::RmsNorm, "LayerNorm"),
+            (cfg.mlp != Mlp::Gated, "a plain (ungated) MLP"),
+            (cfg.qk_norm, "QK norms"),
+            (
+                cfg.post_attn_norm || cfg.post_ffn_norm,
+                "post-attention / post-FFN norms",
+            ),
+            (cfg.logit_softcap.is_some(), "final-logit soft-capping"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
+            return Err(TrainError::Config(format!(
+                "fine-tuning does not support {what} yet (inference does)"
+            )));
         }
         let mut layers = Vec::with_capacity(hp.n_layers as usize);
         for l in 0..hp.n_layers as usize {
@@ -179,9 +193,9 @@ impl<'m> Base<'m> {
             output,
             norm: vector(model, names::NORM)?,
             layers,
-            inv_freq: ember_runtime::inverse_frequencies(&hp),
-            rope_half: RopePairing::from_u32(hp.rope_pairing) == Some(RopePairing::Half),
-            gelu: Activation::from_u32(hp.activation) == Some(Activation::GeluTanh),
+            inv_freq: ember_runtime::inverse_frequencies(model),
+            rope_half: cfg.rope_layout() == RopeLayout::Half,
+            cfg,
         })
     }
 }
@@ -283,7 +297,7 @@ pub struct Workspace<F> {
     resid: Vec<F>,
     c: LayerCache<F>,
     gs: GradScratch<F>,
-    /// `[T, rope_dim / 2]` cos and sin of the RoPE angles.
+    /// `[kinds, T, rope_dim / 2]` cos and sin of the RoPE angles of each kind.
     cos: Vec<F>,
     sin: Vec<F>,
     /// Output projection chunk: normalised inputs, their inverse RMS, logits.
@@ -319,7 +333,7 @@ impl<F: Float> Workspace<F> {
         let lora = |f: &dyn Fn(LoraTarget) -> usize| -> [Vec<F>; 7] {
             LoraTarget::ALL.map(|t| if adapted(t) { z(f(t)) } else { Vec::new() })
         };
-        let half = base.inv_freq.len();
+        let half = base.cfg.rope_pairs() * base.inv_freq.len();
         Self {
             t_max,
             resid: z((hp.n_layers as usize + 1) * t_max * dim),
@@ -708,6 +722,24 @@ fn silu<F: Float>(g: F) -> (F, F) {
     (g * sig, sig * (F::ONE + g * (F::ONE - sig)))
 }
 
+/// The activation's value and derivative at `v`.
+fn activation<F: Float>(act: Activation, v: F) -> (F, F) {
+    match act {
+        Activation::Silu => silu(v),
+        Activation::GeluTanh => gelu_tanh(v),
+        Activation::GeluErf => gelu_erf(v),
+    }
+}
+
+/// Exact GELU `0.5 v (1 + erf(v / sqrt 2))` and its derivative
+/// `0.5 (1 + erf(v / sqrt 2)) + v exp(-v^2 / 2) / sqrt(2 pi)`.
+fn gelu_erf<F: Float>(v: F) -> (F, F) {
+    let half = F::from_f32(0.5);
+    let e = (v * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf();
+    let pdf = (-(v * v) * half).exp() * F::from_f64(0.398_942_280_401_432_7);
+    (half * v * (F::ONE + e), half * (F::ONE + e) + v * pdf)
+}
+
 fn gelu_tanh<F: Float>(v: F) -> (F, F) {
     let c = F::from_f32(0.797_884_6);
     let k = F::from_f32(0.044_715);
@@ -717,6 +749,17 @@ fn gelu_tanh<F: Float>(v: F) -> (F, F) {
     let d = half * (F::ONE + th)
         + half * v * (F::ONE - th * th) * c * (F::ONE + F::from_f32(3.0) * k * v * v);
     (val, d)
+}
+
+/// The attention score scale: `1 / sqrt(head_dim)` in `F`, or the model's own
+/// (Gemma's `query_pre_attn_scalar^-0.5`).
+fn attention_scale<F: Float>(cfg: &ModelConfig) -> F {
+    let default = 1.0 / (cfg.head_dim as f32).sqrt();
+    if cfg.attn_scale == default {
+        F::ONE / F::from_usize(cfg.head_dim).sqrt()
+    } else {
+        F::from_f32(cfg.attn_scale)
+    }
 }
 
 /// Everything a layer pass needs besides the buffers.
@@ -849,11 +892,12 @@ fn layer_fwd<F: Float>(
         ws.mask,
         &mut rows,
     );
-    let half = cx.base.inv_freq.len();
+    let half = cx.base.cfg.rope_pairs();
+    let table = cx.base.cfg.layers[l].rope * tl * half;
     for t in 0..tl {
         let (cs, sn) = (
-            &ws.cos[t * half..(t + 1) * half],
-            &ws.sin[t * half..(t + 1) * half],
+            &ws.cos[table + t * half..][..half],
+            &ws.sin[table + t * half..][..half],
         );
         rope_row(
             &mut c.q[t * qd..(t + 1) * qd],
@@ -872,16 +916,12 @@ fn layer_fwd<F: Float>(
             false,
         );
     }
-    let scale = F::ONE / F::from_usize(hd).sqrt();
-    let window = hp.sliding_window as usize;
+    let scale = attention_scale::<F>(&cx.base.cfg);
+    let kind = cx.base.cfg.layers[l];
     for hh in 0..nh {
         let g = hh / group;
         for t in 0..tl {
-            let first = if window == 0 {
-                0
-            } else {
-                (t + 1).saturating_sub(window)
-            };
+            let first = kind.window_start(t);
             let q = &c.q[t * qd + hh * hd..][..hd];
             let p = &mut c.probs[(hh * tl + t) * tl..][..tl];
             p.fill(F::ZERO);
@@ -958,11 +998,7 @@ fn layer_fwd<F: Float>(
         &mut rows,
     );
     for i in 0..tl * ffn {
-        let act = if cx.base.gelu {
-            gelu_tanh(c.g[i]).0
-        } else {
-            silu(c.g[i]).0
-        };
+        let act = activation(cx.base.cfg.activation, c.g[i]).0;
         c.a[i] = act * c.u[i];
     }
     let down = &mut ws.tmp[..tl * dim];
@@ -1080,11 +1116,7 @@ fn layer_bwd<F: Float>(
         &mut rows,
     );
     for i in 0..tl * ffn {
-        let (act, dact) = if cx.base.gelu {
-            gelu_tanh(c.g[i])
-        } else {
-            silu(c.g[i])
-        };
+        let (act, dact) = activation(cx.base.cfg.activation, c.g[i]);
         gs.du[i] = gs.da[i] * act;
         gs.dg[i] = gs.da[i] * c.u[i] * dact;
     }
@@ -1144,16 +1176,12 @@ fn layer_bwd<F: Float>(
     gs.dq[..tl * qd].fill(F::ZERO);
     gs.dk[..tl * kvd].fill(F::ZERO);
     gs.dv[..tl * kvd].fill(F::ZERO);
-    let scale = F::ONE / F::from_usize(hd).sqrt();
-    let window = hp.sliding_window as usize;
+    let scale = attention_scale::<F>(&cx.base.cfg);
+    let kind = cx.base.cfg.layers[l];
     for hh in 0..nh {
         let g = hh / group;
         for t in 0..tl {
-            let first = if window == 0 {
-                0
-            } else {
-                (t + 1).saturating_sub(window)
-            };
+            let first = kind.window_start(t);
             let p = &c.probs[(hh * tl + t) * tl..][..tl];
             let dot_t = &gs.d_o[t * qd + hh * hd..][..hd];
             // dp[j] = do . v[j];  dv[j] += p[j] do
@@ -1180,11 +1208,12 @@ fn layer_bwd<F: Float>(
             }
         }
     }
-    let half = cx.base.inv_freq.len();
+    let half = cx.base.cfg.rope_pairs();
+    let table = cx.base.cfg.layers[l].rope * tl * half;
     for t in 0..tl {
         let (cs, sn) = (
-            &ws.cos[t * half..(t + 1) * half],
-            &ws.sin[t * half..(t + 1) * half],
+            &ws.cos[table + t * half..][..half],
+            &ws.sin[table + t * half..][..half],
         );
         rope_row(
             &mut gs.dq[t * qd..(t + 1) * qd],
@@ -1378,12 +1407,16 @@ pub fn sequence_loss<F: Float>(
     }
     let dim = hp.dim as usize;
     let nl = hp.n_layers as usize;
-    let half = base.inv_freq.len();
-    for t in 0..tl {
-        for (i, &f) in base.inv_freq.iter().enumerate() {
-            let angle = F::from_usize(t) * F::from_f32(f);
-            ws.cos[t * half + i] = angle.cos();
-            ws.sin[t * half + i] = angle.sin();
+    let half = base.cfg.rope_pairs();
+    for (kind, (inv_freq, rope)) in base.inv_freq.iter().zip(&base.cfg.ropes).enumerate() {
+        let m = F::from_f32(rope.attn_factor);
+        for t in 0..tl {
+            let at = (kind * tl + t) * half;
+            for (i, &f) in inv_freq.iter().enumerate() {
+                let angle = F::from_usize(t) * F::from_f32(f);
+                ws.cos[at + i] = angle.cos() * m;
+                ws.sin[at + i] = angle.sin() * m;
+            }
         }
     }
     let cx = Ctx {
@@ -1429,6 +1462,10 @@ pub fn sequence_loss<F: Float>(
         for t in 0..tl {
             let row = rows.get(&base.embed, ex.tokens[t] as usize, dim);
             resid[t * dim..(t + 1) * dim].copy_from_slice(row);
+        }
+        if let Some(s) = base.cfg.embed_scale {
+            let s = F::from_f32(s);
+            resid[..tl * dim].iter_mut().for_each(|v| *v *= s);
         }
     }
     for l in 0..nl {

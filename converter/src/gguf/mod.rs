@@ -400,7 +400,7 @@ fn hyperparams(
         norm: NormKind::RmsNorm as u32,
         norm_eps,
         flags,
-        reserved: [0; 10],
+        ..Default::default()
     })
 }
 

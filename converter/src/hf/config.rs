@@ -390,7 +390,7 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         norm: NormKind::RmsNorm as u32,
         norm_eps: to_f32("rms_norm_eps", norm_eps)?,
         flags: flag_bits,
-        reserved: [0; 10],
+        ..Default::default()
     };
     hparams
         .validate()
