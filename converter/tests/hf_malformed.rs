@@ -114,7 +114,7 @@ fn config_err(config: Value) -> String {
 
 fn tensors_err(dir: &Path) -> ConvertError {
     let cfg = hf::read_config(dir).expect("config is valid");
-    match hf::load_tensors(dir, &cfg.hparams) {
+    match hf::load_tensors(dir, &cfg) {
         Ok(t) => panic!("expected an error, got {} tensors", t.len()),
         Err(e) => e,
     }
@@ -400,7 +400,7 @@ fn valid_weights_load_and_decode() {
     ));
     let dir = model_dir(&llama_config(), &tensors);
     let cfg = hf::read_config(dir.path()).unwrap();
-    let loaded = hf::load_tensors(dir.path(), &cfg.hparams).unwrap();
+    let loaded = hf::load_tensors(dir.path(), &cfg).unwrap();
     assert_eq!(loaded.len(), 12);
     let by_name = |n: &str| loaded.iter().find(|t| t.name == n).unwrap();
     let emb = by_name("tok_embeddings");
@@ -421,7 +421,7 @@ fn tied_model_ignores_lm_head() {
     c["tie_word_embeddings"] = json!(true);
     let dir = model_dir(&c, &all_f32()); // still has lm_head.weight
     let cfg = hf::read_config(dir.path()).unwrap();
-    let loaded = hf::load_tensors(dir.path(), &cfg.hparams).unwrap();
+    let loaded = hf::load_tensors(dir.path(), &cfg).unwrap();
     assert_eq!(loaded.len(), 11);
     assert!(loaded.iter().all(|t| t.name != "output"));
 }
@@ -581,10 +581,7 @@ fn sharded_dir(index: impl FnOnce(&mut Value)) -> tempfile::TempDir {
 fn sharded_ok() {
     let dir = sharded_dir(|_| {});
     let cfg = hf::read_config(dir.path()).unwrap();
-    assert_eq!(
-        hf::load_tensors(dir.path(), &cfg.hparams).unwrap().len(),
-        12
-    );
+    assert_eq!(hf::load_tensors(dir.path(), &cfg).unwrap().len(), 12);
 }
 
 #[test]

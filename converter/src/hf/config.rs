@@ -22,22 +22,42 @@ pub enum HfArch {
     Mistral,
     /// `Qwen2ForCausalLM`: q/k/v biases, no o bias, optional sliding window.
     Qwen2,
+    /// `Qwen3ForCausalLM`: per-head QK norms, optional attention biases.
+    Qwen3,
+    /// `Gemma3ForCausalLM` (text): (1 + w) RMSNorms, post-attention and
+    /// post-FFN norms, QK norms, sliding-window layers with their own RoPE
+    /// base, scaled embeddings, GELU (tanh), query_pre_attn_scalar.
+    Gemma3,
+    /// `Phi3ForCausalLM`: fused qkv_proj and gate_up_proj (split on import),
+    /// partial rotary dimensions.
+    Phi3,
 }
 
 impl HfArch {
+    /// Every class, in the order messages list them.
+    pub const ALL: [HfArch; 6] = [
+        Self::Llama,
+        Self::Mistral,
+        Self::Qwen2,
+        Self::Qwen3,
+        Self::Gemma3,
+        Self::Phi3,
+    ];
+
     /// The transformers class name.
     pub fn class_name(self) -> &'static str {
         match self {
             Self::Llama => "LlamaForCausalLM",
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
+            Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Gemma3 => "Gemma3ForCausalLM",
+            Self::Phi3 => "Phi3ForCausalLM",
         }
     }
 
     fn from_class_name(name: &str) -> Option<Self> {
-        [Self::Llama, Self::Mistral, Self::Qwen2]
-            .into_iter()
-            .find(|a| a.class_name() == name)
+        Self::ALL.into_iter().find(|a| a.class_name() == name)
     }
 }
 
@@ -165,46 +185,49 @@ fn to_f32(key: &str, v: f64) -> Result<f32> {
     }
 }
 
-/// RoPE base and scaling, from transformers 5's `rope_parameters` or the older
-/// top-level `rope_theta` + `rope_scaling`.
+/// RoPE base and scaling of one kind of layer, from transformers 5's
+/// `rope_parameters` or the older top-level `rope_theta` + `rope_scaling`.
+#[derive(Clone, Copy, Debug)]
 struct Rope {
     theta: f32,
     scaling: RopeScaling,
     factor: f32,
-    low_freq_factor: f32,
-    high_freq_factor: f32,
+    /// llama3: low/high frequency factors; YaRN: the correction range.
+    low: f32,
+    high: f32,
     original_context: u32,
+    /// YaRN's attention factor (0 = none).
+    attn_factor: f32,
 }
 
-fn parse_rope(top: &Fields<'_>) -> Result<Rope> {
-    // transformers 5 puts everything in `rope_parameters` (and may also keep a
-    // top-level `rope_theta`); transformers 4 uses `rope_theta` + `rope_scaling`.
-    let params = top.object("rope_parameters")?;
-    let theta = match params
-        .as_ref()
-        .map(|p| p.f64("rope_theta"))
-        .transpose()?
-        .flatten()
-    {
-        Some(t) => t,
-        None => top.f64("rope_theta")?.unwrap_or(10_000.0),
-    };
+impl Rope {
+    fn unscaled(theta: f32) -> Self {
+        Rope {
+            theta,
+            scaling: RopeScaling::None,
+            factor: 1.0,
+            low: 0.0,
+            high: 0.0,
+            original_context: 0,
+            attn_factor: 0.0,
+        }
+    }
+}
+
+/// The RoPE described by `params` (one `rope_parameters` entry or the legacy
+/// `rope_scaling` object, `None` for neither) with base `theta`, for `rot`
+/// rotated dimensions of a model whose context is `max_context`.
+fn parse_rope_params(
+    params: Option<&Fields<'_>>,
+    theta: f64,
+    rot: u32,
+    max_context: u32,
+) -> Result<Rope> {
     if theta <= 0.0 {
         return Err(bad(format!("rope_theta must be positive, got {theta}")));
     }
-    let mut rope = Rope {
-        theta: to_f32("rope_theta", theta)?,
-        scaling: RopeScaling::None,
-        factor: 1.0,
-        low_freq_factor: 0.0,
-        high_freq_factor: 0.0,
-        original_context: 0,
-    };
-    let scaling = match params {
-        Some(p) => Some(p),
-        None => top.object("rope_scaling")?,
-    };
-    let Some(s) = scaling else { return Ok(rope) };
+    let mut rope = Rope::unscaled(to_f32("rope_theta", theta)?);
+    let Some(s) = params else { return Ok(rope) };
     let kind = match s.str("rope_type")? {
         Some(k) => Some(k),
         None => s.str("type")?,
@@ -225,17 +248,17 @@ fn parse_rope(top: &Fields<'_>) -> Result<Rope> {
         "default" => {}
         "linear" => {
             rope.scaling = RopeScaling::Linear;
-            rope.factor = factor(&s)?;
+            rope.factor = factor(s)?;
         }
         "llama3" => {
             rope.scaling = RopeScaling::Llama3;
-            rope.factor = factor(&s)?;
+            rope.factor = factor(s)?;
             let need = |k: &str| -> Result<f64> {
                 s.f64(k)?
                     .ok_or_else(|| bad(format!("llama3 RoPE scaling needs `{}{k}`", s.prefix)))
             };
-            rope.low_freq_factor = to_f32("low_freq_factor", need("low_freq_factor")?)?;
-            rope.high_freq_factor = to_f32("high_freq_factor", need("high_freq_factor")?)?;
+            rope.low = to_f32("low_freq_factor", need("low_freq_factor")?)?;
+            rope.high = to_f32("high_freq_factor", need("high_freq_factor")?)?;
             rope.original_context =
                 s.u32("original_max_position_embeddings")?.ok_or_else(|| {
                     bad(format!(
@@ -243,19 +266,160 @@ fn parse_rope(top: &Fields<'_>) -> Result<Rope> {
                         s.prefix
                     ))
                 })?;
-            if rope.high_freq_factor <= rope.low_freq_factor {
+            if rope.high <= rope.low {
                 return Err(bad(
                     "llama3 RoPE scaling needs high_freq_factor > low_freq_factor",
                 ));
             }
         }
+        "yarn" => {
+            let original = s
+                .u32("original_max_position_embeddings")?
+                .unwrap_or(max_context);
+            let yarn = yarn_parameters(s, theta, rot, original)?;
+            rope.scaling = RopeScaling::Yarn;
+            rope.factor = yarn.factor;
+            rope.low = yarn.low;
+            rope.high = yarn.high;
+            rope.original_context = original;
+            rope.attn_factor = yarn.attn_factor;
+        }
         other => {
             return Err(ConvertError::Unsupported(format!(
-                "RoPE scaling type {other:?} (supported: default, linear, llama3)"
+                "RoPE scaling type {other:?} (supported: default, linear, llama3, yarn)"
             )))
         }
     }
     Ok(rope)
+}
+
+/// YaRN's parameters as transformers' `_compute_yarn_parameters` derives them
+/// (in f64, as Python does): the correction range in rotary-pair indices and
+/// the attention factor.
+pub(crate) struct Yarn {
+    pub factor: f32,
+    pub low: f32,
+    pub high: f32,
+    pub attn_factor: f32,
+}
+
+fn yarn_parameters(s: &Fields<'_>, theta: f64, rot: u32, original: u32) -> Result<Yarn> {
+    let factor = s
+        .f64("factor")?
+        .ok_or_else(|| bad(format!("YaRN needs `{}factor`", s.prefix)))?;
+    if factor <= 0.0 {
+        return Err(bad(format!("YaRN factor must be positive, got {factor}")));
+    }
+    let mscale = s.f64("mscale")?;
+    let mscale_all_dim = s.f64("mscale_all_dim")?;
+    let get_mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let attn = match s.f64("attention_factor")? {
+        Some(a) => a,
+        None => match (mscale, mscale_all_dim) {
+            (Some(m), Some(a)) if m != 0.0 && a != 0.0 => {
+                get_mscale(factor, m) / get_mscale(factor, a)
+            }
+            _ => get_mscale(factor, 1.0),
+        },
+    };
+    let beta_fast = s.f64("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0);
+    let beta_slow = s.f64("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0);
+    let truncate = s.bool("truncate")?.unwrap_or(true);
+    let dim = rot as f64;
+    let correction = |rotations: f64| {
+        dim * (original as f64 / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln())
+    };
+    let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
+    if truncate {
+        low = low.floor();
+        high = high.ceil();
+    }
+    let (low, high) = (low.max(0.0), high.min(dim - 1.0));
+    Ok(Yarn {
+        factor: to_f32("factor", factor)?,
+        low: low as f32,
+        high: high as f32,
+        attn_factor: to_f32("attention_factor", attn)?,
+    })
+}
+
+/// Which layers slide, from transformers' `layer_types` (or the legacy
+/// Gemma `sliding_window_pattern`), as `(sliding_window, swa_period)`: every
+/// layer slides (period 0), none does (window 0), or every `P`-th layer
+/// (`(l + 1) % P == 0`) is global. Other mixes are unsupported.
+fn window_layout(sliding: &[bool], window: u32) -> Result<(u32, u32)> {
+    let n = sliding.len();
+    if sliding.iter().all(|&s| !s) || window == 0 {
+        if sliding.iter().any(|&s| s) {
+            return Err(bad(
+                "`layer_types` asks for sliding attention but no sliding_window is set",
+            ));
+        }
+        return Ok((0, 0));
+    }
+    if sliding.iter().all(|&s| s) {
+        return Ok((window, 0));
+    }
+    let period = sliding.iter().position(|&s| !s).map_or(n, |i| i + 1);
+    if sliding
+        .iter()
+        .enumerate()
+        .all(|(l, &s)| s == ((l + 1) % period != 0))
+    {
+        return Ok((window, period as u32));
+    }
+    Err(ConvertError::Unsupported(format!(
+        "sliding-window attention on layers {:?}: Ember supports all, none, or all but every P-th layer",
+        sliding
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s)
+            .map(|(l, _)| l)
+            .collect::<Vec<_>>()
+    )))
+}
+
+/// `layer_types` as booleans (true = sliding), if the config has it.
+fn layer_types(f: &Fields<'_>, n_layers: u32) -> Result<Option<Vec<bool>>> {
+    match f.get("layer_types") {
+        None => Ok(None),
+        Some(Value::Array(types)) => {
+            if types.len() != n_layers as usize {
+                return Err(bad(format!(
+                    "`layer_types` has {} entries for {n_layers} layers",
+                    types.len()
+                )));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Ok(true),
+                    Some("full_attention") => Ok(false),
+                    _ => Err(bad(format!("unknown entry {t} in `layer_types`"))),
+                })
+                .collect::<Result<Vec<bool>>>()
+                .map(Some)
+        }
+        Some(v) => Err(bad(format!("`layer_types` must be a list, got {v}"))),
+    }
+}
+
+/// The FFN activation named by `hidden_act` / `hidden_activation`.
+fn activation(name: &str) -> Result<Activation> {
+    match name {
+        "silu" | "swish" => Ok(Activation::Silu),
+        "gelu_pytorch_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
+        "gelu" => Ok(Activation::GeluErf),
+        other => Err(ConvertError::Unsupported(format!(
+            "activation {other:?} (supported: silu, gelu, gelu_pytorch_tanh, gelu_new)"
+        ))),
+    }
 }
 
 /// Parses the text of `config.json`.
@@ -287,8 +451,10 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         Some(v) => return Err(bad(format!("`architectures` must be a list, got {v}"))),
     };
     let arch = HfArch::from_class_name(class).ok_or_else(|| {
+        let names: Vec<&str> = HfArch::ALL.iter().map(|a| a.class_name()).collect();
         ConvertError::Unsupported(format!(
-            "architecture {class:?} (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"
+            "architecture {class:?} (supported: {})",
+            names.join(", ")
         ))
     })?;
 
@@ -303,7 +469,7 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
     // Absent: the class default; explicit null: one KV head per query head.
     let n_kv_heads = match (obj.get("num_key_value_heads"), arch) {
         (None, HfArch::Mistral) => 8,
-        (None, HfArch::Qwen2) => 32,
+        (None, HfArch::Qwen2 | HfArch::Qwen3) => 32,
         _ => f.u32("num_key_value_heads")?.unwrap_or(n_heads),
     };
     if n_kv_heads == 0 {
@@ -314,9 +480,11 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
             "num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv_heads}"
         )));
     }
-    let head_dim = match f.u32("head_dim")? {
-        Some(h) => h,
-        None => {
+    let head_dim = match (f.u32("head_dim")?, arch) {
+        (Some(h), _) => h,
+        (None, HfArch::Gemma3) => 256,
+        (None, HfArch::Qwen3) => 128,
+        (None, _) => {
             if dim % n_heads != 0 {
                 return Err(bad(format!(
                     "hidden_size {dim} is not a multiple of num_attention_heads {n_heads} and no head_dim is given"
@@ -328,7 +496,9 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
     let max_context = f.u32("max_position_embeddings")?.unwrap_or(match arch {
         HfArch::Llama => 2048,
         HfArch::Mistral => 4096 * 32,
-        HfArch::Qwen2 => 32768,
+        HfArch::Qwen2 | HfArch::Qwen3 => 32768,
+        HfArch::Gemma3 => 131072,
+        HfArch::Phi3 => 4096,
     });
     let norm_eps = f.f64("rms_norm_eps")?.unwrap_or(1e-6);
     if norm_eps < 0.0 {
@@ -336,40 +506,179 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
             "rms_norm_eps must be non-negative, got {norm_eps}"
         )));
     }
-    let act = f.str("hidden_act")?.unwrap_or("silu");
-    if act != "silu" && act != "swish" {
-        return Err(ConvertError::Unsupported(format!(
-            "hidden_act {act:?} (only silu)"
-        )));
-    }
+    let act = match arch {
+        HfArch::Gemma3 => f
+            .str("hidden_activation")?
+            .or(f.str("hidden_act")?)
+            .unwrap_or("gelu_pytorch_tanh"),
+        _ => f.str("hidden_act")?.unwrap_or("silu"),
+    };
+    let activation = activation(act)?;
 
+    let tied_default = arch == HfArch::Gemma3;
     let mut flag_bits = 0;
-    if f.bool("tie_word_embeddings")?.unwrap_or(false) {
+    if f.bool("tie_word_embeddings")?.unwrap_or(tied_default) {
         flag_bits |= flags::TIED_OUTPUT;
     }
+    let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
     match arch {
         HfArch::Llama => {
-            if f.bool("attention_bias")?.unwrap_or(false) {
+            if attention_bias {
                 flag_bits |= flags::QKV_BIAS | flags::ATTN_OUT_BIAS;
             }
             if f.bool("mlp_bias")?.unwrap_or(false) {
                 flag_bits |= flags::MLP_BIAS;
             }
         }
-        HfArch::Mistral => {}
+        HfArch::Mistral | HfArch::Phi3 => {}
         HfArch::Qwen2 => flag_bits |= flags::QKV_BIAS,
+        HfArch::Qwen3 | HfArch::Gemma3 => {
+            flag_bits |= flags::QK_NORM;
+            if attention_bias {
+                flag_bits |= flags::QKV_BIAS | flags::ATTN_OUT_BIAS;
+            }
+        }
+    }
+    if arch == HfArch::Gemma3 {
+        flag_bits |= flags::POST_ATTN_NORM | flags::POST_FFN_NORM;
+        if f.get("attn_logit_softcapping").is_some() {
+            return Err(ConvertError::Unsupported(
+                "attention logit soft-capping (attn_logit_softcapping)".into(),
+            ));
+        }
     }
 
-    let sliding_window = match arch {
-        HfArch::Llama => 0,
-        HfArch::Mistral => f.window()?,
-        HfArch::Qwen2 => qwen2_window(&f, n_layers)?,
+    // RoPE: transformers 5 nests everything (per layer type for Gemma 3) in
+    // `rope_parameters`; transformers 4 uses `rope_theta` + `rope_scaling`.
+    let params = f.object("rope_parameters")?;
+    let per_type = |key: &str| -> Result<Option<Fields<'_>>> {
+        match &params {
+            Some(p) if arch == HfArch::Gemma3 => p.object(key),
+            _ => Ok(None),
+        }
+    };
+    let (global_params, local_params) =
+        (per_type("full_attention")?, per_type("sliding_attention")?);
+    let global_fields = match (&global_params, &params) {
+        (Some(g), _) => Some(g),
+        (None, Some(p)) if arch != HfArch::Gemma3 => Some(p),
+        _ => None,
+    };
+    let partial = match global_fields
+        .map(|g| g.f64("partial_rotary_factor"))
+        .transpose()?
+        .flatten()
+    {
+        Some(p) => Some(p),
+        None => f.f64("partial_rotary_factor")?,
+    }
+    .unwrap_or(1.0);
+    if !(partial > 0.0 && partial <= 1.0) {
+        return Err(bad(format!(
+            "partial_rotary_factor must be in (0, 1], got {partial}"
+        )));
+    }
+    let rope_dim = (head_dim as f64 * partial) as u32;
+    let theta_default = match arch {
+        HfArch::Gemma3 | HfArch::Qwen3 => 1_000_000.0,
+        _ => 10_000.0,
+    };
+    let theta = match global_fields
+        .map(|g| g.f64("rope_theta"))
+        .transpose()?
+        .flatten()
+    {
+        Some(t) => t,
+        None => f.f64("rope_theta")?.unwrap_or(theta_default),
+    };
+    let legacy_scaling = f.object("rope_scaling")?;
+    let scaling_fields = match global_fields {
+        Some(g) => Some(g),
+        None => legacy_scaling.as_ref(),
+    };
+    let rope = parse_rope_params(scaling_fields, theta, rope_dim, max_context)?;
+
+    let (sliding_window, swa_period, local_theta) = match arch {
+        HfArch::Llama => (0, 0, 0.0),
+        HfArch::Mistral | HfArch::Phi3 => {
+            let w = match (f.window()?, arch) {
+                (w, HfArch::Mistral) => w,
+                // Phi3's default is no window.
+                (_, _) => f.u32("sliding_window")?.unwrap_or(0),
+            };
+            (w, 0, 0.0)
+        }
+        HfArch::Qwen2 | HfArch::Qwen3 => {
+            let (w, p) = qwen_window(&f, n_layers)?;
+            (w, p, 0.0)
+        }
+        HfArch::Gemma3 => {
+            let window = f.u32("sliding_window")?.unwrap_or(4096);
+            let sliding = match layer_types(&f, n_layers)? {
+                Some(t) => t,
+                None => {
+                    let p = match f.u32("sliding_window_pattern")? {
+                        Some(p) => p,
+                        None => f.u32("_sliding_window_pattern")?.unwrap_or(6),
+                    }
+                    .max(1) as usize;
+                    (0..n_layers as usize).map(|l| (l + 1) % p != 0).collect()
+                }
+            };
+            let (w, p) = window_layout(&sliding, window)?;
+            let local = match &local_params {
+                Some(l) => {
+                    let local = parse_rope_params(
+                        Some(l),
+                        l.f64("rope_theta")?.unwrap_or(10_000.0),
+                        rope_dim,
+                        max_context,
+                    )?;
+                    if local.scaling != RopeScaling::None {
+                        return Err(ConvertError::Unsupported(
+                            "RoPE scaling on sliding-window layers".into(),
+                        ));
+                    }
+                    local.theta
+                }
+                None => to_f32(
+                    "rope_local_base_freq",
+                    f.f64("rope_local_base_freq")?.unwrap_or(10_000.0),
+                )?,
+            };
+            (w, p, if w == 0 { 0.0 } else { local })
+        }
     };
 
-    let rope = parse_rope(&f)?;
+    let (attn_scale, embed_scale, logit_softcap) = match arch {
+        HfArch::Gemma3 => {
+            let q = f.f64("query_pre_attn_scalar")?.unwrap_or(256.0);
+            if q <= 0.0 {
+                return Err(bad(format!(
+                    "query_pre_attn_scalar must be positive, got {q}"
+                )));
+            }
+            let softcap = match f.f64("final_logit_softcapping")? {
+                Some(c) if c <= 0.0 => {
+                    return Err(bad(format!(
+                        "final_logit_softcapping must be positive, got {c}"
+                    )))
+                }
+                Some(c) => to_f32("final_logit_softcapping", c)?,
+                None => 0.0,
+            };
+            (
+                to_f32("query_pre_attn_scalar", q.powf(-0.5))?,
+                to_f32("hidden_size", (dim as f64).sqrt())?,
+                softcap,
+            )
+        }
+        _ => (0.0, 0.0, 0.0),
+    };
+
     let hparams = HyperParams {
         architecture: Architecture::Llama as u32,
-        activation: Activation::Silu as u32,
+        activation: activation as u32,
         dim,
         n_layers,
         n_heads,
@@ -380,18 +689,25 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         max_context,
         sliding_window,
         rope_pairing: RopePairing::Half as u32,
-        rope_dim: head_dim,
+        rope_dim,
         rope_theta: rope.theta,
         rope_scaling: rope.scaling as u32,
         rope_scaling_factor: rope.factor,
-        rope_low_freq_factor: rope.low_freq_factor,
-        rope_high_freq_factor: rope.high_freq_factor,
+        rope_low_freq_factor: rope.low,
+        rope_high_freq_factor: rope.high,
         rope_original_context: rope.original_context,
         norm: NormKind::RmsNorm as u32,
         norm_eps: to_f32("rms_norm_eps", norm_eps)?,
         flags: flag_bits,
+        attn_scale,
+        embed_scale,
+        logit_softcap,
+        swa_period,
+        rope_theta_local: local_theta,
+        rope_attn_factor: rope.attn_factor,
         ..Default::default()
-    };
+    }
+    .with_extended_flag();
     hparams
         .validate()
         .map_err(|e| bad(format!("inconsistent hyperparameters: {e}")))?;
@@ -410,47 +726,22 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
     })
 }
 
-/// Qwen2's window: transformers applies `sliding_window` (when `use_sliding_window`)
-/// only to layers with index >= `max_window_layers`, or as listed in `layer_types`.
-/// Ember has one window for all layers, so a mix of windowed and full layers is
-/// unsupported.
-fn qwen2_window(f: &Fields<'_>, n_layers: u32) -> Result<u32> {
+/// Qwen2/3's window: transformers applies `sliding_window` (when
+/// `use_sliding_window`) only to layers with index >= `max_window_layers`, or
+/// as listed in `layer_types`.
+fn qwen_window(f: &Fields<'_>, n_layers: u32) -> Result<(u32, u32)> {
     let window = if f.bool("use_sliding_window")?.unwrap_or(false) {
         f.window()?
     } else {
         0
     };
-    let sliding_layers: u32 = match f.get("layer_types") {
-        Some(Value::Array(types)) => {
-            if types.len() != n_layers as usize {
-                return Err(bad(format!(
-                    "`layer_types` has {} entries for {n_layers} layers",
-                    types.len()
-                )));
-            }
-            let mut n = 0;
-            for t in types {
-                match t.as_str() {
-                    Some("sliding_attention") => n += 1,
-                    Some("full_attention") => {}
-                    _ => return Err(bad(format!("unknown entry {t} in `layer_types`"))),
-                }
-            }
-            n
-        }
-        Some(v) => return Err(bad(format!("`layer_types` must be a list, got {v}"))),
-        None if window == 0 => 0,
+    let sliding = match layer_types(f, n_layers)? {
+        Some(t) => t,
+        None if window == 0 => vec![false; n_layers as usize],
         None => {
             let first = f.u32("max_window_layers")?.unwrap_or(28).min(n_layers);
-            n_layers - first
+            (0..n_layers).map(|l| l >= first).collect()
         }
     };
-    match sliding_layers {
-        0 => Ok(0),
-        n if n == n_layers && window > 0 => Ok(window),
-        n if n == n_layers => Err(bad("`layer_types` asks for sliding attention but no sliding_window is set")),
-        n => Err(ConvertError::Unsupported(format!(
-            "Qwen2 with sliding-window attention on {n} of {n_layers} layers (Ember applies one window to every layer)"
-        ))),
-    }
+    window_layout(&sliding, window)
 }

@@ -1,9 +1,12 @@
 //! Hugging Face checkpoint directories: `config.json` + safetensors (single or
 //! sharded) + `tokenizer.json` (+ `tokenizer_config.json`, chat template).
 //!
-//! Supported classes: `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`
-//! (see `config`). Weights keep transformers' rotate-half RoPE layout
-//! (`RopePairing::Half`); nothing is permuted.
+//! Supported classes: `LlamaForCausalLM`, `MistralForCausalLM`,
+//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`,
+//! `Phi3ForCausalLM` (see `config`). Weights keep transformers' rotate-half
+//! RoPE layout (`RopePairing::Half`); nothing is permuted. Fused matrices are
+//! split into their row ranges and Gemma's norm weights stored as `1 + w`
+//! (see `weights`).
 
 pub mod config;
 pub mod weights;
@@ -39,7 +42,7 @@ pub fn load(dir: &Path) -> Result<ModelIr> {
             tokenizer_json.display()
         )));
     }
-    let tensors = load_tensors(dir, &cfg.hparams)?;
+    let tensors = load_tensors(dir, &cfg)?;
 
     let tokenizer_config = dir.join("tokenizer_config.json");
     let tokenizer_config = tokenizer_config.is_file().then_some(tokenizer_config);

@@ -19,6 +19,7 @@ use safetensors::Dtype;
 use serde_json::Value;
 
 use crate::error::{ConvertError, Result};
+use crate::hf::{HfArch, HfConfig};
 use crate::ir::{IrTensor, TensorSource};
 
 /// Single-file weights.
@@ -196,15 +197,28 @@ fn read_all(dir: &Path) -> Result<BTreeMap<String, Located>> {
     Ok(all)
 }
 
-/// Canonical name for a Hugging Face tensor name, or `None` if not a model weight
-/// Ember knows. `ignored` names are buffers that need not be converted.
+/// Where a Hugging Face tensor goes.
 enum Mapped {
-    Canonical(String),
+    /// One canonical tensor, with a value transform.
+    Canonical(String, Transform),
+    /// A fused matrix whose consecutive row ranges are separate canonical
+    /// matrices (Phi-3's `qkv_proj`, `gate_up_proj`): `(name, rows)` in order.
+    Split(Vec<(String, u64)>),
+    /// A buffer that need not be converted.
     Ignored,
     Unknown,
 }
 
-/// (Hugging Face per-layer suffix, canonical suffix).
+/// A value transform applied on import.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transform {
+    None,
+    /// Gemma's RMSNorm scales by `1 + w`: the stored weight is `1 + w`,
+    /// computed in f32 exactly as transformers does before its product.
+    AddOne,
+}
+
+/// (Hugging Face per-layer suffix, canonical suffix) of Llama-style layers.
 const LAYER_NAMES: &[(&str, &str)] = &[
     ("input_layernorm.weight", names::ATTN_NORM),
     ("self_attn.q_proj.weight", names::WQ),
@@ -215,6 +229,8 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("self_attn.k_proj.bias", names::BK),
     ("self_attn.v_proj.bias", names::BV),
     ("self_attn.o_proj.bias", names::BO),
+    ("self_attn.q_norm.weight", names::Q_NORM),
+    ("self_attn.k_norm.weight", names::K_NORM),
     ("post_attention_layernorm.weight", names::FFN_NORM),
     ("mlp.gate_proj.weight", names::W_GATE),
     ("mlp.up_proj.weight", names::W_UP),
@@ -224,13 +240,44 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("mlp.down_proj.bias", names::B_DOWN),
 ];
 
-fn map_name(hf: &str, tied: bool) -> Mapped {
+/// Gemma 3's layer names that differ from Llama's: its
+/// `post_attention_layernorm` is the attention block's post-norm, and the
+/// FFN has pre- and post-norms.
+const GEMMA3_NAMES: &[(&str, &str)] = &[
+    ("post_attention_layernorm.weight", names::POST_ATTN_NORM),
+    ("pre_feedforward_layernorm.weight", names::FFN_NORM),
+    ("post_feedforward_layernorm.weight", names::POST_FFN_NORM),
+];
+
+fn layer_suffix(arch: HfArch, suffix: &str) -> Option<&'static str> {
+    let family = match arch {
+        HfArch::Gemma3 => GEMMA3_NAMES,
+        _ => &[],
+    };
+    family
+        .iter()
+        .chain(LAYER_NAMES)
+        .find(|(h, _)| *h == suffix)
+        .map(|(_, c)| *c)
+}
+
+fn map_name(hf: &str, arch: HfArch, hp: &HyperParams) -> Mapped {
+    let norm = |name: &str| {
+        let t = if arch == HfArch::Gemma3 {
+            Transform::AddOne
+        } else {
+            Transform::None
+        };
+        Mapped::Canonical(name.to_string(), t)
+    };
     match hf {
-        "model.embed_tokens.weight" => return Mapped::Canonical(names::TOK_EMBEDDINGS.into()),
-        "model.norm.weight" => return Mapped::Canonical(names::NORM.into()),
+        "model.embed_tokens.weight" => {
+            return Mapped::Canonical(names::TOK_EMBEDDINGS.into(), Transform::None)
+        }
+        "model.norm.weight" => return norm(names::NORM),
         // transformers writes lm_head even for some tied models; the tie wins.
-        "lm_head.weight" if tied => return Mapped::Ignored,
-        "lm_head.weight" => return Mapped::Canonical(names::OUTPUT.into()),
+        "lm_head.weight" if hp.tied_output() => return Mapped::Ignored,
+        "lm_head.weight" => return Mapped::Canonical(names::OUTPUT.into(), Transform::None),
         _ => {}
     }
     // Non-persistent RoPE buffers that old transformers versions saved.
@@ -249,14 +296,32 @@ fn map_name(hf: &str, tied: bool) -> Mapped {
     if layer.to_string() != rest[..rest.len() - suffix.len() - 1] {
         return Mapped::Unknown; // "01", "+1"
     }
-    match LAYER_NAMES.iter().find(|(h, _)| *h == suffix) {
-        Some((_, c)) => Mapped::Canonical(names::layer(layer, c)),
+    let l = |c: &str| names::layer(layer, c);
+    if arch == HfArch::Phi3 {
+        let (q, kv, ffn) = (hp.q_dim() as u64, hp.kv_dim() as u64, hp.ffn_dim as u64);
+        match suffix {
+            "self_attn.qkv_proj.weight" => {
+                return Mapped::Split(vec![
+                    (l(names::WQ), q),
+                    (l(names::WK), kv),
+                    (l(names::WV), kv),
+                ])
+            }
+            "mlp.gate_up_proj.weight" => {
+                return Mapped::Split(vec![(l(names::W_GATE), ffn), (l(names::W_UP), ffn)])
+            }
+            _ => {}
+        }
+    }
+    match layer_suffix(arch, suffix) {
+        Some(c) if c.ends_with("norm") => norm(&l(c)),
+        Some(c) => Mapped::Canonical(l(c), Transform::None),
         None => Mapped::Unknown,
     }
 }
 
 /// The Hugging Face name of a canonical tensor, for messages.
-fn hf_name_of(canonical: &str) -> String {
+fn hf_name_of(canonical: &str, arch: HfArch) -> String {
     match canonical {
         names::TOK_EMBEDDINGS => "model.embed_tokens.weight".into(),
         names::NORM => "model.norm.weight".into(),
@@ -265,8 +330,14 @@ fn hf_name_of(canonical: &str) -> String {
             .strip_prefix("layers.")
             .and_then(|r| r.split_once('.'))
             .and_then(|(l, s)| {
-                LAYER_NAMES
+                let family = if arch == HfArch::Gemma3 {
+                    GEMMA3_NAMES
+                } else {
+                    &[]
+                };
+                family
                     .iter()
+                    .chain(LAYER_NAMES)
                     .find(|(_, c)| *c == s)
                     .map(|(h, _)| format!("model.layers.{l}.{h}"))
             })
@@ -283,76 +354,119 @@ fn why_unexpected(canonical: &str) -> &'static str {
         "attention bias present but config.json does not enable it (attention_bias)"
     } else if [names::B_GATE, names::B_UP, names::B_DOWN].contains(&suffix) {
         "MLP bias present but config.json does not enable it (mlp_bias)"
+    } else if [names::Q_NORM, names::K_NORM].contains(&suffix) {
+        "QK norm present but this architecture does not use one"
     } else {
         "layer index beyond num_hidden_layers"
     }
 }
 
-/// Reads all weights in `dir`, maps them to canonical names and checks the set and
-/// the shapes against `expected_tensors(hp)`. Only headers are read here; see the
-/// module docs.
-pub fn load_tensors(dir: &Path, hp: &HyperParams) -> Result<Vec<IrTensor>> {
+/// The float dtype of a safetensors tensor.
+fn float_dtype(hf: &str, dtype: Dtype) -> Result<DType> {
+    match dtype {
+        Dtype::F32 => Ok(DType::F32),
+        Dtype::F16 => Ok(DType::F16),
+        Dtype::BF16 => Ok(DType::BF16),
+        other => Err(ConvertError::Unsupported(format!(
+            "tensor {hf} has dtype {other:?} (supported: F32, F16, BF16)"
+        ))),
+    }
+}
+
+/// Reads all weights in `dir`, maps them to canonical names (splitting fused
+/// matrices, applying the family's value transforms) and checks the set and
+/// the shapes against `expected_tensors(hp)`. Only headers are read here; see
+/// the module docs.
+pub fn load_tensors(dir: &Path, cfg: &HfConfig) -> Result<Vec<IrTensor>> {
+    let hp = &cfg.hparams;
     let all = read_all(dir)?;
     let expected: BTreeMap<String, Vec<u64>> = expected_tensors(hp).into_iter().collect();
     let mut out = Vec::with_capacity(expected.len());
     let mut seen = BTreeSet::new();
     for (hf, t) in all {
-        let canonical = match map_name(&hf, hp.tied_output()) {
-            Mapped::Canonical(c) => c,
+        let shape: Vec<u64> = t.info.shape.iter().map(|&d| d as u64).collect();
+        let check = |canonical: &str, shape: &[u64]| -> Result<()> {
+            let Some(want) = expected.get(canonical) else {
+                return Err(ConvertError::Tensor {
+                    name: hf.clone(),
+                    reason: format!("{} (would be {canonical})", why_unexpected(canonical)),
+                });
+            };
+            if shape != want.as_slice() {
+                return Err(ConvertError::Tensor {
+                    name: hf.clone(),
+                    reason: format!(
+                        "shape {shape:?} in {}, but config.json implies {want:?}{}",
+                        t.shard.display(),
+                        if canonical == hf {
+                            String::new()
+                        } else {
+                            format!(" for {canonical}")
+                        }
+                    ),
+                });
+            }
+            Ok(())
+        };
+        let parts = match map_name(&hf, cfg.arch, hp) {
+            Mapped::Canonical(c, transform) => vec![(c, shape.clone(), 0u64, transform)],
+            Mapped::Split(parts) => {
+                let total: u64 = parts.iter().map(|(_, r)| r).sum();
+                if shape.len() != 2 || shape[0] != total {
+                    return Err(ConvertError::Tensor {
+                        name: hf,
+                        reason: format!(
+                            "fused matrix of shape {shape:?}, but config.json implies {total} rows"
+                        ),
+                    });
+                }
+                let mut r0 = 0;
+                parts
+                    .into_iter()
+                    .map(|(c, rows)| {
+                        r0 += rows;
+                        (c, vec![rows, shape[1]], r0 - rows, Transform::None)
+                    })
+                    .collect()
+            }
             Mapped::Ignored => continue,
             Mapped::Unknown => {
                 return Err(ConvertError::Tensor {
                     name: hf,
                     reason: format!(
-                        "unexpected tensor in {} (not part of a Llama-family checkpoint)",
-                        t.shard.display()
+                        "unexpected tensor in {} (not part of a {} checkpoint)",
+                        t.shard.display(),
+                        cfg.arch.class_name()
                     ),
                 })
             }
         };
-        let Some(want) = expected.get(&canonical) else {
-            return Err(ConvertError::Tensor {
-                name: hf,
-                reason: format!("{} (would be {canonical})", why_unexpected(&canonical)),
-            });
-        };
-        let shape: Vec<u64> = t.info.shape.iter().map(|&d| d as u64).collect();
-        if &shape != want {
-            return Err(ConvertError::Tensor {
-                name: hf,
-                reason: format!(
-                    "shape {shape:?} in {}, but config.json implies {want:?}",
-                    t.shard.display()
-                ),
-            });
-        }
-        let dtype = match t.info.dtype {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            other => {
-                return Err(ConvertError::Unsupported(format!(
-                    "tensor {hf} has dtype {other:?} (supported: F32, F16, BF16)"
-                )))
-            }
-        };
-        let nbytes = (t.info.data_offsets.1 - t.info.data_offsets.0) as u64;
-        seen.insert(canonical.clone());
-        out.push(IrTensor {
-            name: canonical,
-            shape,
-            source: Box::new(SafetensorsSource {
-                path: t.shard,
-                offset: t.offset,
+        let dtype = float_dtype(&hf, t.info.dtype)?;
+        let row_bytes = shape.last().copied().unwrap_or(1) * dtype.block_bytes() as u64;
+        for (canonical, part_shape, r0, transform) in parts {
+            check(&canonical, &part_shape)?;
+            let nbytes = part_shape.iter().product::<u64>() * dtype.block_bytes() as u64;
+            let source = SafetensorsSource {
+                path: t.shard.clone(),
+                offset: t.offset + r0 * row_bytes,
                 nbytes,
                 dtype,
-            }),
-        });
+            };
+            seen.insert(canonical.clone());
+            out.push(IrTensor {
+                name: canonical,
+                shape: part_shape,
+                source: match transform {
+                    Transform::None => Box::new(source),
+                    Transform::AddOne => Box::new(AddOne(source)),
+                },
+            });
+        }
     }
     let missing: Vec<String> = expected
         .keys()
         .filter(|k| !seen.contains(*k))
-        .map(|k| hf_name_of(k))
+        .map(|k| hf_name_of(k, cfg.arch))
         .collect();
     if !missing.is_empty() {
         const SHOWN: usize = 5;
@@ -368,6 +482,23 @@ pub fn load_tensors(dir: &Path, hp: &HyperParams) -> Result<Vec<IrTensor>> {
         )));
     }
     Ok(out)
+}
+
+/// A norm weight `w` imported as `1 + w` (Gemma), in f32.
+struct AddOne(SafetensorsSource);
+
+impl TensorSource for AddOne {
+    fn source_dtype(&self) -> String {
+        format!("{} (1 + w)", self.0.source_dtype())
+    }
+    fn native_dtype(&self) -> Option<DType> {
+        None
+    }
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut v = self.0.to_f32()?;
+        v.iter_mut().for_each(|x| *x += 1.0);
+        Ok(v)
+    }
 }
 
 /// A tensor in a safetensors shard, read from disk when converted.
