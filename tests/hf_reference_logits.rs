@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ember_converter::{convert, ConvertOptions};
+use ember_kernels::arch::{kernels_for, Tier};
 use ember_runtime::tokenizer::EncodeOptions;
 use ember_runtime::{KvType, Model, Session, SessionConfig};
 use serde_json::Value;
@@ -102,10 +103,29 @@ fn read_reference(dir: &Path) -> Reference {
 
 /// Converts `input` into `out_dir` and loads the result.
 fn convert_and_load(input: &Path, out_dir: &Path, name: &str) -> Arc<Model> {
+    Arc::new(convert_and_load_owned(input, out_dir, name))
+}
+
+fn convert_and_load_owned(input: &Path, out_dir: &Path, name: &str) -> Model {
     let out = out_dir.join(format!("{name}.ember"));
     convert(input, &out, &ConvertOptions::default())
         .unwrap_or_else(|e| panic!("converting {}: {e}", input.display()));
-    Arc::new(Model::load(&out).unwrap_or_else(|e| panic!("loading {}: {e}", out.display())))
+    Model::load(&out).unwrap_or_else(|e| panic!("loading {}: {e}", out.display()))
+}
+
+/// The model once per kernel tier this CPU has (scalar included), so every
+/// tier's kernels run each family's block.
+fn every_tier(input: &Path, out_dir: &Path, name: &str) -> Vec<(Tier, Arc<Model>)> {
+    Tier::ALL
+        .into_iter()
+        .filter_map(|t| kernels_for(t).map(|k| (t, k)))
+        .map(|(t, k)| {
+            (
+                t,
+                Arc::new(convert_and_load_owned(input, out_dir, name).with_kernels(k)),
+            )
+        })
+        .collect()
 }
 
 /// Logits after each token of `ids`, fed one at a time.
@@ -159,7 +179,45 @@ fn prefill_and_greedy(model: &Arc<Model>, ids: &[u32], n: usize) -> (Vec<f32>, V
     (after_prompt, out)
 }
 
-/// Each tiny fixture, converted at f32: token-by-token logits within
+/// Token-by-token logits against the reference, batched prefill against
+/// token by token, greedy tokens against transformers'; failures appended.
+fn check_against(
+    model: &Arc<Model>,
+    reference: &Reference,
+    name: &str,
+    failures: &mut Vec<String>,
+) {
+    assert_eq!(
+        model.hparams().vocab_size as usize,
+        reference.logits[0].len(),
+        "{name}: vocab"
+    );
+    let got = run(model, &reference.ids);
+    let nmse = nmse(&got, &reference.logits);
+    eprintln!("{name}: NMSE {nmse:.3e} over {} positions", got.len());
+    if nmse.is_nan() || nmse > MAX_NMSE {
+        failures.push(format!("{name}: NMSE {nmse:.3e} > {MAX_NMSE:e}"));
+    }
+    let n = reference.greedy.as_ref().map_or(0, Vec::len);
+    let (prefilled, greedy) = prefill_and_greedy(model, &reference.ids, n);
+    let decoded = got.last().unwrap();
+    if prefilled
+        .iter()
+        .zip(decoded)
+        .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        failures.push(format!(
+            "{name}: batched prefill logits differ from decode's"
+        ));
+    }
+    if let Some(want) = &reference.greedy {
+        if &greedy != want {
+            failures.push(format!("{name}: greedy {greedy:?}, transformers {want:?}"));
+        }
+    }
+}
+
+/// Each tiny fixture, converted at f32, on every kernel tier: token-by-token logits within
 /// `MAX_NMSE` of transformers' at every position; the batched prefill of the
 /// whole prompt leaves exactly the token-by-token logits; greedy decoding
 /// after it gives transformers' tokens.
@@ -170,39 +228,51 @@ fn tiny_models_match_transformers() {
     for name in TINY_MODELS {
         let dir = fixture_dir(name);
         let reference = read_reference(&dir);
-        let model = convert_and_load(&dir, tmp.path(), name);
-        assert_eq!(
-            model.hparams().vocab_size as usize,
-            reference.logits[0].len(),
-            "{name}: vocab"
-        );
-        let got = run(&model, &reference.ids);
-        let nmse = nmse(&got, &reference.logits);
-        eprintln!("{name}: NMSE {nmse:.3e} over {} positions", got.len());
-        if nmse.is_nan() || nmse > MAX_NMSE {
-            failures.push(format!("{name}: NMSE {nmse:.3e} > {MAX_NMSE:e}"));
-        }
-        let n = reference.greedy.as_ref().map_or(0, Vec::len);
-        let (prefilled, greedy) = prefill_and_greedy(&model, &reference.ids, n);
-        let decoded = got.last().unwrap();
-        if prefilled
-            .iter()
-            .zip(decoded)
-            .any(|(a, b)| a.to_bits() != b.to_bits())
-        {
-            failures.push(format!(
-                "{name}: batched prefill logits differ from decode's"
-            ));
-        }
-        if let Some(want) = &reference.greedy {
-            if &greedy != want {
-                failures.push(format!("{name}: greedy {greedy:?}, transformers {want:?}"));
-            }
+        for (tier, model) in every_tier(&dir, tmp.path(), name) {
+            let name = format!("{name} [{}]", tier.name());
+            check_against(&model, &reference, &name, &mut failures);
         }
     }
     assert!(
         failures.is_empty(),
         "logits differ from transformers:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The tiny fixtures as llama.cpp's own converter writes them to GGUF
+/// (`scripts/make_tiny_gguf.py`): converted by Ember, they give
+/// transformers' logits for the Hugging Face originals. These cover
+/// llama.cpp's conventions: permuted Q/K rows (llama), `1 + w` norms and the
+/// fixed sliding pattern (gemma3), fused `attn_qkv` / `ffn_up` (phi3), YaRN
+/// keys (qwen3), `rope_freqs` (Llama 3 scaling).
+const TINY_GGUFS: &[&str] = &[
+    "llama",
+    "llama-rope-llama3",
+    "qwen2",
+    "qwen3",
+    "qwen3-yarn",
+    "gemma3-gguf",
+    "phi3",
+];
+
+#[test]
+fn tiny_ggufs_match_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for name in TINY_GGUFS {
+        let gguf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/gguf-tiny")
+            .join(format!("{name}.gguf"));
+        let reference = read_reference(&fixture_dir(name));
+        for (tier, model) in every_tier(&gguf, tmp.path(), &format!("{name}-gguf")) {
+            let name = format!("{name} (GGUF) [{}]", tier.name());
+            check_against(&model, &reference, &name, &mut failures);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "GGUF conversions differ from transformers:\n{}",
         failures.join("\n")
     );
 }

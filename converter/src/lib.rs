@@ -13,6 +13,7 @@ pub mod hf;
 pub mod ir;
 pub mod llama2c;
 pub mod quantize;
+pub mod rope;
 pub mod tokenizer_import;
 pub mod writer;
 

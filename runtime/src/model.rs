@@ -585,6 +585,13 @@ impl Model {
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
+    /// The model with the kernel table `kernels` instead of the one chosen at
+    /// load, e.g. a lower tier (`ember_kernels::arch::kernels_for`) for tests
+    /// and benchmarks that compare every tier in one process.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
     /// The kernel tier chosen at load (best supported, capped by
     /// `EMBER_KERNEL_TIER`).
     pub fn kernel_tier(&self) -> ember_kernels::arch::Tier {

@@ -88,6 +88,7 @@ use ember_runtime::format::{
 
 use crate::error::{ConvertError, Result};
 use crate::ir::{IrTensor, ModelIr, TensorSource};
+use crate::rope::{yarn_mscale, yarn_range};
 use reader::ByteSource;
 
 /// RoPE base frequency when `{arch}.rope.freq_base` is absent (llama.cpp's default).
@@ -145,15 +146,7 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
             ConvertError::Gguf("general.architecture is missing or not a string".into())
         })?
         .to_string();
-    let (rope_pairing, arch_flags) = match arch.as_str() {
-        "llama" => (RopePairing::Interleaved, 0),
-        "qwen2" => (RopePairing::Half, flags::QKV_BIAS),
-        other => {
-            return Err(ConvertError::Unsupported(format!(
-                "GGUF architecture {other:?} (supported: llama, qwen2)"
-            )))
-        }
-    };
+    let family = Family::of(&arch)?;
     let m = Meta {
         md: &file.metadata,
         arch: &arch,
@@ -167,16 +160,18 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
 
     // Tensors: map names first, since the vocabulary size and the optional-tensor
     // flags come from what is present.
-    let mut mapped: Vec<(String, &GgufTensorInfo)> = Vec::new();
+    let mut mapped: Vec<(String, GgufTensorInfo)> = Vec::new();
+    let mut fused: Vec<(Fused, usize, &GgufTensorInfo)> = Vec::new();
     let mut skipped: Vec<&str> = Vec::new();
     let n_layers = m.req_u32("block_count")?;
-    let mut tensor_flags = arch_flags;
+    let mut tensor_flags = family.flags;
     for t in &file.tensors {
-        match canonical_name(&t.name, n_layers)? {
+        match canonical_name(&t.name, n_layers, family)? {
             Mapped::To(name) => {
                 tensor_flags |= flag_for(&name);
-                mapped.push((name, t));
+                mapped.push((name, t.clone()));
             }
+            Mapped::Fused(kind, layer) => fused.push((kind, layer, t)),
             Mapped::Skip => skipped.push(&t.name),
         }
     }
@@ -186,7 +181,7 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
     let embd = mapped
         .iter()
         .find(|(n, _)| n == names::TOK_EMBEDDINGS)
-        .map(|(_, t)| *t)
+        .map(|(_, t)| t)
         .ok_or_else(|| ConvertError::Gguf("tensor token_embd.weight is missing".into()))?;
     if embd.ne.len() != 2 {
         return Err(ConvertError::Gguf(format!(
@@ -204,8 +199,21 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
         }
     }
 
-    let hparams = hyperparams(&m, n_layers, vocab, rope_pairing, tensor_flags)?;
+    let hparams = hyperparams(&m, n_layers, vocab, family, tensor_flags)?;
     hparams.validate()?;
+    for (kind, layer, t) in fused {
+        let mut r0 = 0;
+        for (name, rows) in kind.parts(&hparams, layer) {
+            mapped.push((name, row_slice(t, r0, rows)?));
+            r0 += rows;
+        }
+        if Some(&r0) != t.ne.get(1) || t.ne.len() != 2 {
+            return Err(ConvertError::Gguf(format!(
+                "fused tensor {} has dims {:?}, but the hyperparameters imply {r0} rows",
+                t.name, t.ne
+            )));
+        }
+    }
 
     // Exactly the expected set, with the expected shapes.
     let expected = expected_tensors(&hparams);
@@ -260,7 +268,7 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
             shape: t.shape(),
             source: Box::new(GgufTensorSource {
                 src: Arc::clone(&source),
-                info: (*t).clone(),
+                info: t.clone(),
             }),
         })
         .collect();
@@ -297,11 +305,94 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
     })
 }
 
+/// What a supported GGUF architecture implies beyond its metadata keys
+/// (llama.cpp's conventions for it).
+#[derive(Clone, Copy, Debug)]
+struct Family {
+    name: &'static str,
+    /// `llama`: llama.cpp's converter permuted Q/K rows for interleaved
+    /// pairs; the others use rotate-half RoPE on unpermuted rows.
+    pairing: RopePairing,
+    /// Flags every file of the family has.
+    flags: u32,
+    activation: Activation,
+    /// Gemma 3: norm weights stored as `1 + w` already, embeddings scaled by
+    /// `sqrt(dim)`, every sixth layer global, `rope.freq_base_swa` for the rest.
+    gemma3: bool,
+    /// Phi-3: `attn_qkv` and `ffn_up` (gate then up) are fused matrices.
+    phi3: bool,
+}
+
+impl Family {
+    const ALL: [Family; 5] = [
+        Family {
+            name: "llama",
+            pairing: RopePairing::Interleaved,
+            flags: 0,
+            activation: Activation::Silu,
+            gemma3: false,
+            phi3: false,
+        },
+        Family {
+            name: "qwen2",
+            pairing: RopePairing::Half,
+            flags: flags::QKV_BIAS,
+            activation: Activation::Silu,
+            gemma3: false,
+            phi3: false,
+        },
+        Family {
+            name: "qwen3",
+            pairing: RopePairing::Half,
+            flags: flags::QK_NORM,
+            activation: Activation::Silu,
+            gemma3: false,
+            phi3: false,
+        },
+        Family {
+            name: "gemma3",
+            pairing: RopePairing::Half,
+            flags: flags::QK_NORM | flags::POST_ATTN_NORM | flags::POST_FFN_NORM,
+            activation: Activation::GeluTanh,
+            gemma3: true,
+            phi3: false,
+        },
+        Family {
+            name: "phi3",
+            pairing: RopePairing::Half,
+            flags: 0,
+            activation: Activation::Silu,
+            gemma3: false,
+            phi3: true,
+        },
+    ];
+
+    fn of(arch: &str) -> Result<Family> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name == arch)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|f| f.name).collect();
+                ConvertError::Unsupported(format!(
+                    "GGUF architecture {arch:?} (supported: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Gemma 3 layers attend globally every this many (llama.cpp's fixed pattern
+/// when the file has no `attention.sliding_window_pattern`).
+const GEMMA3_SWA_PERIOD: u32 = 6;
+/// Gemma 3 27B has 62 layers; llama.cpp scales its queries by
+/// `1 / sqrt(dim / n_heads)` instead of `1 / sqrt(head_dim)`.
+const GEMMA3_27B_LAYERS: u32 = 62;
+
 fn hyperparams(
     m: &Meta<'_>,
     n_layers: u32,
     vocab: u32,
-    rope_pairing: RopePairing,
+    family: Family,
     flags: u32,
 ) -> Result<HyperParams> {
     let dim = m.req_u32("embedding_length")?;
@@ -331,8 +422,77 @@ fn hyperparams(
     let rope_theta = m.opt_f32("rope.freq_base")?.unwrap_or(DEFAULT_ROPE_THETA);
     let norm_eps = m.req_f32("attention.layer_norm_rms_epsilon")?;
     let rope_dim = m.opt_u32("rope.dimension_count")?.unwrap_or(head_dim);
+    let rope = rope_scaling(m, rope_theta, rope_dim, max_context)?;
 
-    // RoPE scaling: `rope.scaling.type` (current) or the older `rope.scale_linear`.
+    // Sliding windows: Gemma 3 (all layers but every sixth) and Phi-3 (all
+    // layers) use `attention.sliding_window`; llama.cpp ignores it elsewhere.
+    let window = if family.gemma3 || family.phi3 {
+        m.opt_u32("attention.sliding_window")?.unwrap_or(0)
+    } else {
+        0
+    };
+    let mut extra = HyperParams::default();
+    if family.gemma3 {
+        extra.embed_scale = (dim as f64).sqrt() as f32;
+        extra.logit_softcap = m.opt_f32("final_logit_softcapping")?.unwrap_or(0.0);
+        if n_layers == GEMMA3_27B_LAYERS && n_heads != 0 {
+            extra.attn_scale = 1.0 / ((dim / n_heads) as f32).sqrt();
+        }
+        if window > 0 {
+            extra.swa_period = m
+                .opt_u32("attention.sliding_window_pattern")?
+                .unwrap_or(GEMMA3_SWA_PERIOD);
+            extra.rope_theta_local = m.opt_f32("rope.freq_base_swa")?.unwrap_or(10_000.0);
+        }
+    }
+    if m.opt_f32("attn_logit_softcapping")?
+        .is_some_and(|c| c != 0.0)
+    {
+        return Err(ConvertError::Unsupported(
+            "attention logit soft-capping".into(),
+        ));
+    }
+
+    Ok(HyperParams {
+        architecture: Architecture::Llama as u32,
+        activation: family.activation as u32,
+        dim,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ffn_dim,
+        vocab_size: vocab,
+        max_context,
+        sliding_window: window,
+        rope_pairing: family.pairing as u32,
+        rope_dim,
+        rope_theta,
+        rope_scaling: rope.scaling as u32,
+        rope_scaling_factor: rope.factor,
+        rope_low_freq_factor: rope.low,
+        rope_high_freq_factor: rope.high,
+        rope_original_context: rope.original_context,
+        norm: NormKind::RmsNorm as u32,
+        norm_eps,
+        flags,
+        rope_attn_factor: rope.attn_factor,
+        ..extra
+    }
+    .with_extended_flag())
+}
+
+/// RoPE scaling from `rope.scaling.*` (or the older `rope.scale_linear`).
+struct Scaling {
+    scaling: RopeScaling,
+    factor: f32,
+    low: f32,
+    high: f32,
+    original_context: u32,
+    attn_factor: f32,
+}
+
+fn rope_scaling(m: &Meta<'_>, theta: f32, rope_dim: u32, max_context: u32) -> Result<Scaling> {
     let scaling_type = match m.md.get(&m.key("rope.scaling.type")) {
         None => None,
         Some(GgufValue::String(s)) => Some(s.as_str()),
@@ -345,63 +505,127 @@ fn hyperparams(
     };
     let factor = m.opt_f32("rope.scaling.factor")?;
     let legacy_linear = m.opt_f32("rope.scale_linear")?;
-    let (rope_scaling, rope_scaling_factor) = match scaling_type {
-        Some("none") => (RopeScaling::None, 1.0),
+    let none = Scaling {
+        scaling: RopeScaling::None,
+        factor: 1.0,
+        low: 0.0,
+        high: 0.0,
+        original_context: max_context,
+        attn_factor: 0.0,
+    };
+    let original = || -> Result<u32> {
+        Ok(m.opt_u32("rope.scaling.original_context_length")?
+            .unwrap_or(max_context))
+    };
+    let need_factor = || {
+        factor.or(legacy_linear).ok_or_else(|| {
+            ConvertError::Gguf(format!(
+                "{} is set but {} is missing",
+                m.key("rope.scaling.type"),
+                m.key("rope.scaling.factor")
+            ))
+        })
+    };
+    Ok(match scaling_type {
+        Some("none") => none,
         None => match legacy_linear {
-            Some(f) if f != 1.0 => (RopeScaling::Linear, f),
-            _ => (RopeScaling::None, 1.0),
+            Some(f) if f != 1.0 => Scaling {
+                scaling: RopeScaling::Linear,
+                factor: f,
+                original_context: original()?,
+                ..none
+            },
+            _ => none,
         },
-        Some("linear") => {
-            let f = factor.or(legacy_linear).ok_or_else(|| {
-                ConvertError::Gguf(format!(
-                    "{} is linear but {} is missing",
-                    m.key("rope.scaling.type"),
-                    m.key("rope.scaling.factor")
-                ))
-            })?;
-            (RopeScaling::Linear, f)
+        Some("linear") => Scaling {
+            scaling: RopeScaling::Linear,
+            factor: need_factor()?,
+            original_context: original()?,
+            ..none
+        },
+        Some("yarn") => {
+            let f = need_factor()?;
+            let original = original()?;
+            let beta_fast = m.opt_f32("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0);
+            let beta_slow = m.opt_f32("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0);
+            let (low, high) = yarn_range(
+                theta as f64,
+                rope_dim,
+                original,
+                beta_fast as f64,
+                beta_slow as f64,
+                true,
+            );
+            let attn = m.opt_f32("rope.scaling.attn_factor")?.unwrap_or(1.0) as f64
+                * yarn_mscale(f as f64, 1.0);
+            Scaling {
+                scaling: RopeScaling::Yarn,
+                factor: f,
+                low: low as f32,
+                high: high as f32,
+                original_context: original,
+                attn_factor: attn as f32,
+            }
         }
         Some(other) => {
-            // llama3 scaling has no GGUF keys for its low/high frequency factors (llama.cpp
-            // ships precomputed factors in rope_freqs.weight instead); yarn and longrope
-            // are not implemented by the runtime.
+            // llama3 scaling comes as the rope_freqs tensor (read as frequency
+            // factors); longrope is not implemented by the runtime.
             return Err(ConvertError::Unsupported(format!(
                 "RoPE scaling type {other:?}"
             )));
         }
-    };
-    let rope_original_context = if rope_scaling == RopeScaling::None {
-        max_context
-    } else {
-        m.opt_u32("rope.scaling.original_context_length")?
-            .unwrap_or(max_context)
-    };
-
-    Ok(HyperParams {
-        architecture: Architecture::Llama as u32,
-        activation: Activation::Silu as u32,
-        dim,
-        n_layers,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        ffn_dim,
-        vocab_size: vocab,
-        max_context,
-        sliding_window: 0,
-        rope_pairing: rope_pairing as u32,
-        rope_dim,
-        rope_theta,
-        rope_scaling: rope_scaling as u32,
-        rope_scaling_factor,
-        rope_low_freq_factor: 0.0,
-        rope_high_freq_factor: 0.0,
-        rope_original_context,
-        norm: NormKind::RmsNorm as u32,
-        norm_eps,
-        flags,
-        ..Default::default()
     })
+}
+
+/// Rows `r0..r0 + rows` of a 2-D GGUF tensor, as a tensor of its own (rows
+/// are contiguous whole blocks, so the slice is a byte range of the file).
+fn row_slice(t: &GgufTensorInfo, r0: u64, rows: u64) -> Result<GgufTensorInfo> {
+    let row_bytes = t
+        .ggml_type
+        .row_bytes(t.ne[0])
+        .ok_or_else(|| ConvertError::Gguf(format!("tensor {}: bad row length", t.name)))?;
+    if t.ne.len() != 2 || r0 + rows > t.ne[1] {
+        return Err(ConvertError::Gguf(format!(
+            "fused tensor {} has dims {:?}, too few rows for {}..{}",
+            t.name,
+            t.ne,
+            r0,
+            r0 + rows
+        )));
+    }
+    Ok(GgufTensorInfo {
+        name: format!("{}[rows {}..{}]", t.name, r0, r0 + rows),
+        ne: vec![t.ne[0], rows],
+        ggml_type: t.ggml_type,
+        offset: t.offset + r0 * row_bytes,
+        n_bytes: rows * row_bytes,
+    })
+}
+
+/// A fused GGUF matrix whose row ranges are canonical matrices.
+#[derive(Clone, Copy, Debug)]
+enum Fused {
+    /// `attn_qkv`: `[q | k | v]`.
+    Qkv,
+    /// Phi-3's `ffn_up`: `[gate | up]`.
+    GateUp,
+}
+
+impl Fused {
+    fn parts(self, hp: &HyperParams, layer: usize) -> Vec<(String, u64)> {
+        let n = |s: &str| names::layer(layer, s);
+        match self {
+            Self::Qkv => vec![
+                (n(names::WQ), hp.q_dim() as u64),
+                (n(names::WK), hp.kv_dim() as u64),
+                (n(names::WV), hp.kv_dim() as u64),
+            ],
+            Self::GateUp => vec![
+                (n(names::W_GATE), hp.ffn_dim as u64),
+                (n(names::W_UP), hp.ffn_dim as u64),
+            ],
+        }
+    }
 }
 
 /// Typed access to `{arch}.*` metadata.
@@ -470,12 +694,14 @@ impl Meta<'_> {
 enum Mapped {
     /// Its canonical `.ember` name.
     To(String),
+    /// A fused matrix of layer `N`, split once the hyperparameters are known.
+    Fused(Fused, usize),
     /// Redundant data the runtime does not need.
     Skip,
 }
 
 /// GGUF per-layer names (`blk.N.<gguf>`) and their canonical suffixes.
-const LAYER_NAMES: [(&str, &str); 16] = [
+const LAYER_NAMES: [(&str, &str); 20] = [
     ("attn_norm.weight", names::ATTN_NORM),
     ("attn_q.weight", names::WQ),
     ("attn_k.weight", names::WK),
@@ -485,6 +711,9 @@ const LAYER_NAMES: [(&str, &str); 16] = [
     ("attn_k.bias", names::BK),
     ("attn_v.bias", names::BV),
     ("attn_output.bias", names::BO),
+    ("attn_q_norm.weight", names::Q_NORM),
+    ("attn_k_norm.weight", names::K_NORM),
+    ("post_attention_norm.weight", names::POST_ATTN_NORM),
     ("ffn_norm.weight", names::FFN_NORM),
     ("ffn_gate.weight", names::W_GATE),
     ("ffn_up.weight", names::W_UP),
@@ -492,22 +721,18 @@ const LAYER_NAMES: [(&str, &str); 16] = [
     ("ffn_gate.bias", names::B_GATE),
     ("ffn_up.bias", names::B_UP),
     ("ffn_down.bias", names::B_DOWN),
+    ("post_ffw_norm.weight", names::POST_FFN_NORM),
 ];
 
 /// The canonical name of GGUF tensor `name`. Tensors that would change the
 /// model's computation but have no canonical slot are `Unsupported`: silently
 /// dropping them would produce a wrong model.
-fn canonical_name(name: &str, n_layers: u32) -> Result<Mapped> {
+fn canonical_name(name: &str, n_layers: u32, family: Family) -> Result<Mapped> {
     match name {
         "token_embd.weight" => return Ok(Mapped::To(names::TOK_EMBEDDINGS.into())),
         "output_norm.weight" => return Ok(Mapped::To(names::NORM.into())),
         "output.weight" => return Ok(Mapped::To(names::OUTPUT.into())),
-        "rope_freqs.weight" => {
-            return Err(ConvertError::Unsupported(
-                "tensor rope_freqs.weight (per-dimension RoPE frequency factors, e.g. Llama 3.1 scaling)"
-                    .into(),
-            ))
-        }
+        "rope_freqs.weight" => return Ok(Mapped::To(names::ROPE_FREQS.into())),
         _ => {}
     }
     let unsupported =
@@ -526,6 +751,11 @@ fn canonical_name(name: &str, n_layers: u32) -> Result<Mapped> {
     // rope.freq_base.
     if suffix == "attn_rot_embd" {
         return Ok(Mapped::Skip);
+    }
+    match (suffix, family.phi3) {
+        ("attn_qkv.weight", _) => return Ok(Mapped::Fused(Fused::Qkv, layer as usize)),
+        ("ffn_up.weight", true) => return Ok(Mapped::Fused(Fused::GateUp, layer as usize)),
+        _ => {}
     }
     let canon = LAYER_NAMES
         .iter()
@@ -558,6 +788,9 @@ fn gguf_name_of(canon: &str) -> String {
 
 /// The `flags` bit implied by the presence of optional canonical tensor `name`.
 fn flag_for(name: &str) -> u32 {
+    if name == names::ROPE_FREQS {
+        return flags::ROPE_FREQ_FACTORS;
+    }
     match name.rsplit('.').next() {
         Some(names::BQ | names::BK | names::BV) => flags::QKV_BIAS,
         Some(names::BO) => flags::ATTN_OUT_BIAS,

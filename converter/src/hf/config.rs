@@ -12,6 +12,7 @@ use ember_runtime::format::{
 use serde_json::{Map, Value};
 
 use crate::error::{ConvertError, Result};
+use crate::rope::{yarn_mscale, yarn_range};
 
 /// The transformers model classes this reader understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,35 +313,19 @@ fn yarn_parameters(s: &Fields<'_>, theta: f64, rot: u32, original: u32) -> Resul
     }
     let mscale = s.f64("mscale")?;
     let mscale_all_dim = s.f64("mscale_all_dim")?;
-    let get_mscale = |scale: f64, m: f64| {
-        if scale <= 1.0 {
-            1.0
-        } else {
-            0.1 * m * scale.ln() + 1.0
-        }
-    };
     let attn = match s.f64("attention_factor")? {
         Some(a) => a,
         None => match (mscale, mscale_all_dim) {
             (Some(m), Some(a)) if m != 0.0 && a != 0.0 => {
-                get_mscale(factor, m) / get_mscale(factor, a)
+                yarn_mscale(factor, m) / yarn_mscale(factor, a)
             }
-            _ => get_mscale(factor, 1.0),
+            _ => yarn_mscale(factor, 1.0),
         },
     };
     let beta_fast = s.f64("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0);
     let beta_slow = s.f64("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0);
     let truncate = s.bool("truncate")?.unwrap_or(true);
-    let dim = rot as f64;
-    let correction = |rotations: f64| {
-        dim * (original as f64 / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln())
-    };
-    let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
-    if truncate {
-        low = low.floor();
-        high = high.ceil();
-    }
-    let (low, high) = (low.max(0.0), high.min(dim - 1.0));
+    let (low, high) = yarn_range(theta, rot, original, beta_fast, beta_slow, truncate);
     Ok(Yarn {
         factor: to_f32("factor", factor)?,
         low: low as f32,

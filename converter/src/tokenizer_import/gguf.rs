@@ -21,6 +21,8 @@ use crate::gguf::{GgufMetadata, GgufValue};
 const PRE_SPLITS: &[(&str, PreSplit)] = &[
     ("default", PreSplit::Gpt2),
     ("gpt2", PreSplit::Gpt2),
+    // llama.cpp's own name for the GPT-2 split (convert_hf_to_gguf.py).
+    ("gpt-2", PreSplit::Gpt2),
     ("smollm", PreSplit::Gpt2),
     ("llama-bpe", PreSplit::Llama3),
     ("llama3", PreSplit::Llama3),
