@@ -49,6 +49,7 @@ const TINY_MODELS: &[&str] = &[
     "qwen3-yarn",
     "gemma3",
     "phi3",
+    "stablelm",
 ];
 
 fn fixture_dir(name: &str) -> PathBuf {

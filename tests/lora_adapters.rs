@@ -203,6 +203,72 @@ fn peft_made_adapters_give_peft_logits() {
     );
 }
 
+/// PEFT adapters on the families whose blocks differ from Llama's (Qwen3's
+/// QK norms; Gemma 3's post-norms, scaled embeddings, sliding layers and
+/// soft-capped logits): `--lora` gives PEFT's logits, `merge` the same logits,
+/// and greedy decoding after a batched prefill gives PEFT's tokens.
+#[test]
+fn peft_adapters_on_other_families_give_peft_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (family, name) in [("qwen3", "peft-qwen3"), ("gemma3", "peft-gemma3")] {
+        let out = tmp.path().join(format!("{family}.ember"));
+        convert(
+            &fixtures().join("hf-tiny").join(family),
+            &out,
+            &ConvertOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("convert {family}: {e}"));
+        let model = Arc::new(Model::load(&out).expect("load"));
+        let adapter = load_peft(&lora_fixture(name), model.hparams())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_against_peft(name, &model, &adapter);
+
+        // Merged into the weights, the adapter gives the same logits.
+        let reference = read_reference(&lora_fixture(name).join("reference.json"));
+        let ids = reference.ids;
+        let merged = merge_to(
+            &model,
+            &adapter,
+            1.0,
+            &tmp.path().join(format!("{family}-merged.ember")),
+            DTypeChoice::Auto,
+        )
+        .unwrap_or_else(|e| panic!("merge {name}: {e}"));
+        let d = max_abs(
+            &run(&merged, None, 1.0, &ids),
+            &run(&model, Some(&adapter), 1.0, &ids),
+        );
+        assert!(d <= MAX_ABS_SAME_MATH, "{name}: merged vs applied {d}");
+
+        let text = std::fs::read_to_string(lora_fixture(name).join("reference.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let want: Vec<u32> = v["greedy_ids"]
+            .as_array()
+            .expect("greedy_ids")
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let mut s = Session::new(
+            model.clone(),
+            SessionConfig {
+                context: CONTEXT,
+                kv_type: KvType::F32,
+                batch: 64,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        s.set_lora(Some(Arc::new(adapter)), 1.0).unwrap();
+        let mut next = ember_runtime::argmax(s.prefill(&ids).unwrap());
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            got.push(next);
+            next = ember_runtime::argmax(s.step(next).unwrap());
+        }
+        assert_eq!(got, want, "{name}: greedy tokens with the adapter");
+    }
+}
+
 /// Prefill (batched when the session batches) applies the adapter exactly as
 /// feeding the tokens one at a time does.
 #[test]

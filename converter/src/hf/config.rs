@@ -32,17 +32,21 @@ pub enum HfArch {
     /// `Phi3ForCausalLM`: fused qkv_proj and gate_up_proj (split on import),
     /// partial rotary dimensions.
     Phi3,
+    /// `StableLmForCausalLM`: LayerNorm with biases, partial rotary
+    /// dimensions, optional q/k/v biases (sequential residual only).
+    StableLm,
 }
 
 impl HfArch {
     /// Every class, in the order messages list them.
-    pub const ALL: [HfArch; 6] = [
+    pub const ALL: [HfArch; 7] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
         Self::Qwen3,
         Self::Gemma3,
         Self::Phi3,
+        Self::StableLm,
     ];
 
     /// The transformers class name.
@@ -54,6 +58,7 @@ impl HfArch {
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
+            Self::StableLm => "StableLmForCausalLM",
         }
     }
 
@@ -483,12 +488,18 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         HfArch::Mistral => 4096 * 32,
         HfArch::Qwen2 | HfArch::Qwen3 => 32768,
         HfArch::Gemma3 => 131072,
-        HfArch::Phi3 => 4096,
+        HfArch::Phi3 | HfArch::StableLm => 4096,
     });
-    let norm_eps = f.f64("rms_norm_eps")?.unwrap_or(1e-6);
+    let (norm, norm_eps) = match arch {
+        HfArch::StableLm => (
+            NormKind::LayerNorm,
+            f.f64("layer_norm_eps")?.unwrap_or(1e-5),
+        ),
+        _ => (NormKind::RmsNorm, f.f64("rms_norm_eps")?.unwrap_or(1e-6)),
+    };
     if norm_eps < 0.0 {
         return Err(bad(format!(
-            "rms_norm_eps must be non-negative, got {norm_eps}"
+            "the norm epsilon must be non-negative, got {norm_eps}"
         )));
     }
     let act = match arch {
@@ -517,6 +528,21 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         }
         HfArch::Mistral | HfArch::Phi3 => {}
         HfArch::Qwen2 => flag_bits |= flags::QKV_BIAS,
+        HfArch::StableLm => {
+            if f.bool("use_qkv_bias")?.unwrap_or(false) {
+                flag_bits |= flags::QKV_BIAS;
+            }
+            if f.bool("qk_layernorm")?.unwrap_or(false) {
+                return Err(ConvertError::Unsupported(
+                    "StableLM with qk_layernorm (one LayerNorm per head)".into(),
+                ));
+            }
+            if f.bool("use_parallel_residual")?.unwrap_or(false) {
+                return Err(ConvertError::Unsupported(
+                    "parallel attention and MLP residuals (use_parallel_residual)".into(),
+                ));
+            }
+        }
         HfArch::Qwen3 | HfArch::Gemma3 => {
             flag_bits |= flags::QK_NORM;
             if attention_bias {
@@ -584,7 +610,7 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
     let rope = parse_rope_params(scaling_fields, theta, rope_dim, max_context)?;
 
     let (sliding_window, swa_period, local_theta) = match arch {
-        HfArch::Llama => (0, 0, 0.0),
+        HfArch::Llama | HfArch::StableLm => (0, 0, 0.0),
         HfArch::Mistral | HfArch::Phi3 => {
             let w = match (f.window()?, arch) {
                 (w, HfArch::Mistral) => w,
@@ -681,8 +707,8 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         rope_low_freq_factor: rope.low,
         rope_high_freq_factor: rope.high,
         rope_original_context: rope.original_context,
-        norm: NormKind::RmsNorm as u32,
-        norm_eps: to_f32("rms_norm_eps", norm_eps)?,
+        norm: norm as u32,
+        norm_eps: to_f32("norm epsilon", norm_eps)?,
         flags: flag_bits,
         attn_scale,
         embed_scale,

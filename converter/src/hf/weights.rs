@@ -275,6 +275,9 @@ fn map_name(hf: &str, arch: HfArch, hp: &HyperParams) -> Mapped {
             return Mapped::Canonical(names::TOK_EMBEDDINGS.into(), Transform::None)
         }
         "model.norm.weight" => return norm(names::NORM),
+        "model.norm.bias" => {
+            return Mapped::Canonical(names::norm_bias(names::NORM), Transform::None)
+        }
         // transformers writes lm_head even for some tied models; the tie wins.
         "lm_head.weight" if hp.tied_output() => return Mapped::Ignored,
         "lm_head.weight" => return Mapped::Canonical(names::OUTPUT.into(), Transform::None),
@@ -312,6 +315,16 @@ fn map_name(hf: &str, arch: HfArch, hp: &HyperParams) -> Mapped {
             }
             _ => {}
         }
+    }
+    if let Some(weight) = suffix
+        .strip_suffix(".bias")
+        .filter(|w| w.ends_with("layernorm") || w.ends_with("_norm"))
+    {
+        // A LayerNorm's bias, beside its weight.
+        return match layer_suffix(arch, &format!("{weight}.weight")) {
+            Some(c) => Mapped::Canonical(names::norm_bias(&l(c)), Transform::None),
+            None => Mapped::Unknown,
+        };
     }
     match layer_suffix(arch, suffix) {
         Some(c) if c.ends_with("norm") => norm(&l(c)),
