@@ -410,6 +410,28 @@ fn builder_models_map() {
     assert_eq!(w.hparams.rope_scaling, RopeScaling::Linear as u32);
     assert_eq!(w.hparams.rope_scaling_factor, 4.0);
 
+    // llama.cpp's Llama 3.1 frequency factors become the rope_freqs tensor.
+    let mut b = model("llama");
+    b.tensor("rope_freqs.weight", &[8]);
+    let w = map(&b).unwrap();
+    assert_ne!(
+        w.hparams.flags & ember_runtime::format::flags::ROPE_FREQ_FACTORS,
+        0
+    );
+    assert!(w
+        .tensors
+        .iter()
+        .any(|t| t.name == "rope_freqs" && t.shape == [8]));
+
+    // YaRN: the correction range and attention factor as transformers derives them.
+    let mut b = model("llama");
+    b.str("llama.rope.scaling.type", "yarn")
+        .f32("llama.rope.scaling.factor", 4.0)
+        .u32("llama.rope.scaling.original_context_length", 1024);
+    let w = map(&b).unwrap();
+    assert_eq!(w.hparams.rope_scaling, RopeScaling::Yarn as u32);
+    assert!((w.hparams.rope_attn_factor - (1.0 + 0.1 * 4f32.ln())).abs() < 1e-6);
+
     // Redundant precomputed rotary tables are skipped and noted.
     let mut b = model("llama");
     b.tensor("blk.0.attn_rot_embd", &[8]);
@@ -424,17 +446,17 @@ fn builder_models_map() {
 fn unsupported_models() {
     expect_map_unsupported(&model("gpt2"), "\"gpt2\"");
     let mut b = model("llama");
-    b.tensor("rope_freqs.weight", &[8]);
-    expect_map_unsupported(&b, "rope_freqs");
-    let mut b = model("llama");
-    b.tensor("blk.0.attn_q_norm.weight", &[16]);
-    expect_map_unsupported(&b, "attn_q_norm");
+    b.tensor("blk.0.ffn_gate_exps.weight", &[16]);
+    expect_map_unsupported(&b, "ffn_gate_exps");
     let mut b = model("llama");
     b.u32("llama.expert_count", 8);
     expect_map_unsupported(&b, "mixture-of-experts");
     let mut b = model("llama");
-    b.str("llama.rope.scaling.type", "yarn");
-    expect_map_unsupported(&b, "yarn");
+    b.str("llama.rope.scaling.type", "longrope");
+    expect_map_unsupported(&b, "longrope");
+    let mut b = model("llama");
+    b.f32("llama.attn_logit_softcapping", 50.0);
+    expect_map_unsupported(&b, "soft-capping");
     let mut b = model("llama");
     b.u32("llama.attention.value_length", 8);
     expect_map_unsupported(&b, "value_length");
@@ -442,6 +464,14 @@ fn unsupported_models() {
 
 #[test]
 fn inconsistent_models() {
+    // A QK norm in a family without one (llama) is an unexpected tensor.
+    let mut b = model("llama");
+    b.tensor("blk.0.attn_q_norm.weight", &[16]);
+    expect_map_gguf(&b, "blk.0.attn_q_norm.weight");
+    // YaRN needs its factor.
+    let mut b = model("llama");
+    b.str("llama.rope.scaling.type", "yarn");
+    expect_map_gguf(&b, "rope.scaling.factor");
     let mut b = model("llama");
     b.remove("blk.0.ffn_up.weight");
     expect_map_gguf(&b, "blk.0.ffn_up.weight");

@@ -246,12 +246,17 @@ fn config_unsupported_features() {
     assert_contains(&e.to_string(), "GPT2LMHeadModel");
 
     let mut c = llama_config();
-    c["hidden_act"] = json!("gelu");
-    assert_contains(&config_err(c), "hidden_act \"gelu\"");
+    c["hidden_act"] = json!("gelu_fast");
+    assert_contains(&config_err(c), "activation \"gelu_fast\"");
 
     let mut c = llama_config();
-    c["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
-    assert_contains(&config_err(c), "RoPE scaling type \"yarn\"");
+    c["rope_scaling"] = json!({"rope_type": "longrope", "factor": 4.0});
+    assert_contains(&config_err(c), "RoPE scaling type \"longrope\"");
+
+    let mut c = llama_config();
+    c["architectures"] = json!(["Gemma3ForCausalLM"]);
+    c["attn_logit_softcapping"] = json!(50.0);
+    assert_contains(&config_err(c), "attn_logit_softcapping");
 
     let mut c = llama_config();
     c["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0});
@@ -264,7 +269,7 @@ fn config_unsupported_features() {
     c["max_window_layers"] = json!(0);
     c["num_hidden_layers"] = json!(2);
     c["layer_types"] = json!(["full_attention", "sliding_attention"]);
-    assert_contains(&config_err(c), "sliding-window attention on 1 of 2 layers");
+    assert_contains(&config_err(c), "sliding-window attention on layers [1]");
 }
 
 #[test]
