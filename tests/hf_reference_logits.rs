@@ -50,6 +50,7 @@ const TINY_MODELS: &[&str] = &[
     "gemma3",
     "phi3",
     "stablelm",
+    "gpt-neox-seq",
 ];
 
 fn fixture_dir(name: &str) -> PathBuf {

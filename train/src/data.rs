@@ -18,9 +18,10 @@
 //! marker). The whole rendering is tokenized once (as `ember chat` does); a span
 //! edge falls after the tokens that the text before it tokenizes to (as far as
 //! they agree with the whole text's tokens, so a token merging across an edge
-//! counts as after it). Predictions of tokens inside assistant spans count. A template that does not render
-//! conversations incrementally (a prefix's text not being a prefix of the
-//! whole) is an error. Records longer than `seq_len + 1` tokens are truncated.
+//! counts as after it). Predictions of tokens inside assistant spans count. A
+//! template that does not render conversations incrementally (a prefix's text
+//! not being a prefix of the whole) is an error. Records longer than
+//! `seq_len + 1` tokens are truncated.
 //!
 //! **Split.** Duplicates are removed (with `dedup`) before splitting, so no
 //! document or record is in both sets. With `val_split = f`, `ceil(f n)`

@@ -3,18 +3,23 @@
 //! the adapter's `A` and `B` matrices, computed by hand (no autograd).
 //!
 //! The forward pass is the same computation as `ember_runtime::forward` (read it
-//! side by side), over a whole sequence with causal attention:
+//! side by side), over a whole sequence with causal attention, driven by the
+//! same `ModelConfig` (parenthesised steps are the config's options):
 //! ```text
-//! x = embed[tokens]                                       [T, dim]
+//! x = embed[tokens] (* embed_scale)                       [T, dim]
 //! for each layer:
 //!     h = rmsnorm(x) * attn_norm
-//!     q, k, v = lin_q(h), lin_k(h), lin_v(h);  rope(q, k)   lin(x) = W x + b + s B A drop(x)
-//!     o = per head: softmax(q k^T / sqrt(head_dim), causal [, window]) v  (its KV group)
-//!     x_mid = x + lin_o(o)
+//!     q, k, v = lin_q(h), lin_k(h), lin_v(h)              lin(x) = W x + b + s B A drop(x)
+//!     (q, k = per head rmsnorm(q) * q_norm, rmsnorm(k) * k_norm)
+//!     rope(q, k) with the layer's RoPE kind
+//!     o = per head: softmax(attn_scale q k^T, causal [, the layer's window]) v
+//!     x_mid = x + (post_attn_norm)(lin_o(o))
 //!     h2 = rmsnorm(x_mid) * ffn_norm
-//!     x' = x_mid + lin_down(act(lin_gate(h2)) * lin_up(h2))
-//! loss = sum over masked t of CE(W_out rmsnorm(x_L[t]) * norm, tokens[t + 1])
+//!     x' = x_mid + (post_ffn_norm)(lin_down(act(lin_gate(h2)) * lin_up(h2)))
+//! loss = sum over masked t of CE((softcap)(W_out rmsnorm(x_L[t]) * norm), tokens[t + 1])
 //! ```
+//! Blocks with LayerNorm or a plain MLP are refused by [`Base::new`] (their
+//! backward pass is not written).
 //! Differences from inference, by design: matrix products take the f32 input
 //! as is (inference quantizes it to q8_0 for q8_0/q4_0 weights), and `sin`/`cos`
 //! come from `std` rather than `libm`.
@@ -62,6 +67,13 @@ pub const HEAD_CHUNK: usize = 32;
 pub struct BaseLayer<'m> {
     pub attn_norm: &'m [f32],
     pub ffn_norm: &'m [f32],
+    /// Per-head query and key norms `[head_dim]` (QK norm models).
+    pub q_norm: Option<&'m [f32]>,
+    pub k_norm: Option<&'m [f32]>,
+    /// Norms of the attention and feed-forward outputs before their residual
+    /// adds (Gemma).
+    pub post_attn_norm: Option<&'m [f32]>,
+    pub post_ffn_norm: Option<&'m [f32]>,
     pub w: [Matrix<'m>; 7],
     pub bias: [Option<&'m [f32]>; 7],
 }
@@ -137,12 +149,6 @@ impl<'m> Base<'m> {
         let unsupported = [
             (cfg.norm != NormKind::RmsNorm, "LayerNorm"),
             (cfg.mlp != Mlp::Gated, "a plain (ungated) MLP"),
-            (cfg.qk_norm, "QK norms"),
-            (
-                cfg.post_attn_norm || cfg.post_ffn_norm,
-                "post-attention / post-FFN norms",
-            ),
-            (cfg.logit_softcap.is_some(), "final-logit soft-capping"),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
             return Err(TrainError::Config(format!(
@@ -158,9 +164,14 @@ impl<'m> Base<'m> {
                 Some(_) => Err(TrainError::Config(format!("{}: expected f32", n(s)))),
                 None => Ok(None),
             };
+            let optional = |on: bool, s: &str| on.then(|| vector(model, &n(s))).transpose();
             layers.push(BaseLayer {
                 attn_norm: vector(model, &n(names::ATTN_NORM))?,
                 ffn_norm: vector(model, &n(names::FFN_NORM))?,
+                q_norm: optional(cfg.qk_norm, names::Q_NORM)?,
+                k_norm: optional(cfg.qk_norm, names::K_NORM)?,
+                post_attn_norm: optional(cfg.post_attn_norm, names::POST_ATTN_NORM)?,
+                post_ffn_norm: optional(cfg.post_ffn_norm, names::POST_FFN_NORM)?,
                 w: [
                     mat(names::WQ)?,
                     mat(names::WK)?,
@@ -271,6 +282,19 @@ struct LayerCache<F> {
     /// Per target: the LoRA input after dropout `[T, in]` and `A drop(x)` `[T, rank]`.
     xd: [Vec<F>; 7],
     z: [Vec<F>; 7],
+    /// QK norm: queries and keys before it `[T, q_dim]`, `[T, kv_dim]`, and the
+    /// inverse RMS of every head `[T, n_heads]`, `[T, n_kv_heads]` (empty
+    /// without QK norms).
+    q_pre: Vec<F>,
+    k_pre: Vec<F>,
+    q_inv: Vec<F>,
+    k_inv: Vec<F>,
+    /// Post-norms: the attention and feed-forward outputs before them `[T,
+    /// dim]` and their inverse RMS `[T]` (empty without post-norms).
+    attn_out: Vec<F>,
+    attn_out_inv: Vec<F>,
+    ffn_out: Vec<F>,
+    ffn_out_inv: Vec<F>,
 }
 
 /// Gradient scratch of the backward pass.
@@ -287,6 +311,8 @@ struct GradScratch<F> {
     dv: Vec<F>,
     dz: Vec<F>,
     dp: Vec<F>,
+    /// `[T, max(dim, q_dim)]`: the gradient before a post-norm or QK norm.
+    dnorm: Vec<F>,
 }
 
 /// Every buffer the pass needs for sequences up to `t_max` positions, allocated
@@ -334,6 +360,7 @@ impl<F: Float> Workspace<F> {
             LoraTarget::ALL.map(|t| if adapted(t) { z(f(t)) } else { Vec::new() })
         };
         let half = base.cfg.rope_pairs() * base.inv_freq.len();
+        let cfg = &base.cfg;
         Self {
             t_max,
             resid: z((hp.n_layers as usize + 1) * t_max * dim),
@@ -353,6 +380,18 @@ impl<F: Float> Workspace<F> {
                 a: z(t_max * ffn),
                 xd: lora(&|t| t_max * t.dims(hp).0),
                 z: lora(&|_| t_max * rank),
+                q_pre: z(if cfg.qk_norm { t_max * qd } else { 0 }),
+                k_pre: z(if cfg.qk_norm { t_max * kvd } else { 0 }),
+                q_inv: z(if cfg.qk_norm { t_max * nh } else { 0 }),
+                k_inv: z(if cfg.qk_norm {
+                    t_max * cfg.n_kv_heads
+                } else {
+                    0
+                }),
+                attn_out: z(if cfg.post_attn_norm { t_max * dim } else { 0 }),
+                attn_out_inv: z(if cfg.post_attn_norm { t_max } else { 0 }),
+                ffn_out: z(if cfg.post_ffn_norm { t_max * dim } else { 0 }),
+                ffn_out_inv: z(if cfg.post_ffn_norm { t_max } else { 0 }),
             },
             gs: GradScratch {
                 dx: z(t_max * dim),
@@ -367,6 +406,7 @@ impl<F: Float> Workspace<F> {
                 dv: z(t_max * kvd),
                 dz: z(t_max * rank),
                 dp: z(t_max),
+                dnorm: z(t_max * dim.max(qd)),
             },
             cos: z(t_max * half),
             sin: z(t_max * half),
@@ -417,6 +457,15 @@ impl<F: Float> Workspace<F> {
             &g.dv,
             &g.dz,
             &g.dp,
+            &g.dnorm,
+            &c.q_pre,
+            &c.k_pre,
+            &c.q_inv,
+            &c.k_inv,
+            &c.attn_out,
+            &c.attn_out_inv,
+            &c.ffn_out,
+            &c.ffn_out_inv,
             &self.cos,
             &self.sin,
             &self.head_x,
@@ -690,6 +739,29 @@ fn rmsnorm_row_bwd<F: Float>(dx: &mut [F], x: &[F], w: &[f32], inv: F, dy: &[F])
     }
 }
 
+/// The backward pass of `rmsnorm_row` on every `w.len()`-wide row of `x`
+/// (inverse RMS `inv[row]`): `d norm(x) / dx . dy` into `out` (zeroed first),
+/// which it returns.
+fn norm_rows_bwd<'a, F: Float>(
+    out: &'a mut [F],
+    x: &[F],
+    w: &[f32],
+    inv: &[F],
+    dy: &[F],
+) -> &'a [F] {
+    let n = w.len();
+    out.fill(F::ZERO);
+    for (((o, xr), &i), d) in out
+        .chunks_exact_mut(n)
+        .zip(x.chunks_exact(n))
+        .zip(inv)
+        .zip(dy.chunks_exact(n))
+    {
+        rmsnorm_row_bwd(o, xr, w, i, d);
+    }
+    out
+}
+
 /// Rotates every head of row `x` (`[heads * head_dim]`) for position `t` using
 /// the tables; `inverse` rotates back (the backward pass of a rotation).
 fn rope_row<F: Float>(
@@ -892,6 +964,24 @@ fn layer_fwd<F: Float>(
         ws.mask,
         &mut rows,
     );
+    if let (Some(qw), Some(kw)) = (bl.q_norm, bl.k_norm) {
+        c.q_pre[..tl * qd].copy_from_slice(&c.q[..tl * qd]);
+        c.k_pre[..tl * kvd].copy_from_slice(&c.k[..tl * kvd]);
+        for (i, (o, x)) in c.q[..tl * qd]
+            .chunks_exact_mut(hd)
+            .zip(c.q_pre.chunks_exact(hd))
+            .enumerate()
+        {
+            c.q_inv[i] = rmsnorm_row(o, x, qw, eps);
+        }
+        for (i, (o, x)) in c.k[..tl * kvd]
+            .chunks_exact_mut(hd)
+            .zip(c.k_pre.chunks_exact(hd))
+            .enumerate()
+        {
+            c.k_inv[i] = rmsnorm_row(o, x, kw, eps);
+        }
+    }
     let half = cx.base.cfg.rope_pairs();
     let table = cx.base.cfg.layers[l].rope * tl * half;
     for t in 0..tl {
@@ -957,6 +1047,17 @@ fn layer_fwd<F: Float>(
         ws.mask,
         &mut rows,
     );
+    if let Some(w) = bl.post_attn_norm {
+        c.attn_out[..tl * dim].copy_from_slice(proj);
+        for t in 0..tl {
+            c.attn_out_inv[t] = rmsnorm_row(
+                &mut proj[t * dim..(t + 1) * dim],
+                &c.attn_out[t * dim..(t + 1) * dim],
+                w,
+                eps,
+            );
+        }
+    }
     for ((m, &x), &p) in c.x_mid[..tl * dim]
         .iter_mut()
         .zip(&x_in[..tl * dim])
@@ -1013,6 +1114,17 @@ fn layer_fwd<F: Float>(
         ws.mask,
         &mut rows,
     );
+    if let Some(w) = bl.post_ffn_norm {
+        c.ffn_out[..tl * dim].copy_from_slice(down);
+        for t in 0..tl {
+            c.ffn_out_inv[t] = rmsnorm_row(
+                &mut down[t * dim..(t + 1) * dim],
+                &c.ffn_out[t * dim..(t + 1) * dim],
+                w,
+                eps,
+            );
+        }
+    }
     for ((o, &m), &d) in x_out[..tl * dim]
         .iter_mut()
         .zip(&c.x_mid[..tl * dim])
@@ -1099,8 +1211,17 @@ fn layer_bwd<F: Float>(
         rowf: &mut *ws.rowf,
     };
 
-    // --- feed-forward block: x' = x_mid + down(a) ---
-    let dout = &gs.dx[..tl * dim];
+    // --- feed-forward block: x' = x_mid + post_norm(down(a)) ---
+    let dout = match bl.post_ffn_norm {
+        Some(w) => norm_rows_bwd(
+            &mut gs.dnorm[..tl * dim],
+            &c.ffn_out[..tl * dim],
+            w,
+            &c.ffn_out_inv[..tl],
+            &gs.dx[..tl * dim],
+        ),
+        None => &gs.dx[..tl * dim],
+    };
     let da = &mut gs.da[..tl * ffn];
     da.fill(F::ZERO);
     lin_bwd(
@@ -1158,7 +1279,17 @@ fn layer_bwd<F: Float>(
         );
     }
 
-    // --- attention block: x_mid = x + o_proj(attention) ---
+    // --- attention block: x_mid = x + post_norm(o_proj(attention)) ---
+    let d_proj = match bl.post_attn_norm {
+        Some(w) => norm_rows_bwd(
+            &mut gs.dnorm[..tl * dim],
+            &c.attn_out[..tl * dim],
+            w,
+            &c.attn_out_inv[..tl],
+            &gs.dxm[..tl * dim],
+        ),
+        None => &gs.dxm[..tl * dim],
+    };
     let d_o = &mut gs.d_o[..tl * qd];
     d_o.fill(F::ZERO);
     lin_bwd(
@@ -1166,7 +1297,7 @@ fn layer_bwd<F: Float>(
         l,
         LoraTarget::O,
         c,
-        &gs.dxm[..tl * dim],
+        d_proj,
         Some(d_o),
         grads,
         &mut gs.dz,
@@ -1231,6 +1362,25 @@ fn layer_bwd<F: Float>(
             cx.base.rope_half,
             true,
         );
+    }
+    if let (Some(qw), Some(kw)) = (bl.q_norm, bl.k_norm) {
+        // Through the per-head norms: d(pre-norm) from d(post-norm).
+        let dq = norm_rows_bwd(
+            &mut gs.dnorm[..tl * qd],
+            &c.q_pre[..tl * qd],
+            qw,
+            &c.q_inv[..tl * nh],
+            &gs.dq[..tl * qd],
+        );
+        gs.dq[..tl * qd].copy_from_slice(dq);
+        let dk = norm_rows_bwd(
+            &mut gs.dnorm[..tl * kvd],
+            &c.k_pre[..tl * kvd],
+            kw,
+            &c.k_inv[..tl * kvd / hd],
+            &gs.dk[..tl * kvd],
+        );
+        gs.dk[..tl * kvd].copy_from_slice(dk);
     }
     let dh = &mut gs.dh[..tl * dim];
     dh.fill(F::ZERO);
@@ -1346,6 +1496,10 @@ fn head<F: Float>(
         for (c, &t) in chunk.iter().enumerate() {
             let lg = &mut logits[c * vocab..(c + 1) * vocab];
             let target = ex.tokens[t + 1] as usize;
+            if let Some(cap) = base.cfg.logit_softcap {
+                let cap = F::from_f32(cap);
+                lg.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+            }
             let m = lg
                 .iter()
                 .fold(F::from_f32(f32::NEG_INFINITY), |a, &b| a.max(b));
@@ -1356,12 +1510,19 @@ fn head<F: Float>(
             let lse = m + sum.ln();
             loss.sum += (lse - lg[target]).to_f64();
             loss.count += 1;
-            // d CE / d logits = softmax - onehot
+            // d CE / d logits = softmax - onehot; through the soft-cap
+            // c tanh(z / c): times 1 - tanh^2 = 1 - (capped / c)^2.
             let inv = F::ONE / sum;
-            for v in lg.iter_mut() {
-                *v = (*v - m).exp() * inv;
+            let cap = base.cfg.logit_softcap.map(F::from_f32);
+            for (i, v) in lg.iter_mut().enumerate() {
+                let capped = *v;
+                let onehot = if i == target { F::ONE } else { F::ZERO };
+                let g = (capped - m).exp() * inv - onehot;
+                *v = match cap {
+                    Some(c) => g * (F::ONE - (capped / c) * (capped / c)),
+                    None => g,
+                };
             }
-            lg[target] -= F::ONE;
         }
         let Some(dx) = dx.as_deref_mut() else {
             continue;

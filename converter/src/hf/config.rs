@@ -35,11 +35,14 @@ pub enum HfArch {
     /// `StableLmForCausalLM`: LayerNorm with biases, partial rotary
     /// dimensions, optional q/k/v biases (sequential residual only).
     StableLm,
+    /// `GPTNeoXForCausalLM` (sequential residual only): LayerNorm with biases,
+    /// a plain MLP, per-head fused query_key_value, partial rotary dimensions.
+    GptNeoX,
 }
 
 impl HfArch {
     /// Every class, in the order messages list them.
-    pub const ALL: [HfArch; 7] = [
+    pub const ALL: [HfArch; 8] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
@@ -47,6 +50,7 @@ impl HfArch {
         Self::Gemma3,
         Self::Phi3,
         Self::StableLm,
+        Self::GptNeoX,
     ];
 
     /// The transformers class name.
@@ -59,6 +63,7 @@ impl HfArch {
             Self::Gemma3 => "Gemma3ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
             Self::StableLm => "StableLmForCausalLM",
+            Self::GptNeoX => "GPTNeoXForCausalLM",
         }
     }
 
@@ -488,10 +493,10 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         HfArch::Mistral => 4096 * 32,
         HfArch::Qwen2 | HfArch::Qwen3 => 32768,
         HfArch::Gemma3 => 131072,
-        HfArch::Phi3 | HfArch::StableLm => 4096,
+        HfArch::Phi3 | HfArch::StableLm | HfArch::GptNeoX => 4096,
     });
     let (norm, norm_eps) = match arch {
-        HfArch::StableLm => (
+        HfArch::StableLm | HfArch::GptNeoX => (
             NormKind::LayerNorm,
             f.f64("layer_norm_eps")?.unwrap_or(1e-5),
         ),
@@ -507,6 +512,7 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
             .str("hidden_activation")?
             .or(f.str("hidden_act")?)
             .unwrap_or("gelu_pytorch_tanh"),
+        HfArch::GptNeoX => f.str("hidden_act")?.unwrap_or("gelu"),
         _ => f.str("hidden_act")?.unwrap_or("silu"),
     };
     let activation = activation(act)?;
@@ -528,6 +534,17 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         }
         HfArch::Mistral | HfArch::Phi3 => {}
         HfArch::Qwen2 => flag_bits |= flags::QKV_BIAS,
+        HfArch::GptNeoX => {
+            flag_bits |= flags::PLAIN_MLP | flags::MLP_BIAS;
+            if f.bool("attention_bias")?.unwrap_or(true) {
+                flag_bits |= flags::QKV_BIAS | flags::ATTN_OUT_BIAS;
+            }
+            if f.bool("use_parallel_residual")?.unwrap_or(true) {
+                return Err(ConvertError::Unsupported(
+                    "parallel attention and MLP residuals (use_parallel_residual)".into(),
+                ));
+            }
+        }
         HfArch::StableLm => {
             if f.bool("use_qkv_bias")?.unwrap_or(false) {
                 flag_bits |= flags::QKV_BIAS;
@@ -581,7 +598,8 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         .flatten()
     {
         Some(p) => Some(p),
-        None => f.f64("partial_rotary_factor")?,
+        // transformers 4's GPT-NeoX calls it rotary_pct.
+        None => f.f64("partial_rotary_factor")?.or(f.f64("rotary_pct")?),
     }
     .unwrap_or(1.0);
     if !(partial > 0.0 && partial <= 1.0) {
@@ -600,7 +618,11 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         .flatten()
     {
         Some(t) => t,
-        None => f.f64("rope_theta")?.unwrap_or(theta_default),
+        // transformers 4's GPT-NeoX calls it rotary_emb_base.
+        None => match f.f64("rope_theta")? {
+            Some(t) => t,
+            None => f.f64("rotary_emb_base")?.unwrap_or(theta_default),
+        },
     };
     let legacy_scaling = f.object("rope_scaling")?;
     let scaling_fields = match global_fields {
@@ -610,7 +632,7 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
     let rope = parse_rope_params(scaling_fields, theta, rope_dim, max_context)?;
 
     let (sliding_window, swa_period, local_theta) = match arch {
-        HfArch::Llama | HfArch::StableLm => (0, 0, 0.0),
+        HfArch::Llama | HfArch::StableLm | HfArch::GptNeoX => (0, 0, 0.0),
         HfArch::Mistral | HfArch::Phi3 => {
             let w = match (f.window()?, arch) {
                 (w, HfArch::Mistral) => w,

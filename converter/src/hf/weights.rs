@@ -204,6 +204,9 @@ enum Mapped {
     /// A fused matrix whose consecutive row ranges are separate canonical
     /// matrices (Phi-3's `qkv_proj`, `gate_up_proj`): `(name, rows)` in order.
     Split(Vec<(String, u64)>),
+    /// GPT-NeoX's `query_key_value` (weight or bias): per head `[q_h | k_h |
+    /// v_h]`, gathered into the `(q, k, v)` names given.
+    PerHeadQkv([String; 3]),
     /// A buffer that need not be converted.
     Ignored,
     Unknown,
@@ -261,7 +264,72 @@ fn layer_suffix(arch: HfArch, suffix: &str) -> Option<&'static str> {
         .map(|(_, c)| *c)
 }
 
+/// GPT-NeoX's names (after `gpt_neox.`) that differ from Llama's.
+const NEOX_NAMES: &[(&str, &str)] = &[
+    ("input_layernorm.weight", names::ATTN_NORM),
+    ("post_attention_layernorm.weight", names::FFN_NORM),
+    ("attention.dense.weight", names::WO),
+    ("attention.dense.bias", names::BO),
+    ("mlp.dense_h_to_4h.weight", names::W_UP),
+    ("mlp.dense_h_to_4h.bias", names::B_UP),
+    ("mlp.dense_4h_to_h.weight", names::W_DOWN),
+    ("mlp.dense_4h_to_h.bias", names::B_DOWN),
+];
+
+fn map_neox_name(hf: &str) -> Mapped {
+    let canonical = |c: &str| Mapped::Canonical(c.to_string(), Transform::None);
+    match hf {
+        "gpt_neox.embed_in.weight" => return canonical(names::TOK_EMBEDDINGS),
+        "embed_out.weight" => return canonical(names::OUTPUT),
+        "gpt_neox.final_layer_norm.weight" => return canonical(names::NORM),
+        "gpt_neox.final_layer_norm.bias" => return canonical(&names::norm_bias(names::NORM)),
+        _ => {}
+    }
+    if hf.ends_with(".attention.bias") || hf.ends_with(".attention.masked_bias") {
+        return Mapped::Ignored; // causal-mask buffers of old checkpoints
+    }
+    let Some((layer, suffix)) = hf
+        .strip_prefix("gpt_neox.layers.")
+        .and_then(|r| r.split_once('.'))
+    else {
+        return Mapped::Unknown;
+    };
+    let Ok(layer) = layer.parse::<usize>() else {
+        return Mapped::Unknown;
+    };
+    let l = |c: &str| names::layer(layer, c);
+    match suffix {
+        "attention.query_key_value.weight" => {
+            return Mapped::PerHeadQkv([l(names::WQ), l(names::WK), l(names::WV)])
+        }
+        "attention.query_key_value.bias" => {
+            return Mapped::PerHeadQkv([l(names::BQ), l(names::BK), l(names::BV)])
+        }
+        "attention.rotary_emb.inv_freq" => return Mapped::Ignored,
+        _ => {}
+    }
+    if let Some(weight) = suffix
+        .strip_suffix(".bias")
+        .filter(|w| w.ends_with("layernorm"))
+    {
+        return match NEOX_NAMES
+            .iter()
+            .find(|(h, _)| *h == format!("{weight}.weight"))
+        {
+            Some((_, c)) => canonical(&names::norm_bias(&l(c))),
+            None => Mapped::Unknown,
+        };
+    }
+    match NEOX_NAMES.iter().find(|(h, _)| *h == suffix) {
+        Some((_, c)) => canonical(&l(c)),
+        None => Mapped::Unknown,
+    }
+}
+
 fn map_name(hf: &str, arch: HfArch, hp: &HyperParams) -> Mapped {
+    if arch == HfArch::GptNeoX {
+        return map_neox_name(hf);
+    }
     let norm = |name: &str| {
         let t = if arch == HfArch::Gemma3 {
             Transform::AddOne
@@ -442,6 +510,46 @@ pub fn load_tensors(dir: &Path, cfg: &HfConfig) -> Result<Vec<IrTensor>> {
                     })
                     .collect()
             }
+            Mapped::PerHeadQkv(parts) => {
+                let (heads, head_dim) = (hp.n_heads as u64, hp.head_dim as u64);
+                let rows = 3 * heads * head_dim;
+                if shape.first() != Some(&rows) || shape.len() > 2 {
+                    return Err(ConvertError::Tensor {
+                        name: hf,
+                        reason: format!(
+                            "fused per-head q/k/v of shape {shape:?}, but config.json implies {rows} rows"
+                        ),
+                    });
+                }
+                let dtype = float_dtype(&hf, t.info.dtype)?;
+                let cols = shape.get(1).copied().unwrap_or(1);
+                for (slot, canonical) in parts.into_iter().enumerate() {
+                    let part_shape: Vec<u64> = if shape.len() == 2 {
+                        vec![heads * head_dim, cols]
+                    } else {
+                        vec![heads * head_dim]
+                    };
+                    check(&canonical, &part_shape)?;
+                    seen.insert(canonical.clone());
+                    out.push(IrTensor {
+                        name: canonical,
+                        shape: part_shape,
+                        source: Box::new(PerHeadSlot {
+                            src: SafetensorsSource {
+                                path: t.shard.clone(),
+                                offset: t.offset,
+                                nbytes: rows * cols * dtype.block_bytes() as u64,
+                                dtype,
+                            },
+                            slot: slot as u64,
+                            heads,
+                            head_dim,
+                            cols,
+                        }),
+                    });
+                }
+                continue;
+            }
             Mapped::Ignored => continue,
             Mapped::Unknown => {
                 return Err(ConvertError::Tensor {
@@ -495,6 +603,36 @@ pub fn load_tensors(dir: &Path, cfg: &HfConfig) -> Result<Vec<IrTensor>> {
         )));
     }
     Ok(out)
+}
+
+/// One of q, k, v (`slot` 0, 1, 2) of a per-head fused `[heads, 3, head_dim,
+/// cols]` tensor (GPT-NeoX): the rows `h * 3 * head_dim + slot * head_dim ..`
+/// of every head `h`, in head order.
+struct PerHeadSlot {
+    src: SafetensorsSource,
+    slot: u64,
+    heads: u64,
+    head_dim: u64,
+    cols: u64,
+}
+
+impl TensorSource for PerHeadSlot {
+    fn source_dtype(&self) -> String {
+        self.src.source_dtype()
+    }
+    fn native_dtype(&self) -> Option<DType> {
+        self.src.native_dtype()
+    }
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        let all = self.src.to_f32()?;
+        let block = (self.head_dim * self.cols) as usize;
+        let mut out = Vec::with_capacity(self.heads as usize * block);
+        for h in 0..self.heads {
+            let start = ((3 * h + self.slot) * self.head_dim * self.cols) as usize;
+            out.extend_from_slice(&all[start..start + block]);
+        }
+        Ok(out)
+    }
 }
 
 /// A norm weight `w` imported as `1 + w` (Gemma), in f32.

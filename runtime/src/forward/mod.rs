@@ -37,7 +37,8 @@ use crate::session::arena::{Alloc, Slab};
 
 /// Most tokens one pass holds. Each matrix is read once per pass (per
 /// thread's share of it), and buffers grow linearly with it; 64 is where
-/// larger batches stopped paying (`benches/RESULTS.md`, "Prefill batch size").
+/// larger batches stopped paying (`benches/RESULTS.md`, "f16 kernels and batch
+/// size").
 pub const MAX_BATCH: usize = 64;
 
 /// Every activation buffer of the forward pass, for up to `cap` rows

@@ -90,6 +90,31 @@ pub fn tiny_hparams_variant() -> HyperParams {
     }
 }
 
+/// Gemma 3's block, and the rest of the format-1.5 options: QK norms,
+/// post-attention and post-FFN norms, exact GELU, scaled embeddings and
+/// attention scores, two sliding layers then a global one (period 3) with a
+/// local RoPE base, YaRN on the global RoPE, soft-capped logits, tied output.
+pub fn tiny_hparams_gemma() -> HyperParams {
+    HyperParams {
+        activation: Activation::GeluErf as u32,
+        n_layers: 3,
+        sliding_window: 3,
+        swa_period: 3,
+        rope_theta_local: 100.0,
+        rope_scaling: RopeScaling::Yarn as u32,
+        rope_scaling_factor: 4.0,
+        rope_low_freq_factor: 1.0,
+        rope_high_freq_factor: 3.0,
+        rope_attn_factor: 1.1,
+        attn_scale: 0.3,
+        embed_scale: 2.0,
+        logit_softcap: 5.0,
+        flags: flags::QK_NORM | flags::POST_ATTN_NORM | flags::POST_FFN_NORM | flags::TIED_OUTPUT,
+        ..tiny_hparams()
+    }
+    .with_extended_flag()
+}
+
 /// A SentencePiece-style tokenizer: `<unk> <s> </s>`, 256 byte tokens, a few pieces.
 pub fn tiny_tokenizer(vocab: usize) -> TokenizerSpec {
     let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
