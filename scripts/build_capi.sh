@@ -5,7 +5,7 @@
 #
 # Usage: scripts/build_capi.sh [--cross-aarch64] [--debug] [--prefix DIR]
 #   --cross-aarch64  build for aarch64-unknown-linux-gnu with ci/cross-aarch64.toml
-#                    (Debian's rustc + aarch64 std, see /work/shared/docs/AARCH64.md)
+#                    (Debian's rustc + aarch64 std, see ../shared/docs/AARCH64.md)
 #   --debug          the dev profile instead of release
 #   --prefix DIR     install there (default target/capi/<host|aarch64>)
 # Prints the prefix on the last line of stdout. Link a program with

@@ -4,7 +4,7 @@ transformers' chat-template machinery, which tests/chat_template.rs compares wit
 ember's renderer (runtime/src/chat) exactly.
 
 Usage (from the workspace root):
-    /root/.cache/ember/venv-ref/bin/python scripts/make_chat_template_goldens.py
+    ~/.cache/ember/venv-ref/bin/python scripts/make_chat_template_goldens.py
 
 Templates: SmolLM2's own (../shared/models/smollm2-135m-instruct-hf, rendered with
 its tokenizer's apply_chat_template), and ember's built-in chatml / llama2 / llama3 /

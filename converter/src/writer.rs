@@ -83,7 +83,8 @@ pub enum Rotation {
     /// Rotate every block-quantized matrix (`ember convert`'s default). Source
     /// blocks stored unrotated (GGUF Q8_0 / Q4_0 / IQ4_NL) are re-quantized in
     /// the rotated basis instead of copied: on SmolLM2 that costs less than
-    /// the 8-bit activations of an unrotated product (benches/RESULTS.md).
+    /// the 8-bit activations of an unrotated product (benches/RESULTS.md,
+    /// "Rotated quantization").
     #[default]
     All,
     /// Rotate nothing (`--no-rotate`): GGUF blocks are copied bit for bit.

@@ -505,8 +505,9 @@ fn matmul_case(
 
 /// Token counts around the kernels' register blocks (1..=4 tokens) and the
 /// activation-term chunks (32 tokens), and widths around the column chunks
-/// (64 blocks; AVX2's 512 and 1024 for one token block): every token of a matrix-matrix product must equal, bit for bit, the
-/// same tier's matrix-vector product for that token.
+/// (64 blocks; AVX2's 512 and 1024 for one token block): every token of a
+/// matrix-matrix product must equal, bit for bit, the same tier's
+/// matrix-vector product for that token.
 #[test]
 fn block_matmul_token_counts_and_chunks() {
     let tiers = simd_tiers();

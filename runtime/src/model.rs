@@ -263,10 +263,10 @@ impl Weights<'_> {
 
     /// `out[t] = W a[t]` for `n` Q8_0-quantized input vectors (`a: [n, cols / QK]`,
     /// `out: [n, rows]`, token-major) with the matrix-matrix kernels, split over
-    /// the threads of `pool` by tokens, one contiguous share per thread. Returns false (and does nothing) for
-    /// types without a matrix-matrix kernel (all but the row-interleaved ones);
-    /// the caller then runs one product per token. Each token's results equal
-    /// `matvec_input`'s for that token.
+    /// the threads of `pool` by tokens, one contiguous share per thread. Returns
+    /// false (and does nothing) for types without a matrix-matrix kernel (all but
+    /// the row-interleaved ones); the caller then runs one product per token.
+    /// Each token's results equal `matvec_input`'s for that token.
     pub fn matmul_input_threaded(
         &self,
         k: &Kernels,
@@ -394,10 +394,10 @@ fn group_rotation(tensors: &[TensorInfo], group: &[usize]) -> Result<bool> {
 }
 
 /// Smallest matrix (in stored bytes) whose matrix-vector product is split over
-/// the session's threads. A hand-off to a spinning worker costs ~0.2 us
-/// (`pool::overhead` test), so even SmolLM-135M's attention projections pay
-/// (0.35 MiB at Q8_0); its 0.12 MiB key/value projections stay on the calling
-/// thread. Measurements: `benches/RESULTS.md`, "Worker pool".
+/// the session's threads. A hand-off to a spinning worker is cheap (the
+/// `pool::overhead` test measures it), so even SmolLM-135M's attention
+/// projections pay (0.35 MiB at Q8_0); its 0.12 MiB key/value projections stay
+/// on the calling thread. Measurements: `benches/RESULTS.md`, "Worker pool".
 pub const PARALLEL_MIN_BYTES: u64 = 256 << 10;
 
 /// Indices (into the tensor table) of a norm's weight and, for LayerNorm, its

@@ -3,8 +3,9 @@
 //!
 //! Character classes follow HF: whitespace is tab, newline, carriage return or
 //! Unicode White_Space; control is general category Cc, Cf or Co except tab,
-//! newline and carriage return (unassigned code points are kept, as in HF); punctuation is ASCII punctuation or category P*;
-//! CJK ideographs are the blocks BERT lists (`is_chinese_char`).
+//! newline and carriage return (unassigned code points are kept, as in HF);
+//! punctuation is ASCII punctuation or category P*; CJK ideographs are the
+//! blocks BERT lists (`is_chinese_char`).
 
 use unicode_general_category::{get_general_category, GeneralCategory as G};
 use unicode_normalization::UnicodeNormalization;

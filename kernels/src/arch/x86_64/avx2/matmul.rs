@@ -31,7 +31,8 @@ const _: () = assert!(TILE_ROWS == 4, "one tile's rows per 128-bit vector");
 /// How far ahead (bytes) the kernels prefetch their one weight stream. The
 /// tiles are read strictly sequentially, so a software prefetch a few hundred
 /// bytes ahead hides memory latency on CPUs whose hardware prefetcher does not
-/// keep up (`benches/RESULTS.md` has the measurement).
+/// keep up (`benches/RESULTS.md`, "Row-interleaved weights, software
+/// prefetch and batched prefill").
 const PREFETCH_AHEAD: usize = 1024;
 /// The same with one token (`n == 1`: the odd last tile group of decode),
 /// whose stream is read at memory speed: 16 KiB ahead, as the decode kernels

@@ -30,9 +30,9 @@ const LINE: usize = 64;
 /// Rows per tile of the matrix-vector product. Two independent accumulators
 /// cover enough of the FMA latency for memory speed, and two row streams per
 /// thread (plus the prefetched next tile) are followed better by the memory
-/// system than four: in a stand-alone 2-thread f16 matvec over 1 GiB this
-/// read 5-20 % more GB/s than 4-row tiles at 576-5632 columns
-/// (`benches/RESULTS.md`, session 5).
+/// system than four: a stand-alone 2-thread f16 matvec read more GB/s with
+/// them than with 4-row tiles (`benches/RESULTS.md`, "f16 matrix-vector
+/// product: 2-row tiles").
 const MATVEC_ROWS: usize = 2;
 /// Weight bytes per row panel of the matrix-matrix product: a panel is read
 /// from memory once (by the first token tile) and stays in L2 for the others.
@@ -105,7 +105,8 @@ unsafe fn chunk<const R: usize, const T: usize>(
 /// `PF` (for rows read from memory rather than cache) prefetches the next
 /// tile's `R` rows in address order, so they are requested in full by the
 /// time this tile ends: the `R` interleaved row streams of a tile alone are
-/// followed poorly by the hardware prefetcher (`benches/RESULTS.md`).
+/// followed poorly by the hardware prefetcher (`benches/RESULTS.md`, "f16
+/// batched prefill kernel and prefetching f16 matvec").
 /// Prefetches never fault, so addresses past the matrix are harmless; the
 /// pointers are only formed, never dereferenced.
 ///
@@ -114,9 +115,9 @@ unsafe fn chunk<const R: usize, const T: usize>(
 /// every 32 columns, behind an `i % 32` test, kept for the smaller tiles and
 /// the matrix-vector product) made the compiler keep one accumulator of the
 /// 3 x 4 tile on the stack: a store and reload per chunk on the FMA chain of
-/// the first token tile of every panel (`perf annotate`; 1.1B f16 prefill
-/// went up 1 % / 5 % at 1 / 2 threads over five alternations, inside this
-/// host's noise: `benches/RESULTS.md`, session 7).
+/// the first token tile of every panel (`perf annotate`; the speed-up was
+/// within the host's noise: `benches/RESULTS.md`, "f16 prefill: a spilled
+/// accumulator in the first token tile").
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w` is valid for `R * cols` reads and `x`
@@ -225,9 +226,9 @@ pub(super) fn matmul_f16_f32(w: &[f16], x: &[f32], n: usize, out: &mut [f32]) {
 /// chunks and one input chunk: all 16 ymm registers), 3 x 3 for a 3-token
 /// tail, 4 x 2 and 4 x 1 for shorter ones. 3 x 4 widens each weight chunk once
 /// per 4 tokens like 2 x 4 but loads each input chunk once per 3 rows instead
-/// of 2; at 32 tokens per call it ran at 47-62 GFLOP/s against 2 x 4's 38-51
-/// (2048 x 5632) and 57-72 against 38-63 (576 x 1536), thread CPU time;
-/// 4 x 3 and 6 x 2 spill and ran at 26-36 (`benches/RESULTS.md`, session 5).
+/// of 2, and was the fastest tile at 32 tokens per call; 4 x 3 and 6 x 2
+/// spill (`benches/RESULTS.md`, "f16 matrix-matrix product: 3 x 4 register
+/// tile without spills").
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w: [rows, cols]`, `x: [n, cols]`,

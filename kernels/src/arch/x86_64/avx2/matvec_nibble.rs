@@ -5,8 +5,8 @@
 //! The batched kernel of `matmul.rs` reduces each tile's four row sums across
 //! lanes for every block, then scales a 4-lane vector; with one token that
 //! per-block work (nibble unpacking of each row, a 16-bit horizontal-add tree,
-//! building the scales) is most of the instructions, and the product ran at
-//! 60-70 % of the memory bandwidth. Here each 256-bit vector holds the same
+//! building the scales) is most of the instructions, and the product stayed
+//! well under the memory bandwidth. Here each 256-bit vector holds the same
 //! row of two groups (`[group g row r | group g+1 row r]`, 16 nibble bytes
 //! each), so the low and high nibbles are split for two rows with three
 //! instructions and multiplied with the activation's two halves broadcast to
@@ -38,9 +38,9 @@ const PAIR_ROWS: usize = 2 * TILE_ROWS;
 const TERM_BLOCKS: usize = 512;
 /// How far ahead (bytes) each weight stream is prefetched. Much further than
 /// `matmul.rs`'s 1 KiB: on this kernel's two streams of 72-byte tiles a 1 KiB
-/// lead left loads waiting on memory (`perf annotate`), and 1.1B-shape q4_0
-/// decode rose from 11 to 15-18 tok/s (1 thread) with a 16 KiB lead, no
-/// further gain at 32 or 64 KiB (`benches/RESULTS.md`, session 6). Why so far
+/// lead left loads waiting on memory (`perf annotate`); 16 KiB sped up
+/// 1.1B-shape q4_0 decode and 32 or 64 KiB gained nothing more
+/// (`benches/RESULTS.md`, "q4_0 / iq4_nl matrix-vector product"). Why so far
 /// is not measured; a plausible reason is that a lead of several 4 KiB pages
 /// also starts each page's address translation early.
 const PREFETCH_AHEAD: usize = 16 * 1024;

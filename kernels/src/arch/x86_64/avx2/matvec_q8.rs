@@ -8,7 +8,8 @@
 //! output order), converts the eight rows' scales in one instruction and
 //! keeps one 8-lane accumulator. With one weight stream the 1.1B-shape q8_0
 //! decode stayed well under the memory bandwidth that the two-stream 4-bit
-//! kernels reach (`benches/RESULTS.md`, sessions 10 and 11).
+//! kernels reach (`benches/RESULTS.md`, "q8_0x4 decode: two tile groups per
+//! step").
 //!
 //! Results are bit-identical to the scalar tier and to `matmul.rs` with one
 //! token: the integer block sums are exact in any order, and each row's f32

@@ -5,7 +5,7 @@
 //! the reference's eight partial sums fill exactly one 256-bit register, so
 //! scores are the same bits on every tier. The f32 `axpy` and f16 widening stay
 //! AVX2's: on 64-element rows their 16-lane masked versions measured slower
-//! (`benches/RESULTS.md`, session 10).
+//! (`benches/RESULTS.md`, "AVX-512 versions of the other ops").
 
 use core::arch::x86_64::*;
 

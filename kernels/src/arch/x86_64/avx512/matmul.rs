@@ -24,8 +24,8 @@
 //! the chunk's transposed activation terms), so the sums build up in their
 //! lanes with no horizontal reduction: 8 `vpdpbusd` per tile, quad and block.
 //! A first version (two rows per register, each activation block broadcast
-//! to both halves, a shuffle tree per block) ran 1.4-2x slower
-//! (`benches/RESULTS.md`, session 9). A last quad of fewer than 4 tokens
+//! to both halves, a shuffle tree per block) was slower (`benches/RESULTS.md`,
+//! "AVX-512 tier on an AVX-512 host"). A last quad of fewer than 4 tokens
 //! repeats its last token in the unused lanes (each lane is independent) and
 //! stores only the real ones.
 //!

@@ -27,7 +27,7 @@ use crate::scalar::check_matmul_f16_shape;
 const LANES: usize = 16;
 /// Rows per tile of the matrix-vector product (two row streams per thread
 /// plus the prefetched next tile, as the AVX2 kernel: `benches/RESULTS.md`,
-/// session 5).
+/// "f16 matrix-vector product: 2-row tiles").
 const MATVEC_ROWS: usize = 2;
 /// Weight bytes per row panel of the matrix-matrix product: a panel is read
 /// from memory once (by the first token tile) and stays in L2 for the others.
@@ -35,11 +35,9 @@ const PANEL_BYTES: usize = 64 << 10;
 /// Register tiles of the matrix-matrix product (rows x tokens, 24
 /// accumulators each): 3 x 8 when a token tile's inputs fit in L1
 /// (`8 * cols * 4 <= NARROW_INPUT_BYTES`), else 6 x 4, which streams half the
-/// input bytes per FMA from L2. On 1.1B f16 prefill (2048 and 5632 columns)
-/// 6 x 4 ran 1 thread 31-42 (mean 37.6) against 25-36 (32.4) tok/s and 2
-/// threads 55-76 (63.3) against 53-67 (59.5) over six alternations; on 135M
-/// (576 and 1536 columns) 3 x 8 was
-/// better at one thread (`benches/RESULTS.md`, session 9).
+/// input bytes per FMA from L2. 6 x 4 was faster on 1.1B f16 prefill (2048
+/// and 5632 columns), 3 x 8 on 135M (576 and 1536 columns) at one thread
+/// (`benches/RESULTS.md`, "AVX-512 tier on an AVX-512 host").
 const NARROW: (usize, usize) = (3, 8);
 const WIDE: (usize, usize) = (6, 4);
 /// Input bytes of one token tile that still leave L1 room for the weights.

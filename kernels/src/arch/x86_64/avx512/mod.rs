@@ -18,15 +18,15 @@ use crate::arch::{Kernels, Tier};
 /// products (16-lane tiles, so decode and prefill agree bit for bit within
 /// this tier), the VNNI batched (prefill) products of the row-interleaved
 /// matrices, and 16-lane versions of the other ops (RMSNorm, softmax, gates,
-/// RoPE, f16 `axpy`, fused f16 and f32 attention, residual add; written in 93e04f3,
-/// registered after their first conformance run on an AVX-512 CPU, session
-/// 10). The AVX2 kernels remain for the row-interleaved matrix-vector
-/// products of decode (bound by memory bandwidth; the batched kernels match
-/// them bit for bit: integer block sums are exact, the f32 steps are the
-/// same), the activation quantizer, the dot products (the reference's eight
-/// partial sums are one 256-bit register, so scores are the same bits on
-/// every tier), and the f32 `axpy` and f16 widening (slower with 16 masked
-/// lanes on 64-element rows, `benches/RESULTS.md` session 10).
+/// RoPE, f16 `axpy`, fused f16 and f32 attention, residual add; each passes
+/// the conformance suite on an AVX-512 CPU). The AVX2 kernels remain for the
+/// row-interleaved matrix-vector products of decode (bound by memory
+/// bandwidth; the batched kernels match them bit for bit: integer block sums
+/// are exact, the f32 steps are the same), the activation quantizer, the dot
+/// products (the reference's eight partial sums are one 256-bit register, so
+/// scores are the same bits on every tier), and the f32 `axpy` and f16
+/// widening (slower with 16 masked lanes on 64-element rows:
+/// `benches/RESULTS.md`, "AVX-512 versions of the other ops").
 pub(super) fn table(t: Avx512Token) -> Kernels {
     Kernels {
         tier: Tier::Avx512,
