@@ -14,7 +14,7 @@
 
 mod rng;
 
-pub use rng::Rng;
+pub use rng::{mix64, Rng};
 
 use crate::error::{Error, Result};
 

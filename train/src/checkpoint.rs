@@ -28,8 +28,8 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-use crate::rng::{mix64, Rng};
 use crate::trainer::TrainConfig;
+use ember_runtime::sampler::{mix64, Rng};
 
 /// `trainer_state.json`.
 pub const STATE_JSON: &str = "trainer_state.json";

@@ -36,7 +36,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Result, TrainError};
 use crate::grad::Example;
-use crate::rng::{mix64, Rng};
+use ember_runtime::sampler::{mix64, Rng};
 
 /// The kind of a data file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -56,7 +56,7 @@ use ember_runtime::{Model, Weights};
 use crate::error::{Result, TrainError};
 use crate::float::{axpy, dot, Float};
 use crate::params::{Layout, Slot};
-use crate::rng::{mix64, Rng};
+use ember_runtime::sampler::{mix64, Rng};
 
 /// Positions of the output projection processed together (each weight row is
 /// decoded once per chunk).

@@ -19,7 +19,6 @@ pub mod merge;
 pub mod optim;
 pub mod params;
 pub mod peft;
-pub mod rng;
 pub mod schedule;
 pub mod trainer;
 

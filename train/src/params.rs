@@ -6,7 +6,7 @@ use ember_runtime::format::HyperParams;
 use ember_runtime::lora::{LoraAdapter, LoraPair, LoraTarget};
 
 use crate::float::Float;
-use crate::rng::Rng;
+use ember_runtime::sampler::Rng;
 
 /// One adapted matrix inside the flat vector: `A: [rank, inp]` at `a`,
 /// `B: [out, rank]` at `b` (offsets in elements).

@@ -27,8 +27,8 @@ use crate::error::{Result, TrainError};
 use crate::grad::{sequence_loss, Base, Dropout, Example, SeqLoss, Workspace};
 use crate::optim::{clip_global_norm, AdamW, AdamWConfig};
 use crate::params::{init_peft_default, Layout};
-use crate::rng::{mix64, Rng};
 use crate::schedule::{Schedule, ScheduleKind};
+use ember_runtime::sampler::{mix64, Rng};
 
 /// Everything that defines a run (stored in checkpoints; a resume must match).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

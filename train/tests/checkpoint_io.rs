@@ -5,9 +5,9 @@
 mod util;
 
 use ember_runtime::lora::{LoraAdapter, LoraTarget};
+use ember_runtime::sampler::Rng;
 use ember_train::checkpoint::{self, base_fingerprint, StateTensors, TrainerState};
 use ember_train::params::Layout;
-use ember_train::rng::Rng;
 use ember_train::schedule::ScheduleKind;
 use ember_train::trainer::TrainConfig;
 
