@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use ember_runtime::config::{Attention, ModelConfig, RopeScaling as Scaling};
 use ember_runtime::format::{Activation, Architecture, RopePairing, RopeScaling};
 use ember_runtime::Model;
 
@@ -57,6 +58,7 @@ pub fn run(args: Args) -> CliResult {
                 "norm_eps": hp.norm_eps, "tied_output": hp.tied_output(),
                 "qkv_bias": hp.qkv_bias(), "attn_out_bias": hp.attn_out_bias(), "mlp_bias": hp.mlp_bias(),
             },
+            "block": block_json(model.config()),
             "tokenizer": {
                 "kind": format!("{:?}", spec.kind), "pre_split": format!("{:?}", spec.pre_split),
                 "tokens": spec.tokens.len(), "merges": spec.merges.len(),
@@ -96,8 +98,12 @@ pub fn run(args: Args) -> CliResult {
         hp.max_context
     );
     println!(
-        "  rope {pairing} over {} dims, theta {}, scaling {scaling} (x{}); rmsnorm eps {:e}",
-        hp.rope_dim, hp.rope_theta, hp.rope_scaling_factor, hp.norm_eps
+        "  rope {pairing} over {} dims, theta {}, scaling {scaling} (x{}); {} eps {:e}",
+        hp.rope_dim,
+        hp.rope_theta,
+        hp.rope_scaling_factor,
+        model.config().norm.name(),
+        hp.norm_eps
     );
     println!(
         "  tied output {}, qkv bias {}, sliding window {}",
@@ -109,6 +115,7 @@ pub fn run(args: Args) -> CliResult {
             hp.sliding_window.to_string()
         }
     );
+    println!("  block: {}", block_summary(model.config()));
     println!("tokenizer");
     println!(
         "  {:?} ({:?} split), {} tokens, {} merges, bos {}, eos {}, add_bos {}",
@@ -158,4 +165,73 @@ pub fn run(args: Args) -> CliResult {
         println!("  … {} more (use --all-tensors)", f.tensors.len() - n);
     }
     Ok(())
+}
+
+/// The block's options in one line: what differs from a plain Llama layer.
+fn block_summary(c: &ModelConfig) -> String {
+    let mut parts = vec![format!(
+        "{} {} MLP",
+        c.norm.name(),
+        if c.gated() { "gated" } else { "plain" }
+    )];
+    let flags = [
+        (c.qk_norm, "QK norm"),
+        (c.post_attn_norm, "post-attention norm"),
+        (c.post_ffn_norm, "post-FFN norm"),
+        (c.attn_out_bias, "output bias"),
+        (c.mlp_bias, "MLP biases"),
+    ];
+    parts.extend(
+        flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| n.to_string()),
+    );
+    let sliding = c
+        .layers
+        .iter()
+        .filter(|l| l.attention != Attention::Global)
+        .count();
+    if sliding > 0 {
+        parts.push(format!("{sliding} of {} layers sliding", c.layers.len()));
+    }
+    if let Some(local) = c.ropes.get(1) {
+        parts.push(format!("local RoPE theta {}", local.theta));
+    }
+    if let Scaling::Yarn { factor, low, high } = c.ropes[0].scaling {
+        parts.push(format!(
+            "YaRN x{factor} (ramp {low}..{high}, attention factor {})",
+            c.ropes[0].attn_factor
+        ));
+    }
+    if c.ropes[0].freq_factors {
+        parts.push("RoPE frequency factors".into());
+    }
+    parts.push(format!("attention scale {}", c.attn_scale));
+    if let Some(s) = c.embed_scale {
+        parts.push(format!("embedding scale {s}"));
+    }
+    if let Some(s) = c.logit_softcap {
+        parts.push(format!("logit soft-cap {s}"));
+    }
+    parts.join(", ")
+}
+
+fn block_json(c: &ModelConfig) -> serde_json::Value {
+    serde_json::json!({
+        "norm": c.norm.name(),
+        "mlp": if c.gated() { "gated" } else { "plain" },
+        "qk_norm": c.qk_norm,
+        "post_attn_norm": c.post_attn_norm,
+        "post_ffn_norm": c.post_ffn_norm,
+        "sliding_layers": c.layers.iter().enumerate()
+            .filter(|(_, l)| l.attention != Attention::Global)
+            .map(|(i, _)| i).collect::<Vec<_>>(),
+        "rope_theta_local": c.ropes.get(1).map(|r| r.theta),
+        "rope_attn_factor": c.ropes[0].attn_factor,
+        "rope_freq_factors": c.ropes[0].freq_factors,
+        "attn_scale": c.attn_scale,
+        "embed_scale": c.embed_scale,
+        "logit_softcap": c.logit_softcap,
+    })
 }
