@@ -428,7 +428,34 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         obj,
         prefix: String::new(),
     };
+    let arch = architecture(&f)?;
+    let mut hp = sizes(&f, arch)?;
+    norm_and_activation(&f, arch, &mut hp)?;
+    hp.flags = block_flags(&f, arch)?;
+    let local = rope(&f, arch, &mut hp)?;
+    windows(&f, arch, local.as_ref(), &mut hp)?;
+    gemma_scales(&f, arch, &mut hp)?;
+    let hparams = hp.with_extended_flag();
+    hparams
+        .validate()
+        .map_err(|e| bad(format!("inconsistent hyperparameters: {e}")))?;
 
+    let name_or_path = match f.str("_name_or_path")? {
+        Some(s) => Some(s),
+        None => f.str("_model_name_or_path")?,
+    }
+    .filter(|s| !s.is_empty())
+    .map(str::to_string);
+    Ok(HfConfig {
+        arch,
+        hparams,
+        model_type: f.str("model_type")?.map(str::to_string),
+        name_or_path,
+    })
+}
+
+/// The transformers class named by `architectures[0]`.
+fn architecture(f: &Fields<'_>) -> Result<HfArch> {
     let class = match f.get("architectures") {
         None => {
             return Err(bad(
@@ -445,14 +472,18 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         },
         Some(v) => return Err(bad(format!("`architectures` must be a list, got {v}"))),
     };
-    let arch = HfArch::from_class_name(class).ok_or_else(|| {
+    HfArch::from_class_name(class).ok_or_else(|| {
         let names: Vec<&str> = HfArch::ALL.iter().map(|a| a.class_name()).collect();
         ConvertError::Unsupported(format!(
             "architecture {class:?} (supported: {})",
             names.join(", ")
         ))
-    })?;
+    })
+}
 
+/// The structural sizes (required, or the class default) and the RoPE
+/// pairing every Hugging Face layout uses.
+fn sizes(f: &Fields<'_>, arch: HfArch) -> Result<HyperParams> {
     let dim = f.required_u32("hidden_size")?;
     let n_layers = f.required_u32("num_hidden_layers")?;
     let n_heads = f.required_u32("num_attention_heads")?;
@@ -462,7 +493,7 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         return Err(bad("num_attention_heads is zero"));
     }
     // Absent: the class default; explicit null: one KV head per query head.
-    let n_kv_heads = match (obj.get("num_key_value_heads"), arch) {
+    let n_kv_heads = match (f.obj.get("num_key_value_heads"), arch) {
         (None, HfArch::Mistral) => 8,
         (None, HfArch::Qwen2 | HfArch::Qwen3) => 32,
         _ => f.u32("num_key_value_heads")?.unwrap_or(n_heads),
@@ -495,6 +526,23 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         HfArch::Gemma3 => 131072,
         HfArch::Phi3 | HfArch::StableLm | HfArch::GptNeoX => 4096,
     });
+    Ok(HyperParams {
+        architecture: Architecture::Llama as u32,
+        dim,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ffn_dim,
+        vocab_size,
+        max_context,
+        rope_pairing: RopePairing::Half as u32,
+        ..Default::default()
+    })
+}
+
+/// The norm kind and epsilon, and the FFN activation.
+fn norm_and_activation(f: &Fields<'_>, arch: HfArch, hp: &mut HyperParams) -> Result<()> {
     let (norm, norm_eps) = match arch {
         HfArch::StableLm | HfArch::GptNeoX => (
             NormKind::LayerNorm,
@@ -515,39 +563,51 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         HfArch::GptNeoX => f.str("hidden_act")?.unwrap_or("gelu"),
         _ => f.str("hidden_act")?.unwrap_or("silu"),
     };
-    let activation = activation(act)?;
+    hp.norm = norm as u32;
+    hp.norm_eps = to_f32("norm epsilon", norm_eps)?;
+    hp.activation = activation(act)? as u32;
+    Ok(())
+}
 
-    let tied_default = arch == HfArch::Gemma3;
-    let mut flag_bits = 0;
-    if f.bool("tie_word_embeddings")?.unwrap_or(tied_default) {
-        flag_bits |= flags::TIED_OUTPUT;
+/// The `flags` bits: tied output, biases, QK and post norms, plain MLP; and
+/// the block variants Ember refuses, by name.
+fn block_flags(f: &Fields<'_>, arch: HfArch) -> Result<u32> {
+    let parallel_residual = || {
+        ConvertError::Unsupported(
+            "parallel attention and MLP residuals (use_parallel_residual)".into(),
+        )
+    };
+    let mut bits = 0;
+    if f.bool("tie_word_embeddings")?
+        .unwrap_or(arch == HfArch::Gemma3)
+    {
+        bits |= flags::TIED_OUTPUT;
     }
-    let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
+    let attention_bias = f.bool("attention_bias")?;
+    let attention_biases = flags::QKV_BIAS | flags::ATTN_OUT_BIAS;
     match arch {
         HfArch::Llama => {
-            if attention_bias {
-                flag_bits |= flags::QKV_BIAS | flags::ATTN_OUT_BIAS;
+            if attention_bias.unwrap_or(false) {
+                bits |= attention_biases;
             }
             if f.bool("mlp_bias")?.unwrap_or(false) {
-                flag_bits |= flags::MLP_BIAS;
+                bits |= flags::MLP_BIAS;
             }
         }
         HfArch::Mistral | HfArch::Phi3 => {}
-        HfArch::Qwen2 => flag_bits |= flags::QKV_BIAS,
+        HfArch::Qwen2 => bits |= flags::QKV_BIAS,
         HfArch::GptNeoX => {
-            flag_bits |= flags::PLAIN_MLP | flags::MLP_BIAS;
-            if f.bool("attention_bias")?.unwrap_or(true) {
-                flag_bits |= flags::QKV_BIAS | flags::ATTN_OUT_BIAS;
+            bits |= flags::PLAIN_MLP | flags::MLP_BIAS;
+            if attention_bias.unwrap_or(true) {
+                bits |= attention_biases;
             }
             if f.bool("use_parallel_residual")?.unwrap_or(true) {
-                return Err(ConvertError::Unsupported(
-                    "parallel attention and MLP residuals (use_parallel_residual)".into(),
-                ));
+                return Err(parallel_residual());
             }
         }
         HfArch::StableLm => {
             if f.bool("use_qkv_bias")?.unwrap_or(false) {
-                flag_bits |= flags::QKV_BIAS;
+                bits |= flags::QKV_BIAS;
             }
             if f.bool("qk_layernorm")?.unwrap_or(false) {
                 return Err(ConvertError::Unsupported(
@@ -555,31 +615,35 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
                 ));
             }
             if f.bool("use_parallel_residual")?.unwrap_or(false) {
-                return Err(ConvertError::Unsupported(
-                    "parallel attention and MLP residuals (use_parallel_residual)".into(),
-                ));
+                return Err(parallel_residual());
             }
         }
         HfArch::Qwen3 | HfArch::Gemma3 => {
-            flag_bits |= flags::QK_NORM;
-            if attention_bias {
-                flag_bits |= flags::QKV_BIAS | flags::ATTN_OUT_BIAS;
+            bits |= flags::QK_NORM;
+            if attention_bias.unwrap_or(false) {
+                bits |= attention_biases;
             }
         }
     }
     if arch == HfArch::Gemma3 {
-        flag_bits |= flags::POST_ATTN_NORM | flags::POST_FFN_NORM;
+        bits |= flags::POST_ATTN_NORM | flags::POST_FFN_NORM;
         if f.get("attn_logit_softcapping").is_some() {
             return Err(ConvertError::Unsupported(
                 "attention logit soft-capping (attn_logit_softcapping)".into(),
             ));
         }
     }
+    Ok(bits)
+}
 
-    // RoPE: transformers 5 nests everything (per layer type for Gemma 3) in
-    // `rope_parameters`; transformers 4 uses `rope_theta` + `rope_scaling`.
+/// The global RoPE (rotated dimensions, base, scaling) into `hp`; returns
+/// Gemma 3's `rope_parameters.sliding_attention`, if given. transformers 5
+/// nests everything (per layer type for Gemma 3) in `rope_parameters`;
+/// transformers 4 uses `rope_theta` + `rope_scaling` (GPT-NeoX:
+/// `rotary_pct`, `rotary_emb_base`).
+fn rope<'a>(f: &Fields<'a>, arch: HfArch, hp: &mut HyperParams) -> Result<Option<Fields<'a>>> {
     let params = f.object("rope_parameters")?;
-    let per_type = |key: &str| -> Result<Option<Fields<'_>>> {
+    let per_type = |key: &str| -> Result<Option<Fields<'a>>> {
         match &params {
             Some(p) if arch == HfArch::Gemma3 => p.object(key),
             _ => Ok(None),
@@ -592,13 +656,11 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         (None, Some(p)) if arch != HfArch::Gemma3 => Some(p),
         _ => None,
     };
-    let partial = match global_fields
-        .map(|g| g.f64("partial_rotary_factor"))
-        .transpose()?
-        .flatten()
-    {
+    let nested = |key: &str| -> Result<Option<f64>> {
+        Ok(global_fields.map(|g| g.f64(key)).transpose()?.flatten())
+    };
+    let partial = match nested("partial_rotary_factor")? {
         Some(p) => Some(p),
-        // transformers 4's GPT-NeoX calls it rotary_pct.
         None => f.f64("partial_rotary_factor")?.or(f.f64("rotary_pct")?),
     }
     .unwrap_or(1.0);
@@ -607,18 +669,13 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
             "partial_rotary_factor must be in (0, 1], got {partial}"
         )));
     }
-    let rope_dim = (head_dim as f64 * partial) as u32;
+    let rope_dim = (hp.head_dim as f64 * partial) as u32;
     let theta_default = match arch {
         HfArch::Gemma3 | HfArch::Qwen3 => 1_000_000.0,
         _ => 10_000.0,
     };
-    let theta = match global_fields
-        .map(|g| g.f64("rope_theta"))
-        .transpose()?
-        .flatten()
-    {
+    let theta = match nested("rope_theta")? {
         Some(t) => t,
-        // transformers 4's GPT-NeoX calls it rotary_emb_base.
         None => match f.f64("rope_theta")? {
             Some(t) => t,
             None => f.f64("rotary_emb_base")?.unwrap_or(theta_default),
@@ -629,25 +686,36 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
         Some(g) => Some(g),
         None => legacy_scaling.as_ref(),
     };
-    let rope = parse_rope_params(scaling_fields, theta, rope_dim, max_context)?;
+    let rope = parse_rope_params(scaling_fields, theta, rope_dim, hp.max_context)?;
+    hp.rope_dim = rope_dim;
+    hp.rope_theta = rope.theta;
+    hp.rope_scaling = rope.scaling as u32;
+    hp.rope_scaling_factor = rope.factor;
+    hp.rope_low_freq_factor = rope.low;
+    hp.rope_high_freq_factor = rope.high;
+    hp.rope_original_context = rope.original_context;
+    hp.rope_attn_factor = rope.attn_factor;
+    Ok(local_params)
+}
 
-    let (sliding_window, swa_period, local_theta) = match arch {
-        HfArch::Llama | HfArch::StableLm | HfArch::GptNeoX => (0, 0, 0.0),
-        HfArch::Mistral | HfArch::Phi3 => {
-            let w = match (f.window()?, arch) {
-                (w, HfArch::Mistral) => w,
-                // Phi3's default is no window.
-                (_, _) => f.u32("sliding_window")?.unwrap_or(0),
-            };
-            (w, 0, 0.0)
-        }
-        HfArch::Qwen2 | HfArch::Qwen3 => {
-            let (w, p) = qwen_window(&f, n_layers)?;
-            (w, p, 0.0)
-        }
+/// Which layers slide, and the local RoPE base of Gemma 3's sliding layers
+/// (`local`: its `rope_parameters.sliding_attention`).
+fn windows(
+    f: &Fields<'_>,
+    arch: HfArch,
+    local: Option<&Fields<'_>>,
+    hp: &mut HyperParams,
+) -> Result<()> {
+    let n_layers = hp.n_layers;
+    let (window, period) = match arch {
+        HfArch::Llama | HfArch::StableLm | HfArch::GptNeoX => (0, 0),
+        HfArch::Mistral => (f.window()?, 0),
+        // Phi-3's default is no window.
+        HfArch::Phi3 => (f.u32("sliding_window")?.unwrap_or(0), 0),
+        HfArch::Qwen2 | HfArch::Qwen3 => qwen_window(f, n_layers)?,
         HfArch::Gemma3 => {
             let window = f.u32("sliding_window")?.unwrap_or(4096);
-            let sliding = match layer_types(&f, n_layers)? {
+            let sliding = match layer_types(f, n_layers)? {
                 Some(t) => t,
                 None => {
                     let p = match f.u32("sliding_window_pattern")? {
@@ -658,105 +726,56 @@ pub fn parse_config(text: &str) -> Result<HfConfig> {
                     (0..n_layers as usize).map(|l| (l + 1) % p != 0).collect()
                 }
             };
-            let (w, p) = window_layout(&sliding, window)?;
-            let local = match &local_params {
-                Some(l) => {
-                    let local = parse_rope_params(
-                        Some(l),
-                        l.f64("rope_theta")?.unwrap_or(10_000.0),
-                        rope_dim,
-                        max_context,
-                    )?;
-                    if local.scaling != RopeScaling::None {
-                        return Err(ConvertError::Unsupported(
-                            "RoPE scaling on sliding-window layers".into(),
-                        ));
-                    }
-                    local.theta
-                }
-                None => to_f32(
-                    "rope_local_base_freq",
-                    f.f64("rope_local_base_freq")?.unwrap_or(10_000.0),
-                )?,
-            };
-            (w, p, if w == 0 { 0.0 } else { local })
+            window_layout(&sliding, window)?
         }
     };
-
-    let (attn_scale, embed_scale, logit_softcap) = match arch {
-        HfArch::Gemma3 => {
-            let q = f.f64("query_pre_attn_scalar")?.unwrap_or(256.0);
-            if q <= 0.0 {
-                return Err(bad(format!(
-                    "query_pre_attn_scalar must be positive, got {q}"
-                )));
+    hp.sliding_window = window;
+    hp.swa_period = period;
+    if arch == HfArch::Gemma3 && window > 0 {
+        hp.rope_theta_local = match local {
+            Some(l) => {
+                let theta = l.f64("rope_theta")?.unwrap_or(10_000.0);
+                let local = parse_rope_params(Some(l), theta, hp.rope_dim, hp.max_context)?;
+                if local.scaling != RopeScaling::None {
+                    return Err(ConvertError::Unsupported(
+                        "RoPE scaling on sliding-window layers".into(),
+                    ));
+                }
+                local.theta
             }
-            let softcap = match f.f64("final_logit_softcapping")? {
-                Some(c) if c <= 0.0 => {
-                    return Err(bad(format!(
-                        "final_logit_softcapping must be positive, got {c}"
-                    )))
-                }
-                Some(c) => to_f32("final_logit_softcapping", c)?,
-                None => 0.0,
-            };
-            (
-                to_f32("query_pre_attn_scalar", q.powf(-0.5))?,
-                to_f32("hidden_size", (dim as f64).sqrt())?,
-                softcap,
-            )
+            None => to_f32(
+                "rope_local_base_freq",
+                f.f64("rope_local_base_freq")?.unwrap_or(10_000.0),
+            )?,
+        };
+    }
+    Ok(())
+}
+
+/// Gemma 3's attention scale (`query_pre_attn_scalar^-0.5`), embedding scale
+/// (`sqrt(hidden_size)`) and final-logit soft-cap.
+fn gemma_scales(f: &Fields<'_>, arch: HfArch, hp: &mut HyperParams) -> Result<()> {
+    if arch != HfArch::Gemma3 {
+        return Ok(());
+    }
+    let q = f.f64("query_pre_attn_scalar")?.unwrap_or(256.0);
+    if q <= 0.0 {
+        return Err(bad(format!(
+            "query_pre_attn_scalar must be positive, got {q}"
+        )));
+    }
+    hp.logit_softcap = match f.f64("final_logit_softcapping")? {
+        Some(c) if c <= 0.0 => {
+            return Err(bad(format!(
+                "final_logit_softcapping must be positive, got {c}"
+            )))
         }
-        _ => (0.0, 0.0, 0.0),
+        Some(c) => to_f32("final_logit_softcapping", c)?,
+        None => 0.0,
     };
-
-    let hparams = HyperParams {
-        architecture: Architecture::Llama as u32,
-        activation: activation as u32,
-        dim,
-        n_layers,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        ffn_dim,
-        vocab_size,
-        max_context,
-        sliding_window,
-        rope_pairing: RopePairing::Half as u32,
-        rope_dim,
-        rope_theta: rope.theta,
-        rope_scaling: rope.scaling as u32,
-        rope_scaling_factor: rope.factor,
-        rope_low_freq_factor: rope.low,
-        rope_high_freq_factor: rope.high,
-        rope_original_context: rope.original_context,
-        norm: norm as u32,
-        norm_eps: to_f32("norm epsilon", norm_eps)?,
-        flags: flag_bits,
-        attn_scale,
-        embed_scale,
-        logit_softcap,
-        swa_period,
-        rope_theta_local: local_theta,
-        rope_attn_factor: rope.attn_factor,
-        ..Default::default()
-    }
-    .with_extended_flag();
-    hparams
-        .validate()
-        .map_err(|e| bad(format!("inconsistent hyperparameters: {e}")))?;
-
-    let name_or_path = match f.str("_name_or_path")? {
-        Some(s) => Some(s),
-        None => f.str("_model_name_or_path")?,
-    }
-    .filter(|s| !s.is_empty())
-    .map(str::to_string);
-    Ok(HfConfig {
-        arch,
-        hparams,
-        model_type: f.str("model_type")?.map(str::to_string),
-        name_or_path,
-    })
+    hp.attn_scale = to_f32("query_pre_attn_scalar", q.powf(-0.5))?;
+    hp.embed_scale = to_f32("hidden_size", (hp.dim as f64).sqrt())?;
+    Ok(())
 }
 
 /// Qwen2/3's window: transformers applies `sliding_window` (when
