@@ -275,7 +275,10 @@ ember_status ember_session_logits(ember_session *session, const float **logits,
 ember_status ember_session_tokens(ember_session *session, const ember_token **tokens,
                                   size_t *n);
 
-/* Keeps the first `n` tokens (n <= the current count). */
+/* Keeps the first `n` tokens (n <= the current count). EMBER_ERR_INVALID_ARGUMENT,
+ * session unchanged, when the model's sliding-window layers keep only their
+ * window (sessions without the shift policy) and no longer hold what position
+ * n attends to; n = 0 always works. */
 ember_status ember_session_truncate(ember_session *session, size_t n);
 
 /* Saves the state (tokens, last logits, KV cache) to a file / restores it. The

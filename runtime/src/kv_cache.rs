@@ -1,6 +1,13 @@
-//! The key/value cache of one session: `[n_layers, context, kv_dim]` keys and
+//! The key/value cache of one session: per layer, rows of `kv_dim` keys and
 //! values in the session's KV type (f32, f16 or q8_0), plus attention over the
 //! cached positions and the row moves a context shift needs. Sized once.
+//!
+//! A global layer holds every position of the context. A sliding-window layer
+//! may hold only `window_rows` positions (its window, a pass and as much
+//! again): positions `base..` in rows `0..`; when a pass would run past the
+//! last row, the rows the next queries still see (the last `window - 1`
+//! positions) move to the front (`make_room`: `window - 1` row copies once
+//! every `window_rows - window + 1` tokens).
 //!
 //! Writing protocol (the forward pass): `rows_mut(layer, pos)` hands out f32 rows
 //! to fill (the storage itself for f32; a staging pair otherwise); the next
@@ -13,7 +20,7 @@ use ember_kernels::blocks::QK;
 use ember_kernels::scalar::{self as k, RopeLayout};
 use half::f16;
 
-use crate::config::{LayerKind, ModelConfig};
+use crate::config::{Attention, LayerKind, ModelConfig};
 use crate::error::{Error, Result};
 use crate::session::arena::{Alloc, Slab};
 
@@ -142,6 +149,16 @@ pub struct KvCache<'a> {
     kv_type: KvType,
     n_layers: usize,
     context: usize,
+    /// Attention window of the sliding layers (0 without any).
+    window: usize,
+    /// Rows a sliding layer holds (`context` when they hold everything).
+    window_rows: usize,
+    /// First position held by the sliding layers (0 for the others).
+    base: usize,
+    /// `[n_layers + 1]` first row of each layer (the storage is layer after
+    /// layer, `row` elements per row); layer `l` holds `first_row[l + 1] -
+    /// first_row[l]` rows.
+    first_row: Slab<'a, u64>,
     kv_dim: usize,
     head_dim: usize,
     /// Elements per stored row: `kv_dim`, or blocks per row for q8_0.
@@ -157,56 +174,132 @@ pub struct KvCache<'a> {
     scratch: Slab<'a, f32>,
 }
 
+/// Rows a sliding-window layer keeps for a session of `context` positions
+/// whose passes hold up to `cap` tokens: `2 * window + cap - 1` (so a pass
+/// always fits beside the `window - 1` positions its first query sees, and
+/// compaction is rare), or the whole context when that is not smaller or the
+/// model has no sliding layer. `full` (a context-shift session) keeps
+/// everything: a shift re-positions every row.
+pub fn window_rows(cfg: &ModelConfig, context: usize, cap: usize, full: bool) -> usize {
+    let window = cfg.layers.iter().find_map(|l| match l.attention {
+        Attention::Sliding { window } => Some(window),
+        Attention::Global => None,
+    });
+    match window {
+        Some(w) if !full => (2 * w + cap - 1).min(context),
+        _ => context,
+    }
+}
+
+/// Rows of every layer, in order, for a context of `context` positions and
+/// sliding layers of `window_rows`.
+fn layer_rows(
+    cfg: &ModelConfig,
+    context: usize,
+    window_rows: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    cfg.layers.iter().map(move |l| match l.attention {
+        Attention::Sliding { .. } => window_rows,
+        Attention::Global => context,
+    })
+}
+
 impl<'a> KvCache<'a> {
     /// Buffer sizes in bytes, in allocation order (for exact memory accounting).
-    pub(crate) fn buffer_sizes(cfg: &ModelConfig, context: usize, kv_type: KvType) -> [usize; 5] {
+    pub(crate) fn buffer_sizes(
+        cfg: &ModelConfig,
+        context: usize,
+        window_rows: usize,
+        kv_type: KvType,
+    ) -> [usize; 6] {
         let kv_dim = cfg.kv_dim();
-        let store = cfg.n_layers * context * kv_type.row_bytes(kv_dim);
+        let rows: usize = layer_rows(cfg, context, window_rows).sum();
+        let store = rows * kv_type.row_bytes(kv_dim);
         let stage = if kv_type == KvType::F32 {
             0
         } else {
             4 * kv_dim
         };
-        [store, store, stage, stage, 4 * cfg.head_dim]
+        [
+            8 * (cfg.n_layers + 1),
+            store,
+            store,
+            stage,
+            stage,
+            4 * cfg.head_dim,
+        ]
     }
 
-    /// Bytes a heap-allocated cache of `context` positions needs.
-    pub fn bytes_required(cfg: &ModelConfig, context: usize, kv_type: KvType) -> usize {
-        Self::buffer_sizes(cfg, context, kv_type).iter().sum()
+    /// Bytes a heap-allocated cache of `context` positions needs (sliding
+    /// layers holding `window_rows`, see [`window_rows`]).
+    pub fn bytes_required(
+        cfg: &ModelConfig,
+        context: usize,
+        window_rows: usize,
+        kv_type: KvType,
+    ) -> usize {
+        Self::buffer_sizes(cfg, context, window_rows, kv_type)
+            .iter()
+            .sum()
     }
 
-    /// A zeroed cache for `context` positions of a model with `hp`.
+    /// A zeroed cache for `context` positions of a model with `cfg`, its
+    /// sliding layers holding `window_rows` positions (see [`window_rows`]).
     pub(crate) fn new_with(
         cfg: &ModelConfig,
         context: usize,
+        window_rows: usize,
         kv_type: KvType,
         alloc: &mut Alloc<'_, 'a>,
     ) -> Result<Self> {
         let kv_dim = cfg.kv_dim();
         let n_layers = cfg.n_layers;
+        let mut first_row: Slab<'a, u64> = alloc.zeroed(n_layers + 1)?;
+        let mut total = 0u64;
+        for (f, rows) in first_row
+            .iter_mut()
+            .zip(layer_rows(cfg, context, window_rows))
+        {
+            *f = total;
+            total += rows as u64;
+        }
+        first_row[n_layers] = total;
+        let rows = total as usize;
         let (row, store) = match kv_type {
             KvType::F32 => {
-                let n = n_layers * context * kv_dim;
+                let n = rows * kv_dim;
                 let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
                 (kv_dim, Store::F32 { k, v })
             }
             KvType::F16 => {
-                let n = n_layers * context * kv_dim;
+                let n = rows * kv_dim;
                 let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
                 (kv_dim, Store::F16 { k, v })
             }
             KvType::Q8_0 => {
                 let row = kv_dim.div_ceil(Q8_0_BLOCK);
-                let n = n_layers * context * row;
+                let n = rows * row;
                 let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
                 (row, Store::Q8_0 { k, v })
             }
         };
         let stage = if kv_type == KvType::F32 { 0 } else { kv_dim };
+        let window = cfg
+            .layers
+            .iter()
+            .find_map(|l| match l.attention {
+                Attention::Sliding { window } => Some(window),
+                Attention::Global => None,
+            })
+            .unwrap_or(0);
         Ok(Self {
             kv_type,
             n_layers,
             context,
+            window,
+            window_rows,
+            base: 0,
+            first_row,
             kv_dim,
             head_dim: cfg.head_dim,
             row,
@@ -221,6 +314,104 @@ impl<'a> KvCache<'a> {
     /// Number of positions it holds.
     pub fn context(&self) -> usize {
         self.context
+    }
+
+    /// Whether the sliding layers hold fewer rows than the context.
+    pub fn windowed(&self) -> bool {
+        self.window_rows < self.context
+    }
+
+    /// First position layer `layer` still holds.
+    fn layer_base(&self, layer: usize) -> usize {
+        let rows = (self.first_row[layer + 1] - self.first_row[layer]) as usize;
+        if rows < self.context {
+            self.base
+        } else {
+            0
+        }
+    }
+
+    /// Index of the first element of `layer`'s row for position `pos`.
+    fn at(&self, layer: usize, pos: usize) -> usize {
+        let base = self.layer_base(layer);
+        let rows = (self.first_row[layer + 1] - self.first_row[layer]) as usize;
+        assert!(
+            pos >= base && pos - base < rows,
+            "kv position {pos} not held by layer {layer} (positions {base}..{})",
+            base + rows
+        );
+        (self.first_row[layer] as usize + pos - base) * self.row
+    }
+
+    /// Makes room for a pass writing positions `pos..pos + n` (`n` at most the
+    /// pass capacity the cache was sized for): when the sliding layers would
+    /// run out of rows, the positions the pass's first query sees (from `pos
+    /// + 1 - window`) move to their first rows. Allocates nothing.
+    pub(crate) fn make_room(&mut self, pos: usize, n: usize) {
+        if !self.windowed() || pos + n <= self.base + self.window_rows {
+            return;
+        }
+        self.commit();
+        let new_base = (pos + 1).saturating_sub(self.window).max(self.base);
+        let keep = pos - new_base;
+        assert!(
+            keep + n <= self.window_rows,
+            "a pass of {n} tokens does not fit the sliding layers' {} rows",
+            self.window_rows
+        );
+        let (r, shift) = (self.row, new_base - self.base);
+        for l in 0..self.n_layers {
+            if !self.is_window_layer(l) {
+                continue;
+            }
+            let first = self.first_row[l] as usize * r;
+            let (src, len) = (first + shift * r, keep * r);
+            match &mut self.store {
+                Store::F32 { k, v } => {
+                    k.copy_within(src..src + len, first);
+                    v.copy_within(src..src + len, first);
+                }
+                Store::F16 { k, v } => {
+                    k.copy_within(src..src + len, first);
+                    v.copy_within(src..src + len, first);
+                }
+                Store::Q8_0 { k, v } => {
+                    k.copy_within(src..src + len, first);
+                    v.copy_within(src..src + len, first);
+                }
+            }
+        }
+        self.base = new_base;
+    }
+
+    fn is_window_layer(&self, layer: usize) -> bool {
+        ((self.first_row[layer + 1] - self.first_row[layer]) as usize) < self.context
+    }
+
+    /// Whether the cache can go back to holding the first `len` positions and
+    /// continue from there: the sliding layers must still hold the positions
+    /// the next query sees (`len + 1 - window ..`). Position 0 always works.
+    pub fn can_rewind_to(&self, len: usize) -> bool {
+        len == 0 || !self.windowed() || (len + 1).saturating_sub(self.window) >= self.base
+    }
+
+    /// Forgets every position (after a reset or a rewind to 0).
+    pub(crate) fn clear(&mut self) {
+        self.pending = None;
+        self.base = 0;
+    }
+
+    /// Prepares to restore `pos` positions from a saved state: the sliding
+    /// layers will hold positions from the returned base (the window of the
+    /// next query); the others from 0.
+    pub(crate) fn restored_base(&mut self, pos: usize) -> usize {
+        self.pending = None;
+        self.base = if self.windowed() {
+            (pos + 1).saturating_sub(self.window)
+        } else {
+            0
+        };
+        self.base
     }
 
     /// The element type.
@@ -239,7 +430,7 @@ impl<'a> KvCache<'a> {
             "kv row out of range"
         );
         self.commit();
-        let at = (layer * self.context + pos) * self.row;
+        let at = self.at(layer, pos);
         match &mut self.store {
             Store::F32 { k, v } => (&mut k[at..at + self.row], &mut v[at..at + self.row]),
             _ => {
@@ -254,7 +445,7 @@ impl<'a> KvCache<'a> {
         let Some((layer, pos)) = self.pending.take() else {
             return;
         };
-        let at = (layer * self.context + pos) * self.row;
+        let at = self.at(layer, pos);
         let r = self.row;
         match &mut self.store {
             Store::F32 { .. } => {}
@@ -355,16 +546,14 @@ impl<'a> KvCache<'a> {
             q.len(),
             out.len()
         );
-        let base = layer * self.context * self.row;
+        // Row `j` of this layer starts at `at0 + (j - first) * row`.
+        let at0 = self.at(layer, first);
         let off = kv_head * hd;
         let n = last - first + 1;
         let scores = &mut scores[..heads * n];
         out.fill(0.0);
         // Rows first..=last of this head, `row` elements apart.
-        let (start, len) = (
-            base + first * self.row + off,
-            (last - first) * self.row + hd,
-        );
+        let (start, len) = (at0 + off, (last - first) * self.row + hd);
         match &self.store {
             Store::F32 { k, v } => {
                 let (k, v) = (&k[start..start + len], &v[start..start + len]);
@@ -379,7 +568,7 @@ impl<'a> KvCache<'a> {
                 // dot products, softmax and axpys run in the order of a call
                 // for that head alone.
                 let r = self.row;
-                let row = |j: usize| base + j * r;
+                let row = |j: usize| at0 + (j - first) * r;
                 let tmp = &mut widened[..hd];
                 for (i, j) in (first..=last).enumerate() {
                     dequantize_q8_0(&k[row(j)..row(j) + r], off, tmp);
@@ -423,6 +612,10 @@ impl<'a> KvCache<'a> {
             to < from && from + n <= self.context,
             "kv shift out of range"
         );
+        assert!(
+            !self.windowed(),
+            "a context shift needs every position held"
+        );
         assert_eq!(layers.len(), self.n_layers, "kv shift: one kind per layer");
         let delta = from - to;
         let (r, hd, kv_dim) = (self.row, self.head_dim, self.kv_dim);
@@ -431,8 +624,8 @@ impl<'a> KvCache<'a> {
         let sin = &mut rest[..pairs];
         let kern = ember_kernels::arch::kernels();
         for l in 0..self.n_layers {
-            let src = (l * self.context + from) * r;
-            let dst = (l * self.context + to) * r;
+            let src = (self.first_row[l] as usize + from) * r;
+            let dst = (self.first_row[l] as usize + to) * r;
             k::rope_angles_f32(
                 delta,
                 &neg_inv_freq[layers[l].rope * pairs..][..pairs],
@@ -472,10 +665,29 @@ impl<'a> KvCache<'a> {
         }
     }
 
-    /// Key and value bytes of positions `0..n` of `layer` (contiguous in the store).
-    pub(crate) fn layer_bytes(&self, layer: usize, n: usize) -> (&[u8], &[u8]) {
-        let at = layer * self.context * self.row;
-        let range = at..at + n * self.row;
+    /// Whether the sliding layers no longer hold some early positions.
+    pub(crate) fn trimmed(&self) -> bool {
+        self.windowed() && self.base > 0
+    }
+
+    /// First position `layer` holds (0, or the sliding layers' base).
+    pub(crate) fn first_held(&self, layer: usize) -> usize {
+        self.layer_base(layer)
+    }
+
+    /// Bytes one stored row takes.
+    pub(crate) fn row_bytes(&self) -> usize {
+        self.kv_type.row_bytes(self.kv_dim)
+    }
+
+    /// Key and value bytes of positions `from..to` of `layer` (held by it;
+    /// contiguous in the store).
+    pub(crate) fn layer_bytes(&self, layer: usize, from: usize, to: usize) -> (&[u8], &[u8]) {
+        if from == to {
+            return (&[], &[]);
+        }
+        let at = self.at(layer, from);
+        let range = at..at + (to - from) * self.row;
         match &self.store {
             Store::F32 { k, v } => (
                 bytemuck::cast_slice(&k[range.clone()]),
@@ -492,11 +704,22 @@ impl<'a> KvCache<'a> {
         }
     }
 
-    /// Mutable key and value bytes of positions `0..n` of `layer`.
-    pub(crate) fn layer_bytes_mut(&mut self, layer: usize, n: usize) -> (&mut [u8], &mut [u8]) {
+    /// Mutable key and value bytes of positions `from..to` of `layer`, for
+    /// restoring a state that holds `to` positions: the sliding layers then
+    /// hold positions from `to + 1 - window` (`from` must not be below that
+    /// for them; see [`KvCache::restored_base`]).
+    pub(crate) fn layer_bytes_mut(
+        &mut self,
+        layer: usize,
+        from: usize,
+        to: usize,
+    ) -> (&mut [u8], &mut [u8]) {
         self.pending = None;
-        let at = layer * self.context * self.row;
-        let range = at..at + n * self.row;
+        if from == to {
+            return (&mut [], &mut []);
+        }
+        let at = self.at(layer, from);
+        let range = at..at + (to - from) * self.row;
         match &mut self.store {
             Store::F32 { k, v } => (
                 bytemuck::cast_slice_mut(&mut k[range.clone()]),
@@ -616,7 +839,8 @@ mod tests {
         let kern = &ember_kernels::arch::kernels();
         let wave = |i: usize, f: f32| ((i as f32 * f).sin() * 1.7).clamp(-2.0, 2.0);
         for kv_type in KvType::ALL {
-            let mut kv = KvCache::new_with(&hp, context, kv_type, &mut Alloc::Heap).unwrap();
+            let mut kv =
+                KvCache::new_with(&hp, context, context, kv_type, &mut Alloc::Heap).unwrap();
             for layer in 0..2 {
                 for pos in 0..context {
                     let (k, v) = kv.rows_mut(layer, pos);

@@ -181,7 +181,13 @@ impl<'a> Session<'a> {
     fn create(model: Arc<Model>, config: SessionConfig, alloc: &mut Alloc<'_, 'a>) -> Result<Self> {
         let cfg = model.config();
         config.validate(cfg)?;
-        let kv = KvCache::new_with(cfg, config.context, config.kv_type, alloc)?;
+        let kv = KvCache::new_with(
+            cfg,
+            config.context,
+            Self::window_rows(cfg, &config),
+            config.kv_type,
+            alloc,
+        )?;
         let mut tokens = alloc.zeroed(config.context)?;
         tokens.fill(0);
         let inv = inverse_frequencies(&model);
@@ -209,9 +215,28 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Rows the KV cache keeps for each sliding-window layer: its window and a
+    /// pass (`kv_cache::window_rows`), or the whole context for a session that
+    /// may shift its context (a shift re-positions every row).
+    fn window_rows(cfg: &ModelConfig, config: &SessionConfig) -> usize {
+        let shift = matches!(config.context_policy, ContextPolicy::Shift { .. });
+        crate::kv_cache::window_rows(
+            cfg,
+            config.context,
+            Activations::capacity(config.batch),
+            shift,
+        )
+    }
+
     /// Sizes in bytes of the buffers `create` takes from its allocator, in order.
     fn own_buffer_sizes(cfg: &ModelConfig, config: &SessionConfig) -> Vec<usize> {
-        let mut sizes = KvCache::buffer_sizes(cfg, config.context, config.kv_type).to_vec();
+        let mut sizes = KvCache::buffer_sizes(
+            cfg,
+            config.context,
+            Self::window_rows(cfg, config),
+            config.kv_type,
+        )
+        .to_vec();
         sizes.push(4 * config.context);
         sizes.push(4 * cfg.ropes.len() * cfg.rope_pairs());
         sizes.extend(Activations::buffer_sizes(
@@ -275,6 +300,13 @@ impl<'a> Session<'a> {
     /// a system prompt once it is known).
     pub fn set_context_policy(&mut self, policy: ContextPolicy) -> Result<()> {
         validate_policy(policy, self.config.context)?;
+        if matches!(policy, ContextPolicy::Shift { .. }) && self.kv.windowed() {
+            return Err(Error::InvalidArgument(
+                "a context shift needs the whole context in every layer, but this session's \
+                 sliding-window layers keep only their window: create it with the shift policy"
+                    .into(),
+            ));
+        }
         self.config.context_policy = policy;
         Ok(())
     }
@@ -314,6 +346,14 @@ impl<'a> Session<'a> {
     pub fn reset(&mut self) {
         self.pos = 0;
         self.has_logits = false;
+        self.kv.clear();
+    }
+
+    /// Whether [`truncate`](Self::truncate) to `len` tokens is possible: always,
+    /// unless the sliding-window layers keep only their window and no longer
+    /// hold what position `len` attends to (then reset and feed the tokens).
+    pub fn can_rewind_to(&self, len: usize) -> bool {
+        len >= self.pos || self.kv.can_rewind_to(len)
     }
 
     /// Rewinds to `len` tokens (`len <= pos`): later positions are forgotten.
@@ -324,6 +364,15 @@ impl<'a> Session<'a> {
                 "cannot truncate to {len} tokens: the session holds {}",
                 self.pos
             )));
+        }
+        if len < self.pos && !self.kv.can_rewind_to(len) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot rewind to {len} tokens: the sliding-window layers no longer hold the \
+                 positions its next token attends to (reset and feed the tokens again)"
+            )));
+        }
+        if len == 0 {
+            self.kv.clear();
         }
         if len < self.pos {
             self.pos = len;
@@ -502,7 +551,8 @@ impl<'a> Session<'a> {
     /// Writes the prompt-cache format (little-endian):
     /// a 208-byte header (magic `89 45 4D 42 4B 56 0D 0A`, version, the model's
     /// header checksum and hyperparameters, KV type id, flags (bit 0: logits
-    /// present), context, pos, app-data length), then `pos` u32 tokens, the
+    /// present; bit 1: the sliding-window layers' rows before their window are
+    /// zeros), context, pos, app-data length), then `pos` u32 tokens, the
     /// logits (`vocab_size` f32) if present, for each layer the key then the
     /// value rows `0..pos` in the KV type's layout, the app data, and a CRC-32
     /// (IEEE) of everything before it.
@@ -514,7 +564,8 @@ impl<'a> Session<'a> {
             model_checksum: model.file().header.header_checksum,
             hparams: *model.hparams(),
             kv_type: self.config.kv_type.id(),
-            flags: if self.has_logits { STATE_HAS_LOGITS } else { 0 },
+            flags: (if self.has_logits { STATE_HAS_LOGITS } else { 0 })
+                | (if self.kv.trimmed() { STATE_TRIMMED } else { 0 }),
             context: self.config.context as u64,
             pos: self.pos as u64,
             app_data_len: app_data.len() as u64,
@@ -529,9 +580,24 @@ impl<'a> Session<'a> {
         if self.has_logits {
             w.write_all(bytemuck::cast_slice(self.logits()))?;
         }
+        // Positions a sliding layer no longer holds (never attended to again)
+        // are written as zeros, so the layout stays rows 0..pos per layer.
+        let zeros = [0u8; 4096];
+        let write_zeros = |w: &mut CrcWriter<W>, mut n: usize| -> std::io::Result<()> {
+            while n > 0 {
+                let k = n.min(zeros.len());
+                w.write_all(&zeros[..k])?;
+                n -= k;
+            }
+            Ok(())
+        };
+        let row = self.kv.row_bytes();
         for l in 0..model.hparams().n_layers as usize {
-            let (k, v) = self.kv.layer_bytes(l, self.pos);
+            let from = self.kv.first_held(l).min(self.pos);
+            let (k, v) = self.kv.layer_bytes(l, from, self.pos);
+            write_zeros(&mut w, from * row)?;
             w.write_all(k)?;
+            write_zeros(&mut w, from * row)?;
             w.write_all(v)?;
         }
         w.write_all(app_data)?;
@@ -590,8 +656,17 @@ impl<'a> Session<'a> {
                 self.config.kv_type.name()
             )));
         }
-        if h.flags & !STATE_HAS_LOGITS != 0 {
+        if h.flags & !(STATE_HAS_LOGITS | STATE_TRIMMED) != 0 {
             return Err(bad(format!("unknown flags {:#x}", h.flags)));
+        }
+        if h.flags & STATE_TRIMMED != 0
+            && matches!(self.config.context_policy, ContextPolicy::Shift { .. })
+        {
+            return Err(bad(
+                "the prompt cache holds only the sliding windows of its sliding-window layers; \
+                 a session with the shift context policy needs every position"
+                    .into(),
+            ));
         }
         if h.pos > self.config.context as u64 {
             return Err(bad(format!(
@@ -615,9 +690,24 @@ impl<'a> Session<'a> {
             r.read_exact(bytemuck::cast_slice_mut(&mut self.buffers.logits))
                 .map_err(io)?;
         }
+        self.kv.restored_base(pos);
+        let row = self.kv.row_bytes() as u64;
         for l in 0..hp.n_layers as usize {
-            let (k, v) = self.kv.layer_bytes_mut(l, pos);
+            let from = self.kv.first_held(l).min(pos);
+            let skip = from as u64 * row;
+            let discard = |r: &mut CrcReader<R>| -> Result<()> {
+                let copied =
+                    std::io::copy(&mut r.by_ref().take(skip), &mut std::io::sink()).map_err(io)?;
+                if copied != skip {
+                    return Err(bad("the prompt cache is truncated".into()));
+                }
+                Ok(())
+            };
+            discard(&mut r)?;
+            let (k, _) = self.kv.layer_bytes_mut(l, from, pos);
             r.read_exact(k).map_err(io)?;
+            discard(&mut r)?;
+            let (_, v) = self.kv.layer_bytes_mut(l, from, pos);
             r.read_exact(v).map_err(io)?;
         }
         let mut app = vec![0u8; h.app_data_len as usize];
@@ -646,6 +736,9 @@ pub const STATE_MAGIC: [u8; 8] = *b"\x89EMBKV\r\n";
 /// Prompt-cache format version.
 pub const STATE_VERSION: u32 = 1;
 const STATE_HAS_LOGITS: u32 = 1;
+/// Flag: the sliding-window layers' rows before their window are zeros (the
+/// saving session no longer held them).
+const STATE_TRIMMED: u32 = 2;
 /// Largest application-data section accepted (bounds memory for hostile files).
 pub const MAX_APP_DATA: u64 = 64 << 20;
 

@@ -109,7 +109,12 @@ impl Chat {
             )
             .into());
         }
-        let common = common_prefix(self.session.tokens(), &ids).min(ids.len() - 1);
+        let mut common = common_prefix(self.session.tokens(), &ids).min(ids.len() - 1);
+        if !self.session.can_rewind_to(common) {
+            // Sliding-window layers no longer hold what the rewound position
+            // would attend to: start over with the whole conversation.
+            common = 0;
+        }
         self.session.truncate(common)?;
         let mut reply = String::new();
         INTERRUPTED.store(false, Ordering::SeqCst);

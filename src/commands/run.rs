@@ -254,6 +254,11 @@ pub fn run(args: Args) -> CliResult {
         } else {
             common.min(prompt.len() - 1)
         };
+        if !session.can_rewind_to(reused) {
+            // The cache's sliding-window layers no longer hold what the rewound
+            // position attends to: prefill the whole prompt.
+            reused = 0;
+        }
         session.truncate(reused)?;
     }
     if args.verbose {

@@ -243,6 +243,7 @@ pub fn forward_rows(
     );
     let cfg = model.config();
     let dim = cfg.dim;
+    kv.make_room(pos, n);
     for (&tok, xr) in tokens.iter().zip(act.x.chunks_exact_mut(dim)) {
         model.embed(tok as usize, xr);
     }
