@@ -89,7 +89,8 @@ for t in "${FLOAT_ONLY[@]}"; do
 done
 TIERED=(--test format_errors --test no_alloc --test kernels_threads --test quant_gguf
         --test chat_template --test chat_cli --test tokenizer_cli --test quant_smollm2
-        --test hf_reference_logits --test lora_adapters --test calibrate)
+        --test hf_reference_logits --test lora_adapters --test calibrate
+        --test sliding_window_kv)
 run_tiered() {
     local skip=()
     for t in "${FLOAT_ONLY[@]}"; do skip+=(--skip "$t"); done
