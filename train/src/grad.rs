@@ -739,19 +739,32 @@ fn rmsnorm_row_bwd<F: Float>(dx: &mut [F], x: &[F], w: &[f32], inv: F, dy: &[F])
     }
 }
 
-/// The backward pass of `rmsnorm_row` on every `w.len()`-wide row of `x`
-/// (inverse RMS `inv[row]`): `d norm(x) / dx . dy` into `out` (zeroed first),
-/// which it returns.
-fn norm_rows_bwd<'a, F: Float>(
-    out: &'a mut [F],
-    x: &[F],
-    w: &[f32],
-    inv: &[F],
-    dy: &[F],
-) -> &'a [F] {
+/// `out[r] = rmsnorm(x[r]) * w` on every `w.len()`-wide row `r` of `out`, with
+/// the inverse RMS in `inv[r]`.
+fn norm_rows<F: Float>(out: &mut [F], x: &[F], w: &[f32], eps: f32, inv: &mut [F]) {
     let n = w.len();
-    out.fill(F::ZERO);
-    for (((o, xr), &i), d) in out
+    for ((o, xr), i) in out
+        .chunks_exact_mut(n)
+        .zip(x.chunks_exact(n))
+        .zip(inv.iter_mut())
+    {
+        *i = rmsnorm_row(o, xr, w, eps);
+    }
+}
+
+/// [`norm_rows`] in place on `y`, keeping its input in `pre[..y.len()]` for
+/// the backward pass.
+fn norm_rows_in_place<F: Float>(y: &mut [F], pre: &mut [F], w: &[f32], eps: f32, inv: &mut [F]) {
+    let pre = &mut pre[..y.len()];
+    pre.copy_from_slice(y);
+    norm_rows(y, pre, w, eps, inv);
+}
+
+/// `dx += d norm(x) / dx . dy` on every `w.len()`-wide row of `x` (inverse
+/// RMS `inv[row]`): the backward pass of [`norm_rows`], accumulated.
+fn norm_rows_bwd_add<F: Float>(dx: &mut [F], x: &[F], w: &[f32], inv: &[F], dy: &[F]) {
+    let n = w.len();
+    for (((o, xr), &i), d) in dx
         .chunks_exact_mut(n)
         .zip(x.chunks_exact(n))
         .zip(inv)
@@ -759,6 +772,19 @@ fn norm_rows_bwd<'a, F: Float>(
     {
         rmsnorm_row_bwd(o, xr, w, i, d);
     }
+}
+
+/// The backward pass of [`norm_rows`]: `d norm(x) / dx . dy` into `out`
+/// (zeroed first), which it returns.
+fn norm_rows_bwd<'a, F: Float>(
+    out: &'a mut [F],
+    x: &[F],
+    w: &[f32],
+    inv: &[F],
+    dy: &[F],
+) -> &'a [F] {
+    out.fill(F::ZERO);
+    norm_rows_bwd_add(out, x, w, inv, dy);
     out
 }
 
@@ -893,8 +919,6 @@ fn lin_fwd<F: Float>(
 }
 
 /// Forward of layer `l` from `x_in` to `x_out`, filling the cache.
-// Attention loops index the probabilities and the key/value rows by position.
-#[allow(clippy::needless_range_loop)]
 fn layer_fwd<F: Float>(
     cx: &Ctx<F>,
     l: usize,
@@ -903,33 +927,74 @@ fn layer_fwd<F: Float>(
     c: &mut LayerCache<F>,
     ws: &mut WsRest<F>,
 ) {
+    attention_fwd(cx, l, x_in, c, ws);
+    ffn_fwd(cx, l, x_out, c, ws);
+}
+
+/// The attention block of layer `l`:
+/// `c.x_mid = x_in + (post_attn_norm)(lin_o(attention(x_in)))`, caching its
+/// activations.
+fn attention_fwd<F: Float>(
+    cx: &Ctx<F>,
+    l: usize,
+    x_in: &[F],
+    c: &mut LayerCache<F>,
+    ws: &mut WsRest<F>,
+) {
     let hp = &cx.base.hp;
     let bl = &cx.base.layers[l];
     let tl = cx.t_len;
-    let (dim, qd, kvd, ffn) = (
-        hp.dim as usize,
-        hp.q_dim(),
-        hp.kv_dim(),
-        hp.ffn_dim as usize,
+    let (dim, qd) = (hp.dim as usize, hp.q_dim());
+    qkv_fwd(cx, l, x_in, c, ws);
+    rope_rows(cx, l, &mut c.q, &mut c.k, ws.cos, ws.sin, false);
+    attention_scores_fwd(cx, l, c);
+    let mut rows = Rows {
+        row32: &mut *ws.row32,
+        rowf: &mut *ws.rowf,
+    };
+    let proj = &mut ws.tmp[..tl * dim];
+    lin_fwd(
+        cx,
+        l,
+        LoraTarget::O,
+        &c.o[..tl * qd],
+        proj,
+        &mut c.xd,
+        &mut c.z,
+        ws.mask,
+        &mut rows,
     );
-    let hd = hp.head_dim as usize;
-    let nh = hp.n_heads as usize;
-    let group = nh / hp.n_kv_heads as usize;
+    if let Some(w) = bl.post_attn_norm {
+        norm_rows_in_place(proj, &mut c.attn_out, w, hp.norm_eps, &mut c.attn_out_inv);
+    }
+    for ((m, &x), &p) in c.x_mid[..tl * dim]
+        .iter_mut()
+        .zip(&x_in[..tl * dim])
+        .zip(proj.iter())
+    {
+        *m = x + p;
+    }
+}
+
+/// `c.h = rmsnorm(x_in) * attn_norm` and `c.q, c.k, c.v = lin_q(h), lin_k(h),
+/// lin_v(h)`, queries and keys through their per-head norms (QK norm models).
+fn qkv_fwd<F: Float>(cx: &Ctx<F>, l: usize, x_in: &[F], c: &mut LayerCache<F>, ws: &mut WsRest<F>) {
+    let hp = &cx.base.hp;
+    let bl = &cx.base.layers[l];
+    let tl = cx.t_len;
+    let (dim, qd, kvd) = (hp.dim as usize, hp.q_dim(), hp.kv_dim());
     let eps = hp.norm_eps;
     let mut rows = Rows {
         row32: &mut *ws.row32,
         rowf: &mut *ws.rowf,
     };
-
-    // --- attention block ---
-    for t in 0..tl {
-        c.inv1[t] = rmsnorm_row(
-            &mut c.h[t * dim..(t + 1) * dim],
-            &x_in[t * dim..(t + 1) * dim],
-            bl.attn_norm,
-            eps,
-        );
-    }
+    norm_rows(
+        &mut c.h[..tl * dim],
+        &x_in[..tl * dim],
+        bl.attn_norm,
+        eps,
+        &mut c.inv1,
+    );
     let h = &c.h[..tl * dim];
     lin_fwd(
         cx,
@@ -965,47 +1030,63 @@ fn layer_fwd<F: Float>(
         &mut rows,
     );
     if let (Some(qw), Some(kw)) = (bl.q_norm, bl.k_norm) {
-        c.q_pre[..tl * qd].copy_from_slice(&c.q[..tl * qd]);
-        c.k_pre[..tl * kvd].copy_from_slice(&c.k[..tl * kvd]);
-        for (i, (o, x)) in c.q[..tl * qd]
-            .chunks_exact_mut(hd)
-            .zip(c.q_pre.chunks_exact(hd))
-            .enumerate()
-        {
-            c.q_inv[i] = rmsnorm_row(o, x, qw, eps);
-        }
-        for (i, (o, x)) in c.k[..tl * kvd]
-            .chunks_exact_mut(hd)
-            .zip(c.k_pre.chunks_exact(hd))
-            .enumerate()
-        {
-            c.k_inv[i] = rmsnorm_row(o, x, kw, eps);
-        }
+        norm_rows_in_place(&mut c.q[..tl * qd], &mut c.q_pre, qw, eps, &mut c.q_inv);
+        norm_rows_in_place(&mut c.k[..tl * kvd], &mut c.k_pre, kw, eps, &mut c.k_inv);
     }
+}
+
+/// Rotates every head of the `T` rows of `q` (`[T, q_dim]`) and `k`
+/// (`[T, kv_dim]`) by their positions with layer `l`'s RoPE tables; `inverse`
+/// rotates back (the backward pass of the rotation).
+fn rope_rows<F: Float>(
+    cx: &Ctx<F>,
+    l: usize,
+    q: &mut [F],
+    k: &mut [F],
+    cos: &[F],
+    sin: &[F],
+    inverse: bool,
+) {
+    let hp = &cx.base.hp;
+    let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim as usize);
+    let tl = cx.t_len;
     let half = cx.base.cfg.rope_pairs();
     let table = cx.base.cfg.layers[l].rope * tl * half;
     for t in 0..tl {
         let (cs, sn) = (
-            &ws.cos[table + t * half..][..half],
-            &ws.sin[table + t * half..][..half],
+            &cos[table + t * half..][..half],
+            &sin[table + t * half..][..half],
         );
         rope_row(
-            &mut c.q[t * qd..(t + 1) * qd],
+            &mut q[t * qd..(t + 1) * qd],
             hd,
             cs,
             sn,
             cx.base.rope_half,
-            false,
+            inverse,
         );
         rope_row(
-            &mut c.k[t * kvd..(t + 1) * kvd],
+            &mut k[t * kvd..(t + 1) * kvd],
             hd,
             cs,
             sn,
             cx.base.rope_half,
-            false,
+            inverse,
         );
     }
+}
+
+/// Causal softmax attention of layer `l` (within its window) for every query
+/// head: `c.probs = softmax(attn_scale q k^T)` and `c.o = c.probs v` from the
+/// rotated `c.q`, `c.k` and `c.v`.
+// The loops index the probabilities and the key/value rows by position.
+#[allow(clippy::needless_range_loop)]
+fn attention_scores_fwd<F: Float>(cx: &Ctx<F>, l: usize, c: &mut LayerCache<F>) {
+    let hp = &cx.base.hp;
+    let tl = cx.t_len;
+    let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim as usize);
+    let nh = hp.n_heads as usize;
+    let group = nh / hp.n_kv_heads as usize;
     let scale = attention_scale::<F>(&cx.base.cfg);
     let kind = cx.base.cfg.layers[l];
     for hh in 0..nh {
@@ -1035,46 +1116,34 @@ fn layer_fwd<F: Float>(
             }
         }
     }
-    let proj = &mut ws.tmp[..tl * dim];
-    lin_fwd(
-        cx,
-        l,
-        LoraTarget::O,
-        &c.o[..tl * qd],
-        proj,
-        &mut c.xd,
-        &mut c.z,
-        ws.mask,
-        &mut rows,
-    );
-    if let Some(w) = bl.post_attn_norm {
-        c.attn_out[..tl * dim].copy_from_slice(proj);
-        for t in 0..tl {
-            c.attn_out_inv[t] = rmsnorm_row(
-                &mut proj[t * dim..(t + 1) * dim],
-                &c.attn_out[t * dim..(t + 1) * dim],
-                w,
-                eps,
-            );
-        }
-    }
-    for ((m, &x), &p) in c.x_mid[..tl * dim]
-        .iter_mut()
-        .zip(&x_in[..tl * dim])
-        .zip(proj.iter())
-    {
-        *m = x + p;
-    }
+}
 
-    // --- feed-forward block ---
-    for t in 0..tl {
-        c.inv2[t] = rmsnorm_row(
-            &mut c.h2[t * dim..(t + 1) * dim],
-            &c.x_mid[t * dim..(t + 1) * dim],
-            bl.ffn_norm,
-            eps,
-        );
-    }
+/// The feed-forward block of layer `l`: `x_out = c.x_mid +
+/// (post_ffn_norm)(lin_down(act(lin_gate(h2)) * lin_up(h2)))` with
+/// `h2 = rmsnorm(c.x_mid) * ffn_norm`, caching its activations.
+fn ffn_fwd<F: Float>(
+    cx: &Ctx<F>,
+    l: usize,
+    x_out: &mut [F],
+    c: &mut LayerCache<F>,
+    ws: &mut WsRest<F>,
+) {
+    let hp = &cx.base.hp;
+    let bl = &cx.base.layers[l];
+    let tl = cx.t_len;
+    let (dim, ffn) = (hp.dim as usize, hp.ffn_dim as usize);
+    let eps = hp.norm_eps;
+    let mut rows = Rows {
+        row32: &mut *ws.row32,
+        rowf: &mut *ws.rowf,
+    };
+    norm_rows(
+        &mut c.h2[..tl * dim],
+        &c.x_mid[..tl * dim],
+        bl.ffn_norm,
+        eps,
+        &mut c.inv2,
+    );
     let h2 = &c.h2[..tl * dim];
     lin_fwd(
         cx,
@@ -1115,15 +1184,7 @@ fn layer_fwd<F: Float>(
         &mut rows,
     );
     if let Some(w) = bl.post_ffn_norm {
-        c.ffn_out[..tl * dim].copy_from_slice(down);
-        for t in 0..tl {
-            c.ffn_out_inv[t] = rmsnorm_row(
-                &mut down[t * dim..(t + 1) * dim],
-                &c.ffn_out[t * dim..(t + 1) * dim],
-                w,
-                eps,
-            );
-        }
+        norm_rows_in_place(down, &mut c.ffn_out, w, eps, &mut c.ffn_out_inv);
     }
     for ((o, &m), &d) in x_out[..tl * dim]
         .iter_mut()
@@ -1182,8 +1243,7 @@ fn lin_bwd<F: Float>(
 
 /// Backward of layer `l`: from `dx_out` (`gs.dx`, overwritten by `dx_in` when
 /// `need_dx_in`), accumulating LoRA gradients into `grads`.
-// Attention loops index the probabilities and the key/value rows by position.
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)]
 fn layer_bwd<F: Float>(
     cx: &Ctx<F>,
     l: usize,
@@ -1194,24 +1254,28 @@ fn layer_bwd<F: Float>(
     need_dx_in: bool,
     ws: &mut WsRest<F>,
 ) {
+    ffn_bwd(cx, l, c, gs, grads, ws);
+    attention_bwd(cx, l, x_in, c, gs, grads, need_dx_in, ws);
+}
+
+/// Backward of [`ffn_fwd`]: from `gs.dx = d loss / d x_out`, the LoRA
+/// gradients of down, gate and up into `grads` and `gs.dxm = d loss / d x_mid`.
+fn ffn_bwd<F: Float>(
+    cx: &Ctx<F>,
+    l: usize,
+    c: &LayerCache<F>,
+    gs: &mut GradScratch<F>,
+    grads: &mut [F],
+    ws: &mut WsRest<F>,
+) {
     let hp = &cx.base.hp;
     let bl = &cx.base.layers[l];
     let tl = cx.t_len;
-    let (dim, qd, kvd, ffn) = (
-        hp.dim as usize,
-        hp.q_dim(),
-        hp.kv_dim(),
-        hp.ffn_dim as usize,
-    );
-    let hd = hp.head_dim as usize;
-    let nh = hp.n_heads as usize;
-    let group = nh / hp.n_kv_heads as usize;
+    let (dim, ffn) = (hp.dim as usize, hp.ffn_dim as usize);
     let mut rows = Rows {
         row32: &mut *ws.row32,
         rowf: &mut *ws.rowf,
     };
-
-    // --- feed-forward block: x' = x_mid + post_norm(down(a)) ---
     let dout = match bl.post_ffn_norm {
         Some(w) => norm_rows_bwd(
             &mut gs.dnorm[..tl * dim],
@@ -1269,17 +1333,37 @@ fn layer_bwd<F: Float>(
     );
     // dx_mid = dx' + rmsnorm backward
     gs.dxm[..tl * dim].copy_from_slice(&gs.dx[..tl * dim]);
-    for t in 0..tl {
-        rmsnorm_row_bwd(
-            &mut gs.dxm[t * dim..(t + 1) * dim],
-            &c.x_mid[t * dim..(t + 1) * dim],
-            bl.ffn_norm,
-            c.inv2[t],
-            &gs.dh[t * dim..(t + 1) * dim],
-        );
-    }
+    norm_rows_bwd_add(
+        &mut gs.dxm[..tl * dim],
+        &c.x_mid[..tl * dim],
+        bl.ffn_norm,
+        &c.inv2[..tl],
+        &gs.dh[..tl * dim],
+    );
+}
 
-    // --- attention block: x_mid = x + post_norm(o_proj(attention)) ---
+/// Backward of [`attention_fwd`]: from `gs.dxm = d loss / d x_mid`, the LoRA
+/// gradients of o, q, k and v into `grads` and, when `need_dx_in`,
+/// `gs.dx = d loss / d x_in`.
+#[allow(clippy::too_many_arguments)]
+fn attention_bwd<F: Float>(
+    cx: &Ctx<F>,
+    l: usize,
+    x_in: &[F],
+    c: &LayerCache<F>,
+    gs: &mut GradScratch<F>,
+    grads: &mut [F],
+    need_dx_in: bool,
+    ws: &mut WsRest<F>,
+) {
+    let hp = &cx.base.hp;
+    let bl = &cx.base.layers[l];
+    let tl = cx.t_len;
+    let (dim, qd) = (hp.dim as usize, hp.q_dim());
+    let mut rows = Rows {
+        row32: &mut *ws.row32,
+        rowf: &mut *ws.rowf,
+    };
     let d_proj = match bl.post_attn_norm {
         Some(w) => norm_rows_bwd(
             &mut gs.dnorm[..tl * dim],
@@ -1304,6 +1388,26 @@ fn layer_bwd<F: Float>(
         ws.mask,
         &mut rows,
     );
+    attention_scores_bwd(cx, l, c, gs);
+    rope_rows(cx, l, &mut gs.dq, &mut gs.dk, ws.cos, ws.sin, true);
+    qkv_bwd(cx, l, x_in, c, gs, grads, need_dx_in, ws);
+}
+
+/// Backward of [`attention_scores_fwd`]: `gs.dq`, `gs.dk` and `gs.dv`
+/// (overwritten) from `gs.d_o`, through the value products and the softmax.
+// The loops index the probabilities and the key/value rows by position.
+#[allow(clippy::needless_range_loop)]
+fn attention_scores_bwd<F: Float>(
+    cx: &Ctx<F>,
+    l: usize,
+    c: &LayerCache<F>,
+    gs: &mut GradScratch<F>,
+) {
+    let hp = &cx.base.hp;
+    let tl = cx.t_len;
+    let (qd, kvd, hd) = (hp.q_dim(), hp.kv_dim(), hp.head_dim as usize);
+    let nh = hp.n_heads as usize;
+    let group = nh / hp.n_kv_heads as usize;
     gs.dq[..tl * qd].fill(F::ZERO);
     gs.dk[..tl * kvd].fill(F::ZERO);
     gs.dv[..tl * kvd].fill(F::ZERO);
@@ -1339,30 +1443,36 @@ fn layer_bwd<F: Float>(
             }
         }
     }
-    let half = cx.base.cfg.rope_pairs();
-    let table = cx.base.cfg.layers[l].rope * tl * half;
-    for t in 0..tl {
-        let (cs, sn) = (
-            &ws.cos[table + t * half..][..half],
-            &ws.sin[table + t * half..][..half],
-        );
-        rope_row(
-            &mut gs.dq[t * qd..(t + 1) * qd],
-            hd,
-            cs,
-            sn,
-            cx.base.rope_half,
-            true,
-        );
-        rope_row(
-            &mut gs.dk[t * kvd..(t + 1) * kvd],
-            hd,
-            cs,
-            sn,
-            cx.base.rope_half,
-            true,
-        );
-    }
+}
+
+/// Backward of [`qkv_fwd`]: from `gs.dq`, `gs.dk` (unrotated) and `gs.dv`,
+/// through the QK norms, the LoRA gradients of q, k and v into `grads` and,
+/// when `need_dx_in`, `gs.dx = gs.dxm + d(attention norm) / dx_in . dh`.
+#[allow(clippy::too_many_arguments)]
+fn qkv_bwd<F: Float>(
+    cx: &Ctx<F>,
+    l: usize,
+    x_in: &[F],
+    c: &LayerCache<F>,
+    gs: &mut GradScratch<F>,
+    grads: &mut [F],
+    need_dx_in: bool,
+    ws: &mut WsRest<F>,
+) {
+    let hp = &cx.base.hp;
+    let bl = &cx.base.layers[l];
+    let tl = cx.t_len;
+    let (dim, qd, kvd, hd) = (
+        hp.dim as usize,
+        hp.q_dim(),
+        hp.kv_dim(),
+        hp.head_dim as usize,
+    );
+    let nh = hp.n_heads as usize;
+    let mut rows = Rows {
+        row32: &mut *ws.row32,
+        rowf: &mut *ws.rowf,
+    };
     if let (Some(qw), Some(kw)) = (bl.q_norm, bl.k_norm) {
         // Through the per-head norms: d(pre-norm) from d(post-norm).
         let dq = norm_rows_bwd(
@@ -1423,15 +1533,13 @@ fn layer_bwd<F: Float>(
     );
     if need_dx_in {
         gs.dx[..tl * dim].copy_from_slice(&gs.dxm[..tl * dim]);
-        for t in 0..tl {
-            rmsnorm_row_bwd(
-                &mut gs.dx[t * dim..(t + 1) * dim],
-                &x_in[t * dim..(t + 1) * dim],
-                bl.attn_norm,
-                c.inv1[t],
-                &gs.dh[t * dim..(t + 1) * dim],
-            );
-        }
+        norm_rows_bwd_add(
+            &mut gs.dx[..tl * dim],
+            &x_in[..tl * dim],
+            bl.attn_norm,
+            &c.inv1[..tl],
+            &gs.dh[..tl * dim],
+        );
     }
 }
 
@@ -1543,6 +1651,23 @@ fn head<F: Float>(
     loss
 }
 
+/// `cos`, `sin` `[kinds, T, rope_dim / 2]`: the RoPE angles of positions
+/// `0..t_len` for each RoPE kind, times its attention factor.
+fn rope_tables<F: Float>(base: &Base, t_len: usize, cos: &mut [F], sin: &mut [F]) {
+    let half = base.cfg.rope_pairs();
+    for (kind, (inv_freq, rope)) in base.inv_freq.iter().zip(&base.cfg.ropes).enumerate() {
+        let m = F::from_f32(rope.attn_factor);
+        for t in 0..t_len {
+            let at = (kind * t_len + t) * half;
+            for (i, &f) in inv_freq.iter().enumerate() {
+                let angle = F::from_usize(t) * F::from_f32(f);
+                cos[at + i] = angle.cos() * m;
+                sin[at + i] = angle.sin() * m;
+            }
+        }
+    }
+}
+
 /// The summed cross-entropy of `ex` under `base` + the adapter `params`
 /// (laid out by `layout`), and, when `grads` is given, its gradient with
 /// respect to `params` **added** into `grads`.
@@ -1568,18 +1693,7 @@ pub fn sequence_loss<F: Float>(
     }
     let dim = hp.dim as usize;
     let nl = hp.n_layers as usize;
-    let half = base.cfg.rope_pairs();
-    for (kind, (inv_freq, rope)) in base.inv_freq.iter().zip(&base.cfg.ropes).enumerate() {
-        let m = F::from_f32(rope.attn_factor);
-        for t in 0..tl {
-            let at = (kind * tl + t) * half;
-            for (i, &f) in inv_freq.iter().enumerate() {
-                let angle = F::from_usize(t) * F::from_f32(f);
-                ws.cos[at + i] = angle.cos() * m;
-                ws.sin[at + i] = angle.sin() * m;
-            }
-        }
-    }
+    rope_tables(base, tl, &mut ws.cos, &mut ws.sin);
     let cx = Ctx {
         base,
         layout,
