@@ -96,6 +96,72 @@ fn newer_minor_version_is_accepted() {
     Model::from_bytes(&bytes).expect("minor versions are additive");
 }
 
+/// Files of every earlier minor version load unchanged: the 1.5 fields are
+/// zero in them and mean "as before" (same logits as the current version).
+#[test]
+fn older_minor_versions_load_unchanged() {
+    let current = common::tiny_model_bytes();
+    let logits = |bytes: &[u8]| {
+        let m = std::sync::Arc::new(Model::from_bytes(bytes).expect("loads"));
+        let mut s = ember_runtime::Session::new(m, ember_runtime::SessionConfig::new(8)).unwrap();
+        s.step(1).unwrap().to_vec()
+    };
+    let want = logits(&current);
+    for minor in 0..ember_runtime::format::VERSION_MINOR {
+        let mut bytes = current.clone();
+        let mut h = header(&bytes);
+        h.version_minor = minor;
+        put_header(&mut bytes, &h);
+        reseal(&mut bytes);
+        assert_eq!(logits(&bytes), want, "version 1.{minor}");
+    }
+}
+
+/// The 1.5 hyperparameter words: decoded only with the extended flag, which
+/// must match them; the words after them must be zero; unknown flag bits and
+/// ids are errors, never a silent default.
+#[test]
+fn extended_hyperparameters_are_validated() {
+    use ember_runtime::format::flags;
+    let edit = |f: &dyn Fn(&mut Header)| {
+        let mut bytes = common::tiny_model_bytes();
+        let mut h = header(&bytes);
+        f(&mut h);
+        put_header(&mut bytes, &h);
+        reseal(&mut bytes);
+        bytes
+    };
+    // A soft-cap with its flag loads and caps the logits.
+    let capped = edit(&|h| {
+        h.hparams.logit_softcap = 0.5;
+        h.hparams.flags |= flags::EXTENDED;
+    });
+    let m = std::sync::Arc::new(Model::from_bytes(&capped).expect("soft-capped file"));
+    assert_eq!(m.config().logit_softcap, Some(0.5));
+    let mut s = ember_runtime::Session::new(m, ember_runtime::SessionConfig::new(8)).unwrap();
+    assert!(s.step(1).unwrap().iter().all(|v| v.abs() <= 0.5));
+    let cases: [(&str, &dyn Fn(&mut Header)); 6] = [
+        ("field without flag", &|h| h.hparams.logit_softcap = 0.5),
+        ("flag without field", &|h| {
+            h.hparams.flags |= flags::EXTENDED
+        }),
+        ("reserved word", &|h| h.hparams.reserved[2] = 1),
+        ("unknown flag", &|h| h.hparams.flags |= 1 << 20),
+        ("unknown activation", &|h| h.hparams.activation = 9),
+        ("negative scale", &|h| {
+            h.hparams.attn_scale = -1.0;
+            h.hparams.flags |= flags::EXTENDED;
+        }),
+    ];
+    for (what, f) in cases {
+        let e = load_err(&edit(f));
+        assert!(
+            matches!(e, Error::BadHyperParams(_) | Error::UnknownId { .. }),
+            "{what}: {e}"
+        );
+    }
+}
+
 #[test]
 fn truncation_at_every_section_boundary() {
     let bytes = common::tiny_model_bytes();
