@@ -140,7 +140,8 @@ fn extended_hyperparameters_are_validated() {
     assert_eq!(m.config().logit_softcap, Some(0.5));
     let mut s = ember_runtime::Session::new(m, ember_runtime::SessionConfig::new(8)).unwrap();
     assert!(s.step(1).unwrap().iter().all(|v| v.abs() <= 0.5));
-    let cases: [(&str, &dyn Fn(&mut Header)); 6] = [
+    type Edit<'a> = &'a dyn Fn(&mut Header);
+    let cases: [(&str, Edit); 6] = [
         ("field without flag", &|h| h.hparams.logit_softcap = 0.5),
         ("flag without field", &|h| {
             h.hparams.flags |= flags::EXTENDED
