@@ -107,7 +107,8 @@ pub unsafe extern "C" fn ember_model_from_buffer(
         }
         // SAFETY: the function's contract (`len` readable bytes).
         let bytes: &[u8] = unsafe { ptr::slice(data.cast::<u8>(), len, "the model buffer")? };
-        let borrow = flags & EMBER_BUFFER_COPY == 0 && (data as usize) % BORROW_ALIGNMENT == 0;
+        let borrow =
+            flags & EMBER_BUFFER_COPY == 0 && (data as usize).is_multiple_of(BORROW_ALIGNMENT);
         let (model, storage) = if borrow {
             // SAFETY: the caller keeps the buffer alive and unchanged for as long
             // as the model exists (the documented contract of this function);

@@ -49,7 +49,7 @@ pub fn mixed_policy(name: &str, cols: u64, base: DType, embed: Option<DType>) ->
         (true, None, DType::Q4_0 | DType::Iq4Nl) => DType::Q8_0,
         _ => base,
     };
-    if cols % d.block_elems() as u64 != 0 {
+    if !cols.is_multiple_of(d.block_elems() as u64) {
         DType::F32
     } else {
         d
@@ -443,7 +443,8 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
 /// allows it (2-D, rows a multiple of `TILE_ROWS`): the layout the matrix
 /// kernels read as one stream. Other dtypes and shapes are returned unchanged.
 pub fn tiled_if_possible(d: DType, shape: &[u64]) -> DType {
-    let tileable = shape.len() == 2 && shape[0] % ember_kernels::blocks::TILE_ROWS as u64 == 0;
+    let tileable =
+        shape.len() == 2 && shape[0].is_multiple_of(ember_kernels::blocks::TILE_ROWS as u64);
     if tileable {
         d.tiled()
     } else {

@@ -279,13 +279,13 @@ impl ModelConfig {
         if hp.n_layers > 4096 || hp.n_heads > 4096 || hp.head_dim > 4096 {
             return Err(bad("layer / head counts implausibly large"));
         }
-        if hp.n_heads % hp.n_kv_heads != 0 {
+        if !hp.n_heads.is_multiple_of(hp.n_kv_heads) {
             return Err(bad(format!(
                 "n_heads {} is not a multiple of n_kv_heads {}",
                 hp.n_heads, hp.n_kv_heads
             )));
         }
-        if hp.rope_dim == 0 || hp.rope_dim > hp.head_dim || hp.rope_dim % 2 != 0 {
+        if hp.rope_dim == 0 || hp.rope_dim > hp.head_dim || !hp.rope_dim.is_multiple_of(2) {
             return Err(bad(format!(
                 "rope_dim {} must be even and in 1..=head_dim ({})",
                 hp.rope_dim, hp.head_dim
@@ -456,6 +456,14 @@ impl ModelConfig {
     /// Whether the feed-forward block has a gate.
     pub fn gated(&self) -> bool {
         self.mlp == Mlp::Gated
+    }
+    /// The attention window of the sliding layers, if any layer slides (one
+    /// window for all of them).
+    pub fn sliding_window(&self) -> Option<usize> {
+        self.layers.iter().find_map(|l| match l.attention {
+            Attention::Sliding { window } => Some(window),
+            Attention::Global => None,
+        })
     }
     /// Whether every layer attends globally.
     pub fn all_global(&self) -> bool {

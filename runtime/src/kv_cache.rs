@@ -181,11 +181,7 @@ pub struct KvCache<'a> {
 /// model has no sliding layer. `full` (a context-shift session) keeps
 /// everything: a shift re-positions every row.
 pub fn window_rows(cfg: &ModelConfig, context: usize, cap: usize, full: bool) -> usize {
-    let window = cfg.layers.iter().find_map(|l| match l.attention {
-        Attention::Sliding { window } => Some(window),
-        Attention::Global => None,
-    });
-    match window {
+    match cfg.sliding_window() {
         Some(w) if !full => (2 * w + cap - 1).min(context),
         _ => context,
     }
@@ -284,14 +280,7 @@ impl<'a> KvCache<'a> {
             }
         };
         let stage = if kv_type == KvType::F32 { 0 } else { kv_dim };
-        let window = cfg
-            .layers
-            .iter()
-            .find_map(|l| match l.attention {
-                Attention::Sliding { window } => Some(window),
-                Attention::Global => None,
-            })
-            .unwrap_or(0);
+        let window = cfg.sliding_window().unwrap_or(0);
         Ok(Self {
             kv_type,
             n_layers,
@@ -323,8 +312,7 @@ impl<'a> KvCache<'a> {
 
     /// First position layer `layer` still holds.
     fn layer_base(&self, layer: usize) -> usize {
-        let rows = (self.first_row[layer + 1] - self.first_row[layer]) as usize;
-        if rows < self.context {
+        if self.is_window_layer(layer) {
             self.base
         } else {
             0
@@ -384,6 +372,8 @@ impl<'a> KvCache<'a> {
         self.base = new_base;
     }
 
+    /// Whether `layer` holds fewer rows than the context (a sliding layer of
+    /// a windowed cache).
     fn is_window_layer(&self, layer: usize) -> bool {
         ((self.first_row[layer + 1] - self.first_row[layer]) as usize) < self.context
     }

@@ -76,7 +76,7 @@ fn section_bytes<'a>(bytes: &'a [u8], s: &Section) -> &'a [u8] {
 
 fn check_sections(h: &Header, file_len: u64) -> Result<()> {
     let data_start = h.data.offset;
-    if data_start % DATA_ALIGNMENT != 0 {
+    if !data_start.is_multiple_of(DATA_ALIGNMENT) {
         return Err(Error::BadSection {
             section: "data",
             reason: format!("offset {data_start} is not a multiple of {DATA_ALIGNMENT}"),

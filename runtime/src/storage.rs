@@ -65,7 +65,7 @@ impl Storage {
     /// format guarantees for tensors relative to the file start), otherwise copies
     /// it like [`copy_aligned`](Self::copy_aligned).
     pub fn borrowed_or_copied(bytes: &'static [u8]) -> Self {
-        if (bytes.as_ptr() as usize) % OWNED_ALIGNMENT == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(OWNED_ALIGNMENT) {
             Self::Borrowed(bytes)
         } else {
             Self::copy_aligned(bytes)

@@ -196,7 +196,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
 
 fn check_len(ty: GgmlType, n_bytes: usize, n: usize) -> Result<()> {
     let bs = ty.block_size();
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return Err(ConvertError::Gguf(format!(
             "{n} elements of {} is not a multiple of the block size {bs}",
             ty.name()

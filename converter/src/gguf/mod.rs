@@ -580,10 +580,6 @@ fn rope_scaling(m: &Meta<'_>, theta: f32, rope_dim: u32, max_context: u32) -> Re
 /// Rows `r0..r0 + rows` of a 2-D GGUF tensor, as a tensor of its own (rows
 /// are contiguous whole blocks, so the slice is a byte range of the file).
 fn row_slice(t: &GgufTensorInfo, r0: u64, rows: u64) -> Result<GgufTensorInfo> {
-    let row_bytes = t
-        .ggml_type
-        .row_bytes(t.ne[0])
-        .ok_or_else(|| ConvertError::Gguf(format!("tensor {}: bad row length", t.name)))?;
     if t.ne.len() != 2 || r0 + rows > t.ne[1] {
         return Err(ConvertError::Gguf(format!(
             "fused tensor {} has dims {:?}, too few rows for {}..{}",
@@ -593,6 +589,10 @@ fn row_slice(t: &GgufTensorInfo, r0: u64, rows: u64) -> Result<GgufTensorInfo> {
             r0 + rows
         )));
     }
+    let row_bytes = t
+        .ggml_type
+        .row_bytes(t.ne[0])
+        .ok_or_else(|| ConvertError::Gguf(format!("tensor {}: bad row length", t.name)))?;
     Ok(GgufTensorInfo {
         name: format!("{}[rows {}..{}]", t.name, r0, r0 + rows),
         ne: vec![t.ne[0], rows],

@@ -129,7 +129,7 @@ pub(super) fn products(
 ) {
     let kern = &model.kernels;
     let cols = x.len() / n;
-    let quantized = model.has_quantized && cols % QK == 0;
+    let quantized = model.has_quantized && cols.is_multiple_of(QK);
     let blocks = cols / QK;
     if n == 1 {
         let input = if quantized {

@@ -162,7 +162,7 @@ mod tests {
         // depending on both, only for some pairs, ids < 40.
         let pair = |a: u32, b: u32| {
             let h = a.wrapping_mul(31) ^ b.wrapping_mul(17);
-            (h % 3 != 0).then_some((h % 5, (a * 7 + b) % 13 + 20))
+            (!h.is_multiple_of(3)).then_some((h % 5, (a * 7 + b) % 13 + 20))
         };
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut merger = Merger::default();
