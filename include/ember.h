@@ -224,7 +224,7 @@ typedef struct ember_session_config {
     size_t struct_size;      /* sizeof(ember_session_config) */
     uint32_t context;        /* positions; 0 = the model's max_context. Default 0 */
     uint32_t kv_type;        /* EMBER_KV_*; default EMBER_KV_F16 */
-    uint32_t threads;        /* worker threads, >= 1; default 1 */
+    uint32_t threads;        /* worker threads; 0 = one per physical core. Default 0 */
     uint32_t batch;          /* prompt tokens per prefill batch, >= 1; default 512 */
     uint32_t context_policy; /* EMBER_CONTEXT_*; default EMBER_CONTEXT_ERROR */
     uint32_t keep;           /* tokens a shift keeps (keep + 2 <= context); default 0 */
@@ -299,6 +299,27 @@ ember_status ember_session_state_read(ember_session *session, const void *buf, s
  * the session is in use. A cancel with no generation running is forgotten
  * when the next ember_generate starts. */
 ember_status ember_session_cancel(ember_session *session);
+
+/* ---------------------------------------------------------------- LoRA adapters */
+
+typedef struct ember_lora ember_lora;
+
+/* Loads a LoRA adapter saved by Hugging Face PEFT or `ember finetune`: the
+ * directory holding adapter_model.safetensors and adapter_config.json, for
+ * `model` (EMBER_ERR_FORMAT names the problem: another base model's shapes,
+ * an unsupported PEFT option, a damaged file). Loading copies the adapter
+ * (f32); it is shared by every session it is attached to. */
+ember_status ember_lora_load(const ember_model *model, const char *dir, ember_lora **out);
+
+/* Releases the handle (attached sessions keep the adapter alive). NULL: no-op. */
+void ember_lora_free(ember_lora *lora);
+
+/* Attaches `lora` with `scale` (1.0 = as trained; the product adds
+ * scale * alpha/r * B A x) or, with `lora` NULL, detaches it. Resets the
+ * session (its cache was computed without the adapter). An adapter loaded for
+ * another model, or a non-finite scale: EMBER_ERR_INVALID_ARGUMENT, session
+ * unchanged. */
+ember_status ember_session_set_lora(ember_session *session, const ember_lora *lora, float scale);
 
 /* ---------------------------------------------------------------- sampling */
 

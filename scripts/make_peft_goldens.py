@@ -10,9 +10,10 @@ Usage:
                                        does not exist yet
   make_peft_goldens.py --out DIR       write into DIR instead of tests/fixtures/lora/
                                        (e.g. to diff a regeneration against the fixtures)
-  make_peft_goldens.py --check DIR     load the adapter in DIR (e.g. one Ember saved)
-                                       with PEFT on the llama base, check that every
-                                       tensor arrived, and write PEFT's logits to
+  make_peft_goldens.py --check DIR [--base B]
+                                       load the adapter in DIR (e.g. one Ember saved)
+                                       with PEFT on base B (default llama), check that
+                                       every tensor arrived, and write PEFT's logits to
                                        DIR/reference.json
 
 Each adapter is made on a base model of tests/fixtures/hf-tiny/ (float32) and run on
@@ -29,6 +30,9 @@ so every adapter can be regenerated alone and comes out the same.
   peft-qwen3/      base qwen3 (Qwen3ForCausalLM: q/k norms, head_dim 24 != hidden/heads,
                    tied embeddings); LoRA r=4, lora_alpha=8 on all seven projections
                    of both layers, float32
+  peft-phi3/       base phi3 (Phi3ForCausalLM: fused qkv_proj and gate_up_proj, which
+                   Ember splits); LoRA r=4, lora_alpha=8 on qkv_proj, o_proj,
+                   gate_up_proj, down_proj of both layers, float32
   peft-gemma3/     base gemma3 (Gemma3ForCausalLM: 6 layers, sliding + global
                    attention, final logit softcapping, tied embeddings); LoRA r=4,
                    lora_alpha=8 on all seven projections of every layer, float32
@@ -39,7 +43,7 @@ tests/fixtures/hf-tiny/*/reference.json). Logits are computed from the adapter a
 loaded back from disk (the bf16 one upcast to float32). adapter_config.json's
 base_model_name_or_path is the repository-relative base directory.
 
-peft-qwen3 and peft-gemma3 also record "greedy_ids": the 16 tokens PEFT's generate()
+peft-qwen3, peft-phi3 and peft-gemma3 also record "greedy_ids": the 16 tokens PEFT's generate()
 appends to input_ids (do_sample=False, float32, eager attention, EOS not stopping
 generation), checked against an argmax loop over full forward passes, and only if
 every step's top-1 logit beats the runner-up by more than 1e-3. The script prints,
@@ -222,13 +226,16 @@ def make(out_root: Path, name: str, base: str, config: LoraConfig, dtype: torch.
         print(f"  greedy {greedy_ids}, smallest top-1/top-2 logit gap {gap:.4g}")
 
 
-def check(adapter_dir: Path) -> None:
-    ids = base_ids("llama")
-    logits = peft_logits("llama", adapter_dir, ids)
+def check(adapter_dir: Path, base: str) -> None:
+    ids = base_ids(base)
+    logits = peft_logits(base, adapter_dir, ids)
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    patterns = ""
+    if cfg.get("rank_pattern"):
+        patterns = f", rank_pattern={cfg['rank_pattern']}, alpha_pattern={cfg['alpha_pattern']}"
     note = (
-        f"an adapter saved by Ember (r={cfg['r']}, lora_alpha={cfg['lora_alpha']}), loaded by "
-        "PEFT.from_pretrained on tests/fixtures/hf-tiny/llama; logits in float32 (eager attention)"
+        f"an adapter saved by Ember (r={cfg['r']}, lora_alpha={cfg['lora_alpha']}{patterns}), loaded by "
+        f"PEFT.from_pretrained on tests/fixtures/hf-tiny/{base}; logits in float32 (eager attention)"
     )
     write_reference(adapter_dir, ids, logits, note)
     print(f"{adapter_dir}: PEFT loaded every tensor; logits written to reference.json")
@@ -256,6 +263,19 @@ ADAPTERS = {
         False,
     ),
     "peft-qwen3": lambda: ("qwen3", all_targets(), torch.float32, 3, True),
+    "peft-phi3": lambda: (
+        "phi3",
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            lora_dropout=0.0,
+            target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+            task_type="CAUSAL_LM",
+        ),
+        torch.float32,
+        4,
+        True,
+    ),
     # Seed 10: with final logit softcapping (3.0) top-1/top-2 gaps are small; of seeds
     # 4-29 it has one of the widest smallest greedy gaps (0.021) with a varied continuation.
     "peft-gemma3": lambda: ("gemma3", all_targets(), torch.float32, 10, True),
@@ -265,13 +285,14 @@ ADAPTERS = {
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", type=Path, help="load an adapter directory with PEFT and record its logits")
+    ap.add_argument("--base", default="llama", help="base model of --check, under tests/fixtures/hf-tiny")
     ap.add_argument("--only", help=f"comma-separated adapters to write, of: {','.join(ADAPTERS)}")
     ap.add_argument("--missing", action="store_true", help="write only adapters whose directory does not exist")
     ap.add_argument("--out", type=Path, default=OUT_ROOT, help="output root (default tests/fixtures/lora)")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.check:
-        check(args.check)
+        check(args.check, args.base)
         return 0
     names = list(ADAPTERS)
     if args.only:

@@ -73,6 +73,68 @@ fn run_prints_only_text_on_stdout() {
     assert!(v["decode_tokens_per_second"].is_number());
 }
 
+/// `-t/--threads` on run (as on bench and finetune): a count, `auto` / `0`
+/// for every CPU, one per physical core by default; `--json` reports it.
+#[test]
+fn run_threads_flag_and_default() {
+    let dir = common::scratch();
+    let m = write_tiny(dir.path());
+    let threads = |extra: &[&str]| -> u64 {
+        let out = ember(&[&["run", "-m", &m, "-p", "he", "-n", "2", "--json"], extra].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["threads"].as_u64().expect("threads in --json")
+    };
+    assert_eq!(threads(&["-t", "2"]), 2);
+    assert_eq!(threads(&["--threads", "1"]), 1);
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert_eq!(threads(&["-t", "auto"]), all);
+    assert_eq!(threads(&["-t", "0"]), all);
+    let default = threads(&[]);
+    assert!(
+        default >= 1 && default <= all,
+        "default {default} of {all} CPUs"
+    );
+    let out = ember(&["run", "-m", &m, "-p", "he", "-t", "many"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("thread count"));
+
+    // --ctx 0 is the model's maximum.
+    let info: serde_json::Value =
+        serde_json::from_slice(&ember(&["inspect", &m, "--json"]).stdout).unwrap();
+    let max = &info["hparams"]["max_context"];
+    assert!(max.as_u64().unwrap() > 0);
+    let out = ember(&[
+        "run", "-m", &m, "-p", "he", "-n", "1", "--ctx", "0", "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(&v["context"], max);
+}
+
+/// A GGUF file given to run / chat / inspect: the error names the exact
+/// `ember convert` command.
+#[test]
+fn gguf_model_names_the_convert_command() {
+    let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny-llama.gguf");
+    let g = gguf.to_str().unwrap();
+    for cmd in [
+        &["run", "-m", g, "-p", "hi"][..],
+        &["chat", "-m", g],
+        &["inspect", g],
+    ] {
+        let out = ember(cmd);
+        assert!(!out.status.success(), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("is a GGUF file; convert it first: ember convert {g} -o ");
+        assert!(err.contains(&want), "{cmd:?}: {err}");
+        assert!(err.contains("tiny-llama.ember"), "{cmd:?}: {err}");
+    }
+}
+
 #[test]
 fn run_rejects_prompt_longer_than_context() {
     let dir = common::scratch();

@@ -22,7 +22,7 @@ use ember_converter::{convert, ConvertOptions, DTypeChoice};
 use ember_runtime::format::{names, DType, HyperParams, RopePairing};
 use ember_runtime::lora::{LayerLora, LoraAdapter, LoraPair, LoraTarget};
 use ember_runtime::{KvType, Model, Session, SessionConfig};
-use ember_train::peft::{load_peft, save_peft, CONFIG_FILE, WEIGHTS_FILE};
+use ember_train::peft::{load_peft, save_peft, ModuleLayout, CONFIG_FILE, WEIGHTS_FILE};
 use serde_json::Value;
 
 /// Normalized MSE budget against PEFT, sum (ember - ref)^2 / sum ref^2. Both
@@ -204,13 +204,17 @@ fn peft_made_adapters_give_peft_logits() {
 }
 
 /// PEFT adapters on the families whose blocks differ from Llama's (Qwen3's
-/// QK norms; Gemma 3's post-norms, scaled embeddings, sliding layers and
+/// QK norms; Phi-3's fused qkv_proj / gate_up_proj, split on load; Gemma 3's post-norms, scaled embeddings, sliding layers and
 /// soft-capped logits): `--lora` gives PEFT's logits, `merge` the same logits,
 /// and greedy decoding after a batched prefill gives PEFT's tokens.
 #[test]
 fn peft_adapters_on_other_families_give_peft_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    for (family, name) in [("qwen3", "peft-qwen3"), ("gemma3", "peft-gemma3")] {
+    for (family, name) in [
+        ("qwen3", "peft-qwen3"),
+        ("phi3", "peft-phi3"),
+        ("gemma3", "peft-gemma3"),
+    ] {
         let out = tmp.path().join(format!("{family}.ember"));
         convert(
             &fixtures().join("hf-tiny").join(family),
@@ -223,7 +227,8 @@ fn peft_adapters_on_other_families_give_peft_logits() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         check_against_peft(name, &model, &adapter);
 
-        // Merged into the weights, the adapter gives the same logits.
+        // Merged into f32 weights, the adapter gives the same logits (phi3's
+        // f16 weights, merged in their own dtype, would round the update).
         let reference = read_reference(&lora_fixture(name).join("reference.json"));
         let ids = reference.ids;
         let merged = merge_to(
@@ -231,7 +236,7 @@ fn peft_adapters_on_other_families_give_peft_logits() {
             &adapter,
             1.0,
             &tmp.path().join(format!("{family}-merged.ember")),
-            DTypeChoice::Auto,
+            DTypeChoice::Fixed(DType::F32),
         )
         .unwrap_or_else(|e| panic!("merge {name}: {e}"));
         let d = max_abs(
@@ -315,10 +320,24 @@ fn ember_saved_adapter_is_stable_and_loads_in_peft() {
     let fixture = lora_fixture("ember-saved");
     if std::env::var_os("EMBER_WRITE_LORA_GOLDENS").is_some() {
         std::fs::create_dir_all(&fixture).unwrap();
-        save_peft(&fixture, &adapter, hp, "tests/fixtures/hf-tiny/llama").unwrap();
+        save_peft(
+            &fixture,
+            &adapter,
+            hp,
+            ModuleLayout::Separate,
+            "tests/fixtures/hf-tiny/llama",
+        )
+        .unwrap();
     }
     let dir = tmp.path().join("saved");
-    save_peft(&dir, &adapter, hp, "tests/fixtures/hf-tiny/llama").unwrap();
+    save_peft(
+        &dir,
+        &adapter,
+        hp,
+        ModuleLayout::Separate,
+        "tests/fixtures/hf-tiny/llama",
+    )
+    .unwrap();
     for f in [WEIGHTS_FILE, CONFIG_FILE] {
         assert_eq!(
             std::fs::read(dir.join(f)).unwrap(),
@@ -337,6 +356,85 @@ fn ember_saved_adapter_is_stable_and_loads_in_peft() {
     assert_eq!(back, adapter);
     // PEFT's logits for the committed files.
     check_against_peft("ember-saved", &model, &back);
+}
+
+/// Phi-3's PEFT modules are the fused `qkv_proj` and `gate_up_proj`: an
+/// adapter Ember trained (separate parts) is saved with those names, stacked
+/// into block-diagonal pairs with a `rank_pattern` that keeps the scale, and
+/// PEFT loads it with the same logits; it reads back as the same adapter.
+#[test]
+fn phi3_adapters_are_saved_with_the_fused_modules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("phi3.ember");
+    convert(
+        &fixtures().join("hf-tiny/phi3"),
+        &out,
+        &ConvertOptions::default(),
+    )
+    .expect("convert phi3");
+    let model = Arc::new(Model::load(&out).expect("load"));
+    let layout = ModuleLayout::of(model.metadata());
+    assert_eq!(layout, ModuleLayout::FusedPhi3);
+    let hp = model.hparams();
+    let adapter = ember_saved_adapter(hp);
+    let fixture = lora_fixture("ember-saved-phi3");
+    if std::env::var_os("EMBER_WRITE_LORA_GOLDENS").is_some() {
+        std::fs::create_dir_all(&fixture).unwrap();
+        save_peft(
+            &fixture,
+            &adapter,
+            hp,
+            layout,
+            "tests/fixtures/hf-tiny/phi3",
+        )
+        .unwrap();
+    }
+    let dir = tmp.path().join("saved");
+    save_peft(&dir, &adapter, hp, layout, "tests/fixtures/hf-tiny/phi3").unwrap();
+    for f in [WEIGHTS_FILE, CONFIG_FILE] {
+        assert_eq!(
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(fixture.join(f)).unwrap(),
+            "{f} differs from the committed one (rewrite it with EMBER_WRITE_LORA_GOLDENS=1 \
+             and re-run scripts/make_peft_goldens.py --check DIR --base phi3 on it)"
+        );
+    }
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(config["rank_pattern"]["qkv_proj"], 9);
+    assert_eq!(config["rank_pattern"]["gate_up_proj"], 6);
+    assert_eq!(config["alpha_pattern"]["qkv_proj"], 15.0);
+    let target_regex = config["target_modules"].as_str().expect("regex form");
+    assert!(target_regex.contains("qkv_proj") && !target_regex.contains("q_proj"));
+    // Layer 1 adapts q and v only: k's block is zero and reads back as absent.
+    assert_eq!(load_peft(&dir, hp).unwrap(), adapter);
+    check_against_peft("ember-saved-phi3", &model, &adapter);
+
+    // A fused module whose scale differs from the others', or whose rank is
+    // neither r nor one block per part, cannot be split exactly: refused.
+    let edit = |name: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(dir.join(WEIGHTS_FILE), d.join(WEIGHTS_FILE)).unwrap();
+        let mut c: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+        f(c.as_object_mut().unwrap());
+        std::fs::write(d.join(CONFIG_FILE), serde_json::to_vec(&c).unwrap()).unwrap();
+        d
+    };
+    let d = edit("alpha", &|c| {
+        c["alpha_pattern"]["qkv_proj"] = 14.0.into();
+    });
+    assert_mentions(&load_error(&d, hp), &["qkv_proj", "per-module scales"]);
+    let d = edit("rank", &|c| {
+        c["r"] = 2.into();
+        c["lora_alpha"] = Value::from(10.0 / 3.0);
+    });
+    assert_mentions(&load_error(&d, hp), &["rank"]);
+    let d = edit("pattern", &|c| {
+        c["rank_pattern"]["o_proj"] = 2.into();
+    });
+    assert_mentions(&load_error(&d, hp), &["per-module ranks", "o_proj"]);
 }
 
 /// `hf-tiny/llama` rewritten the way GGUF stores a Llama: Q/K rows in
@@ -411,8 +509,8 @@ fn qk_row_order_follows_the_model_file() {
     // Saving from the interleaved model writes Hugging Face order again.
     let s1 = tmp.path().join("from-half");
     let s2 = tmp.path().join("from-inter");
-    save_peft(&s1, &a_half, half.hparams(), "x").unwrap();
-    save_peft(&s2, &a_inter, inter.hparams(), "x").unwrap();
+    save_peft(&s1, &a_half, half.hparams(), ModuleLayout::Separate, "x").unwrap();
+    save_peft(&s2, &a_inter, inter.hparams(), ModuleLayout::Separate, "x").unwrap();
     assert_eq!(
         std::fs::read(s1.join(WEIGHTS_FILE)).unwrap(),
         std::fs::read(s2.join(WEIGHTS_FILE)).unwrap()
@@ -462,7 +560,14 @@ fn smollm2_adapter_agrees_on_gguf_and_hf_conversions() {
         }
     }
     let dir = tmp.path().join("adapter");
-    save_peft(&dir, &adapter, &hp, "HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
+    save_peft(
+        &dir,
+        &adapter,
+        &hp,
+        ModuleLayout::Separate,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+    .unwrap();
     let on_gguf = load_peft(&dir, from_gguf.hparams()).unwrap();
     let on_hf = load_peft(&dir, &hp).unwrap();
     let a = run(&from_gguf, Some(&on_gguf), 1.0, &PROMPT_IDS);
@@ -903,7 +1008,7 @@ fn failed_saves_and_merges_leave_nothing() {
 
     // An adapter for another model: neither saved nor merged.
     let wrong = ember_saved_adapter(&common::tiny_hparams());
-    assert!(save_peft(&out.join("a"), &wrong, &hp, "x").is_err());
+    assert!(save_peft(&out.join("a"), &wrong, &hp, ModuleLayout::Separate, "x").is_err());
     let err = merge_to(&model, &wrong, 1.0, &out.join("m.ember"), DTypeChoice::Auto)
         .expect_err("merge must fail");
     assert!(
@@ -923,14 +1028,14 @@ fn failed_saves_and_merges_leave_nothing() {
     assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
 
     // The parent does not exist: an error, nothing created.
-    assert!(save_peft(&out.join("x/y"), &good, &hp, "x").is_err());
+    assert!(save_peft(&out.join("x/y"), &good, &hp, ModuleLayout::Separate, "x").is_err());
     assert!(listing(&out).is_empty());
 
     // Saving into an existing directory keeps its other files and leaves no temporaries.
     let ck = out.join("checkpoint");
     std::fs::create_dir(&ck).unwrap();
     std::fs::write(ck.join("trainer_state.json"), b"{}").unwrap();
-    save_peft(&ck, &good, &hp, "x").unwrap();
+    save_peft(&ck, &good, &hp, ModuleLayout::Separate, "x").unwrap();
     assert_eq!(
         listing(&ck),
         [CONFIG_FILE, WEIGHTS_FILE, "trainer_state.json"]

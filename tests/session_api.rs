@@ -3,9 +3,10 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ember_runtime::generate::{GenerateConfig, Generator, StopReason};
+use ember_runtime::generate::{GenerateConfig, Generator, PrefillOptions, StopReason};
 use ember_runtime::sampler::{Sampler, SamplerConfig};
 use ember_runtime::{ContextPolicy, Error, KvType, Model, Session, SessionConfig};
 
@@ -156,6 +157,66 @@ fn truncate_then_refeed_equals_a_fresh_prefill() {
     let want = fresh.prefill(&a_ids).unwrap().to_vec();
     assert_eq!(got, want);
     assert!(s.truncate(s.pos() + 1).is_err());
+}
+
+/// The generator's prefill with `reuse_cached` (chat turns, prompt caches)
+/// keeps the cached tokens up to the first difference and gives the logits of
+/// a fresh prefill bit for bit; a full hit feeds nothing; a raised cancel flag
+/// stops before any token is fed and decoding reports `Cancelled`.
+#[test]
+fn generator_prefill_reuses_the_cached_prefix_and_can_be_cancelled() {
+    let model = tiny();
+    let config = SessionConfig {
+        context: 64,
+        kv_type: KvType::F32,
+        batch: 4,
+        ..Default::default()
+    };
+    let vocab = model.hparams().vocab_size as usize;
+    let generator = || {
+        let sampler = Sampler::new(vocab, &SamplerConfig::greedy()).unwrap();
+        Generator::new(model.tokenizer(), sampler, GenerateConfig::default()).unwrap()
+    };
+    let first: Vec<u32> = (1..12).collect();
+    let second: Vec<u32> = (1..9).chain([20, 21, 22]).collect();
+    let reuse = PrefillOptions {
+        reuse_cached: true,
+        cancel: None,
+    };
+    let mut g = generator();
+    let mut s = Session::new(model.clone(), config).unwrap();
+    let p = g.prefill(&mut s, &first, &reuse).unwrap();
+    assert_eq!((p.reused_tokens, p.cancelled), (0, false));
+    let p = g.prefill(&mut s, &second, &reuse).unwrap();
+    assert_eq!(p.reused_tokens, 8, "the common prefix");
+    assert_eq!(s.tokens(), second);
+    let mut fresh = Session::new(model.clone(), config).unwrap();
+    assert_eq!(s.logits(), fresh.prefill(&second).unwrap());
+    // Everything cached, logits included: nothing to feed.
+    let p = g.prefill(&mut s, &second, &reuse).unwrap();
+    assert_eq!(p.reused_tokens, second.len());
+    // A prefix of the cache: one token is fed again for fresh logits.
+    let p = g.prefill(&mut s, &second[..5], &reuse).unwrap();
+    assert_eq!((p.reused_tokens, s.pos()), (4, 5));
+
+    let flag = AtomicBool::new(true);
+    let cancel = PrefillOptions {
+        reuse_cached: false,
+        cancel: Some(&flag),
+    };
+    let mut s = Session::new(model.clone(), config).unwrap();
+    let p = g.prefill(&mut s, &first, &cancel).unwrap();
+    assert!(p.cancelled);
+    assert_eq!(s.pos(), 0, "nothing fed after the flag was raised");
+    let stats = g.decode(&mut s, &p, |_, _| true).unwrap();
+    assert_eq!(
+        (stats.stop, stats.generated_tokens),
+        (StopReason::Cancelled, 0)
+    );
+    flag.store(false, Ordering::SeqCst);
+    let p = g.prefill(&mut s, &first, &cancel).unwrap();
+    assert!(!p.cancelled);
+    assert_eq!(s.pos(), first.len());
 }
 
 // One test per KV cache type, so the test harness's threads run them side by

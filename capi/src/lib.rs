@@ -14,6 +14,7 @@
 #![allow(non_camel_case_types)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod lora;
 mod model;
 mod ptr;
 mod session;
@@ -22,6 +23,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pub use lora::*;
 pub use model::*;
 pub use session::*;
 

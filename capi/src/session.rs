@@ -3,9 +3,8 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
 
-use ember_runtime::generate::{GenerateConfig, Generator, StopReason};
+use ember_runtime::generate::{GenerateConfig, Generator, PrefillOptions, StopReason};
 use ember_runtime::{ContextPolicy, KvType, Sampler, SamplerConfig, Session, SessionConfig};
 
 use crate::model::{ember_model, ember_token, model_ref, out_handle, EMBER_TOKEN_NONE};
@@ -42,15 +41,15 @@ unsafe impl Versioned for ember_session_config {
 }
 
 impl Default for ember_session_config {
-    /// The header's defaults: the model's full context, f16 KV, one thread,
-    /// batches of 512, error when full.
+    /// The header's defaults: the model's full context, f16 KV, threads 0
+    /// (one per physical core), batches of 512, error when full.
     fn default() -> Self {
         let d = SessionConfig::default();
         Self {
             struct_size: std::mem::size_of::<Self>(),
             context: 0,
             kv_type: EMBER_KV_F16,
-            threads: d.threads as u32,
+            threads: 0,
             batch: d.batch as u32,
             context_policy: EMBER_CONTEXT_ERROR,
             keep: 0,
@@ -82,7 +81,10 @@ impl ember_session_config {
                 self.context as usize
             },
             kv_type,
-            threads: self.threads as usize,
+            threads: match self.threads {
+                0 => ember_runtime::cpus::default_threads(),
+                n => n as usize,
+            },
             batch: self.batch as usize,
             context_policy,
         };
@@ -279,7 +281,7 @@ pub unsafe extern "C" fn ember_session_free(session: *mut ember_session) {
 ///
 /// # Safety
 /// `session` is NULL or a live handle.
-unsafe fn with_session(
+pub(crate) unsafe fn with_session(
     session: *const ember_session,
     f: impl FnOnce(&mut Session<'static>) -> CResult,
 ) -> ember_status {
@@ -821,8 +823,95 @@ unsafe impl Versioned for ember_generate_result {
     const MIN_SIZE: usize = std::mem::size_of::<Self>();
 }
 
-/// Prefill granularity between cancellation checks, in tokens.
-const CANCEL_CHECK_TOKENS: usize = 32;
+/// The generation settings of `options` (NULL: defaults), stop strings copied.
+///
+/// # Safety
+/// `options` is NULL or valid (struct conventions of the header), its `stop`
+/// array holds `n_stop` NUL-terminated strings.
+unsafe fn generate_config(options: *const ember_generate_options) -> CResult<GenerateConfig> {
+    let opts = if options.is_null() {
+        ember_generate_options::default()
+    } else {
+        // SAFETY: the function's contract.
+        unsafe { ptr::read_versioned(options, ember_generate_options::default(), "the options")? }
+    };
+    // SAFETY: the function's contract.
+    let stop_ptrs = unsafe { ptr::slice(opts.stop, opts.n_stop, "the stop strings")? };
+    let mut stop = Vec::with_capacity(stop_ptrs.len());
+    for (i, &p) in stop_ptrs.iter().enumerate() {
+        // SAFETY: the function's contract.
+        stop.push(unsafe { ptr::text(p, &format!("stop[{i}]"))? }.to_string());
+    }
+    Ok(GenerateConfig {
+        max_tokens: opts.max_tokens as usize,
+        stop,
+        ignore_eos: opts.ignore_eos != 0,
+    })
+}
+
+/// Checks a result struct's declared size before anything changes.
+///
+/// # Safety
+/// `result` is NULL or starts with a readable `struct_size`.
+unsafe fn check_result_size(result: *const ember_generate_result) -> CResult {
+    if result.is_null() {
+        return Ok(());
+    }
+    // SAFETY: the function's contract.
+    let size = unsafe { *ptr::as_ref(result.cast::<usize>(), "the result")? };
+    if size < ember_generate_result::MIN_SIZE {
+        return Err(CError::invalid(format!(
+            "the result's struct_size {size} is below {}",
+            ember_generate_result::MIN_SIZE
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `prompt` can be fed to `s`: ids in the vocabulary, something to
+/// continue from, and room under `EMBER_CONTEXT_ERROR`.
+fn check_prompt(s: &Session, prompt: &[ember_token]) -> CResult {
+    let hp = *s.model().hparams();
+    if let Some(&t) = prompt.iter().find(|&&t| t >= hp.vocab_size) {
+        return Err(ember_runtime::Error::TokenOutOfRange {
+            id: t,
+            vocab: hp.vocab_size,
+        }
+        .into());
+    }
+    if prompt.is_empty() && !s.has_logits() {
+        return Err(CError::new(
+            EMBER_ERR_STATE,
+            "the prompt is empty and the session has no logits to continue from",
+        ));
+    }
+    let cfg = *s.config();
+    if cfg.context_policy == ContextPolicy::Error && s.pos() + prompt.len() > cfg.context {
+        return Err(CError::new(
+            EMBER_ERR_CONTEXT_FULL,
+            format!(
+                "the prompt needs {} positions but the context holds {} ({} in use)",
+                s.pos() + prompt.len(),
+                cfg.context,
+                s.pos()
+            ),
+        ));
+    }
+
+    Ok(())
+}
+
+/// The header's stop code for `stop` (`by_callback`: the callback returned non-zero).
+fn stop_code(stop: StopReason, by_callback: bool) -> u32 {
+    match stop {
+        StopReason::MaxTokens => EMBER_STOP_MAX_TOKENS,
+        StopReason::EndOfGeneration => EMBER_STOP_END_OF_GENERATION,
+        StopReason::StopSequence => EMBER_STOP_STOP_SEQUENCE,
+        StopReason::ContextFull => EMBER_STOP_CONTEXT_FULL,
+        StopReason::Cancelled if by_callback => EMBER_STOP_CALLBACK,
+        StopReason::Cancelled => EMBER_STOP_CANCELLED,
+    }
+}
 
 /// Feeds a prompt and generates with streaming.
 ///
@@ -857,115 +946,47 @@ pub unsafe extern "C" fn ember_generate(
         let prompt = unsafe { ptr::slice(prompt, n_prompt, "the prompt")? };
         // SAFETY: the function's contract.
         let sampler = unsafe { make_sampler(sampler, hp.vocab_size)? };
-        let opts = if options.is_null() {
-            ember_generate_options::default()
-        } else {
-            // SAFETY: the function's contract.
-            unsafe {
-                ptr::read_versioned(options, ember_generate_options::default(), "the options")?
-            }
-        };
         // SAFETY: the function's contract.
-        let stop_ptrs = unsafe { ptr::slice(opts.stop, opts.n_stop, "the stop strings")? };
-        let mut stop = Vec::with_capacity(stop_ptrs.len());
-        for (i, &p) in stop_ptrs.iter().enumerate() {
-            // SAFETY: the function's contract.
-            stop.push(unsafe { ptr::text(p, &format!("stop[{i}]"))? }.to_string());
-        }
-        if !result.is_null() {
-            // SAFETY: the function's contract.
-            let size = unsafe { *ptr::as_ref(result.cast::<usize>().cast_const(), "the result")? };
-            if size < ember_generate_result::MIN_SIZE {
-                return Err(CError::invalid(format!(
-                    "the result's struct_size {size} is below {}",
-                    ember_generate_result::MIN_SIZE
-                )));
-            }
-        }
-        if let Some(&t) = prompt.iter().find(|&&t| t >= hp.vocab_size) {
-            return Err(ember_runtime::Error::TokenOutOfRange {
-                id: t,
-                vocab: hp.vocab_size,
-            }
-            .into());
-        }
-        if prompt.is_empty() && !s.has_logits() {
-            return Err(CError::new(
-                EMBER_ERR_STATE,
-                "the prompt is empty and the session has no logits to continue from",
-            ));
-        }
-        let cfg = *s.config();
-        if cfg.context_policy == ContextPolicy::Error && s.pos() + prompt.len() > cfg.context {
-            return Err(CError::new(
-                EMBER_ERR_CONTEXT_FULL,
-                format!(
-                    "the prompt needs {} positions but the context holds {} ({} in use)",
-                    s.pos() + prompt.len(),
-                    cfg.context,
-                    s.pos()
-                ),
-            ));
-        }
-        let mut generator = Generator::new(
-            tok,
-            sampler,
-            GenerateConfig {
-                max_tokens: opts.max_tokens as usize,
-                stop,
-                ignore_eos: opts.ignore_eos != 0,
-            },
-        )?;
+        let config = unsafe { generate_config(options)? };
+        // SAFETY: the function's contract.
+        unsafe { check_result_size(result)? };
+        check_prompt(s, prompt)?;
+        let mut generator = Generator::new(tok, sampler, config)?;
 
         let mut out = ember_generate_result {
             prompt_tokens: prompt.len() as u32,
             ..Default::default()
         };
-        let t0 = Instant::now();
-        let mut stopped_early = false;
-        for chunk in prompt.chunks(CANCEL_CHECK_TOKENS.min(cfg.batch).max(1)) {
-            if cancelled() {
-                stopped_early = true;
-                break;
-            }
-            s.prefill(chunk)?;
-        }
-        out.prefill_seconds = t0.elapsed().as_secs_f64();
-        if stopped_early || cancelled() {
-            out.stop_reason = EMBER_STOP_CANCELLED;
-        } else {
-            for &t in prompt {
-                generator.sampler_mut().accept(t);
-            }
-            // The text handed to C: the piece plus a NUL, in a buffer reused per token.
-            let mut text = Vec::with_capacity((tok.max_token_bytes() + 4) * 3 + 64);
-            let mut by_callback = false;
-            let stats = generator.generate(s, &[], |id, piece| {
-                if let Some(cb) = callback {
-                    text.clear();
-                    text.extend_from_slice(piece.as_bytes());
-                    text.push(0);
-                    // SAFETY: the caller's function with the header's signature;
-                    // `text` is NUL-terminated and outlives the call.
-                    let r = unsafe { cb(user_data, id, text.as_ptr().cast(), piece.len()) };
-                    if r != 0 && id != EMBER_TOKEN_NONE {
-                        by_callback = true;
-                        return false;
-                    }
+        let prefill = generator.prefill(
+            s,
+            prompt,
+            &PrefillOptions {
+                reuse_cached: false,
+                cancel: Some(&handle.cancel),
+            },
+        )?;
+        // The text handed to C: the piece plus a NUL, in a buffer reused per token.
+        let mut text = Vec::with_capacity((tok.max_token_bytes() + 4) * 3 + 64);
+        let mut by_callback = false;
+        let stats = generator.decode(s, &prefill, |id, piece| {
+            if let Some(cb) = callback {
+                text.clear();
+                text.extend_from_slice(piece.as_bytes());
+                text.push(0);
+                // SAFETY: the caller's function with the header's signature;
+                // `text` is NUL-terminated and outlives the call.
+                let r = unsafe { cb(user_data, id, text.as_ptr().cast(), piece.len()) };
+                if r != 0 && id != EMBER_TOKEN_NONE {
+                    by_callback = true;
+                    return false;
                 }
-                !cancelled()
-            })?;
-            out.generated_tokens = stats.generated_tokens as u32;
-            out.decode_seconds = stats.decode.as_secs_f64();
-            out.stop_reason = match stats.stop {
-                StopReason::MaxTokens => EMBER_STOP_MAX_TOKENS,
-                StopReason::EndOfGeneration => EMBER_STOP_END_OF_GENERATION,
-                StopReason::StopSequence => EMBER_STOP_STOP_SEQUENCE,
-                StopReason::ContextFull => EMBER_STOP_CONTEXT_FULL,
-                StopReason::Cancelled if by_callback => EMBER_STOP_CALLBACK,
-                StopReason::Cancelled => EMBER_STOP_CANCELLED,
-            };
-        }
+            }
+            !cancelled()
+        })?;
+        out.prefill_seconds = stats.prefill.as_secs_f64();
+        out.generated_tokens = stats.generated_tokens as u32;
+        out.decode_seconds = stats.decode.as_secs_f64();
+        out.stop_reason = stop_code(stats.stop, by_callback);
         if !result.is_null() {
             // SAFETY: the function's contract (checked non-NULL and sized above).
             unsafe { ptr::write_versioned(result, out, "the result")? };

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Zeroable;
 use ember_runtime::format::{
-    self, align_up, names, tensor_flags, DType, DirEntry, Header, Section, DATA_ALIGNMENT,
-    DIR_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT, VERSION_MAJOR,
-    VERSION_MINOR,
+    self, align_up, names, tensor_flags, DType, DirEntry, Header, HyperParams, Section,
+    DATA_ALIGNMENT, DIR_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT,
+    VERSION_MAJOR, VERSION_MINOR,
 };
 use half::{bf16, f16};
 use indicatif::{ProgressBar, ProgressStyle};
+use tempfile::NamedTempFile;
 
 use crate::error::{ConvertError, Result};
 use crate::ir::{IrTensor, ModelIr};
@@ -156,6 +157,8 @@ pub struct WriteSummary {
     pub elapsed: Duration,
 }
 
+/// One canonical tensor placed in the output: its source, stored dtype and
+/// byte range.
 struct Planned<'a> {
     tensor: &'a IrTensor,
     dtype: DType,
@@ -165,20 +168,78 @@ struct Planned<'a> {
     nbytes: u64,
 }
 
+impl Planned<'_> {
+    /// Number of elements.
+    fn count(&self) -> u64 {
+        self.shape[..self.n_dims].iter().product()
+    }
+
+    /// Row length: the innermost dimension.
+    fn cols(&self) -> usize {
+        self.shape[self.n_dims - 1] as usize
+    }
+}
+
+impl WriteOptions<'_> {
+    /// Whether `interrupt` has been set.
+    fn interrupted(&self) -> bool {
+        self.interrupt.is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+}
+
+/// The error for a layout whose offsets or sizes overflow `u64`.
+fn too_large() -> ConvertError {
+    ConvertError::Unsupported("model too large for the format".into())
+}
+
 /// Validates `ir` against its hyperparameters and writes it to `out` atomically.
 pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<WriteSummary> {
     let start = Instant::now();
     let hp = ir.hparams.with_extended_flag();
     hp.validate()?;
+    let expected = format::expected_tensors(&hp);
+    let by_name = index_tensors(ir, &expected)?;
+    let layout = PrefixLayout::new(ir, expected.len())?;
+    let (planned, file_size) = plan_tensors(&expected, &by_name, layout.data_offset, opts)?;
 
-    // Match the IR's tensors to the canonical set, in canonical order.
+    // Write into a temporary file next to the output, then rename.
+    let tmp = temp_file_beside(out)?;
+    let mut data = DataWriter::new(&tmp, layout.data_offset)?;
+    let bar = progress_bar(opts.progress, planned.iter().map(|p| p.nbytes).sum());
+    let rotated = rotation_plan(&planned, hp.n_layers as usize, opts.rotation);
+    let (entries, raw_copies) = write_tensor_data(&mut data, &planned, &rotated, opts, &bar)?;
+    if opts.interrupted() {
+        return Err(ConvertError::Interrupted);
+    }
+    let prefix = layout.encode(&entries, hp, file_size);
+    data.finish(&prefix, file_size)?;
+    bar.finish_and_clear();
+
+    // Check what we wrote with the runtime's own validator before publishing it.
+    ember_runtime::loader::parse_prefix(&prefix, file_size)?;
+
+    if opts.interrupted() {
+        return Err(ConvertError::Interrupted);
+    }
+    tmp.persist(out)
+        .map_err(|e| ConvertError::io(out, e.error))?;
+    Ok(summarize(
+        out, &planned, &rotated, raw_copies, file_size, start,
+    ))
+}
+
+/// The tensors of `ir` by name. Errors: `DuplicateTensor`, and
+/// `UnexpectedTensor` for a name not in `expected`.
+fn index_tensors<'a>(
+    ir: &'a ModelIr,
+    expected: &[(String, Vec<u64>)],
+) -> Result<HashMap<&'a str, &'a IrTensor>> {
     let mut by_name: HashMap<&str, &IrTensor> = HashMap::new();
     for t in &ir.tensors {
         if by_name.insert(t.name.as_str(), t).is_some() {
             return Err(ember_runtime::Error::DuplicateTensor(t.name.clone()).into());
         }
     }
-    let expected = format::expected_tensors(&hp);
     if let Some(extra) = ir
         .tensors
         .iter()
@@ -186,41 +247,118 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
     {
         return Err(ember_runtime::Error::UnexpectedTensor(extra.name.clone()).into());
     }
+    Ok(by_name)
+}
 
-    // Plan the layout.
-    let tokenizer_bytes = format::encode_tokenizer(&ir.tokenizer);
-    let template_bytes = ir
-        .chat_template
-        .as_deref()
-        .unwrap_or("")
-        .as_bytes()
-        .to_vec();
-    let metadata_bytes = format::encode_metadata(&ir.metadata);
-    let dir_len = (expected.len() * DIR_ENTRY_SIZE) as u64;
-    let directory = Section {
-        offset: HEADER_SIZE as u64,
-        len: dir_len,
-    };
-    let tokenizer = Section {
-        offset: directory.offset + dir_len,
-        len: tokenizer_bytes.len() as u64,
-    };
-    let chat_template = Section {
-        offset: tokenizer.offset + tokenizer.len,
-        len: template_bytes.len() as u64,
-    };
-    let metadata = Section {
-        offset: chat_template.offset + chat_template.len,
-        len: metadata_bytes.len() as u64,
-    };
-    let overflow = || ConvertError::Unsupported("model too large for the format".into());
-    let data_offset =
-        align_up(metadata.offset + metadata.len, DATA_ALIGNMENT).ok_or_else(overflow)?;
+/// The sections before the tensor data (header, directory, tokenizer, chat
+/// template, metadata), with the encoded bytes of the last three.
+struct PrefixLayout {
+    directory: Section,
+    tokenizer: Section,
+    chat_template: Section,
+    metadata: Section,
+    /// Start of the tensor data, a multiple of `DATA_ALIGNMENT`.
+    data_offset: u64,
+    tokenizer_bytes: Vec<u8>,
+    template_bytes: Vec<u8>,
+    metadata_bytes: Vec<u8>,
+}
 
+impl PrefixLayout {
+    /// Encodes the non-tensor sections of `ir` and places them after the header
+    /// and a directory of `n_tensors` entries. Errors: `Unsupported` on overflow.
+    fn new(ir: &ModelIr, n_tensors: usize) -> Result<Self> {
+        let tokenizer_bytes = format::encode_tokenizer(&ir.tokenizer);
+        let template_bytes = ir
+            .chat_template
+            .as_deref()
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec();
+        let metadata_bytes = format::encode_metadata(&ir.metadata);
+        let dir_len = (n_tensors * DIR_ENTRY_SIZE) as u64;
+        let directory = Section {
+            offset: HEADER_SIZE as u64,
+            len: dir_len,
+        };
+        let tokenizer = Section {
+            offset: directory.offset + dir_len,
+            len: tokenizer_bytes.len() as u64,
+        };
+        let chat_template = Section {
+            offset: tokenizer.offset + tokenizer.len,
+            len: template_bytes.len() as u64,
+        };
+        let metadata = Section {
+            offset: chat_template.offset + chat_template.len,
+            len: metadata_bytes.len() as u64,
+        };
+        let data_offset =
+            align_up(metadata.offset + metadata.len, DATA_ALIGNMENT).ok_or_else(too_large)?;
+        Ok(Self {
+            directory,
+            tokenizer,
+            chat_template,
+            metadata,
+            data_offset,
+            tokenizer_bytes,
+            template_bytes,
+            metadata_bytes,
+        })
+    }
+
+    /// The file's first `data_offset` bytes: header (with its checksum),
+    /// directory `entries`, tokenizer, template, metadata and zero padding.
+    fn encode(&self, entries: &[DirEntry], hp: HyperParams, file_size: u64) -> Vec<u8> {
+        let mut prefix = vec![0u8; self.data_offset as usize];
+        let mut h = Header::zeroed();
+        h.magic = MAGIC;
+        h.version_major = VERSION_MAJOR;
+        h.version_minor = VERSION_MINOR;
+        h.header_size = HEADER_SIZE as u32;
+        h.file_size = file_size;
+        h.tensor_alignment = MIN_TENSOR_ALIGNMENT;
+        h.tensor_count = entries.len() as u64;
+        h.directory = self.directory;
+        h.tokenizer = self.tokenizer;
+        h.chat_template = self.chat_template;
+        h.metadata = self.metadata;
+        h.data = Section {
+            offset: self.data_offset,
+            len: file_size - self.data_offset,
+        };
+        h.hparams = hp;
+        prefix[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
+        for (i, e) in entries.iter().enumerate() {
+            let at = self.directory.offset as usize + i * DIR_ENTRY_SIZE;
+            prefix[at..at + DIR_ENTRY_SIZE].copy_from_slice(bytemuck::bytes_of(e));
+        }
+        let put = |prefix: &mut Vec<u8>, s: Section, b: &[u8]| {
+            prefix[s.offset as usize..(s.offset + s.len) as usize].copy_from_slice(b)
+        };
+        put(&mut prefix, self.tokenizer, &self.tokenizer_bytes);
+        put(&mut prefix, self.chat_template, &self.template_bytes);
+        put(&mut prefix, self.metadata, &self.metadata_bytes);
+        h.header_checksum = format::header_checksum(&prefix);
+        prefix[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
+        prefix
+    }
+}
+
+/// Places the `expected` tensors (taken from `by_name`) in canonical order
+/// from `data_offset`, each aligned to `MIN_TENSOR_ALIGNMENT`, and picks their
+/// stored dtypes. Returns the plan and the file size. Errors:
+/// `MissingTensor`, `ShapeMismatch`, `Unsupported` on overflow.
+fn plan_tensors<'a>(
+    expected: &[(String, Vec<u64>)],
+    by_name: &HashMap<&str, &'a IrTensor>,
+    data_offset: u64,
+    opts: &WriteOptions,
+) -> Result<(Vec<Planned<'a>>, u64)> {
     let mut planned = Vec::with_capacity(expected.len());
     let mut cursor = data_offset;
-    for (name, shape) in &expected {
-        let t = by_name
+    for (name, shape) in expected {
+        let t = *by_name
             .get(name.as_str())
             .ok_or_else(|| ConvertError::from(ember_runtime::Error::MissingTensor(name.clone())))?;
         if &t.shape != shape {
@@ -231,21 +369,11 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
             }
             .into());
         }
-        let dtype = if shape.len() == 1 {
-            DType::F32
-        } else {
-            match opts.dtype {
-                DTypeChoice::Fixed(d) => tiled_if_possible(
-                    mixed_policy(name, shape[shape.len() - 1], d, opts.embed_dtype),
-                    shape,
-                ),
-                DTypeChoice::Auto => t.source.native_dtype().unwrap_or(DType::F32),
-            }
-        };
+        let dtype = stored_dtype(name, shape, t, opts);
         let count: u64 = shape.iter().product();
-        let nbytes = dtype.bytes_for(count).ok_or_else(overflow)?;
-        let offset = align_up(cursor, MIN_TENSOR_ALIGNMENT).ok_or_else(overflow)?;
-        cursor = offset.checked_add(nbytes).ok_or_else(overflow)?;
+        let nbytes = dtype.bytes_for(count).ok_or_else(too_large)?;
+        let offset = align_up(cursor, MIN_TENSOR_ALIGNMENT).ok_or_else(too_large)?;
+        cursor = offset.checked_add(nbytes).ok_or_else(too_large)?;
         let mut s = [0u64; MAX_DIMS];
         s[..shape.len()].copy_from_slice(shape);
         planned.push(Planned {
@@ -257,186 +385,237 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
             nbytes,
         });
     }
-    let file_size = cursor;
+    Ok((planned, cursor))
+}
 
-    // Write into a temporary file next to the output, then rename.
+/// The dtype tensor `name` of `shape` (source `t`) is stored in: f32 for
+/// vectors; for matrices, `opts.dtype` under the mixed policy (tiled when the
+/// shape allows), or with `Auto` the source's native dtype, else f32.
+fn stored_dtype(name: &str, shape: &[u64], t: &IrTensor, opts: &WriteOptions) -> DType {
+    if shape.len() == 1 {
+        return DType::F32;
+    }
+    match opts.dtype {
+        DTypeChoice::Fixed(d) => tiled_if_possible(
+            mixed_policy(name, shape[shape.len() - 1], d, opts.embed_dtype),
+            shape,
+        ),
+        DTypeChoice::Auto => t.source.native_dtype().unwrap_or(DType::F32),
+    }
+}
+
+/// A new temporary file in `out`'s directory, deleted unless persisted.
+/// Errors: `Io`.
+fn temp_file_beside(out: &Path) -> Result<NamedTempFile> {
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(".ember-convert-")
         .suffix(".tmp")
         .tempfile_in(&dir)
-        .map_err(|e| ConvertError::io(&dir, e))?;
-    let io = |e| ConvertError::io(tmp.path(), e);
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().map_err(io)?);
-    w.seek(SeekFrom::Start(data_offset)).map_err(io)?;
+        .map_err(|e| ConvertError::io(&dir, e))
+}
 
-    let total_bytes: u64 = planned.iter().map(|p| p.nbytes).sum();
-    let bar = if opts.progress && total_bytes > (32 << 20) {
-        let bar = ProgressBar::new(total_bytes);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-            )
-            .expect("static template is valid"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+/// A byte-count progress bar for `total_bytes` on stderr, hidden unless `show`
+/// is set and the output exceeds 32 MiB.
+fn progress_bar(show: bool, total_bytes: u64) -> ProgressBar {
+    if !(show && total_bytes > (32 << 20)) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total_bytes);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .expect("static template is valid"),
+    );
+    bar
+}
 
-    let rotated = rotation_plan(&planned, hp.n_layers as usize, opts.rotation);
-    let interrupted = || opts.interrupt.is_some_and(|f| f.load(Ordering::Relaxed));
+/// The temporary output file, written from `data_offset` on while the
+/// tensors are encoded; the prefix goes in last (`finish`).
+struct DataWriter<'a> {
+    w: BufWriter<File>,
+    path: &'a Path,
+    /// Absolute offset where the next write starts.
+    pos: u64,
+}
+
+impl<'a> DataWriter<'a> {
+    /// A buffered writer on `tmp`, positioned at `data_offset`. Errors: `Io`.
+    fn new(tmp: &'a NamedTempFile, data_offset: u64) -> Result<Self> {
+        let io = |e| ConvertError::io(tmp.path(), e);
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().map_err(io)?);
+        w.seek(SeekFrom::Start(data_offset)).map_err(io)?;
+        Ok(Self {
+            w,
+            path: tmp.path(),
+            pos: data_offset,
+        })
+    }
+
+    /// Writes `bytes`, the stored data of `p`, at `p.offset` (not before the
+    /// current position), zero-filling the gap. Errors: `Io`.
+    fn write_tensor(&mut self, p: &Planned, bytes: &[u8]) -> Result<()> {
+        let io = |e| ConvertError::io(self.path, e);
+        let pad = p.offset - self.pos;
+        self.w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+        self.w.write_all(bytes).map_err(io)?;
+        self.pos = p.offset + p.nbytes;
+        Ok(())
+    }
+
+    /// Writes `prefix` at offset 0, sets the length to `file_size` and syncs
+    /// the file to disk. Errors: `Io`.
+    fn finish(self, prefix: &[u8], file_size: u64) -> Result<()> {
+        let io = |e| ConvertError::io(self.path, e);
+        let mut w = self.w;
+        w.seek(SeekFrom::Start(0)).map_err(io)?;
+        w.write_all(prefix).map_err(io)?;
+        let file: File = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.set_len(file_size).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(())
+    }
+}
+
+/// Encodes and writes every planned tensor (stored rotated where `rotated`
+/// says), checking for an interrupt before each. Returns the directory
+/// entries in plan order and how many tensors were raw copies. Errors:
+/// `Interrupted`, a source's error, `Tensor` for a source of the wrong size,
+/// `Io`.
+fn write_tensor_data(
+    data: &mut DataWriter,
+    planned: &[Planned],
+    rotated: &[bool],
+    opts: &WriteOptions,
+    bar: &ProgressBar,
+) -> Result<(Vec<DirEntry>, usize)> {
     let mut entries = Vec::with_capacity(planned.len());
-    let mut pos = data_offset;
     let mut raw_copies = 0;
-    for (p, &rotate) in planned.iter().zip(&rotated) {
-        if interrupted() {
+    for (p, &rotate) in planned.iter().zip(rotated) {
+        if opts.interrupted() {
             return Err(ConvertError::Interrupted);
         }
         bar.set_message(p.tensor.name.clone());
-        let cols = p.shape[p.n_dims - 1] as usize;
-        let source = &p.tensor.source;
-        let copy = if source.raw_rotated() == rotate || !p.dtype.is_quantized() {
-            source.raw_as(p.dtype.untiled())
-        } else {
-            None
-        };
-        let bytes = match copy {
-            Some(raw) => {
-                let raw = raw?;
-                let raw = if p.dtype.is_tiled() && raw.len() as u64 == p.nbytes {
-                    interleave_bytes(&raw, p.dtype, cols)
-                } else {
-                    raw
-                };
-                if raw.len() as u64 != p.nbytes {
-                    return Err(ConvertError::Tensor {
-                        name: p.tensor.name.clone(),
-                        reason: format!("source holds {} bytes, expected {}", raw.len(), p.nbytes),
-                    });
-                }
-                raw_copies += 1;
-                raw
-            }
-            None => {
-                let values = p.tensor.source.to_f32()?;
-                let count = p.shape[..p.n_dims].iter().product::<u64>();
-                if values.len() as u64 != count {
-                    return Err(ConvertError::Tensor {
-                        name: p.tensor.name.clone(),
-                        reason: format!(
-                            "source produced {} values for {count} elements",
-                            values.len()
-                        ),
-                    });
-                }
-                if rotate {
-                    encode_rotated(values, p.dtype, cols)
-                } else {
-                    let importance = opts.importance.and_then(|m| m.get(&p.tensor.name));
-                    encode_weighted(&values, p.dtype, cols, importance.map(Vec::as_slice))
-                }
-            }
-        };
+        let (bytes, copied) = stored_bytes(p, rotate, opts)?;
+        raw_copies += usize::from(copied);
         debug_assert_eq!(bytes.len() as u64, p.nbytes);
-        let pad = p.offset - pos;
-        w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
-        w.write_all(&bytes).map_err(io)?;
-        pos = p.offset + p.nbytes;
-        let mut e = DirEntry::zeroed();
-        e.name = DirEntry::encode_name(&p.tensor.name)?;
-        e.dtype = p.dtype as u32;
-        e.n_dims = p.n_dims as u32;
-        e.shape = p.shape;
-        e.offset = p.offset;
-        e.nbytes = p.nbytes;
-        e.checksum = format::tensor_checksum(&bytes);
-        e.flags = if rotate { tensor_flags::ROTATED } else { 0 };
-        entries.push(e);
+        data.write_tensor(p, &bytes)?;
+        entries.push(dir_entry(p, &bytes, rotate)?);
         bar.inc(p.nbytes);
     }
-    if interrupted() {
-        return Err(ConvertError::Interrupted);
-    }
+    Ok((entries, raw_copies))
+}
 
-    // The prefix: header, directory, tokenizer, template, metadata, zero padding.
-    let mut prefix = vec![0u8; data_offset as usize];
-    let mut h = Header::zeroed();
-    h.magic = MAGIC;
-    h.version_major = VERSION_MAJOR;
-    h.version_minor = VERSION_MINOR;
-    h.header_size = HEADER_SIZE as u32;
-    h.file_size = file_size;
-    h.tensor_alignment = MIN_TENSOR_ALIGNMENT;
-    h.tensor_count = entries.len() as u64;
-    h.directory = directory;
-    h.tokenizer = tokenizer;
-    h.chat_template = chat_template;
-    h.metadata = metadata;
-    h.data = Section {
-        offset: data_offset,
-        len: file_size - data_offset,
+/// The stored bytes of `p`, and whether they are a raw copy: the source's
+/// blocks when it holds them in `p`'s dtype and orientation, else its values
+/// encoded (rotated if `rotate`). Errors: the source's, `Tensor` on a size
+/// mismatch.
+fn stored_bytes(p: &Planned, rotate: bool, opts: &WriteOptions) -> Result<(Vec<u8>, bool)> {
+    let source = &p.tensor.source;
+    let copy = if source.raw_rotated() == rotate || !p.dtype.is_quantized() {
+        source.raw_as(p.dtype.untiled())
+    } else {
+        None
     };
-    h.hparams = hp;
-    prefix[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
-    for (i, e) in entries.iter().enumerate() {
-        let at = directory.offset as usize + i * DIR_ENTRY_SIZE;
-        prefix[at..at + DIR_ENTRY_SIZE].copy_from_slice(bytemuck::bytes_of(e));
+    match copy {
+        Some(raw) => Ok((copied_bytes(p, raw?)?, true)),
+        None => Ok((encoded_bytes(p, rotate, opts)?, false)),
     }
-    let put = |prefix: &mut Vec<u8>, s: Section, b: &[u8]| {
-        prefix[s.offset as usize..(s.offset + s.len) as usize].copy_from_slice(b)
+}
+
+/// The source blocks `raw` of `p` in its stored layout (row-interleaved for a
+/// tiled dtype). Errors: `Tensor` when `raw` is not `p.nbytes` long.
+fn copied_bytes(p: &Planned, raw: Vec<u8>) -> Result<Vec<u8>> {
+    let raw = if p.dtype.is_tiled() && raw.len() as u64 == p.nbytes {
+        interleave_bytes(&raw, p.dtype, p.cols())
+    } else {
+        raw
     };
-    put(&mut prefix, tokenizer, &tokenizer_bytes);
-    put(&mut prefix, chat_template, &template_bytes);
-    put(&mut prefix, metadata, &metadata_bytes);
-    h.header_checksum = format::header_checksum(&prefix);
-    prefix[..HEADER_SIZE].copy_from_slice(bytemuck::bytes_of(&h));
-
-    w.seek(SeekFrom::Start(0)).map_err(io)?;
-    w.write_all(&prefix).map_err(io)?;
-    let file: File = w.into_inner().map_err(|e| io(e.into_error()))?;
-    file.set_len(file_size).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    bar.finish_and_clear();
-
-    // Check what we wrote with the runtime's own validator before publishing it.
-    ember_runtime::loader::parse_prefix(&prefix, file_size)?;
-
-    if interrupted() {
-        return Err(ConvertError::Interrupted);
+    if raw.len() as u64 != p.nbytes {
+        return Err(ConvertError::Tensor {
+            name: p.tensor.name.clone(),
+            reason: format!("source holds {} bytes, expected {}", raw.len(), p.nbytes),
+        });
     }
-    tmp.persist(out)
-        .map_err(|e| ConvertError::io(out, e.error))?;
+    Ok(raw)
+}
 
-    let count_by = |f: &dyn Fn(&Planned) -> String| {
-        let mut v: Vec<(String, usize)> = Vec::new();
-        for p in &planned {
-            let k = f(p);
-            match v.iter_mut().find(|(n, _)| *n == k) {
-                Some((_, c)) => *c += 1,
-                None => v.push((k, 1)),
-            }
-        }
-        v
-    };
-    Ok(WriteSummary {
+/// The source values of `p` encoded as its dtype: rotated if `rotate`, else
+/// weighted by `opts.importance` where it has an entry. Errors: the source's,
+/// `Tensor` when the source yields the wrong number of values.
+fn encoded_bytes(p: &Planned, rotate: bool, opts: &WriteOptions) -> Result<Vec<u8>> {
+    let values = p.tensor.source.to_f32()?;
+    let count = p.count();
+    if values.len() as u64 != count {
+        return Err(ConvertError::Tensor {
+            name: p.tensor.name.clone(),
+            reason: format!(
+                "source produced {} values for {count} elements",
+                values.len()
+            ),
+        });
+    }
+    Ok(if rotate {
+        encode_rotated(values, p.dtype, p.cols())
+    } else {
+        let importance = opts.importance.and_then(|m| m.get(&p.tensor.name));
+        encode_weighted(&values, p.dtype, p.cols(), importance.map(Vec::as_slice))
+    })
+}
+
+/// The directory entry of `p`, whose stored data is `bytes`. Errors: a name
+/// the directory cannot hold.
+fn dir_entry(p: &Planned, bytes: &[u8], rotate: bool) -> Result<DirEntry> {
+    let mut e = DirEntry::zeroed();
+    e.name = DirEntry::encode_name(&p.tensor.name)?;
+    e.dtype = p.dtype as u32;
+    e.n_dims = p.n_dims as u32;
+    e.shape = p.shape;
+    e.offset = p.offset;
+    e.nbytes = p.nbytes;
+    e.checksum = format::tensor_checksum(bytes);
+    e.flags = if rotate { tensor_flags::ROTATED } else { 0 };
+    Ok(e)
+}
+
+/// The summary of a file of `file_size` bytes written to `out` from
+/// `planned` (`rotated`: the rotation plan), timed from `start`.
+fn summarize(
+    out: &Path,
+    planned: &[Planned],
+    rotated: &[bool],
+    raw_copies: usize,
+    file_size: u64,
+    start: Instant,
+) -> WriteSummary {
+    WriteSummary {
         path: out.to_path_buf(),
         file_bytes: file_size,
         tensors: planned.len(),
-        params: planned
-            .iter()
-            .map(|p| p.shape[..p.n_dims].iter().product::<u64>())
-            .sum(),
-        dtype_counts: count_by(&|p| p.dtype.name().to_string()),
-        source_dtype_counts: count_by(&|p| p.tensor.source.source_dtype()),
+        params: planned.iter().map(Planned::count).sum(),
+        dtype_counts: count_by(planned, |p| p.dtype.name().to_string()),
+        source_dtype_counts: count_by(planned, |p| p.tensor.source.source_dtype()),
         raw_copies,
         rotated: rotated.iter().filter(|&&r| r).count(),
         elapsed: start.elapsed(),
-    })
+    }
+}
+
+/// How many planned tensors have each `key`, in order of first appearance.
+fn count_by(planned: &[Planned], key: impl Fn(&Planned) -> String) -> Vec<(String, usize)> {
+    let mut v: Vec<(String, usize)> = Vec::new();
+    for p in planned {
+        let k = key(p);
+        match v.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, c)) => *c += 1,
+            None => v.push((k, 1)),
+        }
+    }
+    v
 }
 
 /// The row-interleaved variant of a block type for a matrix whose row count

@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
     scfg.kv_type = 77;
     EXPECT(ember_session_new(model, &scfg, &session), EMBER_ERR_INVALID_ARGUMENT);
     scfg.kv_type = EMBER_KV_F16;
-    scfg.threads = 0;
+    scfg.threads = 1000000; /* over the limit (0 is valid: one per physical core) */
     EXPECT(ember_session_new(model, &scfg, &session), EMBER_ERR_INVALID_ARGUMENT);
     scfg.threads = 1;
     scfg.struct_size = 4;

@@ -232,9 +232,18 @@ fn optional_positive(name: &str, v: f32) -> Result<Option<f32>> {
     }
 }
 
-impl ModelConfig {
-    /// Decodes and validates the on-disk hyperparameters.
-    pub fn decode(hp: &HyperParams) -> Result<Self> {
+/// The enumerated tags of the hyperparameters, each a known id.
+struct Tags {
+    architecture: Architecture,
+    activation: Activation,
+    pairing: RopePairing,
+    norm: NormKind,
+}
+
+impl Tags {
+    /// Decodes the architecture, activation, RoPE pairing and norm ids, in that order;
+    /// the first unknown one is an `UnknownId` error.
+    fn decode(hp: &HyperParams) -> Result<Self> {
         let architecture = Architecture::from_u32(hp.architecture)
             .ok_or(unknown("architecture", hp.architecture))?;
         let activation =
@@ -242,59 +251,157 @@ impl ModelConfig {
         let pairing = RopePairing::from_u32(hp.rope_pairing)
             .ok_or(unknown("rope pairing", hp.rope_pairing))?;
         let norm = NormKind::from_u32(hp.norm).ok_or(unknown("norm", hp.norm))?;
-        if hp.flags & !flags::KNOWN != 0 {
-            return Err(bad(format!(
-                "unknown flag bits {:#x}",
-                hp.flags & !flags::KNOWN
-            )));
+        Ok(Self {
+            architecture,
+            activation,
+            pairing,
+            norm,
+        })
+    }
+}
+
+/// Rejects unknown flag bits, non-zero reserved words, and an extended-fields flag
+/// that disagrees with the extended fields.
+fn check_flags_and_reserved(hp: &HyperParams) -> Result<()> {
+    if hp.flags & !flags::KNOWN != 0 {
+        return Err(bad(format!(
+            "unknown flag bits {:#x}",
+            hp.flags & !flags::KNOWN
+        )));
+    }
+    if hp.reserved.iter().any(|&w| w != 0) {
+        return Err(bad("reserved words must be zero"));
+    }
+    let extended = hp.flags & flags::EXTENDED != 0;
+    if extended != hp.uses_extended_fields() {
+        return Err(bad(if extended {
+            "the extended-fields flag is set but every extended field is zero"
+        } else {
+            "extended fields are set without the extended-fields flag"
+        }));
+    }
+    Ok(())
+}
+
+/// Checks every size is in `1..=SIZE_LIMIT`, layer and head counts are plausible,
+/// heads group evenly over KV heads, and `rope_dim` is even and within `head_dim`.
+fn check_sizes(hp: &HyperParams) -> Result<()> {
+    for (name, v) in [
+        ("dim", hp.dim),
+        ("n_layers", hp.n_layers),
+        ("n_heads", hp.n_heads),
+        ("n_kv_heads", hp.n_kv_heads),
+        ("head_dim", hp.head_dim),
+        ("ffn_dim", hp.ffn_dim),
+        ("vocab_size", hp.vocab_size),
+        ("max_context", hp.max_context),
+    ] {
+        if v == 0 {
+            return Err(bad(format!("{name} is zero")));
         }
-        if hp.reserved.iter().any(|&w| w != 0) {
-            return Err(bad("reserved words must be zero"));
+        if v > SIZE_LIMIT {
+            return Err(bad(format!("{name} = {v} is implausibly large")));
         }
-        let extended = hp.flags & flags::EXTENDED != 0;
-        if extended != hp.uses_extended_fields() {
-            return Err(bad(if extended {
-                "the extended-fields flag is set but every extended field is zero"
+    }
+    if hp.n_layers > 4096 || hp.n_heads > 4096 || hp.head_dim > 4096 {
+        return Err(bad("layer / head counts implausibly large"));
+    }
+    if !hp.n_heads.is_multiple_of(hp.n_kv_heads) {
+        return Err(bad(format!(
+            "n_heads {} is not a multiple of n_kv_heads {}",
+            hp.n_heads, hp.n_kv_heads
+        )));
+    }
+    if hp.rope_dim == 0 || hp.rope_dim > hp.head_dim || !hp.rope_dim.is_multiple_of(2) {
+        return Err(bad(format!(
+            "rope_dim {} must be even and in 1..=head_dim ({})",
+            hp.rope_dim, hp.head_dim
+        )));
+    }
+    Ok(())
+}
+
+/// Each layer's attention: global when there is no sliding window or the layer
+/// closes a `swa_period`, else sliding with RoPE kind `sliding_rope`.
+fn layer_kinds(hp: &HyperParams, sliding_rope: RopeKind) -> Vec<LayerKind> {
+    (0..hp.n_layers as usize)
+        .map(|l| {
+            let global = hp.sliding_window == 0
+                || (hp.swa_period != 0 && (l + 1) % hp.swa_period as usize == 0);
+            if global {
+                LayerKind {
+                    attention: Attention::Global,
+                    rope: 0,
+                }
             } else {
-                "extended fields are set without the extended-fields flag"
-            }));
-        }
-        for (name, v) in [
-            ("dim", hp.dim),
-            ("n_layers", hp.n_layers),
-            ("n_heads", hp.n_heads),
-            ("n_kv_heads", hp.n_kv_heads),
-            ("head_dim", hp.head_dim),
-            ("ffn_dim", hp.ffn_dim),
-            ("vocab_size", hp.vocab_size),
-            ("max_context", hp.max_context),
-        ] {
-            if v == 0 {
-                return Err(bad(format!("{name} is zero")));
+                LayerKind {
+                    attention: Attention::Sliding {
+                        window: hp.sliding_window as usize,
+                    },
+                    rope: sliding_rope,
+                }
             }
-            if v > SIZE_LIMIT {
-                return Err(bad(format!("{name} = {v} is implausibly large")));
-            }
-        }
-        if hp.n_layers > 4096 || hp.n_heads > 4096 || hp.head_dim > 4096 {
-            return Err(bad("layer / head counts implausibly large"));
-        }
-        if !hp.n_heads.is_multiple_of(hp.n_kv_heads) {
-            return Err(bad(format!(
-                "n_heads {} is not a multiple of n_kv_heads {}",
-                hp.n_heads, hp.n_kv_heads
-            )));
-        }
-        if hp.rope_dim == 0 || hp.rope_dim > hp.head_dim || !hp.rope_dim.is_multiple_of(2) {
-            return Err(bad(format!(
-                "rope_dim {} must be even and in 1..=head_dim ({})",
-                hp.rope_dim, hp.head_dim
-            )));
-        }
+        })
+        .collect()
+}
+
+impl ModelConfig {
+    /// Decodes and validates the on-disk hyperparameters.
+    pub fn decode(hp: &HyperParams) -> Result<Self> {
+        let tags = Tags::decode(hp)?;
+        check_flags_and_reserved(hp)?;
+        check_sizes(hp)?;
         let theta = positive_finite("rope_theta", hp.rope_theta)?;
         if !(hp.norm_eps.is_finite() && hp.norm_eps >= 0.0) {
             return Err(bad("norm_eps must be finite and non-negative"));
         }
+        let ropes = Self::decode_ropes(hp, tags.pairing, theta)?;
+        if hp.swa_period != 0 && hp.sliding_window == 0 {
+            return Err(bad("swa_period is set without a sliding window"));
+        }
+        let layers = layer_kinds(hp, ropes.len() - 1);
+        let head_dim = hp.head_dim as usize;
+        let attn_scale = match optional_positive("attn_scale", hp.attn_scale)? {
+            Some(s) => s,
+            None => 1.0 / (head_dim as f32).sqrt(),
+        };
+        let has = |f: u32| hp.flags & f != 0;
+        Ok(Self {
+            architecture: tags.architecture,
+            dim: hp.dim as usize,
+            n_layers: hp.n_layers as usize,
+            n_heads: hp.n_heads as usize,
+            n_kv_heads: hp.n_kv_heads as usize,
+            head_dim,
+            ffn_dim: hp.ffn_dim as usize,
+            vocab_size: hp.vocab_size as usize,
+            max_context: hp.max_context as usize,
+            norm: tags.norm,
+            norm_eps: hp.norm_eps,
+            activation: tags.activation,
+            mlp: if has(flags::PLAIN_MLP) {
+                Mlp::Plain
+            } else {
+                Mlp::Gated
+            },
+            qkv_bias: has(flags::QKV_BIAS),
+            attn_out_bias: has(flags::ATTN_OUT_BIAS),
+            mlp_bias: has(flags::MLP_BIAS),
+            qk_norm: has(flags::QK_NORM),
+            post_attn_norm: has(flags::POST_ATTN_NORM),
+            post_ffn_norm: has(flags::POST_FFN_NORM),
+            tied_output: has(flags::TIED_OUTPUT),
+            attn_scale,
+            embed_scale: optional_positive("embed_scale", hp.embed_scale)?,
+            logit_softcap: optional_positive("logit_softcap", hp.logit_softcap)?,
+            ropes,
+            layers,
+        })
+    }
+
+    /// The RoPE of each kind: `[global]`, plus a local one (global theta replaced,
+    /// no scaling) when `rope_theta_local` is set, which needs a sliding window.
+    fn decode_ropes(hp: &HyperParams, pairing: RopePairing, theta: f32) -> Result<Vec<Rope>> {
         let scaling = Self::decode_scaling(hp)?;
         let attn_factor = optional_positive("rope_attn_factor", hp.rope_attn_factor)?;
         if attn_factor.is_some() && !matches!(scaling, RopeScaling::Yarn { .. }) {
@@ -328,65 +435,7 @@ impl ModelConfig {
                 ..global
             });
         }
-        if hp.swa_period != 0 && hp.sliding_window == 0 {
-            return Err(bad("swa_period is set without a sliding window"));
-        }
-        let layers = (0..hp.n_layers as usize)
-            .map(|l| {
-                let global = hp.sliding_window == 0
-                    || (hp.swa_period != 0 && (l + 1) % hp.swa_period as usize == 0);
-                if global {
-                    LayerKind {
-                        attention: Attention::Global,
-                        rope: 0,
-                    }
-                } else {
-                    LayerKind {
-                        attention: Attention::Sliding {
-                            window: hp.sliding_window as usize,
-                        },
-                        rope: ropes.len() - 1,
-                    }
-                }
-            })
-            .collect();
-        let head_dim = hp.head_dim as usize;
-        let attn_scale = match optional_positive("attn_scale", hp.attn_scale)? {
-            Some(s) => s,
-            None => 1.0 / (head_dim as f32).sqrt(),
-        };
-        let has = |f: u32| hp.flags & f != 0;
-        Ok(Self {
-            architecture,
-            dim: hp.dim as usize,
-            n_layers: hp.n_layers as usize,
-            n_heads: hp.n_heads as usize,
-            n_kv_heads: hp.n_kv_heads as usize,
-            head_dim,
-            ffn_dim: hp.ffn_dim as usize,
-            vocab_size: hp.vocab_size as usize,
-            max_context: hp.max_context as usize,
-            norm,
-            norm_eps: hp.norm_eps,
-            activation,
-            mlp: if has(flags::PLAIN_MLP) {
-                Mlp::Plain
-            } else {
-                Mlp::Gated
-            },
-            qkv_bias: has(flags::QKV_BIAS),
-            attn_out_bias: has(flags::ATTN_OUT_BIAS),
-            mlp_bias: has(flags::MLP_BIAS),
-            qk_norm: has(flags::QK_NORM),
-            post_attn_norm: has(flags::POST_ATTN_NORM),
-            post_ffn_norm: has(flags::POST_FFN_NORM),
-            tied_output: has(flags::TIED_OUTPUT),
-            attn_scale,
-            embed_scale: optional_positive("embed_scale", hp.embed_scale)?,
-            logit_softcap: optional_positive("logit_softcap", hp.logit_softcap)?,
-            ropes,
-            layers,
-        })
+        Ok(ropes)
     }
 
     fn decode_scaling(hp: &HyperParams) -> Result<RopeScaling> {

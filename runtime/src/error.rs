@@ -91,6 +91,10 @@ pub enum Error {
     TokenOutOfRange { id: u32, vocab: u32 },
     #[error("context full: {needed} tokens requested but the context holds {capacity}")]
     ContextFull { needed: usize, capacity: usize },
+    /// A LoRA adapter directory that cannot be read or applied (the message
+    /// names the directory and the problem).
+    #[error("{0}")]
+    Adapter(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("this build supports little-endian hosts only")]

@@ -1,6 +1,7 @@
 //! Generation: a prompt, a sampler chain, streaming detokenization and stop
 //! sequences, in a loop that allocates nothing per token.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -38,7 +39,10 @@ impl StopReason {
 /// Timings and counts of one generation.
 #[derive(Clone, Debug)]
 pub struct GenerationStats {
+    /// Tokens of the prompt given (reused ones included).
     pub prompt_tokens: usize,
+    /// Leading prompt tokens the session already held ([`PrefillOptions::reuse_cached`]).
+    pub reused_tokens: usize,
     pub generated_tokens: usize,
     /// Time to process the prompt (up to the first generated token's logits).
     pub prefill: Duration,
@@ -59,10 +63,11 @@ impl GenerationStats {
             0.0
         }
     }
+    /// Prompt tokens fed (not reused) per second of prefill time.
     pub fn prefill_tokens_per_second(&self) -> f64 {
         let s = self.prefill.as_secs_f64();
         if s > 0.0 {
-            self.prompt_tokens as f64 / s
+            (self.prompt_tokens - self.reused_tokens) as f64 / s
         } else {
             0.0
         }
@@ -207,7 +212,8 @@ impl Generator {
     }
 
     /// Feeds `prompt` into `session` (may be empty when the session already has
-    /// logits, e.g. after `load_state`), then samples up to `max_tokens` tokens.
+    /// logits, e.g. after `load_state`), then samples up to `max_tokens` tokens:
+    /// [`Generator::prefill`] with default options, then [`Generator::decode`].
     /// `on_text(id, text)` receives each generated token with the text it
     /// releases (possibly empty: an incomplete character, or text held back
     /// because it may start a stop sequence); returning `false` stops. The
@@ -215,29 +221,93 @@ impl Generator {
     /// End-of-generation tokens and stop sequences are not emitted, and the token
     /// that ends generation is not fed to the session.
     ///
-    /// The prompt tokens are recorded for the sampler's penalties. Errors: a bad
-    /// token id, or a prompt that does not fit under `ContextPolicy::Error`.
+    /// Errors: a bad token id, or a prompt that does not fit under
+    /// `ContextPolicy::Error`.
     pub fn generate(
         &mut self,
         session: &mut Session,
         prompt: &[u32],
-        mut on_text: impl FnMut(u32, &str) -> bool,
+        on_text: impl FnMut(u32, &str) -> bool,
     ) -> Result<GenerationStats> {
-        if prompt.is_empty() && !session.has_logits() {
+        let prefill = self.prefill(session, prompt, &PrefillOptions::default())?;
+        self.decode(session, &prefill, on_text)
+    }
+
+    /// Brings `session` to the state after `prompt` and records the prompt
+    /// for the sampler's penalties. Without [`PrefillOptions::reuse_cached`]
+    /// the prompt is appended to what the session holds; with it, `prompt` is
+    /// the whole context: the session keeps its tokens up to the first
+    /// difference ([`reusable_prefix`]), feeds the rest, and the penalty
+    /// history restarts from the prompt. Feeds in chunks of the session's
+    /// batch, polling [`PrefillOptions::cancel`] between them.
+    pub fn prefill(
+        &mut self,
+        session: &mut Session,
+        prompt: &[u32],
+        opts: &PrefillOptions,
+    ) -> Result<Prefill> {
+        let start = Instant::now();
+        let reused = if opts.reuse_cached {
+            let keep = reusable_prefix(session, prompt);
+            session.truncate(keep)?;
+            self.sampler.clear_history();
+            keep
+        } else {
+            0
+        };
+        let rest = &prompt[reused..];
+        if rest.is_empty() && !session.has_logits() {
             return Err(Error::InvalidArgument(
                 "the prompt encodes to no tokens".into(),
             ));
         }
+        let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::SeqCst));
+        let chunk = match opts.cancel {
+            Some(_) => PREFILL_CANCEL_CHUNK.min(session.config().batch).max(1),
+            None => rest.len().max(1),
+        };
+        let mut fed = 0;
+        for part in rest.chunks(chunk) {
+            if cancelled() {
+                break;
+            }
+            session.prefill(part)?;
+            fed += part.len();
+        }
+        for &t in prompt {
+            self.sampler.accept(t);
+        }
+        Ok(Prefill {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            elapsed: start.elapsed(),
+            cancelled: fed < rest.len() || cancelled(),
+        })
+    }
+
+    /// Samples up to `max_tokens` tokens after a [`Generator::prefill`] (see
+    /// [`Generator::generate`] for `on_text`); a cancelled prefill stops at once
+    /// with [`StopReason::Cancelled`].
+    pub fn decode(
+        &mut self,
+        session: &mut Session,
+        prefill: &Prefill,
+        mut on_text: impl FnMut(u32, &str) -> bool,
+    ) -> Result<GenerationStats> {
         let model = session.model().clone();
         let tokenizer = model.tokenizer();
         let shifts0 = session.context_shifts();
-        let start = Instant::now();
-        if !prompt.is_empty() {
-            session.prefill(prompt)?;
-        }
-        let prefill = start.elapsed();
-        for &t in prompt {
-            self.sampler.accept(t);
+        let stats = |generated, decode, stop, session: &Session| GenerationStats {
+            prompt_tokens: prefill.prompt_tokens,
+            reused_tokens: prefill.reused_tokens,
+            generated_tokens: generated,
+            prefill: prefill.elapsed,
+            decode,
+            stop,
+            context_shifts: session.context_shifts() - shifts0,
+        };
+        if prefill.cancelled {
+            return Ok(stats(0, Duration::ZERO, StopReason::Cancelled, session));
         }
         self.decoder.reset();
         self.stops.reset();
@@ -292,14 +362,54 @@ impl Generator {
                 }
             }
         }
-        Ok(GenerationStats {
-            prompt_tokens: prompt.len(),
-            generated_tokens: generated,
-            prefill,
-            decode: start.elapsed(),
-            stop,
-            context_shifts: session.context_shifts() - shifts0,
-        })
+        Ok(stats(generated, start.elapsed(), stop, session))
+    }
+}
+
+/// Prefill granularity between cancellation checks, in tokens.
+const PREFILL_CANCEL_CHUNK: usize = 32;
+
+/// How [`Generator::prefill`] feeds a prompt.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrefillOptions<'a> {
+    /// The prompt is the whole context: keep the session's tokens up to the
+    /// first difference and feed only the rest (chat turns, prompt caches).
+    pub reuse_cached: bool,
+    /// Set by another thread to stop the prefill early (checked every 32 tokens).
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// What [`Generator::prefill`] did; [`Generator::decode`] continues from it.
+#[derive(Clone, Copy, Debug)]
+pub struct Prefill {
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
+    pub elapsed: Duration,
+    /// The cancel flag stopped feeding before the prompt's end.
+    pub cancelled: bool,
+}
+
+/// How many leading tokens of `prompt` the session can keep: its tokens up to
+/// the first difference, all of them only when the session holds exactly the
+/// prompt with its logits (else one is left to feed, for fresh logits), and
+/// none when sliding-window layers no longer hold what that position attends to.
+pub fn reusable_prefix(session: &Session, prompt: &[u32]) -> usize {
+    let common = session
+        .tokens()
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let full_hit = common == prompt.len() && session.pos() == common && session.has_logits();
+    let keep = if full_hit {
+        common
+    } else {
+        common.min(prompt.len().saturating_sub(1))
+    };
+    if session.can_rewind_to(keep) {
+        keep
+    } else {
+        0
     }
 }
 

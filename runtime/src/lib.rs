@@ -9,6 +9,7 @@
 #[cfg(feature = "chat")]
 pub mod chat;
 pub mod config;
+pub mod cpus;
 pub mod error;
 pub mod eval;
 pub mod format;

@@ -244,118 +244,156 @@ pub fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<ParsedFile> {
     })
 }
 
+/// Decodes and validates every directory entry, then checks that no two tensors'
+/// byte ranges overlap.
 fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
     let mut out = Vec::with_capacity(h.tensor_count as usize);
     for raw in dir.chunks_exact(DIR_ENTRY_SIZE) {
-        let mut e = DirEntry::zeroed();
-        bytemuck::bytes_of_mut(&mut e).copy_from_slice(raw);
-        let name = e.name_str()?.to_string();
-        if name.is_empty() {
-            return Err(Error::BadTensorName);
+        out.push(parse_entry(raw, h)?);
+    }
+    check_no_overlaps(&out)?;
+    Ok(out)
+}
+
+/// A `BadTensor` error for tensor `name`.
+fn bad_tensor(name: &str, reason: String) -> Error {
+    Error::BadTensor {
+        name: name.to_string(),
+        reason,
+    }
+}
+
+/// Decodes one raw directory entry: name, dtype, shape and size, placement in the
+/// data section, flags.
+fn parse_entry(raw: &[u8], h: &Header) -> Result<TensorInfo> {
+    let mut e = DirEntry::zeroed();
+    bytemuck::bytes_of_mut(&mut e).copy_from_slice(raw);
+    let name = e.name_str()?.to_string();
+    if name.is_empty() {
+        return Err(Error::BadTensorName);
+    }
+    let dtype = DType::from_u32(e.dtype).ok_or_else(|| Error::UnknownDType {
+        name: name.clone(),
+        id: e.dtype,
+    })?;
+    check_shape_and_size(&e, dtype, &name)?;
+    check_placement(&e, h, &name)?;
+    let rotated = decode_entry_flags(&e, dtype, &name)?;
+    Ok(TensorInfo {
+        name,
+        dtype,
+        shape: e.dims().to_vec(),
+        offset: e.offset,
+        nbytes: e.nbytes,
+        checksum: e.checksum,
+        rotated,
+    })
+}
+
+/// Checks the rank, the dimensions, the row length against the dtype's block (and
+/// tile) and that `nbytes` is exactly the shape's size in `dtype`.
+fn check_shape_and_size(e: &DirEntry, dtype: DType, name: &str) -> Result<()> {
+    let bad = |reason: String| bad_tensor(name, reason);
+    let nd = e.n_dims as usize;
+    if nd == 0 || nd > MAX_DIMS {
+        return Err(bad(format!("rank {nd} is outside 1..={MAX_DIMS}")));
+    }
+    if e.shape[nd..].iter().any(|&d| d != 0) {
+        return Err(bad("shape entries past n_dims must be zero".into()));
+    }
+    let mut count: u64 = 1;
+    for &d in e.dims() {
+        if d == 0 {
+            return Err(bad("zero-sized dimension".into()));
         }
-        let bad = |reason: String| Error::BadTensor {
-            name: name.clone(),
-            reason,
-        };
-        let dtype = DType::from_u32(e.dtype).ok_or_else(|| Error::UnknownDType {
-            name: name.clone(),
-            id: e.dtype,
-        })?;
-        let nd = e.n_dims as usize;
-        if nd == 0 || nd > MAX_DIMS {
-            return Err(bad(format!("rank {nd} is outside 1..={MAX_DIMS}")));
-        }
-        if e.shape[nd..].iter().any(|&d| d != 0) {
-            return Err(bad("shape entries past n_dims must be zero".into()));
-        }
-        let mut count: u64 = 1;
-        for &d in e.dims() {
-            if d == 0 {
-                return Err(bad("zero-sized dimension".into()));
-            }
-            count = count
-                .checked_mul(d)
-                .ok_or_else(|| bad("element count overflows".into()))?;
-        }
-        let cols = e.dims()[nd - 1];
-        if cols % dtype.block_elems() as u64 != 0 {
-            return Err(bad(format!(
-                "row length {cols} is not a multiple of the {} block size {}",
-                dtype.name(),
-                dtype.block_elems()
-            )));
-        }
-        if dtype.is_tiled()
-            && (nd != 2 || e.dims()[0] % ember_kernels::blocks::TILE_ROWS as u64 != 0)
-        {
-            return Err(bad(format!(
-                "{} needs a matrix whose row count is a multiple of {} (shape {:?})",
-                dtype.name(),
-                ember_kernels::blocks::TILE_ROWS,
-                e.dims()
-            )));
-        }
-        let nbytes = dtype
-            .bytes_for(count)
-            .ok_or_else(|| bad("byte size overflows".into()))?;
-        if nbytes != e.nbytes {
-            return Err(bad(format!(
-                "byte length {} does not match shape {:?} of {} ({nbytes} bytes)",
-                e.nbytes,
-                e.dims(),
-                dtype.name()
-            )));
-        }
-        if e.offset % h.tensor_alignment != 0 {
-            return Err(Error::Misaligned {
-                name,
-                offset: e.offset,
-                align: h.tensor_alignment,
-            });
-        }
-        let end = e.offset.checked_add(e.nbytes);
-        let (data_start, data_end) = (h.data.offset, h.data.offset + h.data.len);
-        match end {
-            Some(end) if e.offset >= data_start && end <= data_end => {}
-            _ => {
-                return Err(Error::TensorOutOfBounds {
-                    name,
-                    offset: e.offset,
-                    end: end.unwrap_or(u64::MAX),
-                    data_start,
-                    data_end,
-                })
-            }
-        }
-        if e.flags & !tensor_flags::KNOWN != 0 {
-            return Err(bad(format!(
-                "unknown flag bits {:#x}",
-                e.flags & !tensor_flags::KNOWN
-            )));
-        }
-        let rotated = e.flags & tensor_flags::ROTATED != 0;
-        if rotated && (dtype.block_elems() == 1 || e.n_dims != 2) {
-            return Err(bad(format!(
+        count = count
+            .checked_mul(d)
+            .ok_or_else(|| bad("element count overflows".into()))?;
+    }
+    let cols = e.dims()[nd - 1];
+    if !cols.is_multiple_of(dtype.block_elems() as u64) {
+        return Err(bad(format!(
+            "row length {cols} is not a multiple of the {} block size {}",
+            dtype.name(),
+            dtype.block_elems()
+        )));
+    }
+    if dtype.is_tiled()
+        && (nd != 2 || !e.dims()[0].is_multiple_of(ember_kernels::blocks::TILE_ROWS as u64))
+    {
+        return Err(bad(format!(
+            "{} needs a matrix whose row count is a multiple of {} (shape {:?})",
+            dtype.name(),
+            ember_kernels::blocks::TILE_ROWS,
+            e.dims()
+        )));
+    }
+    let nbytes = dtype
+        .bytes_for(count)
+        .ok_or_else(|| bad("byte size overflows".into()))?;
+    if nbytes != e.nbytes {
+        return Err(bad(format!(
+            "byte length {} does not match shape {:?} of {} ({nbytes} bytes)",
+            e.nbytes,
+            e.dims(),
+            dtype.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the entry's offset is aligned and its bytes lie inside the data section.
+fn check_placement(e: &DirEntry, h: &Header, name: &str) -> Result<()> {
+    if !e.offset.is_multiple_of(h.tensor_alignment) {
+        return Err(Error::Misaligned {
+            name: name.to_string(),
+            offset: e.offset,
+            align: h.tensor_alignment,
+        });
+    }
+    let end = e.offset.checked_add(e.nbytes);
+    let (data_start, data_end) = (h.data.offset, h.data.offset + h.data.len);
+    match end {
+        Some(end) if e.offset >= data_start && end <= data_end => Ok(()),
+        _ => Err(Error::TensorOutOfBounds {
+            name: name.to_string(),
+            offset: e.offset,
+            end: end.unwrap_or(u64::MAX),
+            data_start,
+            data_end,
+        }),
+    }
+}
+
+/// Rejects unknown flag bits and returns whether the rows are stored rotated
+/// (allowed only for block-quantized matrices).
+fn decode_entry_flags(e: &DirEntry, dtype: DType, name: &str) -> Result<bool> {
+    if e.flags & !tensor_flags::KNOWN != 0 {
+        return Err(bad_tensor(
+            name,
+            format!("unknown flag bits {:#x}", e.flags & !tensor_flags::KNOWN),
+        ));
+    }
+    let rotated = e.flags & tensor_flags::ROTATED != 0;
+    if rotated && (dtype.block_elems() == 1 || e.n_dims != 2) {
+        return Err(bad_tensor(
+            name,
+            format!(
                 "flagged as rotated, but it is a {}-D {} tensor (only block-quantized matrices can be)",
                 e.n_dims,
                 dtype.name()
-            )));
-        }
-        out.push(TensorInfo {
-            name,
-            dtype,
-            shape: e.dims().to_vec(),
-            offset: e.offset,
-            nbytes: e.nbytes,
-            checksum: e.checksum,
-            rotated,
-        });
+            ),
+        ));
     }
-    // Overlaps: sort by offset and compare neighbours.
-    let mut order: Vec<usize> = (0..out.len()).collect();
-    order.sort_by_key(|&i| out[i].offset);
+    Ok(rotated)
+}
+
+/// Fails with the first pair of tensors (in offset order) whose byte ranges overlap.
+fn check_no_overlaps(tensors: &[TensorInfo]) -> Result<()> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by_key(|&i| tensors[i].offset);
     for w in order.windows(2) {
-        let (a, b) = (&out[w[0]], &out[w[1]]);
+        let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
         if a.offset + a.nbytes > b.offset {
             return Err(Error::TensorOverlap {
                 a: a.name.clone(),
@@ -363,7 +401,7 @@ fn parse_directory(dir: &[u8], h: &Header) -> Result<Vec<TensorInfo>> {
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn check_tensor_set(tensors: &[TensorInfo], hp: &HyperParams) -> Result<HashMap<String, usize>> {

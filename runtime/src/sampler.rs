@@ -280,6 +280,14 @@ impl Sampler {
         self.rng = Rng::seed(self.seed);
     }
 
+    /// Forgets the recorded tokens (the penalties' window), keeping the random
+    /// stream where it is.
+    pub fn clear_history(&mut self) {
+        self.hist_len = 0;
+        self.hist_next = 0;
+        self.counts.fill(0);
+    }
+
     /// Restarts the random stream from `seed`.
     pub fn reseed(&mut self, seed: u64) {
         self.seed = seed;

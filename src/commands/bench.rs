@@ -35,8 +35,10 @@ pub struct Args {
     /// Matrix dtype of the generated model.
     #[arg(long, default_value = "q8_0", value_parser = ["f32", "f16", "q8_0", "q4_0", "iq4_nl"])]
     dtype: String,
-    /// Thread counts to measure, comma-separated (one session each).
-    #[arg(short, long, default_value = "1", value_delimiter = ',')]
+    /// Thread counts to measure, comma-separated (one session each); 0 / auto
+    /// = every CPU [default: one per physical core].
+    #[arg(short = 't', long, value_delimiter = ',', value_parser = super::args::parse_threads,
+          default_values_t = [super::args::default_threads()], hide_default_value = true)]
     threads: Vec<usize>,
     /// Prompt tokens for the prefill measurement (0 = skip).
     #[arg(short, long, default_value_t = 512)]
@@ -66,6 +68,9 @@ pub struct Args {
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     bandwidth_mib: Option<u64>,
 }
+
+/// The error type of [`CliResult`].
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Repetitions of the read-bandwidth measurement per thread count (best kept).
 const BANDWIDTH_REPS: usize = 8;
@@ -184,85 +189,22 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// Measures prefill and decode speed per thread count (and decode's bandwidth
+/// bound) and prints them as a table or, with `--json`, as JSON.
 pub fn run(args: Args) -> CliResult {
-    let path = match (&args.shape, &args.model) {
-        (Some(shape), model) => {
-            let dtype = DType::parse(&args.dtype).ok_or("unknown dtype")?;
-            let path = model.clone().unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").unwrap_or_default();
-                PathBuf::from(home)
-                    .join(".cache/ember/bench")
-                    .join(format!("{shape}-{}.ember", dtype.name()))
-            });
-            if !path.is_file() {
-                generate(shape, dtype, &path)?;
-            }
-            path
-        }
-        (None, Some(m)) => m.clone(),
-        (None, None) => return Err("give --model or --shape".into()),
-    };
-    let model = Arc::new(Model::load(&path)?);
+    let path = model_path(&args)?;
+    let model = Arc::new(super::args::load_model(&path)?);
     let hp = *model.hparams();
-    let vocab = hp.vocab_size;
-    let max_context = hp.max_context as usize;
-    let ctx = args.depth.saturating_add(args.prompt.max(args.gen)).max(1);
-    if ctx > max_context {
-        let depth = match args.depth {
-            0 => String::new(),
-            d => format!("--depth {d} plus "),
-        };
-        return Err(format!(
-            "{depth}the longer of -p {} and -n {} exceeds the model's context ({max_context})",
-            args.prompt, args.gen
-        )
-        .into());
-    }
+    let ctx = context_needed(&args, hp.max_context as usize)?;
     // Deterministic pseudo-random tokens (content does not change speed): the
     // depth's, then the prompt's.
     let tokens: Vec<u32> = (0..(args.depth + args.prompt.max(1)) as u64)
-        .map(|i| ((i * 2_654_435_761 + 12_345) % vocab as u64) as u32)
+        .map(|i| ((i * 2_654_435_761 + 12_345) % hp.vocab_size as u64) as u32)
         .collect();
-    let (depth, tokens) = tokens.split_at(args.depth);
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut rows = Vec::new();
     for &threads in &args.threads {
-        let config = SessionConfig {
-            threads,
-            kv_type: args.kv_type,
-            ..SessionConfig::new(ctx)
-        };
-        let mut session = Session::new(model.clone(), config)?;
-        // Empties the session, then fills the untimed depth.
-        let start = |session: &mut Session| -> CliResult {
-            session.reset();
-            if !depth.is_empty() {
-                session.prefill(depth)?;
-            }
-            Ok(())
-        };
-        let (mut pp, mut tg) = (Vec::new(), Vec::new());
-        for _ in 0..args.reps.max(1) {
-            if args.prompt > 0 {
-                start(&mut session)?;
-                let t = Instant::now();
-                session.prefill(&tokens[..args.prompt])?;
-                pp.push(args.prompt as f64 / t.elapsed().as_secs_f64());
-            }
-            if args.gen > 0 {
-                start(&mut session)?;
-                let mut tok = tokens[0];
-                let t = Instant::now();
-                for _ in 0..args.gen {
-                    let logits = session.forward(tok)?;
-                    tok = ember_runtime::argmax(logits);
-                }
-                tg.push(args.gen as f64 / t.elapsed().as_secs_f64());
-            }
-        }
-        // Tokens in the cache after the last measurement (depth plus its tokens).
-        let end_pos = session.pos();
-        rows.push((threads, pp, tg, end_pos));
+        rows.push(measure_speed(&model, &args, ctx, threads, &tokens)?);
     }
     // Before the bandwidth buffer exists: the peak is the model's.
     let rss = peak_rss_bytes();
@@ -276,63 +218,205 @@ pub fn run(args: Args) -> CliResult {
     } else {
         None
     };
-    // Per thread count: (weight GB/s of decode, read bandwidth GB/s, % of bound).
-    let decode_bw = |i: usize, tg: &[f64]| -> (Option<f64>, Option<f64>, Option<f64>) {
+    let report = Report {
+        args: &args,
+        path: &path,
+        file_bytes,
+        kernel_tier: model.kernel_tier().name(),
+        rss,
+        weight_bytes,
+        bw_buffer,
+        bandwidth,
+        rows,
+    };
+    if args.json {
+        report.print_json()
+    } else {
+        report.print_table();
+        Ok(())
+    }
+}
+
+/// The model to measure: `--model`, or with `--shape` the cached random-weight
+/// model (generated first when missing).
+fn model_path(args: &Args) -> Result<PathBuf, BoxError> {
+    match (&args.shape, &args.model) {
+        (Some(shape), model) => {
+            let dtype = DType::parse(&args.dtype).ok_or("unknown dtype")?;
+            let path = model.clone().unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").unwrap_or_default();
+                PathBuf::from(home)
+                    .join(".cache/ember/bench")
+                    .join(format!("{shape}-{}.ember", dtype.name()))
+            });
+            if !path.is_file() {
+                generate(shape, dtype, &path)?;
+            }
+            Ok(path)
+        }
+        (None, Some(m)) => Ok(m.clone()),
+        (None, None) => Err("give --model or --shape".into()),
+    }
+}
+
+/// Context the sessions need (depth plus the longer of prompt and generation, at
+/// least 1); an error when it exceeds the model's `max_context`.
+fn context_needed(args: &Args, max_context: usize) -> Result<usize, BoxError> {
+    let ctx = args.depth.saturating_add(args.prompt.max(args.gen)).max(1);
+    if ctx > max_context {
+        let depth = match args.depth {
+            0 => String::new(),
+            d => format!("--depth {d} plus "),
+        };
+        return Err(format!(
+            "{depth}the longer of -p {} and -n {} exceeds the model's context ({max_context})",
+            args.prompt, args.gen
+        )
+        .into());
+    }
+    Ok(ctx)
+}
+
+/// The measurements of one thread count.
+struct Row {
+    threads: usize,
+    /// Prefill tokens/s, one per repetition (empty when skipped).
+    pp: Vec<f64>,
+    /// Decode tokens/s, one per repetition (empty when skipped).
+    tg: Vec<f64>,
+    /// Tokens in the cache after the last measurement (depth plus its tokens).
+    end_pos: usize,
+}
+
+/// Prefill and decode speed on one session of `threads` threads, `args.reps`
+/// times each; `tokens` holds the depth's tokens, then the prompt's.
+fn measure_speed(
+    model: &Arc<Model>,
+    args: &Args,
+    ctx: usize,
+    threads: usize,
+    tokens: &[u32],
+) -> Result<Row, BoxError> {
+    let (depth, tokens) = tokens.split_at(args.depth);
+    let config = SessionConfig {
+        threads,
+        kv_type: args.kv_type,
+        ..SessionConfig::new(ctx)
+    };
+    let mut session = Session::new(model.clone(), config)?;
+    // Empties the session, then fills the untimed depth.
+    let start = |session: &mut Session| -> CliResult {
+        session.reset();
+        if !depth.is_empty() {
+            session.prefill(depth)?;
+        }
+        Ok(())
+    };
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..args.reps.max(1) {
+        if args.prompt > 0 {
+            start(&mut session)?;
+            let t = Instant::now();
+            session.prefill(&tokens[..args.prompt])?;
+            pp.push(args.prompt as f64 / t.elapsed().as_secs_f64());
+        }
+        if args.gen > 0 {
+            start(&mut session)?;
+            let mut tok = tokens[0];
+            let t = Instant::now();
+            for _ in 0..args.gen {
+                let logits = session.forward(tok)?;
+                tok = ember_runtime::argmax(logits);
+            }
+            tg.push(args.gen as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(Row {
+        threads,
+        pp,
+        tg,
+        end_pos: session.pos(),
+    })
+}
+
+/// Everything `ember bench` prints.
+struct Report<'a> {
+    args: &'a Args,
+    path: &'a Path,
+    file_bytes: u64,
+    kernel_tier: &'static str,
+    rss: Option<u64>,
+    /// Weight bytes decode reads per token.
+    weight_bytes: u64,
+    /// Size of the bandwidth measurement's buffer, bytes.
+    bw_buffer: u64,
+    /// Read bandwidth (bytes/s) per thread count, when measured.
+    bandwidth: Option<Vec<f64>>,
+    /// One per thread count, in `args.threads` order.
+    rows: Vec<Row>,
+}
+
+impl Report<'_> {
+    /// Row `i`'s decode as (weight GB/s, read bandwidth GB/s, % of bound); all
+    /// `None` when decode was skipped.
+    fn decode_bw(&self, i: usize, tg: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
         if tg.is_empty() {
             return (None, None, None);
         }
-        let eff = weight_bytes as f64 * mean_sd(tg).0 / GB;
-        let bound = bandwidth.as_ref().map(|b| b[i] / GB);
+        let eff = self.weight_bytes as f64 * mean_sd(tg).0 / GB;
+        let bound = self.bandwidth.as_ref().map(|b| b[i] / GB);
         (Some(eff), bound, bound.map(|b| 100.0 * eff / b))
-    };
-    if args.json {
-        let results: Vec<_> = rows
+    }
+
+    /// Prints the report as one pretty JSON object.
+    fn print_json(&self) -> CliResult {
+        let args = self.args;
+        let mean_sd_or_zero = |v: &[f64]| if v.is_empty() { (0.0, 0.0) } else { mean_sd(v) };
+        let results: Vec<_> = self
+            .rows
             .iter()
             .enumerate()
-            .map(|(i, (t, pp, tg, end_pos))| {
-                let (pm, ps) = if pp.is_empty() {
-                    (0.0, 0.0)
-                } else {
-                    mean_sd(pp)
-                };
-                let (tm, ts) = if tg.is_empty() {
-                    (0.0, 0.0)
-                } else {
-                    mean_sd(tg)
-                };
-                let (eff, bw, pct) = decode_bw(i, tg);
+            .map(|(i, row)| {
+                let (pm, ps) = mean_sd_or_zero(&row.pp);
+                let (tm, ts) = mean_sd_or_zero(&row.tg);
+                let (eff, bw, pct) = self.decode_bw(i, &row.tg);
                 serde_json::json!({
-                    "threads": t,
+                    "threads": row.threads,
                     "depth": args.depth,
-                    "end_position": end_pos,
+                    "end_position": row.end_pos,
                     "prefill_tokens": args.prompt, "prefill_tok_s": pm, "prefill_sd": ps,
                     "decode_tokens": args.gen, "decode_tok_s": tm, "decode_sd": ts,
                     "decode_weight_gb_s": eff,
                     "read_bandwidth_gb_s": bw,
-                    "decode_bound_tok_s": bw.map(|b| b * GB / weight_bytes as f64),
+                    "decode_bound_tok_s": bw.map(|b| b * GB / self.weight_bytes as f64),
                     "decode_pct_of_bound": pct,
                 })
             })
             .collect();
         let v = serde_json::json!({
-            "model": path,
-            "file_bytes": file_bytes,
-            "kernel_tier": model.kernel_tier().name(),
+            "model": self.path,
+            "file_bytes": self.file_bytes,
+            "kernel_tier": self.kernel_tier,
             "kv_type": args.kv_type.name(),
             "reps": args.reps,
-            "peak_rss_bytes": rss,
-            "decode_weight_bytes": weight_bytes,
-            "bandwidth_buffer_bytes": bandwidth.as_ref().map(|_| bw_buffer),
-            "bandwidth_reps": bandwidth.as_ref().map(|_| BANDWIDTH_REPS),
+            "peak_rss_bytes": self.rss,
+            "decode_weight_bytes": self.weight_bytes,
+            "bandwidth_buffer_bytes": self.bandwidth.as_ref().map(|_| self.bw_buffer),
+            "bandwidth_reps": self.bandwidth.as_ref().map(|_| BANDWIDTH_REPS),
             "results": results,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+        Ok(())
+    }
+
+    /// Prints the report as a Markdown table with a heading line and notes.
+    fn print_table(&self) {
+        let args = self.args;
         println!(
             "{} ({:.1} MiB, kernels {}, KV cache {})",
-            path.display(),
-            file_bytes as f64 / 1048576.0,
-            model.kernel_tier().name(),
+            self.path.display(),
+            self.file_bytes as f64 / 1048576.0,
+            self.kernel_tier,
             args.kv_type.name()
         );
         // llama-bench's test names: "pp512", "tg128 @ d1024".
@@ -343,14 +427,15 @@ pub fn run(args: Args) -> CliResult {
         };
         println!("| threads | test | tok/s | weights GB/s | read GB/s | % of bound |");
         println!("|---:|---|---:|---:|---:|---:|");
-        for (i, (t, pp, tg, _)) in rows.iter().enumerate() {
-            if !pp.is_empty() {
-                let (m, s) = mean_sd(pp);
+        for (i, row) in self.rows.iter().enumerate() {
+            let t = row.threads;
+            if !row.pp.is_empty() {
+                let (m, s) = mean_sd(&row.pp);
                 println!("| {t} | pp{}{at} | {m:.2} ± {s:.2} | | | |", args.prompt);
             }
-            if !tg.is_empty() {
-                let (m, s) = mean_sd(tg);
-                let (eff, bw, pct) = decode_bw(i, tg);
+            if !row.tg.is_empty() {
+                let (m, s) = mean_sd(&row.tg);
+                let (eff, bw, pct) = self.decode_bw(i, &row.tg);
                 let cell = |v: Option<f64>, prec: usize| {
                     v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}"))
                 };
@@ -363,24 +448,28 @@ pub fn run(args: Args) -> CliResult {
                 );
             }
         }
-        if args.gen > 0 {
+        self.print_notes();
+    }
+
+    /// The lines under the table: weight bytes per token, the bandwidth buffer, peak RSS.
+    fn print_notes(&self) {
+        if self.args.gen > 0 {
             print!(
                 "decode reads {:.2} MiB of weights per token",
-                weight_bytes as f64 / 1048576.0
+                self.weight_bytes as f64 / 1048576.0
             );
-            match &bandwidth {
+            match &self.bandwidth {
                 Some(_) => println!(
                     "; read bandwidth: best of {BANDWIDTH_REPS} passes over {} MiB",
-                    bw_buffer >> 20
+                    self.bw_buffer >> 20
                 ),
                 None => println!(),
             }
         }
-        if let Some(r) = rss {
+        if let Some(r) = self.rss {
             println!("peak RSS {:.1} MiB", r as f64 / 1048576.0);
         }
     }
-    Ok(())
 }
 
 /// Hyperparameters of the benchmark shapes (BASELINES.md).

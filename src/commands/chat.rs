@@ -13,12 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ember_runtime::chat::{self, BuiltinTemplate, Message};
-use ember_runtime::generate::{GenerateConfig, Generator, StopReason};
+use ember_runtime::generate::{GenerateConfig, Generator, PrefillOptions, StopReason};
 use ember_runtime::sampler::Sampler;
 use ember_runtime::{ContextPolicy, Model, Session};
 
-use super::run::{common_prefix, SamplingArgs};
+use super::run::SamplingArgs;
 use crate::report::CliResult;
+
+/// The default context: room for a long conversation without sizing the KV
+/// cache for a 128k-token model.
+const DEFAULT_CONTEXT: usize = 4096;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,7 +39,8 @@ pub struct Args {
     /// Maximum tokens per reply.
     #[arg(short = 'n', long, default_value_t = 512)]
     max_tokens: usize,
-    /// Context length (default: the model's maximum, at most 2048).
+    /// Context length [default: the model's maximum, at most 4096; 0 = the
+    /// model's maximum].
     #[arg(long)]
     ctx: Option<usize>,
     #[command(flatten)]
@@ -109,26 +114,29 @@ impl Chat {
             )
             .into());
         }
-        let mut common = common_prefix(self.session.tokens(), &ids).min(ids.len() - 1);
-        if !self.session.can_rewind_to(common) {
-            // Sliding-window layers no longer hold what the rewound position
-            // would attend to: start over with the whole conversation.
-            common = 0;
-        }
-        self.session.truncate(common)?;
         let mut reply = String::new();
         INTERRUPTED.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
         let mut write_err = None;
+        // The conversation is the whole context: the generator keeps the cached
+        // tokens up to the first difference and feeds the rest.
+        let opts = PrefillOptions {
+            reuse_cached: true,
+            cancel: Some(&INTERRUPTED),
+        };
         let result = self
             .generator
-            .generate(&mut self.session, &ids[common..], |_, piece| {
-                reply.push_str(piece);
-                if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-                    write_err = Some(e);
-                    return false;
-                }
-                !INTERRUPTED.load(Ordering::SeqCst)
+            .prefill(&mut self.session, &ids, &opts)
+            .and_then(|prefill| {
+                self.generator
+                    .decode(&mut self.session, &prefill, |_, piece| {
+                        reply.push_str(piece);
+                        if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                            write_err = Some(e);
+                            return false;
+                        }
+                        !INTERRUPTED.load(Ordering::SeqCst)
+                    })
             });
         GENERATING.store(false, Ordering::SeqCst);
         let stats = result?;
@@ -217,7 +225,7 @@ impl Chat {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let model = Arc::new(Model::load(&args.model)?);
+    let model = Arc::new(super::args::load_model(&args.model)?);
     let tok = model.tokenizer();
     let template = match &args.template {
         Some(name) => BuiltinTemplate::from_name(name)
@@ -236,7 +244,11 @@ pub fn run(args: Args) -> CliResult {
     };
     let (bos, eos) = (name(tok.bos()), name(tok.eos()));
     let max_ctx = model.hparams().max_context as usize;
-    let ctx = args.ctx.unwrap_or(max_ctx.min(2048));
+    let ctx = match args.ctx {
+        None => max_ctx.min(DEFAULT_CONTEXT),
+        Some(0) => max_ctx,
+        Some(n) => n,
+    };
     // A shift keeps the system prompt (or BOS): the tokens of the conversation
     // with only the system message, without the assistant opener.
     let keep = match &args.system {

@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use ember_runtime::chat::{self, BuiltinTemplate, Message};
-use ember_runtime::Model;
 use serde_json::Value;
 
 use crate::report::CliResult;
@@ -61,7 +60,7 @@ fn read_messages(path: &Path) -> Result<Vec<Message>, String> {
 
 pub fn run(args: Args) -> CliResult {
     let messages = read_messages(&args.messages)?;
-    let model = Model::load(&args.model)?;
+    let model = super::args::load_model(&args.model)?;
     let tok = model.tokenizer();
     let template = match &args.template {
         Some(name) => BuiltinTemplate::from_name(name)

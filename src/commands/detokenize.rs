@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use ember_runtime::Model;
-
 use crate::report::CliResult;
 
 #[derive(clap::Args, Debug)]
@@ -35,7 +33,7 @@ fn parse_ids(args: &[String]) -> Result<Vec<u32>, String> {
 
 pub fn run(args: Args) -> CliResult {
     let ids = parse_ids(&args.ids)?;
-    let model = Model::load(&args.model)?;
+    let model = super::args::load_model(&args.model)?;
     let tok = model.tokenizer();
     let n = tok.n_tokens();
     if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= n) {

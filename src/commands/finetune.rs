@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use ember_runtime::Model;
 use ember_train::data::{self, DataFormat, DataOptions};
 use ember_train::schedule::ScheduleKind;
 use ember_train::trainer::{self, RunOptions, TrainConfig};
@@ -86,7 +85,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Worker threads (the result does not depend on it).
-    #[arg(short, long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
+    /// A count, or 0 / auto for every CPU [default: one per physical core].
+    #[arg(short = 't', long, value_parser = super::args::parse_threads,
+          default_value_t = super::args::default_threads(), hide_default_value = true)]
     threads: usize,
     /// Checkpoint every N optimizer steps (0 = none).
     #[arg(long, default_value_t = 0)]
@@ -106,7 +107,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let model = Model::load(&args.model)?;
+    let model = super::args::load_model(&args.model)?;
     let format = match args.format.as_deref() {
         Some("jsonl") => Some(DataFormat::Jsonl),
         Some(_) => Some(DataFormat::Text),

@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
 use ember_runtime::config::{Attention, ModelConfig, RopeScaling as Scaling};
-use ember_runtime::format::{Activation, Architecture, RopePairing, RopeScaling};
+use ember_runtime::format::{Activation, Architecture, HyperParams, RopePairing, RopeScaling};
+use ember_runtime::tokenizer::TokenizerSpec;
 use ember_runtime::Model;
 
 use crate::report::{human_bytes, CliResult};
@@ -18,59 +19,110 @@ pub struct Args {
     all_tensors: bool,
 }
 
+/// Prints the file's header, hyperparameters, tokenizer, metadata and tensors, as
+/// text or (with `--json`) as one JSON object.
 pub fn run(args: Args) -> CliResult {
-    let model = Model::load(&args.model)?;
+    let model = super::args::load_model(&args.model)?;
+    let names = TagNames::of(model.hparams());
+    if args.json {
+        let json = inspect_json(&args, &model, &names);
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    print_header_and_hparams(&args, &model, &names);
+    print_tokenizer_and_metadata(&model);
+    print_tensors(&model, args.all_tensors);
+    Ok(())
+}
+
+/// Display names of the hyperparameters' enumerated ids (`?` for unknown ones).
+struct TagNames {
+    arch: &'static str,
+    act: &'static str,
+    pairing: &'static str,
+    scaling: &'static str,
+}
+
+impl TagNames {
+    /// The names of `hp`'s architecture, activation, RoPE pairing and scaling.
+    fn of(hp: &HyperParams) -> Self {
+        Self {
+            arch: Architecture::from_u32(hp.architecture).map_or("?", |a| a.name()),
+            act: Activation::from_u32(hp.activation).map_or("?", |a| a.name()),
+            pairing: RopePairing::from_u32(hp.rope_pairing).map_or("?", |a| a.name()),
+            scaling: RopeScaling::from_u32(hp.rope_scaling).map_or("?", |a| a.name()),
+        }
+    }
+}
+
+/// The piece of token `id`, if there is one.
+fn token_name(spec: &TokenizerSpec, id: Option<u32>) -> Option<String> {
+    id.and_then(|i| spec.tokens.get(i as usize).cloned())
+}
+
+/// Everything `inspect --json` prints.
+fn inspect_json(args: &Args, model: &Model, names: &TagNames) -> serde_json::Value {
     let f = model.file();
     let h = &f.header;
     let hp = model.hparams();
-    let tok = model.tokenizer();
-    let spec = tok.spec();
-    let name_of = |id: Option<u32>| id.and_then(|i| spec.tokens.get(i as usize).cloned());
-    let arch = Architecture::from_u32(hp.architecture).map_or("?", |a| a.name());
-    let act = Activation::from_u32(hp.activation).map_or("?", |a| a.name());
-    let pairing = RopePairing::from_u32(hp.rope_pairing).map_or("?", |a| a.name());
-    let scaling = RopeScaling::from_u32(hp.rope_scaling).map_or("?", |a| a.name());
-    if args.json {
-        let tensors: Vec<_> = f
-            .tensors
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "name": t.name, "dtype": t.dtype.name(), "shape": t.shape,
-                    "offset": t.offset, "bytes": t.nbytes, "crc32": t.checksum,
-                })
+    let spec = model.tokenizer().spec();
+    let name_of = |id: Option<u32>| token_name(spec, id);
+    let TagNames {
+        arch,
+        act,
+        pairing,
+        scaling,
+    } = names;
+    let tensors: Vec<_> = f
+        .tensors
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name, "dtype": t.dtype.name(), "shape": t.shape,
+                "offset": t.offset, "bytes": t.nbytes, "crc32": t.checksum,
             })
-            .collect();
-        let v = serde_json::json!({
-            "file": args.model,
-            "file_bytes": h.file_size,
-            "version": format!("{}.{}", h.version_major, h.version_minor),
-            "tensor_alignment": h.tensor_alignment,
-            "data_offset": h.data.offset,
-            "params": model.n_params(),
-            "hparams": {
-                "architecture": arch, "activation": act, "dim": hp.dim,
-                "n_layers": hp.n_layers, "n_heads": hp.n_heads, "n_kv_heads": hp.n_kv_heads,
-                "head_dim": hp.head_dim, "ffn_dim": hp.ffn_dim, "vocab_size": hp.vocab_size,
-                "max_context": hp.max_context, "sliding_window": hp.sliding_window,
-                "rope_pairing": pairing, "rope_dim": hp.rope_dim, "rope_theta": hp.rope_theta,
-                "rope_scaling": scaling, "rope_scaling_factor": hp.rope_scaling_factor,
-                "norm_eps": hp.norm_eps, "tied_output": hp.tied_output(),
-                "qkv_bias": hp.qkv_bias(), "attn_out_bias": hp.attn_out_bias(), "mlp_bias": hp.mlp_bias(),
-            },
-            "block": block_json(model.config()),
-            "tokenizer": {
-                "kind": format!("{:?}", spec.kind), "pre_split": format!("{:?}", spec.pre_split),
-                "tokens": spec.tokens.len(), "merges": spec.merges.len(),
-                "bos": name_of(spec.bos), "eos": name_of(spec.eos), "add_bos": spec.add_bos,
-            },
-            "chat_template": model.chat_template(),
-            "metadata": model.metadata().iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>(),
-            "tensors": tensors,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
+        })
+        .collect();
+    serde_json::json!({
+        "file": args.model,
+        "file_bytes": h.file_size,
+        "version": format!("{}.{}", h.version_major, h.version_minor),
+        "tensor_alignment": h.tensor_alignment,
+        "data_offset": h.data.offset,
+        "params": model.n_params(),
+        "hparams": {
+            "architecture": arch, "activation": act, "dim": hp.dim,
+            "n_layers": hp.n_layers, "n_heads": hp.n_heads, "n_kv_heads": hp.n_kv_heads,
+            "head_dim": hp.head_dim, "ffn_dim": hp.ffn_dim, "vocab_size": hp.vocab_size,
+            "max_context": hp.max_context, "sliding_window": hp.sliding_window,
+            "rope_pairing": pairing, "rope_dim": hp.rope_dim, "rope_theta": hp.rope_theta,
+            "rope_scaling": scaling, "rope_scaling_factor": hp.rope_scaling_factor,
+            "norm_eps": hp.norm_eps, "tied_output": hp.tied_output(),
+            "qkv_bias": hp.qkv_bias(), "attn_out_bias": hp.attn_out_bias(), "mlp_bias": hp.mlp_bias(),
+        },
+        "block": block_json(model.config()),
+        "tokenizer": {
+            "kind": format!("{:?}", spec.kind), "pre_split": format!("{:?}", spec.pre_split),
+            "tokens": spec.tokens.len(), "merges": spec.merges.len(),
+            "bos": name_of(spec.bos), "eos": name_of(spec.eos), "add_bos": spec.add_bos,
+        },
+        "chat_template": model.chat_template(),
+        "metadata": model.metadata().iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "tensors": tensors,
+    })
+}
+
+/// Prints the file line, the format line and the "hyperparameters" section.
+fn print_header_and_hparams(args: &Args, model: &Model, names: &TagNames) {
+    let f = model.file();
+    let h = &f.header;
+    let hp = model.hparams();
+    let TagNames {
+        arch,
+        act,
+        pairing,
+        scaling,
+    } = names;
     println!("{}", args.model.display());
     println!(
         "  format {}.{}, {} ({} tensors, data at {}, alignment {})",
@@ -116,6 +168,12 @@ pub fn run(args: Args) -> CliResult {
         }
     );
     println!("  block: {}", block_summary(model.config()));
+}
+
+/// Prints the "tokenizer" section, the chat template's size and the "metadata" section.
+fn print_tokenizer_and_metadata(model: &Model) {
+    let spec = model.tokenizer().spec();
+    let name_of = |id: Option<u32>| token_name(spec, id);
     println!("tokenizer");
     println!(
         "  {:?} ({:?} split), {} tokens, {} merges, bos {}, eos {}, add_bos {}",
@@ -135,17 +193,18 @@ pub fn run(args: Args) -> CliResult {
     for (k, v) in model.metadata() {
         println!("  {k} = {v}");
     }
+}
+
+/// Prints the "tensors" table: every tensor with `all`, else the first 12 and a count.
+fn print_tensors(model: &Model, all: bool) {
+    let tensors = &model.file().tensors;
     println!("tensors");
     println!(
         "  {:<32} {:>5} {:>16} {:>12} {:>10}",
         "name", "dtype", "shape", "offset", "size"
     );
-    let n = if args.all_tensors {
-        f.tensors.len()
-    } else {
-        12
-    };
-    for t in f.tensors.iter().take(n) {
+    let n = if all { tensors.len() } else { 12 };
+    for t in tensors.iter().take(n) {
         let shape = t
             .shape
             .iter()
@@ -161,10 +220,9 @@ pub fn run(args: Args) -> CliResult {
             human_bytes(t.nbytes)
         );
     }
-    if f.tensors.len() > n {
-        println!("  … {} more (use --all-tensors)", f.tensors.len() - n);
+    if tensors.len() > n {
+        println!("  … {} more (use --all-tensors)", tensors.len() - n);
     }
-    Ok(())
 }
 
 /// The block's options in one line: what differs from a plain Llama layer.

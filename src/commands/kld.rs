@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ember_runtime::{Model, Session, SessionConfig};
+use ember_runtime::{Session, SessionConfig};
 
 use crate::report::CliResult;
 
@@ -28,6 +28,11 @@ pub struct Args {
     /// Use only the first N characters of the file.
     #[arg(long)]
     max_chars: Option<usize>,
+    /// Worker threads (results do not depend on it): a count, or 0 / auto for
+    /// every CPU [default: one per physical core].
+    #[arg(short = 't', long, value_parser = super::args::parse_threads,
+          default_value_t = super::args::default_threads(), hide_default_value = true)]
+    threads: usize,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -63,8 +68,8 @@ pub fn run(args: Args) -> CliResult {
             .map_or(text.as_str(), |(i, _)| &text[..i]),
         None => &text,
     };
-    let model = Arc::new(Model::load(&args.model)?);
-    let reference = Arc::new(Model::load(&args.reference)?);
+    let model = Arc::new(super::args::load_model(&args.model)?);
+    let reference = Arc::new(super::args::load_model(&args.reference)?);
     if model.hparams().vocab_size != reference.hparams().vocab_size {
         return Err("the two models have different vocabularies".into());
     }
@@ -74,8 +79,12 @@ pub fn run(args: Args) -> CliResult {
     opts.parse_special = false;
     let ids = tok.encode(text, opts);
     let ctx = args.ctx.min(model.hparams().max_context as usize).max(2);
-    let mut sm = Session::new(model.clone(), SessionConfig::new(ctx))?;
-    let mut sr = Session::new(reference.clone(), SessionConfig::new(ctx))?;
+    let config = SessionConfig {
+        threads: args.threads,
+        ..SessionConfig::new(ctx)
+    };
+    let mut sm = Session::new(model.clone(), config)?;
+    let mut sr = Session::new(reference.clone(), config)?;
     let vocab = model.hparams().vocab_size as usize;
     let (mut lp, mut lq) = (vec![0.0f64; vocab], vec![0.0f64; vocab]);
     let (mut kl_sum, mut kl_max, mut nll, mut same, mut n) =

@@ -32,7 +32,7 @@ pub fn load_adapter(
     dir: &Path,
     model: &Model,
 ) -> Result<LoraAdapter, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(ember_train::peft::load_peft(dir, model.hparams())?)
+    Ok(ember_runtime::lora::peft::load_peft(dir, model.hparams())?)
 }
 
 impl LoraArgs {
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> CliResult {
         "auto" => DTypeChoice::Auto,
         other => DTypeChoice::Fixed(DType::parse(other).ok_or("unknown dtype")?),
     };
-    let model = Arc::new(Model::load(&args.model)?);
+    let model = Arc::new(super::args::load_model(&args.model)?);
     let adapter = Arc::new(load_adapter(&args.lora, &model)?);
     let interrupt = Arc::new(AtomicBool::new(false));
     {

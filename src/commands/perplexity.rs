@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ember_runtime::eval::perplexity;
-use ember_runtime::{Model, Session, SessionConfig};
+use ember_runtime::{Session, SessionConfig};
 
 use crate::report::CliResult;
 
@@ -22,6 +22,11 @@ pub struct Args {
     /// Use only the first N characters of the file.
     #[arg(long)]
     max_chars: Option<usize>,
+    /// Worker threads (results do not depend on it): a count, or 0 / auto for
+    /// every CPU [default: one per physical core].
+    #[arg(short = 't', long, value_parser = super::args::parse_threads,
+          default_value_t = super::args::default_threads(), hide_default_value = true)]
+    threads: usize,
     /// Use only the first N tokens of the text.
     #[arg(long)]
     max_tokens: Option<usize>,
@@ -51,7 +56,7 @@ pub fn run(args: Args) -> CliResult {
             .map_or(text.as_str(), |(i, _)| &text[..i]),
         None => &text,
     };
-    let model = Arc::new(Model::load(&args.model)?);
+    let model = Arc::new(super::args::load_model(&args.model)?);
     let tok = model.tokenizer();
     let mut opts = tok.default_encode_options();
     opts.add_bos = args.add_bos;
@@ -61,7 +66,13 @@ pub fn run(args: Args) -> CliResult {
         ids.truncate(n);
     }
     let ctx = args.ctx.min(model.hparams().max_context as usize);
-    let mut session = Session::new(model.clone(), SessionConfig::new(ctx))?;
+    let mut session = Session::new(
+        model.clone(),
+        SessionConfig {
+            threads: args.threads,
+            ..SessionConfig::new(ctx)
+        },
+    )?;
     let t0 = Instant::now();
     let r = perplexity(&mut session, &ids, ctx)?;
     let secs = t0.elapsed().as_secs_f64();

@@ -1,10 +1,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ember_runtime::chat::{self, Message};
-use ember_runtime::generate::{GenerateConfig, Generator, StopReason};
+use ember_runtime::generate::{
+    GenerateConfig, GenerationStats, Generator, PrefillOptions, StopReason,
+};
 use ember_runtime::sampler::{Sampler, SamplerConfig};
 use ember_runtime::tokenizer::EncodeOptions;
 use ember_runtime::{ContextPolicy, KvType, Model, Session, SessionConfig};
@@ -55,8 +57,10 @@ pub struct SamplingArgs {
     /// the system prompt).
     #[arg(long)]
     pub keep: Option<usize>,
-    /// Worker threads (results do not depend on it).
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads (results do not depend on it): a count, or 0 / auto for
+    /// every CPU [default: one per physical core].
+    #[arg(short = 't', long, value_parser = super::args::parse_threads,
+          default_value_t = super::args::default_threads(), hide_default_value = true)]
     pub threads: usize,
     /// Prompt tokens per prefill batch.
     #[arg(long, default_value_t = 512)]
@@ -132,8 +136,8 @@ pub struct Args {
     /// Maximum number of tokens to generate.
     #[arg(short = 'n', long, default_value_t = 256)]
     max_tokens: usize,
-    /// Context length (KV cache size); default: prompt + max tokens, capped at
-    /// the model's maximum.
+    /// Context length (KV cache size) [default: prompt + max tokens, capped at
+    /// the model's maximum; 0 = the model's maximum].
     #[arg(long)]
     ctx: Option<usize>,
     /// Wrap the prompt as a user message in the model's chat template.
@@ -161,55 +165,19 @@ pub struct Args {
     json: bool,
 }
 
-/// Length of the common prefix of `a` and `b`.
-pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 pub fn run(args: Args) -> CliResult {
     let t0 = Instant::now();
-    let model = Arc::new(Model::load(&args.model)?);
+    let model = Arc::new(super::args::load_model(&args.model)?);
     let load = t0.elapsed();
     let tok = model.tokenizer();
 
-    let prompt_text = if args.chat {
-        let template = model.chat_template().ok_or(
-            "this model has no chat template; run without --chat and format the prompt yourself",
-        )?;
-        let mut messages = Vec::new();
-        if let Some(s) = &args.system {
-            messages.push(Message::new("system", s.clone()));
-        }
-        messages.push(Message::new("user", args.prompt.clone()));
-        let name = |id: Option<u32>| {
-            id.and_then(|i| tok.spec().tokens.get(i as usize))
-                .cloned()
-                .unwrap_or_default()
-        };
-        chat::render(
-            template,
-            &messages,
-            true,
-            &name(tok.bos()),
-            &name(tok.eos()),
-        )?
-    } else {
-        args.prompt.clone()
-    };
-    let mut opts: EncodeOptions = tok.default_encode_options();
-    opts.parse_special = !args.no_special;
-    let mut prompt = tok.encode(&prompt_text, opts);
-    if prompt.is_empty() {
-        // An empty prompt starts from BOS, as llama2.c does.
-        prompt.push(
-            tok.bos()
-                .ok_or("empty prompt and the model has no BOS token")?,
-        );
-    }
+    let prompt = prompt_tokens(&args, &model)?;
     let max_ctx = model.hparams().max_context as usize;
-    let ctx = args
-        .ctx
-        .unwrap_or((prompt.len() + args.max_tokens).min(max_ctx));
+    let ctx = match args.ctx {
+        None => (prompt.len() + args.max_tokens).min(max_ctx),
+        Some(0) => max_ctx,
+        Some(n) => n,
+    };
     let bos_keep = usize::from(tok.bos().is_some() && tok.bos() == prompt.first().copied());
     let s = &args.sampling;
     let policy = s.policy(false, bos_keep, ctx);
@@ -242,56 +210,37 @@ pub fn run(args: Args) -> CliResult {
         },
     )?;
 
-    // Prompt cache: reuse the longest cached prefix of the prompt. Reading it
-    // counts as prefill time.
+    // Prompt cache: the generator reuses the longest cached prefix of the
+    // prompt. Reading it counts as prefill time.
     let t_prefill = Instant::now();
-    let mut reused = 0;
-    if let Some(path) = args.prompt_cache.as_deref().filter(|p| p.exists()) {
+    let cached = args.prompt_cache.as_deref().filter(|p| p.exists());
+    if let Some(path) = cached {
         session.load_state(path)?;
-        let common = common_prefix(session.tokens(), &prompt);
-        reused = if common == prompt.len() && session.pos() == common && session.has_logits() {
-            common
-        } else {
-            common.min(prompt.len() - 1)
-        };
-        if !session.can_rewind_to(reused) {
-            // The cache's sliding-window layers no longer hold what the rewound
-            // position attends to: prefill the whole prompt.
-            reused = 0;
-        }
-        session.truncate(reused)?;
     }
     if args.verbose {
-        eprintln!(
-            "loaded {} in {:.1} ms ({}); prompt {} tokens ({reused} from the prompt cache); \
-             context {ctx}, KV {}, policy {}, seed {}",
-            args.model.display(),
-            load.as_secs_f64() * 1e3,
-            if model.is_mapped() {
-                "memory-mapped"
-            } else {
-                "in memory"
-            },
+        print_setup(
+            &args,
+            &model,
+            &session,
+            load,
             prompt.len(),
-            s.kv_type.name(),
-            policy.name(),
-            sampler_config.seed
-        );
-        eprintln!(
-            "kernels: {} (set EMBER_KERNEL_TIER=scalar|avx2|avx512 to cap the tier)",
-            model.kernel_tier().name()
+            policy,
+            sampler_config.seed,
         );
     }
 
-    // Prefill here (not in `generate`) so the prompt cache can hold the state
-    // right after the prompt, logits included: a full hit then needs no forward pass.
-    if reused < prompt.len() {
-        session.prefill(&prompt[reused..])?;
-    }
+    // Prefill apart from decoding so the prompt cache can hold the state right
+    // after the prompt, logits included: a full hit then needs no forward pass.
+    let prefilled = generator.prefill(
+        &mut session,
+        &prompt,
+        &PrefillOptions {
+            reuse_cached: cached.is_some(),
+            cancel: None,
+        },
+    )?;
+    let reused = prefilled.reused_tokens;
     let prefill = t_prefill.elapsed();
-    for &t in &prompt {
-        generator.sampler_mut().accept(t);
-    }
     let mut snapshot = Vec::new();
     if args.prompt_cache.is_some() && reused < prompt.len() && session.tokens() == prompt {
         session.write_state(&mut snapshot, &[])?;
@@ -300,7 +249,7 @@ pub fn run(args: Args) -> CliResult {
     let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
-    let stats = generator.generate(&mut session, &[], |_, piece| {
+    let stats = generator.decode(&mut session, &prefilled, |_, piece| {
         if args.json {
             text.push_str(piece);
             return true;
@@ -325,6 +274,102 @@ pub fn run(args: Args) -> CliResult {
         std::fs::write(path, &snapshot)
             .map_err(|e| format!("cannot write the prompt cache {}: {e}", path.display()))?;
     }
+    let timings = Timings { load, prefill };
+    report(&args, &model, &session, &prompt, &stats, &text, timings);
+    Ok(())
+}
+
+/// The prompt's token ids: `--prompt`, rendered with the model's chat template
+/// under `--chat`; an empty prompt is BOS alone (as llama2.c).
+fn prompt_tokens(
+    args: &Args,
+    model: &Model,
+) -> Result<Vec<u32>, Box<dyn std::error::Error + Send + Sync>> {
+    let tok = model.tokenizer();
+    let prompt_text = if args.chat {
+        let template = model.chat_template().ok_or(
+            "this model has no chat template; run without --chat and format the prompt yourself",
+        )?;
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message::new("system", s.clone()));
+        }
+        messages.push(Message::new("user", args.prompt.clone()));
+        let name = |id: Option<u32>| {
+            id.and_then(|i| tok.spec().tokens.get(i as usize))
+                .cloned()
+                .unwrap_or_default()
+        };
+        chat::render(
+            template,
+            &messages,
+            true,
+            &name(tok.bos()),
+            &name(tok.eos()),
+        )?
+    } else {
+        args.prompt.clone()
+    };
+    let mut opts: EncodeOptions = tok.default_encode_options();
+    opts.parse_special = !args.no_special;
+    let mut prompt = tok.encode(&prompt_text, opts);
+    if prompt.is_empty() {
+        prompt.push(
+            tok.bos()
+                .ok_or("empty prompt and the model has no BOS token")?,
+        );
+    }
+    Ok(prompt)
+}
+
+/// `--verbose`: what was loaded and how the session is set up.
+fn print_setup(
+    args: &Args,
+    model: &Model,
+    session: &Session,
+    load: Duration,
+    prompt_len: usize,
+    policy: ContextPolicy,
+    seed: u64,
+) {
+    let (held, ctx) = (session.tokens().len(), session.config().context);
+    eprintln!(
+        "loaded {} in {:.1} ms ({}); prompt {prompt_len} tokens ({held} held by the prompt \
+         cache); context {ctx}, KV {}, policy {}, seed {seed}",
+        args.model.display(),
+        load.as_secs_f64() * 1e3,
+        if model.is_mapped() {
+            "memory-mapped"
+        } else {
+            "in memory"
+        },
+        args.sampling.kv_type.name(),
+        policy.name(),
+    );
+    eprintln!(
+        "kernels: {} (set EMBER_KERNEL_TIER=scalar|avx2|avx512 to cap the tier)",
+        model.kernel_tier().name()
+    );
+}
+
+/// Wall-clock phases of one `run` before decoding.
+struct Timings {
+    load: Duration,
+    prefill: Duration,
+}
+
+/// The closing report: JSON on stdout under `--json`, else a summary on stderr.
+fn report(
+    args: &Args,
+    model: &Model,
+    session: &Session,
+    prompt: &[u32],
+    stats: &GenerationStats,
+    text: &str,
+    Timings { load, prefill }: Timings,
+) {
+    let reused = stats.reused_tokens;
+    let ctx = session.config().context;
     let first_token_ms = (load + prefill).as_secs_f64() * 1e3;
     let prefill_tps = (prompt.len() - reused) as f64 / prefill.as_secs_f64().max(1e-9);
     if args.json {
@@ -334,9 +379,10 @@ pub fn run(args: Args) -> CliResult {
             "prompt_cache_tokens": reused,
             "generated_tokens": stats.generated_tokens,
             "stop": stats.stop.name(),
-            "seed": sampler_config.seed,
+            "seed": args.sampling.sampler_config().seed,
             "context": ctx,
-            "kv_type": s.kv_type.name(),
+            "threads": session.config().threads,
+            "kv_type": args.sampling.kv_type.name(),
             "context_shifts": stats.context_shifts,
             "load_ms": load.as_secs_f64() * 1e3,
             "prefill_ms": prefill.as_secs_f64() * 1e3,
@@ -346,24 +392,23 @@ pub fn run(args: Args) -> CliResult {
             "session_bytes": Session::memory_required(model.config(), session.config()),
             "peak_rss_bytes": peak_rss_bytes(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!();
-        if stats.stop == StopReason::ContextFull {
-            eprintln!(
-                "context full ({ctx} tokens): generation stopped; use a larger --ctx or \
-                 --context-policy shift"
-            );
-        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    println!();
+    if stats.stop == StopReason::ContextFull {
         eprintln!(
-            "[{} prompt tokens ({reused} cached), {} generated ({}); prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.0} ms]",
-            prompt.len(),
-            stats.generated_tokens,
-            stats.stop.name(),
-            prefill_tps,
-            stats.decode_tokens_per_second(),
-            first_token_ms
+            "context full ({ctx} tokens): generation stopped; use a larger --ctx or \
+             --context-policy shift"
         );
     }
-    Ok(())
+    eprintln!(
+        "[{} prompt tokens ({reused} cached), {} generated ({}); prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.0} ms]",
+        prompt.len(),
+        stats.generated_tokens,
+        stats.stop.name(),
+        prefill_tps,
+        stats.decode_tokens_per_second(),
+        first_token_ms
+    );
 }

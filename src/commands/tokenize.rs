@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ember_runtime::tokenizer::{EncodeOptions, Tokenizer};
-use ember_runtime::Model;
 
 use crate::report::CliResult;
 
@@ -39,7 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let model = Model::load(&args.model)?;
+    let model = super::args::load_model(&args.model)?;
     let tok = model.tokenizer();
     let text = match (&args.text, &args.file) {
         (_, Some(f)) => std::fs::read_to_string(f)

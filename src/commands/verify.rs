@@ -1,8 +1,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ember_runtime::Model;
-
 use crate::report::CliResult;
 
 #[derive(clap::Args, Debug)]
@@ -18,7 +16,7 @@ pub struct Args {
 /// every tensor's CRC-32.
 pub fn run(args: Args) -> CliResult {
     let t0 = Instant::now();
-    let model = Model::load(&args.model)?;
+    let model = super::args::load_model(&args.model)?;
     model.verify_checksums()?;
     let secs = t0.elapsed().as_secs_f64();
     if args.json {

@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ember_runtime::format::HyperParams;
+use ember_runtime::lora::peft::ModuleLayout;
 use ember_runtime::lora::LoraAdapter;
 use ember_runtime::Model;
 use safetensors::{Dtype, SafeTensors};
@@ -164,6 +165,7 @@ pub fn save(
     tensors: &StateTensors,
     adapter: &LoraAdapter,
     hp: &HyperParams,
+    layout: ModuleLayout,
     base_name: &str,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
@@ -179,7 +181,7 @@ pub fn save(
         .prefix(".checkpoint-")
         .tempdir_in(out)
         .map_err(|e| TrainError::io(out, e))?;
-    crate::peft::save_peft(tmp.path(), adapter, hp, base_name)?;
+    crate::peft::save_peft(tmp.path(), adapter, hp, layout, base_name)?;
     let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
     let (p, m, v) = (
         bytes(&tensors.params),

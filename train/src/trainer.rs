@@ -17,6 +17,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ember_runtime::format::HyperParams;
+use ember_runtime::lora::peft::ModuleLayout;
 use ember_runtime::lora::{LoraAdapter, LoraTarget};
 use ember_runtime::Model;
 use serde::{Deserialize, Serialize};
@@ -288,250 +290,479 @@ pub fn train(
     config: &TrainConfig,
     opts: &RunOptions,
 ) -> Result<Summary> {
-    config.check()?;
-    let hp = *model.hparams();
-    if config.seq_len > hp.max_context as usize {
-        return Err(TrainError::Config(format!(
-            "--seq-len {} exceeds the model's context of {}",
-            config.seq_len, hp.max_context
-        )));
-    }
-    let targets = config.lora_targets()?;
-    let mut adapter = LoraAdapter::zeros(&hp, config.rank, config.alpha, &targets)?;
-    let layout = Layout::of(&adapter, &hp)?;
-    let base = Base::new(model)?;
-    let base_fp = checkpoint::base_fingerprint(model);
-    let data_fp = format!("{:016x}", data.fingerprint());
-    let n_train = data.train.len();
-    let per_step = config.batch * config.grad_accum;
-    let steps_per_epoch = n_train.div_ceil(per_step) as u64;
-    let total = config.steps.unwrap_or(config.epochs * steps_per_epoch);
-    let schedule = Schedule {
-        kind: config.schedule,
-        lr: config.lr,
-        warmup: config.warmup,
-        total,
-    };
-    let adam_cfg = AdamWConfig {
-        weight_decay: config.weight_decay,
-        ..Default::default()
-    };
-
-    // Fresh state, or the checkpoint's.
-    let mut params = vec![0.0f32; layout.len];
-    let mut adam = AdamW::new(adam_cfg, layout.len);
-    let mut rng = Rng::seed(config.seed);
-    let (mut step, mut position) = (0u64, 0u64);
-    let mut val_before = None;
-    let mut first_train_loss = None;
-    match &opts.resume {
-        Some(dir) => {
-            let ck = checkpoint::resolve(dir)?;
-            let (state, tensors) = checkpoint::load(&ck)?;
-            check_resume(
-                &state, &tensors, config, &base_fp, &data_fp, layout.len, &ck,
-            )?;
-            params = tensors.params;
-            adam.m = tensors.adam_m;
-            adam.v = tensors.adam_v;
-            adam.step = state.step;
-            rng = state.rng;
-            step = state.step;
-            position = state.position;
-            val_before = state.val_loss_before;
-            first_train_loss = state.first_train_loss;
-        }
-        None => {
-            let mut init = Rng::seed(mix64(config.seed ^ 0x1A17));
-            init_peft_default(&layout, &mut params, &mut init);
-        }
-    }
-    let resumed_from = step;
-
-    let threads = opts.threads.max(1).min(config.batch.max(1));
-    let t_max = data
-        .train
-        .iter()
-        .chain(&data.val)
-        .map(Example::len)
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let mut workspaces: Vec<Workspace<f32>> = (0..threads)
-        .map(|_| Workspace::new(&base, &layout, t_max))
-        .collect();
-    let ws_bytes = workspaces[0].bytes();
-    let mut slots: Vec<Vec<f32>> = (0..config.batch).map(|_| vec![0.0; layout.len]).collect();
-    let mut grads = vec![0.0f32; layout.len];
-
+    let (ctx, mut adapter) = RunContext::new(model, data, config, opts)?;
+    let mut state = ctx.initial_state()?;
+    let resumed_from = state.step;
+    let mut buffers = Buffers::new(&ctx);
     std::fs::create_dir_all(&opts.out).map_err(|e| TrainError::io(&opts.out, e))?;
-    let show = !opts.quiet && std::io::stderr().is_terminal();
-    let pb = if show {
-        let pb = indicatif::ProgressBar::new(total);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        pb.set_position(step);
-        pb
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let say = |s: String| {
-        if opts.quiet {
-        } else if show {
-            pb.println(s);
-        } else {
-            eprintln!("{s}");
-        }
-    };
+    let progress = Progress::new(opts.quiet, ctx.total, state.step);
 
-    let mut evals = Vec::new();
-    if val_before.is_none() && !data.val.is_empty() {
-        val_before = evaluate(&base, &layout, &params, &data.val, &mut workspaces);
-        if let Some(v) = val_before {
-            say(format!(
-                "step {step}: val loss {v:.4}, perplexity {:.3}",
+    if state.val_before.is_none() && !data.val.is_empty() {
+        state.val_before = ctx.validate(&state.params, &mut buffers);
+        if let Some(v) = state.val_before {
+            progress.say(format!(
+                "step {}: val loss {v:.4}, perplexity {:.3}",
+                state.step,
                 v.exp()
             ));
         }
     }
 
-    let mut order_cache = (u64::MAX, Vec::new());
-    let mut last_train_loss = None;
+    let mut log = TrainLog::default();
     let started = Instant::now();
-    let mut tokens_done = 0usize;
-    while step < total {
-        grads.fill(0.0);
-        let (mut loss_sum, mut count) = (0.0f64, 0usize);
-        for _ in 0..config.grad_accum {
-            let idx: Vec<usize> = (0..config.batch as u64)
-                .map(|k| stream_index(position + k, n_train, config.seed, &mut order_cache))
-                .collect();
-            position += config.batch as u64;
-            let batch: Vec<&Example> = idx.iter().map(|&i| &data.train[i]).collect();
-            let drops: Vec<Option<Dropout>> = batch
-                .iter()
-                .map(|_| {
-                    let seed = rng.next_u64();
-                    (config.dropout > 0.0).then_some(Dropout {
-                        p: config.dropout,
-                        seed,
-                    })
-                })
-                .collect();
-            let losses = batch_loss(
-                &base,
-                &layout,
-                &params,
-                &batch,
-                &drops,
-                &mut workspaces,
-                Some(&mut slots),
-            );
-            for (l, g) in losses.iter().zip(&slots) {
-                loss_sum += l.sum;
-                count += l.count;
-                for (a, &b) in grads.iter_mut().zip(g) {
-                    *a += b;
-                }
-            }
-            tokens_done += batch.iter().map(|e| e.len()).sum::<usize>();
-        }
-        if count == 0 {
-            return Err(TrainError::Data(
-                "a training step had no tokens to learn from".into(),
-            ));
-        }
-        let inv = (1.0 / count as f64) as f32;
-        grads.iter_mut().for_each(|g| *g *= inv);
-        let loss = loss_sum / count as f64;
-        let norm = clip_global_norm(&mut grads, config.clip);
-        if !loss.is_finite() || !norm.is_finite() {
-            return Err(TrainError::Diverged(format!(
-                "step {}: the loss or gradient is not finite (loss {loss}, gradient norm {norm}); \
-                 try a smaller --lr",
-                step + 1
-            )));
-        }
-        let lr = schedule.lr(step);
-        adam.update(&mut params, &grads, lr);
-        step += 1;
-        first_train_loss.get_or_insert(loss);
-        last_train_loss = Some(loss);
+    while state.step < ctx.total {
+        let (loss, lr) = ctx.optimizer_step(&mut state, &mut buffers, &mut log.tokens_done)?;
+        log.last_train_loss = Some(loss);
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        pb.set_message(format!(
-            "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
-            tokens_done as f64 / secs
-        ));
-        pb.set_position(step);
-
-        let epoch_end =
-            (position / n_train as u64) > ((position - per_step as u64) / n_train as u64);
-        let eval_now = if opts.eval_every > 0 {
-            step % opts.eval_every == 0 || step == total
-        } else {
-            epoch_end || step == total
-        };
-        if eval_now && !data.val.is_empty() {
-            if let Some(v) = evaluate(&base, &layout, &params, &data.val, &mut workspaces) {
-                evals.push(EvalPoint {
+        progress.step_done(state.step, loss, lr, log.tokens_done as f64 / secs);
+        if ctx.eval_due(state.step, state.position) && !data.val.is_empty() {
+            if let Some(v) = ctx.validate(&state.params, &mut buffers) {
+                let step = state.step;
+                log.evals.push(EvalPoint {
                     step,
                     loss: v,
                     perplexity: v.exp(),
                 });
-                say(format!(
+                progress.say(format!(
                     "step {step}: train loss {loss:.4}, val loss {v:.4}, perplexity {:.3}",
                     v.exp()
                 ));
             }
         }
-        if opts.save_every > 0 && step % opts.save_every == 0 && step < total {
-            layout.unflatten(&params, &mut adapter);
-            let state = TrainerState {
-                format: checkpoint::FORMAT_VERSION,
-                base_fingerprint: base_fp.clone(),
-                data_fingerprint: data_fp.clone(),
-                config: config.clone(),
-                step,
-                total_steps: total,
-                position,
-                rng: rng.clone(),
-                val_loss_before: val_before,
-                first_train_loss,
-            };
-            let tensors = StateTensors {
-                params: params.clone(),
-                adam_m: adam.m.clone(),
-                adam_v: adam.v.clone(),
-            };
-            checkpoint::save(&opts.out, &state, &tensors, &adapter, &hp, &opts.base_name)?;
+        if opts.save_every > 0
+            && state.step.is_multiple_of(opts.save_every)
+            && state.step < ctx.total
+        {
+            ctx.save_checkpoint(&state, &mut adapter)?;
         }
     }
-    pb.finish_and_clear();
+    progress.finish();
     let train_seconds = started.elapsed().as_secs_f64();
 
-    layout.unflatten(&params, &mut adapter);
-    crate::peft::save_peft(&opts.out, &adapter, &hp, &opts.base_name)?;
-    let val_after = evals.last().map(|e| e.loss);
-    Ok(Summary {
-        steps: step,
-        resumed_from_step: resumed_from,
-        trainable_params: layout.len,
-        train_sequences: n_train,
-        val_sequences: data.val.len(),
-        first_train_loss,
-        last_train_loss,
-        val_loss_before: val_before,
-        val_loss_after: val_after,
-        val_perplexity_after: val_after.map(f64::exp),
-        evals,
-        tokens_per_second: tokens_done as f64 / train_seconds.max(1e-9),
-        train_seconds,
-        workspace_bytes_per_thread: ws_bytes,
-        peak_rss_kib: peak_rss_kib(),
-        adapter_dir: opts.out.clone(),
-    })
+    ctx.layout.unflatten(&state.params, &mut adapter);
+    crate::peft::save_peft(
+        &opts.out,
+        &adapter,
+        &ctx.hp,
+        ctx.peft_layout,
+        &opts.base_name,
+    )?;
+    Ok(ctx.summary(&state, log, resumed_from, train_seconds, buffers.ws_bytes))
+}
+
+/// The fixed inputs of one run, derived once from the model, data and configuration.
+struct RunContext<'a> {
+    config: &'a TrainConfig,
+    opts: &'a RunOptions,
+    data: &'a Prepared,
+    hp: HyperParams,
+    base: Base<'a>,
+    layout: Layout,
+    /// The base model's PEFT module names (Phi-3's are fused).
+    peft_layout: ModuleLayout,
+    base_fp: String,
+    data_fp: String,
+    /// Training sequences per optimizer step (`batch * grad_accum`).
+    per_step: usize,
+    /// Optimizer steps of the whole run.
+    total: u64,
+    schedule: Schedule,
+}
+
+/// Everything a checkpoint restores: parameters, optimizer state, the dropout RNG,
+/// the step and data-stream position, and the losses the summary reports from
+/// before the resume.
+struct TrainState {
+    params: Vec<f32>,
+    adam: AdamW,
+    rng: Rng,
+    step: u64,
+    position: u64,
+    val_before: Option<f64>,
+    first_train_loss: Option<f64>,
+}
+
+/// Worker workspaces and gradient buffers, allocated once for the run.
+struct Buffers {
+    workspaces: Vec<Workspace<f32>>,
+    /// Activation memory of one workspace, bytes.
+    ws_bytes: usize,
+    /// One gradient per sequence of a micro-batch.
+    slots: Vec<Vec<f32>>,
+    /// The summed gradient of an optimizer step.
+    grads: Vec<f32>,
+    /// The current epoch's shuffle (see [`stream_index`]).
+    order_cache: (u64, Vec<usize>),
+}
+
+/// Running sums over the sequences of one optimizer step, in batch order.
+#[derive(Default)]
+struct StepTotals {
+    loss_sum: f64,
+    /// Counted predictions.
+    count: usize,
+    /// Positions run through forward + backward.
+    tokens: usize,
+}
+
+/// What the run has reported since it (re)started.
+#[derive(Default)]
+struct TrainLog {
+    evals: Vec<EvalPoint>,
+    last_train_loss: Option<f64>,
+    /// Positions run through forward + backward.
+    tokens_done: usize,
+}
+
+/// The progress bar and messages on stderr; a hidden bar and plain lines when
+/// stderr is not a terminal, nothing when quiet.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    show: bool,
+    quiet: bool,
+}
+
+impl Progress {
+    /// A bar over `total` steps starting at `step` (hidden unless shown).
+    fn new(quiet: bool, total: u64, step: u64) -> Self {
+        let show = !quiet && std::io::stderr().is_terminal();
+        let bar = if show {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_position(step);
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Self { bar, show, quiet }
+    }
+
+    /// Prints one line above the bar, or on stderr without one.
+    fn say(&self, s: String) {
+        if self.quiet {
+        } else if self.show {
+            self.bar.println(s);
+        } else {
+            eprintln!("{s}");
+        }
+    }
+
+    /// Moves the bar to `step` with the step's loss, learning rate and throughput.
+    fn step_done(&self, step: u64, loss: f64, lr: f64, tokens_per_second: f64) {
+        self.bar.set_message(format!(
+            "loss {loss:.4}  lr {lr:.2e}  {tokens_per_second:.0} tok/s"
+        ));
+        self.bar.set_position(step);
+    }
+
+    /// Removes the bar from the terminal.
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl<'a> RunContext<'a> {
+    /// Validates the configuration against the model and derives the run's plan;
+    /// also returns the zero adapter the parameters unflatten into.
+    fn new(
+        model: &'a Model,
+        data: &'a Prepared,
+        config: &'a TrainConfig,
+        opts: &'a RunOptions,
+    ) -> Result<(Self, LoraAdapter)> {
+        config.check()?;
+        let hp = *model.hparams();
+        if config.seq_len > hp.max_context as usize {
+            return Err(TrainError::Config(format!(
+                "--seq-len {} exceeds the model's context of {}",
+                config.seq_len, hp.max_context
+            )));
+        }
+        let targets = config.lora_targets()?;
+        let adapter = LoraAdapter::zeros(&hp, config.rank, config.alpha, &targets)?;
+        let layout = Layout::of(&adapter, &hp)?;
+        let base = Base::new(model)?;
+        let base_fp = checkpoint::base_fingerprint(model);
+        let data_fp = format!("{:016x}", data.fingerprint());
+        let per_step = config.batch * config.grad_accum;
+        let steps_per_epoch = data.train.len().div_ceil(per_step) as u64;
+        let total = config.steps.unwrap_or(config.epochs * steps_per_epoch);
+        let schedule = Schedule {
+            kind: config.schedule,
+            lr: config.lr,
+            warmup: config.warmup,
+            total,
+        };
+        let ctx = Self {
+            config,
+            opts,
+            data,
+            hp,
+            base,
+            layout,
+            peft_layout: ModuleLayout::of(model.metadata()),
+            base_fp,
+            data_fp,
+            per_step,
+            total,
+            schedule,
+        };
+        Ok((ctx, adapter))
+    }
+
+    /// Fresh parameters (PEFT's default init) and optimizer, or the state of the
+    /// checkpoint `opts.resume` names, which must match this run.
+    fn initial_state(&self) -> Result<TrainState> {
+        let n = self.layout.len;
+        let adam_cfg = AdamWConfig {
+            weight_decay: self.config.weight_decay,
+            ..Default::default()
+        };
+        let mut adam = AdamW::new(adam_cfg, n);
+        let Some(dir) = &self.opts.resume else {
+            let mut params = vec![0.0f32; n];
+            let mut init = Rng::seed(mix64(self.config.seed ^ 0x1A17));
+            init_peft_default(&self.layout, &mut params, &mut init);
+            return Ok(TrainState {
+                params,
+                adam,
+                rng: Rng::seed(self.config.seed),
+                step: 0,
+                position: 0,
+                val_before: None,
+                first_train_loss: None,
+            });
+        };
+        let ck = checkpoint::resolve(dir)?;
+        let (state, tensors) = checkpoint::load(&ck)?;
+        check_resume(
+            &state,
+            &tensors,
+            self.config,
+            &self.base_fp,
+            &self.data_fp,
+            n,
+            &ck,
+        )?;
+        adam.m = tensors.adam_m;
+        adam.v = tensors.adam_v;
+        adam.step = state.step;
+        Ok(TrainState {
+            params: tensors.params,
+            adam,
+            rng: state.rng,
+            step: state.step,
+            position: state.position,
+            val_before: state.val_loss_before,
+            first_train_loss: state.first_train_loss,
+        })
+    }
+
+    /// One optimizer step: the mean gradient of `batch * grad_accum` sequences,
+    /// clipped, applied by AdamW. Returns the step's loss and learning rate; fails
+    /// when the step had no tokens or the loss or gradient is not finite.
+    fn optimizer_step(
+        &self,
+        state: &mut TrainState,
+        buffers: &mut Buffers,
+        tokens_done: &mut usize,
+    ) -> Result<(f64, f64)> {
+        buffers.grads.fill(0.0);
+        let mut totals = StepTotals::default();
+        for _ in 0..self.config.grad_accum {
+            self.accumulate_micro_batch(state, buffers, &mut totals);
+        }
+        *tokens_done += totals.tokens;
+        let StepTotals {
+            loss_sum, count, ..
+        } = totals;
+        if count == 0 {
+            return Err(TrainError::Data(
+                "a training step had no tokens to learn from".into(),
+            ));
+        }
+        let grads = &mut buffers.grads;
+        let inv = (1.0 / count as f64) as f32;
+        grads.iter_mut().for_each(|g| *g *= inv);
+        let loss = loss_sum / count as f64;
+        let norm = clip_global_norm(grads, self.config.clip);
+        if !loss.is_finite() || !norm.is_finite() {
+            return Err(TrainError::Diverged(format!(
+                "step {}: the loss or gradient is not finite (loss {loss}, gradient norm {norm}); \
+                 try a smaller --lr",
+                state.step + 1
+            )));
+        }
+        let lr = self.schedule.lr(state.step);
+        state.adam.update(&mut state.params, grads, lr);
+        state.step += 1;
+        state.first_train_loss.get_or_insert(loss);
+        Ok((loss, lr))
+    }
+
+    /// Runs the next `batch` sequences of the stream (advancing the position and
+    /// drawing one dropout seed each), adds their gradients to `buffers.grads` and
+    /// their losses, predictions and positions to `totals`.
+    fn accumulate_micro_batch(
+        &self,
+        state: &mut TrainState,
+        buffers: &mut Buffers,
+        totals: &mut StepTotals,
+    ) {
+        let (config, train) = (self.config, &self.data.train);
+        let idx: Vec<usize> = (0..config.batch as u64)
+            .map(|k| {
+                let pos = state.position + k;
+                stream_index(pos, train.len(), config.seed, &mut buffers.order_cache)
+            })
+            .collect();
+        state.position += config.batch as u64;
+        let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
+        let drops: Vec<Option<Dropout>> = batch
+            .iter()
+            .map(|_| {
+                let seed = state.rng.next_u64();
+                (config.dropout > 0.0).then_some(Dropout {
+                    p: config.dropout,
+                    seed,
+                })
+            })
+            .collect();
+        let losses = batch_loss(
+            &self.base,
+            &self.layout,
+            &state.params,
+            &batch,
+            &drops,
+            &mut buffers.workspaces,
+            Some(&mut buffers.slots),
+        );
+        for (l, g) in losses.iter().zip(&buffers.slots) {
+            totals.loss_sum += l.sum;
+            totals.count += l.count;
+            for (a, &b) in buffers.grads.iter_mut().zip(g) {
+                *a += b;
+            }
+        }
+        totals.tokens += batch.iter().map(|e| e.len()).sum::<usize>();
+    }
+
+    /// Whether to validate after `step` (stream at `position`): every `eval_every`
+    /// steps, or at each epoch's end when it is 0; always after the last step.
+    fn eval_due(&self, step: u64, position: u64) -> bool {
+        let n_train = self.data.train.len() as u64;
+        let epoch_end = (position / n_train) > ((position - self.per_step as u64) / n_train);
+        if self.opts.eval_every > 0 {
+            step.is_multiple_of(self.opts.eval_every) || step == self.total
+        } else {
+            epoch_end || step == self.total
+        }
+    }
+
+    /// Mean loss over the validation set with `params`.
+    fn validate(&self, params: &[f32], buffers: &mut Buffers) -> Option<f64> {
+        evaluate(
+            &self.base,
+            &self.layout,
+            params,
+            &self.data.val,
+            &mut buffers.workspaces,
+        )
+    }
+
+    /// Writes a checkpoint of `state` (and its adapter) into `opts.out`.
+    fn save_checkpoint(&self, state: &TrainState, adapter: &mut LoraAdapter) -> Result<()> {
+        self.layout.unflatten(&state.params, adapter);
+        let trainer_state = TrainerState {
+            format: checkpoint::FORMAT_VERSION,
+            base_fingerprint: self.base_fp.clone(),
+            data_fingerprint: self.data_fp.clone(),
+            config: self.config.clone(),
+            step: state.step,
+            total_steps: self.total,
+            position: state.position,
+            rng: state.rng.clone(),
+            val_loss_before: state.val_before,
+            first_train_loss: state.first_train_loss,
+        };
+        let tensors = StateTensors {
+            params: state.params.clone(),
+            adam_m: state.adam.m.clone(),
+            adam_v: state.adam.v.clone(),
+        };
+        let opts = self.opts;
+        checkpoint::save(
+            &opts.out,
+            &trainer_state,
+            &tensors,
+            adapter,
+            &self.hp,
+            self.peft_layout,
+            &opts.base_name,
+        )?;
+        Ok(())
+    }
+
+    /// The report of a finished run.
+    fn summary(
+        &self,
+        state: &TrainState,
+        log: TrainLog,
+        resumed_from: u64,
+        train_seconds: f64,
+        ws_bytes: usize,
+    ) -> Summary {
+        let val_after = log.evals.last().map(|e| e.loss);
+        Summary {
+            steps: state.step,
+            resumed_from_step: resumed_from,
+            trainable_params: self.layout.len,
+            train_sequences: self.data.train.len(),
+            val_sequences: self.data.val.len(),
+            first_train_loss: state.first_train_loss,
+            last_train_loss: log.last_train_loss,
+            val_loss_before: state.val_before,
+            val_loss_after: val_after,
+            val_perplexity_after: val_after.map(f64::exp),
+            evals: log.evals,
+            tokens_per_second: log.tokens_done as f64 / train_seconds.max(1e-9),
+            train_seconds,
+            workspace_bytes_per_thread: ws_bytes,
+            peak_rss_kib: peak_rss_kib(),
+            adapter_dir: self.opts.out.clone(),
+        }
+    }
+}
+
+impl Buffers {
+    /// Workspaces for `min(threads, batch)` workers sized for the longest training
+    /// or validation sequence, and zeroed gradient buffers.
+    fn new(ctx: &RunContext) -> Self {
+        let (config, data, len) = (ctx.config, ctx.data, ctx.layout.len);
+        let threads = ctx.opts.threads.max(1).min(config.batch.max(1));
+        let t_max = data
+            .train
+            .iter()
+            .chain(&data.val)
+            .map(Example::len)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let workspaces: Vec<Workspace<f32>> = (0..threads)
+            .map(|_| Workspace::new(&ctx.base, &ctx.layout, t_max))
+            .collect();
+        let ws_bytes = workspaces[0].bytes();
+        Self {
+            workspaces,
+            ws_bytes,
+            slots: (0..config.batch).map(|_| vec![0.0; len]).collect(),
+            grads: vec![0.0f32; len],
+            order_cache: (u64::MAX, Vec::new()),
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 mod util;
 
+use ember_runtime::lora::peft::ModuleLayout;
 use ember_runtime::lora::{LoraAdapter, LoraTarget};
 use ember_runtime::sampler::Rng;
 use ember_train::checkpoint::{self, base_fingerprint, StateTensors, TrainerState};
@@ -63,7 +64,16 @@ fn save_load_resolve_and_prune() {
             adam_m: util::random_values(layout.len, step + 100, 1e-3),
             adam_v: util::random_values(layout.len, step + 200, 1e-6),
         };
-        let p = checkpoint::save(&out, &state, &tensors, &adapter, &hp, "tiny").unwrap();
+        let p = checkpoint::save(
+            &out,
+            &state,
+            &tensors,
+            &adapter,
+            &hp,
+            ModuleLayout::Separate,
+            "tiny",
+        )
+        .unwrap();
         assert!(p.join("adapter_model.safetensors").is_file());
         saved.push((state, tensors));
         rng.next_u64();

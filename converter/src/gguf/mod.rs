@@ -138,7 +138,7 @@ pub struct GgufWeights {
 }
 
 /// Maps a parsed GGUF file onto hyperparameters, canonical tensors and metadata.
-/// `file_name` is recorded as `source.file`.
+/// `file_name` is recorded as `source.file`. Errors: as for `load`.
 pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeights> {
     let arch = file
         .get_str("general.architecture")
@@ -160,24 +160,69 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
 
     // Tensors: map names first, since the vocabulary size and the optional-tensor
     // flags come from what is present.
-    let mut mapped: Vec<(String, GgufTensorInfo)> = Vec::new();
-    let mut fused: Vec<(Fused, usize, &GgufTensorInfo)> = Vec::new();
-    let mut skipped: Vec<&str> = Vec::new();
     let n_layers = m.req_u32("block_count")?;
-    let mut tensor_flags = family.flags;
+    let SortedTensors {
+        mut mapped,
+        fused,
+        skipped,
+        flags: tensor_flags,
+    } = sort_tensors(file, n_layers, family)?;
+    let vocab = vocab_size(&m, &mapped)?;
+
+    let hparams = hyperparams(&m, n_layers, vocab, family, tensor_flags)?;
+    hparams.validate()?;
+    split_fused(&mut mapped, fused, &hparams)?;
+    check_tensor_set(&mapped, &expected_tensors(&hparams))?;
+
+    Ok(GgufWeights {
+        hparams,
+        tensors: lazy_tensors(file, &mapped),
+        metadata: source_metadata(file, file_name, &arch, &skipped),
+    })
+}
+
+/// The tensors of a GGUF file sorted by where they go (see `Mapped`), each
+/// list in file order.
+struct SortedTensors<'a> {
+    /// Tensors with a canonical name.
+    mapped: Vec<(String, GgufTensorInfo)>,
+    /// Fused matrices and their layers, split once the hyperparameters are known.
+    fused: Vec<(Fused, usize, &'a GgufTensorInfo)>,
+    /// GGUF names of the redundant tensors left out.
+    skipped: Vec<&'a str>,
+    /// The family's flags, plus those the present optional tensors imply
+    /// (`TIED_OUTPUT` when there is no output matrix).
+    flags: u32,
+}
+
+/// Sorts the tensors of `file` by `canonical_name`. Errors: those of
+/// `canonical_name`.
+fn sort_tensors(file: &GgufFile, n_layers: u32, family: Family) -> Result<SortedTensors<'_>> {
+    let mut sorted = SortedTensors {
+        mapped: Vec::new(),
+        fused: Vec::new(),
+        skipped: Vec::new(),
+        flags: family.flags,
+    };
     for t in &file.tensors {
         match canonical_name(&t.name, n_layers, family)? {
             Mapped::To(name) => {
-                tensor_flags |= flag_for(&name);
-                mapped.push((name, t.clone()));
+                sorted.flags |= flag_for(&name);
+                sorted.mapped.push((name, t.clone()));
             }
-            Mapped::Fused(kind, layer) => fused.push((kind, layer, t)),
-            Mapped::Skip => skipped.push(&t.name),
+            Mapped::Fused(kind, layer) => sorted.fused.push((kind, layer, t)),
+            Mapped::Skip => sorted.skipped.push(&t.name),
         }
     }
-    if !mapped.iter().any(|(n, _)| n == names::OUTPUT) {
-        tensor_flags |= flags::TIED_OUTPUT;
+    if !sorted.mapped.iter().any(|(n, _)| n == names::OUTPUT) {
+        sorted.flags |= flags::TIED_OUTPUT;
     }
+    Ok(sorted)
+}
+
+/// The vocabulary size: the row count of `token_embd.weight`, which must
+/// agree with `{arch}.vocab_size` when present. Errors: `Gguf`.
+fn vocab_size(m: &Meta<'_>, mapped: &[(String, GgufTensorInfo)]) -> Result<u32> {
     let embd = mapped
         .iter()
         .find(|(n, _)| n == names::TOK_EMBEDDINGS)
@@ -194,16 +239,24 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
     if let Some(v) = m.opt_u32("vocab_size")? {
         if v != vocab {
             return Err(ConvertError::Gguf(format!(
-                "{arch}.vocab_size = {v} but token_embd.weight has {vocab} rows"
+                "{}.vocab_size = {v} but token_embd.weight has {vocab} rows",
+                m.arch
             )));
         }
     }
+    Ok(vocab)
+}
 
-    let hparams = hyperparams(&m, n_layers, vocab, family, tensor_flags)?;
-    hparams.validate()?;
+/// Appends the canonical matrices of each fused matrix to `mapped`: its row
+/// ranges, sized by `hparams`. Errors: `Gguf` when the rows do not add up.
+fn split_fused(
+    mapped: &mut Vec<(String, GgufTensorInfo)>,
+    fused: Vec<(Fused, usize, &GgufTensorInfo)>,
+    hparams: &HyperParams,
+) -> Result<()> {
     for (kind, layer, t) in fused {
         let mut r0 = 0;
-        for (name, rows) in kind.parts(&hparams, layer) {
+        for (name, rows) in kind.parts(hparams, layer) {
             mapped.push((name, row_slice(t, r0, rows)?));
             r0 += rows;
         }
@@ -214,18 +267,25 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
             )));
         }
     }
+    Ok(())
+}
 
-    // Exactly the expected set, with the expected shapes.
-    let expected = expected_tensors(&hparams);
+/// Checks that `mapped` is exactly the `expected` set, with the expected
+/// shapes and decodable types. Errors: `Gguf` for a duplicate, missing,
+/// misshapen or unexpected tensor; `Unsupported` for an undecodable type.
+fn check_tensor_set(
+    mapped: &[(String, GgufTensorInfo)],
+    expected: &[(String, Vec<u64>)],
+) -> Result<()> {
     let mut by_name: BTreeMap<&str, &GgufTensorInfo> = BTreeMap::new();
-    for (name, t) in &mapped {
+    for (name, t) in mapped {
         if by_name.insert(name.as_str(), t).is_some() {
             return Err(ConvertError::Gguf(format!(
                 "two GGUF tensors map onto {name}"
             )));
         }
     }
-    for (name, shape) in &expected {
+    for (name, shape) in expected {
         let t = by_name.get(name.as_str()).ok_or_else(|| {
             ConvertError::Gguf(format!(
                 "tensor {} (canonical {name}) is missing",
@@ -259,9 +319,14 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
             "unexpected tensors {unexpected:?}"
         )));
     }
+    Ok(())
+}
 
+/// The `mapped` tensors as IR tensors that read their data from `file` when
+/// asked.
+fn lazy_tensors(file: &GgufFile, mapped: &[(String, GgufTensorInfo)]) -> Vec<IrTensor> {
     let source = file.source();
-    let tensors = mapped
+    mapped
         .iter()
         .map(|(name, t)| IrTensor {
             name: name.clone(),
@@ -271,8 +336,18 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
                 info: t.clone(),
             }),
         })
-        .collect();
+        .collect()
+}
 
+/// The `.ember` metadata recording where the model came from: `file_name`,
+/// the GGUF name, license, version, architecture `arch`, the count of each
+/// tensor type and the `skipped` tensors.
+fn source_metadata(
+    file: &GgufFile,
+    file_name: Option<&str>,
+    arch: &str,
+    skipped: &[&str],
+) -> Metadata {
     let mut metadata: Metadata = vec![("source.kind".into(), "gguf".into())];
     if let Some(f) = file_name {
         metadata.push(("source.file".into(), f.to_string()));
@@ -284,7 +359,7 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
         metadata.push(("license".into(), l.to_string()));
     }
     metadata.push(("gguf.version".into(), file.version.to_string()));
-    metadata.push(("gguf.architecture".into(), arch.clone()));
+    metadata.push(("gguf.architecture".into(), arch.to_string()));
     let mut counts: BTreeMap<GgmlType, usize> = BTreeMap::new();
     for t in &file.tensors {
         *counts.entry(t.ggml_type).or_default() += 1;
@@ -297,12 +372,7 @@ pub fn map_weights(file: &GgufFile, file_name: Option<&str>) -> Result<GgufWeigh
     if !skipped.is_empty() {
         metadata.push(("gguf.skipped_tensors".into(), skipped.join(",")));
     }
-
-    Ok(GgufWeights {
-        hparams,
-        tensors,
-        metadata,
-    })
+    metadata
 }
 
 /// What a supported GGUF architecture implies beyond its metadata keys

@@ -204,93 +204,10 @@ impl GgufFile {
     /// Parses any byte source.
     pub fn parse(source: Arc<dyn ByteSource>) -> Result<Self> {
         let mut r = Reader::new(source.as_ref());
-        let magic = r.array::<4>("magic")?;
-        if magic != GGUF_MAGIC {
-            return Err(gguf_err(format!(
-                "bad magic bytes {magic:02x?} (expected \"GGUF\" = {GGUF_MAGIC:02x?})"
-            )));
-        }
-        let version = r.u32("version")?;
-        match version {
-            2 | 3 => {}
-            1 => {
-                return Err(ConvertError::Unsupported(
-                    "GGUF version 1 (32-bit counts; re-convert the model with a current llama.cpp)"
-                        .into(),
-                ))
-            }
-            v => {
-                return Err(gguf_err(format!(
-                    "unknown GGUF version {v} (this reader knows 2 and 3)"
-                )))
-            }
-        }
-        let tensor_count = r.u64("tensor count")?;
-        let kv_count = r.u64("metadata key/value count")?;
-        if kv_count > r.remaining() / MIN_KV_BYTES {
-            return Err(gguf_err(format!(
-                "metadata key/value count {kv_count} cannot fit in the {} bytes left in the file",
-                r.remaining()
-            )));
-        }
-        if tensor_count > r.remaining() / MIN_TENSOR_INFO_BYTES {
-            return Err(gguf_err(format!(
-                "tensor count {tensor_count} cannot fit in the {} bytes left in the file",
-                r.remaining()
-            )));
-        }
-
-        let mut metadata = GgufMetadata::new();
-        for i in 0..kv_count {
-            let key = r.string(&format!("metadata key #{i}"))?;
-            let ty = r.u32(&format!("type of metadata {key:?}"))?;
-            let value = r.value(ty, &key, 0)?;
-            if metadata.insert(key.clone(), value).is_some() {
-                return Err(gguf_err(format!("metadata key {key:?} appears twice")));
-            }
-        }
-
-        let alignment = match metadata.get("general.alignment") {
-            None => DEFAULT_ALIGNMENT,
-            Some(GgufValue::U32(a)) if a.is_power_of_two() && u64::from(*a) <= MAX_ALIGNMENT => {
-                u64::from(*a)
-            }
-            Some(other) => {
-                return Err(gguf_err(format!(
-                    "general.alignment must be a u32 power of two <= {MAX_ALIGNMENT}, got {other:?}"
-                )))
-            }
-        };
-
-        // Tensor infos: offsets are relative until the data section start is known.
-        let mut infos: Vec<(String, Vec<u64>, GgmlType, u64)> = Vec::new();
-        let mut names = std::collections::HashSet::new();
-        for i in 0..tensor_count {
-            let name = r.string(&format!("name of tensor #{i}"))?;
-            let n_dims = r.u32(&format!("n_dims of tensor {name:?}"))?;
-            if n_dims == 0 || n_dims as usize > MAX_DIMS {
-                return Err(gguf_err(format!(
-                    "tensor {name:?} has n_dims {n_dims} (must be 1..={MAX_DIMS})"
-                )));
-            }
-            let mut ne = Vec::with_capacity(n_dims as usize);
-            for d in 0..n_dims {
-                ne.push(r.u64(&format!("dimension {d} of tensor {name:?}"))?);
-            }
-            let type_id = r.u32(&format!("type of tensor {name:?}"))?;
-            let ggml_type = GgmlType::from_id(type_id).map_err(|e| match e {
-                ConvertError::Gguf(m) => gguf_err(format!("tensor {name:?}: {m}")),
-                ConvertError::Unsupported(m) => {
-                    ConvertError::Unsupported(format!("tensor {name:?}: {m}"))
-                }
-                other => other,
-            })?;
-            let rel = r.u64(&format!("offset of tensor {name:?}"))?;
-            if !names.insert(name.clone()) {
-                return Err(gguf_err(format!("tensor {name:?} appears twice")));
-            }
-            infos.push((name, ne, ggml_type, rel));
-        }
+        let (version, tensor_count, kv_count) = read_preamble(&mut r)?;
+        let metadata = read_metadata(&mut r, kv_count)?;
+        let alignment = alignment_of(&metadata)?;
+        let infos = read_tensor_infos(&mut r, tensor_count)?;
 
         let data_offset = super::align_up_checked(r.pos, alignment)
             .ok_or_else(|| gguf_err("data section offset overflows"))?;
@@ -300,29 +217,7 @@ impl GgufFile {
                 "data section starts at {data_offset} but the file has only {file_len} bytes"
             )));
         }
-
-        let mut tensors = Vec::with_capacity(infos.len());
-        for (name, ne, ggml_type, rel) in infos {
-            let n_bytes = tensor_bytes(&name, &ne, ggml_type)?;
-            if rel % alignment != 0 {
-                return Err(gguf_err(format!(
-                    "tensor {name:?}: offset {rel} is not a multiple of the alignment {alignment}"
-                )));
-            }
-            let offset = data_offset.checked_add(rel);
-            let end = offset.and_then(|o| o.checked_add(n_bytes));
-            match (offset, end) {
-                (Some(offset), Some(end)) if end <= file_len => {
-                    tensors.push(GgufTensorInfo { name, ne, ggml_type, offset, n_bytes });
-                }
-                _ => {
-                    return Err(gguf_err(format!(
-                        "tensor {name:?}: data at relative offset {rel} ({n_bytes} bytes) lies outside the file \
-                         (data section {data_offset}..{file_len})"
-                    )))
-                }
-            }
-        }
+        let tensors = place_tensors(infos, data_offset, alignment, file_len)?;
 
         Ok(Self {
             version,
@@ -362,6 +257,165 @@ impl GgufFile {
     pub(crate) fn source(&self) -> Arc<dyn ByteSource> {
         Arc::clone(&self.source)
     }
+}
+
+/// Reads the magic, version and counts; returns `(version, tensor_count,
+/// kv_count)`. Errors: `Unsupported` for version 1, `Gguf` for a bad magic,
+/// an unknown version or counts that cannot fit in the rest of the file.
+fn read_preamble(r: &mut Reader) -> Result<(u32, u64, u64)> {
+    let magic = r.array::<4>("magic")?;
+    if magic != GGUF_MAGIC {
+        return Err(gguf_err(format!(
+            "bad magic bytes {magic:02x?} (expected \"GGUF\" = {GGUF_MAGIC:02x?})"
+        )));
+    }
+    let version = r.u32("version")?;
+    match version {
+        2 | 3 => {}
+        1 => {
+            return Err(ConvertError::Unsupported(
+                "GGUF version 1 (32-bit counts; re-convert the model with a current llama.cpp)"
+                    .into(),
+            ))
+        }
+        v => {
+            return Err(gguf_err(format!(
+                "unknown GGUF version {v} (this reader knows 2 and 3)"
+            )))
+        }
+    }
+    let tensor_count = r.u64("tensor count")?;
+    let kv_count = r.u64("metadata key/value count")?;
+    if kv_count > r.remaining() / MIN_KV_BYTES {
+        return Err(gguf_err(format!(
+            "metadata key/value count {kv_count} cannot fit in the {} bytes left in the file",
+            r.remaining()
+        )));
+    }
+    if tensor_count > r.remaining() / MIN_TENSOR_INFO_BYTES {
+        return Err(gguf_err(format!(
+            "tensor count {tensor_count} cannot fit in the {} bytes left in the file",
+            r.remaining()
+        )));
+    }
+    Ok((version, tensor_count, kv_count))
+}
+
+/// Reads `kv_count` metadata key/value pairs. Errors: `Gguf` for malformed
+/// values or a repeated key.
+fn read_metadata(r: &mut Reader, kv_count: u64) -> Result<GgufMetadata> {
+    let mut metadata = GgufMetadata::new();
+    for i in 0..kv_count {
+        let key = r.string(&format!("metadata key #{i}"))?;
+        let ty = r.u32(&format!("type of metadata {key:?}"))?;
+        let value = r.value(ty, &key, 0)?;
+        if metadata.insert(key.clone(), value).is_some() {
+            return Err(gguf_err(format!("metadata key {key:?} appears twice")));
+        }
+    }
+    Ok(metadata)
+}
+
+/// `general.alignment`, or `DEFAULT_ALIGNMENT` when absent. Errors: `Gguf`
+/// unless it is a u32 power of two up to `MAX_ALIGNMENT`.
+fn alignment_of(metadata: &GgufMetadata) -> Result<u64> {
+    match metadata.get("general.alignment") {
+        None => Ok(DEFAULT_ALIGNMENT),
+        Some(GgufValue::U32(a)) if a.is_power_of_two() && u64::from(*a) <= MAX_ALIGNMENT => {
+            Ok(u64::from(*a))
+        }
+        Some(other) => Err(gguf_err(format!(
+            "general.alignment must be a u32 power of two <= {MAX_ALIGNMENT}, got {other:?}"
+        ))),
+    }
+}
+
+/// A tensor-info entry as read, its offset still relative to the data section.
+struct UnplacedTensor {
+    name: String,
+    ne: Vec<u64>,
+    ggml_type: GgmlType,
+    /// Offset from the start of the data section.
+    rel: u64,
+}
+
+/// Reads `tensor_count` tensor-info entries. Errors: `Gguf` for a bad rank,
+/// type id or repeated name; `Unsupported` for a retired type.
+fn read_tensor_infos(r: &mut Reader, tensor_count: u64) -> Result<Vec<UnplacedTensor>> {
+    let mut infos = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for i in 0..tensor_count {
+        let name = r.string(&format!("name of tensor #{i}"))?;
+        let n_dims = r.u32(&format!("n_dims of tensor {name:?}"))?;
+        if n_dims == 0 || n_dims as usize > MAX_DIMS {
+            return Err(gguf_err(format!(
+                "tensor {name:?} has n_dims {n_dims} (must be 1..={MAX_DIMS})"
+            )));
+        }
+        let mut ne = Vec::with_capacity(n_dims as usize);
+        for d in 0..n_dims {
+            ne.push(r.u64(&format!("dimension {d} of tensor {name:?}"))?);
+        }
+        let type_id = r.u32(&format!("type of tensor {name:?}"))?;
+        let ggml_type = GgmlType::from_id(type_id).map_err(|e| match e {
+            ConvertError::Gguf(m) => gguf_err(format!("tensor {name:?}: {m}")),
+            ConvertError::Unsupported(m) => {
+                ConvertError::Unsupported(format!("tensor {name:?}: {m}"))
+            }
+            other => other,
+        })?;
+        let rel = r.u64(&format!("offset of tensor {name:?}"))?;
+        if !names.insert(name.clone()) {
+            return Err(gguf_err(format!("tensor {name:?} appears twice")));
+        }
+        infos.push(UnplacedTensor {
+            name,
+            ne,
+            ggml_type,
+            rel,
+        });
+    }
+    Ok(infos)
+}
+
+/// The tensors of `infos` at absolute offsets in a data section starting at
+/// `data_offset`. Errors: `Gguf` for bad dimensions, a misaligned offset or
+/// data outside the `file_len` bytes of the file.
+fn place_tensors(
+    infos: Vec<UnplacedTensor>,
+    data_offset: u64,
+    alignment: u64,
+    file_len: u64,
+) -> Result<Vec<GgufTensorInfo>> {
+    let mut tensors = Vec::with_capacity(infos.len());
+    for UnplacedTensor {
+        name,
+        ne,
+        ggml_type,
+        rel,
+    } in infos
+    {
+        let n_bytes = tensor_bytes(&name, &ne, ggml_type)?;
+        if rel % alignment != 0 {
+            return Err(gguf_err(format!(
+                "tensor {name:?}: offset {rel} is not a multiple of the alignment {alignment}"
+            )));
+        }
+        let offset = data_offset.checked_add(rel);
+        let end = offset.and_then(|o| o.checked_add(n_bytes));
+        match (offset, end) {
+            (Some(offset), Some(end)) if end <= file_len => {
+                tensors.push(GgufTensorInfo { name, ne, ggml_type, offset, n_bytes });
+            }
+            _ => {
+                return Err(gguf_err(format!(
+                    "tensor {name:?}: data at relative offset {rel} ({n_bytes} bytes) lies outside the file \
+                     (data section {data_offset}..{file_len})"
+                )))
+            }
+        }
+    }
+    Ok(tensors)
 }
 
 /// Validates a tensor's dimensions and returns its storage size in bytes.

@@ -463,97 +463,29 @@ pub fn load_tensors(dir: &Path, cfg: &HfConfig) -> Result<Vec<IrTensor>> {
     let all = read_all(dir)?;
     let expected: BTreeMap<String, Vec<u64>> = expected_tensors(hp).into_iter().collect();
     let mut out = Vec::with_capacity(expected.len());
-    let mut seen = BTreeSet::new();
-    for (hf, t) in all {
-        let shape: Vec<u64> = t.info.shape.iter().map(|&d| d as u64).collect();
-        let check = |canonical: &str, shape: &[u64]| -> Result<()> {
-            let Some(want) = expected.get(canonical) else {
-                return Err(ConvertError::Tensor {
-                    name: hf.clone(),
-                    reason: format!("{} (would be {canonical})", why_unexpected(canonical)),
-                });
-            };
-            if shape != want.as_slice() {
-                return Err(ConvertError::Tensor {
-                    name: hf.clone(),
-                    reason: format!(
-                        "shape {shape:?} in {}, but config.json implies {want:?}{}",
-                        t.shard.display(),
-                        if canonical == hf {
-                            String::new()
-                        } else {
-                            format!(" for {canonical}")
-                        }
-                    ),
-                });
-            }
-            Ok(())
+    for (hf, t) in &all {
+        let stored = StoredTensor {
+            hf,
+            located: t,
+            shape: t.info.shape.iter().map(|&d| d as u64).collect(),
+            expected: &expected,
         };
-        let parts = match map_name(&hf, cfg.arch, hp) {
-            Mapped::Canonical(c, transform) => vec![(c, shape.clone(), 0u64, transform)],
-            Mapped::Split(parts) => {
-                let total: u64 = parts.iter().map(|(_, r)| r).sum();
-                if shape.len() != 2 || shape[0] != total {
-                    return Err(ConvertError::Tensor {
-                        name: hf,
-                        reason: format!(
-                            "fused matrix of shape {shape:?}, but config.json implies {total} rows"
-                        ),
-                    });
-                }
-                let mut r0 = 0;
-                parts
-                    .into_iter()
-                    .map(|(c, rows)| {
-                        r0 += rows;
-                        (c, vec![rows, shape[1]], r0 - rows, Transform::None)
-                    })
-                    .collect()
-            }
+        let parts = match map_name(hf, cfg.arch, hp) {
+            Mapped::Canonical(c, transform) => vec![RowPart {
+                name: c,
+                shape: stored.shape.clone(),
+                first_row: 0,
+                transform,
+            }],
+            Mapped::Split(parts) => stored.split_rows(parts)?,
             Mapped::PerHeadQkv(parts) => {
-                let (heads, head_dim) = (hp.n_heads as u64, hp.head_dim as u64);
-                let rows = 3 * heads * head_dim;
-                if shape.first() != Some(&rows) || shape.len() > 2 {
-                    return Err(ConvertError::Tensor {
-                        name: hf,
-                        reason: format!(
-                            "fused per-head q/k/v of shape {shape:?}, but config.json implies {rows} rows"
-                        ),
-                    });
-                }
-                let dtype = float_dtype(&hf, t.info.dtype)?;
-                let cols = shape.get(1).copied().unwrap_or(1);
-                for (slot, canonical) in parts.into_iter().enumerate() {
-                    let part_shape: Vec<u64> = if shape.len() == 2 {
-                        vec![heads * head_dim, cols]
-                    } else {
-                        vec![heads * head_dim]
-                    };
-                    check(&canonical, &part_shape)?;
-                    seen.insert(canonical.clone());
-                    out.push(IrTensor {
-                        name: canonical,
-                        shape: part_shape,
-                        source: Box::new(PerHeadSlot {
-                            src: SafetensorsSource {
-                                path: t.shard.clone(),
-                                offset: t.offset,
-                                nbytes: rows * cols * dtype.block_bytes() as u64,
-                                dtype,
-                            },
-                            slot: slot as u64,
-                            heads,
-                            head_dim,
-                            cols,
-                        }),
-                    });
-                }
+                out.extend(stored.per_head_qkv_tensors(parts, hp)?);
                 continue;
             }
             Mapped::Ignored => continue,
             Mapped::Unknown => {
                 return Err(ConvertError::Tensor {
-                    name: hf,
+                    name: hf.clone(),
                     reason: format!(
                         "unexpected tensor in {} (not part of a {} checkpoint)",
                         t.shard.display(),
@@ -562,32 +494,173 @@ pub fn load_tensors(dir: &Path, cfg: &HfConfig) -> Result<Vec<IrTensor>> {
                 })
             }
         };
-        let dtype = float_dtype(&hf, t.info.dtype)?;
-        let row_bytes = shape.last().copied().unwrap_or(1) * dtype.block_bytes() as u64;
-        for (canonical, part_shape, r0, transform) in parts {
-            check(&canonical, &part_shape)?;
-            let nbytes = part_shape.iter().product::<u64>() * dtype.block_bytes() as u64;
+        out.extend(stored.row_part_tensors(parts)?);
+    }
+    check_all_present(dir, cfg.arch, &expected, &out)?;
+    Ok(out)
+}
+
+/// A canonical tensor made of consecutive whole rows of a stored tensor.
+struct RowPart {
+    name: String,
+    shape: Vec<u64>,
+    /// Index of the first stored row it takes.
+    first_row: u64,
+    transform: Transform,
+}
+
+/// A stored Hugging Face tensor being mapped, and the canonical tensors the
+/// config calls for.
+struct StoredTensor<'a> {
+    hf: &'a str,
+    located: &'a Located,
+    shape: Vec<u64>,
+    expected: &'a BTreeMap<String, Vec<u64>>,
+}
+
+impl StoredTensor<'_> {
+    /// Checks that `canonical`, taken from this tensor with `shape`, is
+    /// expected with that shape. Errors: `Tensor`, with a hint.
+    fn check(&self, canonical: &str, shape: &[u64]) -> Result<()> {
+        let Some(want) = self.expected.get(canonical) else {
+            return Err(ConvertError::Tensor {
+                name: self.hf.to_string(),
+                reason: format!("{} (would be {canonical})", why_unexpected(canonical)),
+            });
+        };
+        if shape != want.as_slice() {
+            return Err(ConvertError::Tensor {
+                name: self.hf.to_string(),
+                reason: format!(
+                    "shape {shape:?} in {}, but config.json implies {want:?}{}",
+                    self.located.shard.display(),
+                    if canonical == self.hf {
+                        String::new()
+                    } else {
+                        format!(" for {canonical}")
+                    }
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The consecutive row ranges `parts` (`(name, rows)`) of this fused
+    /// matrix. Errors: `Tensor` when it is not a matrix of that many rows.
+    fn split_rows(&self, parts: Vec<(String, u64)>) -> Result<Vec<RowPart>> {
+        let shape = &self.shape;
+        let total: u64 = parts.iter().map(|(_, r)| r).sum();
+        if shape.len() != 2 || shape[0] != total {
+            return Err(ConvertError::Tensor {
+                name: self.hf.to_string(),
+                reason: format!(
+                    "fused matrix of shape {shape:?}, but config.json implies {total} rows"
+                ),
+            });
+        }
+        let mut r0 = 0;
+        Ok(parts
+            .into_iter()
+            .map(|(name, rows)| {
+                r0 += rows;
+                RowPart {
+                    name,
+                    shape: vec![rows, shape[1]],
+                    first_row: r0 - rows,
+                    transform: Transform::None,
+                }
+            })
+            .collect())
+    }
+
+    /// IR tensors reading `parts` from the shard. Errors: `Unsupported` for a
+    /// non-float dtype; those of `check`.
+    fn row_part_tensors(&self, parts: Vec<RowPart>) -> Result<Vec<IrTensor>> {
+        let t = self.located;
+        let dtype = float_dtype(self.hf, t.info.dtype)?;
+        let row_bytes = self.shape.last().copied().unwrap_or(1) * dtype.block_bytes() as u64;
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            self.check(&part.name, &part.shape)?;
+            let nbytes = part.shape.iter().product::<u64>() * dtype.block_bytes() as u64;
             let source = SafetensorsSource {
                 path: t.shard.clone(),
-                offset: t.offset + r0 * row_bytes,
+                offset: t.offset + part.first_row * row_bytes,
                 nbytes,
                 dtype,
             };
-            seen.insert(canonical.clone());
             out.push(IrTensor {
-                name: canonical,
-                shape: part_shape,
-                source: match transform {
+                name: part.name,
+                shape: part.shape,
+                source: match part.transform {
                     Transform::None => Box::new(source),
                     Transform::AddOne => Box::new(AddOne(source)),
                 },
             });
         }
+        Ok(out)
     }
+
+    /// IR tensors for the q, k and v (`parts`, in that order) of this GPT-NeoX
+    /// per-head fused weight or bias. Errors: `Tensor` when its rows do not
+    /// match the heads of `hp`; `Unsupported` for a non-float dtype; those of
+    /// `check`.
+    fn per_head_qkv_tensors(&self, parts: [String; 3], hp: &HyperParams) -> Result<Vec<IrTensor>> {
+        let (t, shape) = (self.located, &self.shape);
+        let (heads, head_dim) = (hp.n_heads as u64, hp.head_dim as u64);
+        let rows = 3 * heads * head_dim;
+        if shape.first() != Some(&rows) || shape.len() > 2 {
+            return Err(ConvertError::Tensor {
+                name: self.hf.to_string(),
+                reason: format!(
+                    "fused per-head q/k/v of shape {shape:?}, but config.json implies {rows} rows"
+                ),
+            });
+        }
+        let dtype = float_dtype(self.hf, t.info.dtype)?;
+        let cols = shape.get(1).copied().unwrap_or(1);
+        let mut out = Vec::with_capacity(parts.len());
+        for (slot, canonical) in parts.into_iter().enumerate() {
+            let part_shape: Vec<u64> = if shape.len() == 2 {
+                vec![heads * head_dim, cols]
+            } else {
+                vec![heads * head_dim]
+            };
+            self.check(&canonical, &part_shape)?;
+            out.push(IrTensor {
+                name: canonical,
+                shape: part_shape,
+                source: Box::new(PerHeadSlot {
+                    src: SafetensorsSource {
+                        path: t.shard.clone(),
+                        offset: t.offset,
+                        nbytes: rows * cols * dtype.block_bytes() as u64,
+                        dtype,
+                    },
+                    slot: slot as u64,
+                    heads,
+                    head_dim,
+                    cols,
+                }),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Checks that `loaded` holds every `expected` tensor. Errors: `Safetensors`
+/// naming the first few missing ones by their Hugging Face names.
+fn check_all_present(
+    dir: &Path,
+    arch: HfArch,
+    expected: &BTreeMap<String, Vec<u64>>,
+    loaded: &[IrTensor],
+) -> Result<()> {
+    let seen: BTreeSet<&str> = loaded.iter().map(|t| t.name.as_str()).collect();
     let missing: Vec<String> = expected
         .keys()
-        .filter(|k| !seen.contains(*k))
-        .map(|k| hf_name_of(k, cfg.arch))
+        .filter(|k| !seen.contains(k.as_str()))
+        .map(|k| hf_name_of(k, arch))
         .collect();
     if !missing.is_empty() {
         const SHOWN: usize = 5;
@@ -602,7 +675,7 @@ pub fn load_tensors(dir: &Path, cfg: &HfConfig) -> Result<Vec<IrTensor>> {
             missing[..missing.len().min(SHOWN)].join(", ")
         )));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// One of q, k, v (`slot` 0, 1, 2) of a per-head fused `[heads, 3, head_dim,

@@ -116,121 +116,22 @@ fn flag(meta: &GgufMetadata, name: &str) -> Result<Option<bool>> {
 /// runtime's validation error if the result is inconsistent (ids out of range,
 /// unresolvable merges).
 pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<TokenizerSpec> {
-    let model = string(meta, "model")?.ok_or_else(|| bad("tokenizer.ggml.model is missing"))?;
-    let kind = match model {
-        "llama" => TokenizerKind::SentencePieceBpe,
-        "gpt2" => TokenizerKind::ByteLevelBpe,
-        other => {
-            return Err(ConvertError::Unsupported(format!(
-                "GGUF tokenizer model {other:?} (supported: \"llama\", \"gpt2\")"
-            )))
-        }
-    };
-    let pre_split = match kind {
-        TokenizerKind::ByteLevelBpe => {
-            let pre = string(meta, "pre")?.unwrap_or("default");
-            match PRE_SPLITS.iter().find(|(name, _)| *name == pre) {
-                Some(&(_, split)) => split,
-                None => {
-                    let names: Vec<&str> = PRE_SPLITS.iter().map(|(n, _)| *n).collect();
-                    return Err(ConvertError::Unsupported(format!(
-                        "GGUF pre-tokenizer {pre:?} (supported: {})",
-                        names.join(", ")
-                    )));
-                }
-            }
-        }
-        _ => PreSplit::None,
-    };
-
-    let tokens: Vec<String> = array(meta, "tokens")?
-        .ok_or_else(|| bad("tokenizer.ggml.tokens is missing"))?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            GgufValue::String(s) => Ok(s.clone()),
-            _ => Err(bad(format!("token {i} is not a string"))),
-        })
-        .collect::<Result<_>>()?;
+    let kind = tokenizer_kind(meta)?;
+    let pre_split = pre_split(meta, kind)?;
+    let tokens = tokens(meta)?;
     let n = tokens.len();
-
-    let token_types: Vec<TokenType> = match array(meta, "token_type")? {
-        None => vec![TokenType::Normal; n],
-        Some(a) if a.len() != n => {
-            return Err(bad(format!("{} token types for {n} tokens", a.len())))
-        }
-        Some(a) => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match as_u64(v) {
-                Some(0 | 1) => Ok(TokenType::Normal),
-                Some(2) => Ok(TokenType::Unknown),
-                Some(3) => Ok(TokenType::Control),
-                Some(4) => Ok(TokenType::UserDefined),
-                Some(5) => Ok(TokenType::Unused),
-                Some(6) => Ok(TokenType::Byte),
-                _ => Err(bad(format!("token {i} has unknown token type {v:?}"))),
-            })
-            .collect::<Result<_>>()?,
+    let token_types = token_types(meta, n)?;
+    let scores = scores(meta, kind, n)?;
+    let merges = if kind == TokenizerKind::ByteLevelBpe {
+        merges(meta, &tokens)?
+    } else {
+        Vec::new()
     };
-
-    let scores: Vec<f32> = match (array(meta, "scores")?, kind) {
-        (_, TokenizerKind::ByteLevelBpe) => Vec::new(),
-        (None, _) => vec![0.0; n],
-        (Some(a), _) if a.len() != n => {
-            return Err(bad(format!("{} scores for {n} tokens", a.len())))
-        }
-        (Some(a), _) => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| as_f32(v).ok_or_else(|| bad(format!("score {i} is not a number"))))
-            .collect::<Result<_>>()?,
-    };
-
-    let mut merges = Vec::new();
-    if kind == TokenizerKind::ByteLevelBpe {
-        let mut id_of = std::collections::HashMap::with_capacity(n);
-        for (i, t) in tokens.iter().enumerate() {
-            id_of.entry(t.as_str()).or_insert(i as u32);
-        }
-        let list = array(meta, "merges")?
-            .ok_or_else(|| bad("tokenizer.ggml.merges is missing (gpt2 model)"))?;
-        merges.reserve(list.len());
-        for (rank, m) in list.iter().enumerate() {
-            let GgufValue::String(s) = m else {
-                return Err(bad(format!("merge {rank} is not a string")));
-            };
-            // Split at the first space after the first character, as llama.cpp does.
-            let cut = s
-                .char_indices()
-                .skip(1)
-                .find(|&(_, c)| c == ' ')
-                .map(|(i, _)| i);
-            let Some(cut) = cut else {
-                return Err(bad(format!("merge {rank} {s:?} is not \"a b\"")));
-            };
-            let (a, b) = (&s[..cut], &s[cut + 1..]);
-            let look = |p: &str| {
-                id_of
-                    .get(p)
-                    .copied()
-                    .ok_or_else(|| bad(format!("merge {rank} {s:?}: {p:?} is not a token")))
-            };
-            merges.push((look(a)?, look(b)?));
-        }
-    }
 
     let spm = kind == TokenizerKind::SentencePieceBpe;
     let bos = id(meta, "bos_token_id")?;
     let eos = id(meta, "eos_token_id")?;
-    let mut eog = Vec::new();
-    for name in ["eot_token_id", "eom_token_id"] {
-        if let Some(x) = id(meta, name)? {
-            if Some(x) != eos && !eog.contains(&x) {
-                eog.push(x);
-            }
-        }
-    }
+    let eog = end_of_turn_ids(meta, eos)?;
     let add_bos = flag(meta, "add_bos_token")?.unwrap_or(spm) && bos.is_some();
     let add_eos = flag(meta, "add_eos_token")?.unwrap_or(false) && eos.is_some();
     let byte_fallback = spm && token_types.contains(&TokenType::Byte);
@@ -260,6 +161,142 @@ pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<TokenizerSpec> {
     let n_tokens = u32::try_from(n).map_err(|_| bad("too many tokens"))?;
     ember_runtime::tokenizer::Tokenizer::new(spec.clone(), n_tokens)?;
     Ok(spec)
+}
+
+/// The tokenizer kind named by `tokenizer.ggml.model`. Errors: `Tokenizer`
+/// when it is missing, `Unsupported` for models other than llama and gpt2.
+fn tokenizer_kind(meta: &GgufMetadata) -> Result<TokenizerKind> {
+    let model = string(meta, "model")?.ok_or_else(|| bad("tokenizer.ggml.model is missing"))?;
+    match model {
+        "llama" => Ok(TokenizerKind::SentencePieceBpe),
+        "gpt2" => Ok(TokenizerKind::ByteLevelBpe),
+        other => Err(ConvertError::Unsupported(format!(
+            "GGUF tokenizer model {other:?} (supported: \"llama\", \"gpt2\")"
+        ))),
+    }
+}
+
+/// The pre-tokenizer split: from `tokenizer.ggml.pre` (default `"default"`)
+/// for byte-level BPE, none otherwise. Errors: `Unsupported` for a name not
+/// in `PRE_SPLITS`.
+fn pre_split(meta: &GgufMetadata, kind: TokenizerKind) -> Result<PreSplit> {
+    if kind != TokenizerKind::ByteLevelBpe {
+        return Ok(PreSplit::None);
+    }
+    let pre = string(meta, "pre")?.unwrap_or("default");
+    match PRE_SPLITS.iter().find(|(name, _)| *name == pre) {
+        Some(&(_, split)) => Ok(split),
+        None => {
+            let names: Vec<&str> = PRE_SPLITS.iter().map(|(n, _)| *n).collect();
+            Err(ConvertError::Unsupported(format!(
+                "GGUF pre-tokenizer {pre:?} (supported: {})",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// The token texts of `tokenizer.ggml.tokens`. Errors: `Tokenizer` when it
+/// is missing or holds a non-string.
+fn tokens(meta: &GgufMetadata) -> Result<Vec<String>> {
+    array(meta, "tokens")?
+        .ok_or_else(|| bad("tokenizer.ggml.tokens is missing"))?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            GgufValue::String(s) => Ok(s.clone()),
+            _ => Err(bad(format!("token {i} is not a string"))),
+        })
+        .collect()
+}
+
+/// The types of the `n` tokens from `tokenizer.ggml.token_type` (llama.cpp's
+/// ids), all Normal when absent. Errors: `Tokenizer` for a wrong length or
+/// an unknown id.
+fn token_types(meta: &GgufMetadata, n: usize) -> Result<Vec<TokenType>> {
+    match array(meta, "token_type")? {
+        None => Ok(vec![TokenType::Normal; n]),
+        Some(a) if a.len() != n => Err(bad(format!("{} token types for {n} tokens", a.len()))),
+        Some(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match as_u64(v) {
+                Some(0 | 1) => Ok(TokenType::Normal),
+                Some(2) => Ok(TokenType::Unknown),
+                Some(3) => Ok(TokenType::Control),
+                Some(4) => Ok(TokenType::UserDefined),
+                Some(5) => Ok(TokenType::Unused),
+                Some(6) => Ok(TokenType::Byte),
+                _ => Err(bad(format!("token {i} has unknown token type {v:?}"))),
+            })
+            .collect(),
+    }
+}
+
+/// The scores of the `n` tokens from `tokenizer.ggml.scores` (all 0 when
+/// absent); none for byte-level BPE, which ranks merges instead. Errors:
+/// `Tokenizer` for a non-array, a wrong length or a non-number.
+fn scores(meta: &GgufMetadata, kind: TokenizerKind, n: usize) -> Result<Vec<f32>> {
+    match (array(meta, "scores")?, kind) {
+        (_, TokenizerKind::ByteLevelBpe) => Ok(Vec::new()),
+        (None, _) => Ok(vec![0.0; n]),
+        (Some(a), _) if a.len() != n => Err(bad(format!("{} scores for {n} tokens", a.len()))),
+        (Some(a), _) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| as_f32(v).ok_or_else(|| bad(format!("score {i} is not a number"))))
+            .collect(),
+    }
+}
+
+/// The byte-level BPE merges of `tokenizer.ggml.merges` as pairs of ids into
+/// `tokens` (the first id of a repeated text), in rank order. Errors:
+/// `Tokenizer` when missing, or for a merge that is not two known tokens.
+fn merges(meta: &GgufMetadata, tokens: &[String]) -> Result<Vec<(u32, u32)>> {
+    let mut id_of = std::collections::HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        id_of.entry(t.as_str()).or_insert(i as u32);
+    }
+    let list = array(meta, "merges")?
+        .ok_or_else(|| bad("tokenizer.ggml.merges is missing (gpt2 model)"))?;
+    let mut merges = Vec::with_capacity(list.len());
+    for (rank, m) in list.iter().enumerate() {
+        let GgufValue::String(s) = m else {
+            return Err(bad(format!("merge {rank} is not a string")));
+        };
+        // Split at the first space after the first character, as llama.cpp does.
+        let cut = s
+            .char_indices()
+            .skip(1)
+            .find(|&(_, c)| c == ' ')
+            .map(|(i, _)| i);
+        let Some(cut) = cut else {
+            return Err(bad(format!("merge {rank} {s:?} is not \"a b\"")));
+        };
+        let (a, b) = (&s[..cut], &s[cut + 1..]);
+        let look = |p: &str| {
+            id_of
+                .get(p)
+                .copied()
+                .ok_or_else(|| bad(format!("merge {rank} {s:?}: {p:?} is not a token")))
+        };
+        merges.push((look(a)?, look(b)?));
+    }
+    Ok(merges)
+}
+
+/// The distinct ids of `tokenizer.ggml.eot_token_id` and `eom_token_id`
+/// other than `eos`. Errors: `Tokenizer` for a value that is not a token id.
+fn end_of_turn_ids(meta: &GgufMetadata, eos: Option<u32>) -> Result<Vec<u32>> {
+    let mut eog = Vec::new();
+    for name in ["eot_token_id", "eom_token_id"] {
+        if let Some(x) = id(meta, name)? {
+            if Some(x) != eos && !eog.contains(&x) {
+                eog.push(x);
+            }
+        }
+    }
+    Ok(eog)
 }
 
 #[cfg(test)]

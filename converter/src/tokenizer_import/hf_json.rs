@@ -135,23 +135,51 @@ struct Flavour {
     add_space_prefix: bool,
 }
 
+/// The BPE flavour that the normalizer and pre-tokenizer of `json` describe
+/// (see the module docs for the supported combinations). Errors:
+/// `Unsupported` for any other combination.
 fn flavour(json: &Value) -> Result<Flavour> {
     let null = Value::Null;
-    let normalizer = json.get("normalizer").unwrap_or(&null);
-    let pre = json.get("pre_tokenizer").unwrap_or(&null);
+    let norms = members(json.get("normalizer").unwrap_or(&null), "normalizers");
+    let (prepend, replace) = sentencepiece_normalizers(&norms)?;
+    let pres = members(json.get("pre_tokenizer").unwrap_or(&null), "pretokenizers");
+    match (pres.as_slice(), replace) {
+        ([split, p], false)
+            if type_of(split) == "Split" && type_of(p) == "ByteLevel" && norms.is_empty() =>
+        {
+            split_then_byte_level(split, p)
+        }
+        ([], true) => Ok(Flavour {
+            kind: TokenizerKind::SentencePieceBpe,
+            pre_split: PreSplit::None,
+            add_space_prefix: prepend,
+        }),
+        ([p], false) if type_of(p) == "ByteLevel" && norms.is_empty() => byte_level(p),
+        ([p], false) if type_of(p) == "Metaspace" && norms.is_empty() => metaspace(p),
+        (ps, _) => Err(unsupported_combination(ps, &norms)),
+    }
+}
 
-    // Normalizer: nothing, or the legacy SentencePiece pair Prepend('▁') + Replace(' ', '▁').
-    let norms: Vec<&Value> = match normalizer {
+/// The members of normalizer or pre-tokenizer `v`: none for null, the
+/// `list_key` array of a `Sequence`, else `v` alone.
+fn members<'a>(v: &'a Value, list_key: &str) -> Vec<&'a Value> {
+    match v {
         Value::Null => vec![],
-        n if type_of(n) == "Sequence" => n
-            .get("normalizers")
+        s if type_of(s) == "Sequence" => s
+            .get(list_key)
             .and_then(Value::as_array)
             .map(|a| a.iter().collect())
             .unwrap_or_default(),
-        n => vec![n],
-    };
+        v => vec![v],
+    }
+}
+
+/// Whether `norms` holds the legacy SentencePiece normalizers `Prepend('▁')`
+/// and `Replace(' ', '▁')`, as `(prepend, replace)`. Errors: `Unsupported`
+/// for any other normalizer.
+fn sentencepiece_normalizers(norms: &[&Value]) -> Result<(bool, bool)> {
     let (mut prepend, mut replace) = (false, false);
-    for n in &norms {
+    for n in norms {
         match type_of(n) {
             "Prepend" if n.get("prepend").and_then(Value::as_str) == Some("\u{2581}") => {
                 prepend = true
@@ -165,113 +193,108 @@ fn flavour(json: &Value) -> Result<Flavour> {
             other => return Err(unsupported(format!("normalizer {other} is not supported"))),
         }
     }
+    Ok((prepend, replace))
+}
 
-    let pres: Vec<&Value> = match pre {
-        Value::Null => vec![],
-        p if type_of(p) == "Sequence" => p
-            .get("pretokenizers")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
-        p => vec![p],
+/// Byte-level BPE with the pre-split that `split`'s regex selects (one of
+/// `SPLIT_PATTERNS`), followed by ByteLevel `p` without its own regex.
+/// Errors: `Unsupported` for other patterns or options.
+fn split_then_byte_level(split: &Value, p: &Value) -> Result<Flavour> {
+    let pattern = split.pointer("/pattern/Regex").and_then(Value::as_str);
+    let behavior = split.get("behavior").and_then(Value::as_str);
+    let invert = split
+        .get("invert")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let Some(&(_, pre_split)) = SPLIT_PATTERNS.iter().find(|(pat, _)| Some(*pat) == pattern) else {
+        return Err(unsupported(format!(
+            "Split pre-tokenizer pattern {} (known: GPT-2, Llama 3, Qwen2)",
+            split.get("pattern").unwrap_or(&Value::Null)
+        )));
     };
-    match (pres.as_slice(), replace) {
-        ([split, p], false)
-            if type_of(split) == "Split" && type_of(p) == "ByteLevel" && norms.is_empty() =>
-        {
-            let pattern = split.pointer("/pattern/Regex").and_then(Value::as_str);
-            let behavior = split.get("behavior").and_then(Value::as_str);
-            let invert = split
-                .get("invert")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let Some(&(_, pre_split)) =
-                SPLIT_PATTERNS.iter().find(|(pat, _)| Some(*pat) == pattern)
-            else {
-                return Err(unsupported(format!(
-                    "Split pre-tokenizer pattern {} (known: GPT-2, Llama 3, Qwen2)",
-                    split.get("pattern").unwrap_or(&Value::Null)
-                )));
-            };
-            if behavior != Some("Isolated") || invert {
-                return Err(unsupported(format!(
-                    "Split pre-tokenizer with behavior {behavior:?}, invert {invert}"
-                )));
-            }
-            if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true)
-                || p.get("add_prefix_space")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-            {
-                return Err(unsupported(
-                    "ByteLevel after Split must have use_regex = false and add_prefix_space = false",
-                ));
-            }
-            Ok(Flavour {
-                kind: TokenizerKind::ByteLevelBpe,
-                pre_split,
-                add_space_prefix: false,
-            })
-        }
-        ([], true) => Ok(Flavour {
-            kind: TokenizerKind::SentencePieceBpe,
-            pre_split: PreSplit::None,
-            add_space_prefix: prepend,
-        }),
-        ([p], false) if type_of(p) == "ByteLevel" && norms.is_empty() => {
-            if p.get("add_prefix_space")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-            {
-                return Err(unsupported(
-                    "ByteLevel pre-tokenizer with add_prefix_space = true",
-                ));
-            }
-            let split = if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true) {
-                PreSplit::Gpt2
-            } else {
-                PreSplit::None
-            };
-            Ok(Flavour {
-                kind: TokenizerKind::ByteLevelBpe,
-                pre_split: split,
-                add_space_prefix: false,
-            })
-        }
-        ([p], false) if type_of(p) == "Metaspace" && norms.is_empty() => {
-            if p.get("replacement")
-                .and_then(Value::as_str)
-                .is_some_and(|r| r != "\u{2581}")
-            {
-                return Err(unsupported(
-                    "Metaspace with a replacement other than U+2581",
-                ));
-            }
-            if p.get("split").and_then(Value::as_bool).unwrap_or(true) {
-                return Err(unsupported("Metaspace pre-tokenizer with split = true"));
-            }
-            let scheme = p.get("prepend_scheme").and_then(Value::as_str);
-            let legacy = p.get("add_prefix_space").and_then(Value::as_bool);
-            let add_space_prefix = match scheme {
-                Some("never") => false,
-                Some(_) => true,
-                None => legacy.unwrap_or(true),
-            };
-            Ok(Flavour {
-                kind: TokenizerKind::SentencePieceBpe,
-                pre_split: PreSplit::None,
-                add_space_prefix,
-            })
-        }
-        (ps, _) => {
-            let names: Vec<&str> = ps.iter().map(|p| type_of(p)).collect();
-            Err(unsupported(format!(
-                "pre-tokenizer [{}] with normalizer [{}] is not supported (byte-level BPE needs ByteLevel alone, SentencePiece BPE needs Replace(' ', '▁') or Metaspace)",
-                names.join(", "),
-                norms.iter().map(|n| type_of(n)).collect::<Vec<_>>().join(", ")
-            )))
-        }
+    if behavior != Some("Isolated") || invert {
+        return Err(unsupported(format!(
+            "Split pre-tokenizer with behavior {behavior:?}, invert {invert}"
+        )));
     }
+    if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true)
+        || p.get("add_prefix_space")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    {
+        return Err(unsupported(
+            "ByteLevel after Split must have use_regex = false and add_prefix_space = false",
+        ));
+    }
+    Ok(Flavour {
+        kind: TokenizerKind::ByteLevelBpe,
+        pre_split,
+        add_space_prefix: false,
+    })
+}
+
+/// Byte-level BPE from a lone ByteLevel pre-tokenizer `p`: the GPT-2 split
+/// with `use_regex`, else none. Errors: `Unsupported` with `add_prefix_space`.
+fn byte_level(p: &Value) -> Result<Flavour> {
+    if p.get("add_prefix_space")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(unsupported(
+            "ByteLevel pre-tokenizer with add_prefix_space = true",
+        ));
+    }
+    let split = if p.get("use_regex").and_then(Value::as_bool).unwrap_or(true) {
+        PreSplit::Gpt2
+    } else {
+        PreSplit::None
+    };
+    Ok(Flavour {
+        kind: TokenizerKind::ByteLevelBpe,
+        pre_split: split,
+        add_space_prefix: false,
+    })
+}
+
+/// SentencePiece-style BPE from a Metaspace pre-tokenizer `p` that does not
+/// split; the dummy prefix follows `prepend_scheme` (or the legacy
+/// `add_prefix_space`). Errors: `Unsupported` for another replacement or
+/// `split = true`.
+fn metaspace(p: &Value) -> Result<Flavour> {
+    if p.get("replacement")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r != "\u{2581}")
+    {
+        return Err(unsupported(
+            "Metaspace with a replacement other than U+2581",
+        ));
+    }
+    if p.get("split").and_then(Value::as_bool).unwrap_or(true) {
+        return Err(unsupported("Metaspace pre-tokenizer with split = true"));
+    }
+    let scheme = p.get("prepend_scheme").and_then(Value::as_str);
+    let legacy = p.get("add_prefix_space").and_then(Value::as_bool);
+    let add_space_prefix = match scheme {
+        Some("never") => false,
+        Some(_) => true,
+        None => legacy.unwrap_or(true),
+    };
+    Ok(Flavour {
+        kind: TokenizerKind::SentencePieceBpe,
+        pre_split: PreSplit::None,
+        add_space_prefix,
+    })
+}
+
+/// The error for pre-tokenizers `pres` with normalizers `norms` that match
+/// no supported flavour, naming both.
+fn unsupported_combination(pres: &[&Value], norms: &[&Value]) -> ConvertError {
+    let names: Vec<&str> = pres.iter().map(|p| type_of(p)).collect();
+    unsupported(format!(
+        "pre-tokenizer [{}] with normalizer [{}] is not supported (byte-level BPE needs ByteLevel alone, SentencePiece BPE needs Replace(' ', '▁') or Metaspace)",
+        names.join(", "),
+        norms.iter().map(|n| type_of(n)).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 /// The text of a config token entry: a string or `{"content": ...}`.
@@ -280,103 +303,56 @@ fn token_text(v: &Value) -> Option<&str> {
         .or_else(|| v.get("content").and_then(Value::as_str))
 }
 
+/// The id of `text` in the vocabulary. Errors: `Tokenizer` naming `what`
+/// when it is absent.
+fn lookup(id_of: &HashMap<String, u32>, what: &str, text: &str) -> Result<u32> {
+    id_of
+        .get(text)
+        .copied()
+        .ok_or_else(|| bad(format!("{what} {text:?} is not in the vocabulary")))
+}
+
+/// The tokenizer of `json` (`config`: tokenizer_config.json), BPE or
+/// WordPiece. Errors: `Unsupported` for other models and options,
+/// `Tokenizer` for malformed content.
 fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
     let model = json
         .get("model")
         .ok_or_else(|| bad("no \"model\" object"))?;
     match model.get("type").and_then(Value::as_str) {
-        Some("BPE") => {}
-        Some("WordPiece") => return build_wordpiece(json, model, config),
+        Some("BPE") => build_bpe(json, model, config),
+        Some("WordPiece") => build_wordpiece(json, model, config),
         // Old files omit the type; BPE is recognised by its merges.
-        None if model.get("merges").is_some() => {}
-        Some(other) => {
-            return Err(unsupported(format!(
-                "tokenizer model type {other} (supported: BPE, WordPiece)"
-            )))
-        }
-        None => {
-            return Err(unsupported(
-                "tokenizer model without a type and without merges",
-            ))
-        }
+        None if model.get("merges").is_some() => build_bpe(json, model, config),
+        Some(other) => Err(unsupported(format!(
+            "tokenizer model type {other} (supported: BPE, WordPiece)"
+        ))),
+        None => Err(unsupported(
+            "tokenizer model without a type and without merges",
+        )),
     }
-    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-        if model
-            .get(key)
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-        {
-            return Err(unsupported(format!("BPE with {key}")));
-        }
-    }
-    if model
-        .get("dropout")
-        .and_then(Value::as_f64)
-        .is_some_and(|p| p > 0.0)
-    {
-        return Err(unsupported("BPE with dropout"));
-    }
+}
+
+/// A BPE tokenizer, byte-level or SentencePiece-style (see the module
+/// documentation). Errors: `Unsupported` for options Ember does not model,
+/// `Tokenizer` for pieces missing from the vocabulary.
+fn build_bpe(json: &Value, model: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
+    check_bpe_options(model)?;
     let fl = flavour(json)?;
-    // Ember models ignore_merges as part of the Llama 3 pre-tokenization only.
-    let ignore_merges = model.get("ignore_merges").and_then(Value::as_bool) == Some(true);
-    match (fl.pre_split == PreSplit::Llama3, ignore_merges) {
-        (true, false) => {
-            return Err(unsupported(
-                "the Llama 3 Split pattern without ignore_merges (only Llama 3's combination is supported)",
-            ))
-        }
-        (false, true) => {
-            return Err(unsupported(
-                "BPE with ignore_merges = true (supported only with the Llama 3 Split pattern)",
-            ))
-        }
-        _ => {}
-    }
+    check_ignore_merges(model, fl.pre_split)?;
     let Vocab {
         tokens,
         mut types,
         id_of,
     } = vocabulary(json, model)?;
-    let n = tokens.len();
-    let lookup = |what: &str, text: &str| {
-        id_of
-            .get(text)
-            .copied()
-            .ok_or_else(|| bad(format!("{what} {text:?} is not in the vocabulary")))
-    };
-
-    // Merges: "a b" strings or [a, b] pairs, in rank order.
-    let merges_json = model
-        .get("merges")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut merges = Vec::with_capacity(merges_json.len());
-    for (rank, m) in merges_json.iter().enumerate() {
-        let (a, b) = match m {
-            Value::String(s) => s
-                .split_once(' ')
-                .ok_or_else(|| bad(format!("merge {rank} {s:?} is not \"a b\"")))?,
-            Value::Array(v) if v.len() == 2 => match (v[0].as_str(), v[1].as_str()) {
-                (Some(a), Some(b)) => (a, b),
-                _ => return Err(bad(format!("merge {rank} {m} is not a pair of strings"))),
-            },
-            _ => {
-                return Err(bad(format!(
-                    "merge {rank} {m} is neither \"a b\" nor [a, b]"
-                )))
-            }
-        };
-        merges.push((lookup("merge piece", a)?, lookup("merge piece", b)?));
-    }
-
+    let mut merges = bpe_merges(model, &id_of)?;
     let byte_fallback = model
         .get("byte_fallback")
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let mut unk = match model.get("unk_token").and_then(Value::as_str) {
         Some(t) => {
-            let id = lookup("unk_token", t)?;
+            let id = lookup(&id_of, "unk_token", t)?;
             types[id as usize] = TokenType::Unknown;
             Some(id)
         }
@@ -385,24 +361,9 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
     let mut scores = Vec::new();
     if fl.kind == TokenizerKind::SentencePieceBpe {
         if byte_fallback {
-            for (t, ty) in tokens.iter().zip(types.iter_mut()) {
-                if *ty == TokenType::Normal && is_byte_piece(t) {
-                    *ty = TokenType::Byte;
-                }
-            }
+            mark_byte_pieces(&tokens, &mut types);
         }
-        scores = vec![f32::NEG_INFINITY; n];
-        let mut cat = String::new();
-        for (rank, &(a, b)) in merges.iter().enumerate() {
-            cat.clear();
-            cat.push_str(&tokens[a as usize]);
-            cat.push_str(&tokens[b as usize]);
-            let merged = lookup("merge result", &cat)?;
-            let s = &mut scores[merged as usize];
-            if *s == f32::NEG_INFINITY {
-                *s = -(rank as f32);
-            }
-        }
+        scores = merge_rank_scores(&tokens, &merges, &id_of)?;
         merges.clear();
     }
 
@@ -428,6 +389,107 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
         add_space_prefix: fl.add_space_prefix,
         byte_fallback,
     })
+}
+
+/// Checks that BPE `model` uses no subword prefix or suffix and no dropout.
+/// Errors: `Unsupported`.
+fn check_bpe_options(model: &Value) -> Result<()> {
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        if model
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(unsupported(format!("BPE with {key}")));
+        }
+    }
+    if model
+        .get("dropout")
+        .and_then(Value::as_f64)
+        .is_some_and(|p| p > 0.0)
+    {
+        return Err(unsupported("BPE with dropout"));
+    }
+    Ok(())
+}
+
+/// Checks that `ignore_merges` is set exactly with the Llama 3 pre-split, the
+/// only combination Ember models. Errors: `Unsupported`.
+fn check_ignore_merges(model: &Value, pre_split: PreSplit) -> Result<()> {
+    let ignore_merges = model.get("ignore_merges").and_then(Value::as_bool) == Some(true);
+    match (pre_split == PreSplit::Llama3, ignore_merges) {
+        (true, false) => Err(unsupported(
+            "the Llama 3 Split pattern without ignore_merges (only Llama 3's combination is supported)",
+        )),
+        (false, true) => Err(unsupported(
+            "BPE with ignore_merges = true (supported only with the Llama 3 Split pattern)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The merges of BPE `model` ("a b" strings or [a, b] pairs) as id pairs, in
+/// rank order. Errors: `Tokenizer` for a malformed merge or unknown piece.
+fn bpe_merges(model: &Value, id_of: &HashMap<String, u32>) -> Result<Vec<(u32, u32)>> {
+    let merges_json = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut merges = Vec::with_capacity(merges_json.len());
+    for (rank, m) in merges_json.iter().enumerate() {
+        let (a, b) = match m {
+            Value::String(s) => s
+                .split_once(' ')
+                .ok_or_else(|| bad(format!("merge {rank} {s:?} is not \"a b\"")))?,
+            Value::Array(v) if v.len() == 2 => match (v[0].as_str(), v[1].as_str()) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(bad(format!("merge {rank} {m} is not a pair of strings"))),
+            },
+            _ => {
+                return Err(bad(format!(
+                    "merge {rank} {m} is neither \"a b\" nor [a, b]"
+                )))
+            }
+        };
+        merges.push((
+            lookup(id_of, "merge piece", a)?,
+            lookup(id_of, "merge piece", b)?,
+        ));
+    }
+    Ok(merges)
+}
+
+/// Marks the Normal tokens spelled `<0xNN>` as Byte tokens.
+fn mark_byte_pieces(tokens: &[String], types: &mut [TokenType]) {
+    for (t, ty) in tokens.iter().zip(types.iter_mut()) {
+        if *ty == TokenType::Normal && is_byte_piece(t) {
+            *ty = TokenType::Byte;
+        }
+    }
+}
+
+/// SentencePiece-style scores from merge ranks: `-(rank of the first merge
+/// producing the token)`, `-inf` for tokens no merge produces. Errors:
+/// `Tokenizer` when a merge result is not in the vocabulary.
+fn merge_rank_scores(
+    tokens: &[String],
+    merges: &[(u32, u32)],
+    id_of: &HashMap<String, u32>,
+) -> Result<Vec<f32>> {
+    let mut scores = vec![f32::NEG_INFINITY; tokens.len()];
+    let mut cat = String::new();
+    for (rank, &(a, b)) in merges.iter().enumerate() {
+        cat.clear();
+        cat.push_str(&tokens[a as usize]);
+        cat.push_str(&tokens[b as usize]);
+        let merged = lookup(id_of, "merge result", &cat)?;
+        let s = &mut scores[merged as usize];
+        if *s == f32::NEG_INFINITY {
+            *s = -(rank as f32);
+        }
+    }
+    Ok(scores)
 }
 
 /// Adds the well-known end-of-turn ids and validates the spec with the runtime.
@@ -556,16 +618,10 @@ fn specials(
     config: Option<&Value>,
     id_of: &HashMap<String, u32>,
 ) -> Result<Specials> {
-    let lookup = |what: &str, text: &str| {
-        id_of
-            .get(text)
-            .copied()
-            .ok_or_else(|| bad(format!("{what} {text:?} is not in the vocabulary")))
-    };
     let (tmpl_first, tmpl_last) = template_specials(json);
     let cfg_token = |key: &str| -> Result<Option<u32>> {
         match config.and_then(|c| c.get(key)).and_then(token_text) {
-            Some(text) => lookup(key, text).map(Some),
+            Some(text) => lookup(id_of, key, text).map(Some),
             None => Ok(None),
         }
     };

@@ -120,107 +120,17 @@ const MODEL_TYPE_BPE: u64 = 2;
 
 /// Builds the tokenizer of a serialized SentencePiece `ModelProto`.
 pub fn from_sentencepiece_bytes(bytes: &[u8]) -> Result<TokenizerSpec> {
-    let (mut tokens, mut scores, mut types) = (Vec::new(), Vec::new(), Vec::new());
-    // TrainerSpec / NormalizerSpec defaults from sentencepiece_model.proto.
-    let mut model_type = 1u64;
-    let (mut byte_fallback, mut ws_suffix) = (false, false);
-    let (mut unk_id, mut bos_id, mut eos_id, mut pad_id) = (0i64, 1i64, 2i64, -1i64);
-    let mut norm_name = String::new();
-    let mut charsmap = false;
-    let (mut dummy_prefix, mut collapse_ws, mut escape_ws) = (true, true, true);
-    // int32 fields are varints of the sign-extended 64-bit value.
-    let int32 = |v: u64| v as i64 as i32 as i64;
-
-    for f in fields(bytes) {
-        match f? {
-            (1, Field::Bytes(piece_msg)) => {
-                let (mut piece, mut score, mut ty) = (None, 0.0f32, 1u64);
-                for g in fields(piece_msg) {
-                    match g? {
-                        (1, Field::Bytes(b)) => {
-                            piece = Some(
-                                std::str::from_utf8(b)
-                                    .map_err(|_| {
-                                        bad(format!("piece {} is not UTF-8", tokens.len()))
-                                    })?
-                                    .to_string(),
-                            )
-                        }
-                        (2, Field::Fixed32(x)) => score = f32::from_bits(x),
-                        (3, Field::Varint(x)) => ty = x,
-                        _ => {}
-                    }
-                }
-                let id = tokens.len();
-                tokens.push(piece.ok_or_else(|| bad(format!("piece {id} has no text")))?);
-                scores.push(score);
-                types.push(match ty {
-                    1 => TokenType::Normal,
-                    2 => TokenType::Unknown,
-                    3 => TokenType::Control,
-                    4 => TokenType::UserDefined,
-                    5 => TokenType::Unused,
-                    6 => TokenType::Byte,
-                    t => return Err(bad(format!("piece {id} has unknown type {t}"))),
-                });
-            }
-            (2, Field::Bytes(trainer)) => {
-                for g in fields(trainer) {
-                    match g? {
-                        (3, Field::Varint(x)) => model_type = x,
-                        (24, Field::Varint(x)) => ws_suffix = x != 0,
-                        (35, Field::Varint(x)) => byte_fallback = x != 0,
-                        (40, Field::Varint(x)) => unk_id = int32(x),
-                        (41, Field::Varint(x)) => bos_id = int32(x),
-                        (42, Field::Varint(x)) => eos_id = int32(x),
-                        (43, Field::Varint(x)) => pad_id = int32(x),
-                        _ => {}
-                    }
-                }
-            }
-            (3, Field::Bytes(normalizer)) => {
-                for g in fields(normalizer) {
-                    match g? {
-                        (1, Field::Bytes(b)) => norm_name = String::from_utf8_lossy(b).into(),
-                        (2, Field::Bytes(b)) => charsmap = !b.is_empty(),
-                        (3, Field::Varint(x)) => dummy_prefix = x != 0,
-                        (4, Field::Varint(x)) => collapse_ws = x != 0,
-                        (5, Field::Varint(x)) => escape_ws = x != 0,
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    let unsupported = |m: String| {
-        Err(ConvertError::Unsupported(format!(
-            "SentencePiece model: {m}"
-        )))
-    };
-    if model_type != MODEL_TYPE_BPE {
-        let name = match model_type {
-            1 => "UNIGRAM",
-            3 => "WORD",
-            4 => "CHAR",
-            _ => "unknown",
-        };
-        return unsupported(format!(
-            "model type {name} ({model_type}); only BPE is supported"
-        ));
-    }
-    if charsmap || !(norm_name.is_empty() || norm_name == "identity") {
-        return unsupported(format!(
-            "normalizer {norm_name:?} with a precompiled character map (only identity)"
-        ));
-    }
-    if collapse_ws {
-        return unsupported("normalizer with remove_extra_whitespaces = true".into());
-    }
-    if !escape_ws || ws_suffix {
-        return unsupported("whitespace not escaped as a ▁ prefix".into());
-    }
+    let ModelProto {
+        pieces,
+        trainer,
+        normalizer,
+    } = parse_model(bytes)?;
+    check_supported(&trainer, &normalizer)?;
+    let Pieces {
+        tokens,
+        mut scores,
+        types,
+    } = pieces;
     if tokens.is_empty() {
         return Err(bad("no pieces"));
     }
@@ -237,7 +147,7 @@ pub fn from_sentencepiece_bytes(bytes: &[u8]) -> Result<TokenizerSpec> {
             *s = f32::NEG_INFINITY;
         }
     }
-    let bos = special("bos_id", bos_id)?;
+    let bos = special("bos_id", trainer.bos_id)?;
     let mut spec = TokenizerSpec {
         schema: TOKENIZER_SCHEMA,
         kind: TokenizerKind::SentencePieceBpe,
@@ -247,19 +157,220 @@ pub fn from_sentencepiece_bytes(bytes: &[u8]) -> Result<TokenizerSpec> {
         token_types: types,
         merges: Vec::new(),
         bos,
-        eos: special("eos_id", eos_id)?,
-        unk: special("unk_id", unk_id)?,
-        pad: special("pad_id", pad_id)?,
+        eos: special("eos_id", trainer.eos_id)?,
+        unk: special("unk_id", trainer.unk_id)?,
+        pad: special("pad_id", trainer.pad_id)?,
         eog: Vec::new(),
         add_bos: bos.is_some(),
         add_eos: false,
-        add_space_prefix: dummy_prefix,
-        byte_fallback,
+        add_space_prefix: normalizer.dummy_prefix,
+        byte_fallback: trainer.byte_fallback,
     };
     spec.eog = super::hf_json::well_known_eog(&spec);
     let n_tokens = spec.tokens.len() as u32;
     ember_runtime::tokenizer::Tokenizer::new(spec.clone(), n_tokens)?;
     Ok(spec)
+}
+
+/// The fields of a `ModelProto` that the runtime needs.
+struct ModelProto {
+    pieces: Pieces,
+    trainer: TrainerSpec,
+    normalizer: NormalizerSpec,
+}
+
+/// `ModelProto.pieces`, by id.
+#[derive(Default)]
+struct Pieces {
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<TokenType>,
+}
+
+/// The `TrainerSpec` fields read.
+struct TrainerSpec {
+    model_type: u64,
+    /// `treat_whitespace_as_suffix`.
+    ws_suffix: bool,
+    byte_fallback: bool,
+    unk_id: i64,
+    bos_id: i64,
+    eos_id: i64,
+    pad_id: i64,
+}
+
+impl Default for TrainerSpec {
+    /// The defaults of sentencepiece_model.proto.
+    fn default() -> Self {
+        Self {
+            model_type: 1,
+            ws_suffix: false,
+            byte_fallback: false,
+            unk_id: 0,
+            bos_id: 1,
+            eos_id: 2,
+            pad_id: -1,
+        }
+    }
+}
+
+/// The `NormalizerSpec` fields read.
+struct NormalizerSpec {
+    name: String,
+    /// Whether `precompiled_charsmap` is non-empty.
+    charsmap: bool,
+    /// `add_dummy_prefix`.
+    dummy_prefix: bool,
+    /// `remove_extra_whitespaces`.
+    collapse_ws: bool,
+    /// `escape_whitespaces`.
+    escape_ws: bool,
+}
+
+impl Default for NormalizerSpec {
+    /// The defaults of sentencepiece_model.proto.
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            charsmap: false,
+            dummy_prefix: true,
+            collapse_ws: true,
+            escape_ws: true,
+        }
+    }
+}
+
+/// Reads the pieces, trainer spec and normalizer spec of a serialized
+/// `ModelProto` (repeated spec messages merge, later fields winning).
+/// Errors: `Tokenizer` for malformed protobuf or pieces.
+fn parse_model(bytes: &[u8]) -> Result<ModelProto> {
+    let mut pieces = Pieces::default();
+    let mut trainer = TrainerSpec::default();
+    let mut normalizer = NormalizerSpec::default();
+    for f in fields(bytes) {
+        match f? {
+            (1, Field::Bytes(piece_msg)) => {
+                let id = pieces.tokens.len();
+                let (text, score, ty) = parse_piece(piece_msg, id)?;
+                pieces.tokens.push(text);
+                pieces.scores.push(score);
+                pieces.types.push(ty);
+            }
+            (2, Field::Bytes(msg)) => parse_trainer_spec(msg, &mut trainer)?,
+            (3, Field::Bytes(msg)) => parse_normalizer_spec(msg, &mut normalizer)?,
+            _ => {}
+        }
+    }
+    Ok(ModelProto {
+        pieces,
+        trainer,
+        normalizer,
+    })
+}
+
+/// The text, score and type of piece `id` from its `SentencePiece` message.
+/// Errors: `Tokenizer` for text that is absent or not UTF-8, or an unknown type.
+fn parse_piece(msg: &[u8], id: usize) -> Result<(String, f32, TokenType)> {
+    let (mut piece, mut score, mut ty) = (None, 0.0f32, 1u64);
+    for g in fields(msg) {
+        match g? {
+            (1, Field::Bytes(b)) => {
+                piece = Some(
+                    std::str::from_utf8(b)
+                        .map_err(|_| bad(format!("piece {id} is not UTF-8")))?
+                        .to_string(),
+                )
+            }
+            (2, Field::Fixed32(x)) => score = f32::from_bits(x),
+            (3, Field::Varint(x)) => ty = x,
+            _ => {}
+        }
+    }
+    let text = piece.ok_or_else(|| bad(format!("piece {id} has no text")))?;
+    let ty = match ty {
+        1 => TokenType::Normal,
+        2 => TokenType::Unknown,
+        3 => TokenType::Control,
+        4 => TokenType::UserDefined,
+        5 => TokenType::Unused,
+        6 => TokenType::Byte,
+        t => return Err(bad(format!("piece {id} has unknown type {t}"))),
+    };
+    Ok((text, score, ty))
+}
+
+/// An int32 field's value: a varint of the sign-extended 64-bit value.
+fn int32(v: u64) -> i64 {
+    v as i64 as i32 as i64
+}
+
+/// Updates `spec` with the fields of a `TrainerSpec` message. Errors:
+/// `Tokenizer` for malformed protobuf.
+fn parse_trainer_spec(msg: &[u8], spec: &mut TrainerSpec) -> Result<()> {
+    for g in fields(msg) {
+        match g? {
+            (3, Field::Varint(x)) => spec.model_type = x,
+            (24, Field::Varint(x)) => spec.ws_suffix = x != 0,
+            (35, Field::Varint(x)) => spec.byte_fallback = x != 0,
+            (40, Field::Varint(x)) => spec.unk_id = int32(x),
+            (41, Field::Varint(x)) => spec.bos_id = int32(x),
+            (42, Field::Varint(x)) => spec.eos_id = int32(x),
+            (43, Field::Varint(x)) => spec.pad_id = int32(x),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Updates `spec` with the fields of a `NormalizerSpec` message. Errors:
+/// `Tokenizer` for malformed protobuf.
+fn parse_normalizer_spec(msg: &[u8], spec: &mut NormalizerSpec) -> Result<()> {
+    for g in fields(msg) {
+        match g? {
+            (1, Field::Bytes(b)) => spec.name = String::from_utf8_lossy(b).into(),
+            (2, Field::Bytes(b)) => spec.charsmap = !b.is_empty(),
+            (3, Field::Varint(x)) => spec.dummy_prefix = x != 0,
+            (4, Field::Varint(x)) => spec.collapse_ws = x != 0,
+            (5, Field::Varint(x)) => spec.escape_ws = x != 0,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the model is BPE with an identity normalizer that keeps
+/// whitespace and escapes it as a `▁` prefix. Errors: `Unsupported`.
+fn check_supported(trainer: &TrainerSpec, normalizer: &NormalizerSpec) -> Result<()> {
+    let unsupported = |m: String| {
+        Err(ConvertError::Unsupported(format!(
+            "SentencePiece model: {m}"
+        )))
+    };
+    let model_type = trainer.model_type;
+    if model_type != MODEL_TYPE_BPE {
+        let name = match model_type {
+            1 => "UNIGRAM",
+            3 => "WORD",
+            4 => "CHAR",
+            _ => "unknown",
+        };
+        return unsupported(format!(
+            "model type {name} ({model_type}); only BPE is supported"
+        ));
+    }
+    let norm_name = &normalizer.name;
+    if normalizer.charsmap || !(norm_name.is_empty() || norm_name == "identity") {
+        return unsupported(format!(
+            "normalizer {norm_name:?} with a precompiled character map (only identity)"
+        ));
+    }
+    if normalizer.collapse_ws {
+        return unsupported("normalizer with remove_extra_whitespaces = true".into());
+    }
+    if !normalizer.escape_ws || trainer.ws_suffix {
+        return unsupported("whitespace not escaped as a ▁ prefix".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

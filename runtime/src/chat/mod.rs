@@ -5,13 +5,22 @@
 //! Parity with transformers: the environment uses `trim_blocks` and
 //! `lstrip_blocks`, drops a single trailing newline of the template
 //! (`keep_trailing_newline = False`), enables `{% break %}` / `{% continue %}`,
-//! provides `raise_exception(msg)` (an error) and Python string methods
-//! (`.strip()`, `.startswith()` ... via minijinja-contrib's pycompat), and passes
-//! `messages`, `add_generation_prompt`, `bos_token` and `eos_token`. Not provided:
-//! `tools`, `documents`, `strftime_now`, the `tojson` filter; templates using them
-//! fail with an error naming the problem.
+//! provides `raise_exception(msg)` (an error, [`ChatError::Rejected`]),
+//! `strftime_now(format)` (the date and time: [`render`] reads the clock in UTC,
+//! [`render_at`] takes it), transformers' `tojson` filter (`json.dumps` with
+//! `ensure_ascii=False`, `indent`, `separators`, `sort_keys`) and Python string
+//! methods (`.strip()`, `.startswith()`, `.split()` ... via minijinja-contrib's
+//! pycompat; `strip` and the `trim` filter strip Python's whitespace). It passes
+//! what `apply_chat_template` passes by default: `messages`, `tools` and
+//! `documents` (both none), `add_generation_prompt`, `bos_token` and `eos_token`.
+//! Messages carry text content only (no tool calls, no content parts). Known
+//! difference: dict literals written in a template (`{'b': 1, 'a': 2}`) iterate
+//! and serialize in key order, not Python's insertion order.
 
-use minijinja::{context, Environment, ErrorKind};
+mod python;
+
+use minijinja::value::{from_args, Value};
+use minijinja::{context, Environment, ErrorKind, State};
 use serde::{Deserialize, Serialize};
 
 /// One chat message: a role (`system`, `user`, `assistant`, ...) and its text.
@@ -56,8 +65,10 @@ pub enum BuiltinTemplate {
     /// Llama 3: `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>`
     /// after the BOS token; contents are trimmed.
     Llama3,
-    /// Gemma: `<start_of_turn>user|model\ncontent<end_of_turn>\n` after BOS; a system
-    /// message is prepended to the first user turn; roles must alternate.
+    /// Gemma 3's own template (that of the `google/gemma-3-*-it` checkpoints):
+    /// `<start_of_turn>user|model\ncontent<end_of_turn>\n` after BOS, contents
+    /// trimmed; a system message (untrimmed) plus a blank line opens the first user
+    /// turn; roles must alternate.
     Gemma,
 }
 
@@ -91,9 +102,187 @@ impl BuiltinTemplate {
     }
 }
 
+/// A calendar date and time of day (proleptic Gregorian, no time zone): what a
+/// template's `strftime_now(format)` formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DateTime {
+    year: i32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+impl DateTime {
+    /// The date and time with these fields; None unless they name one that exists
+    /// (year 1..=9999 as in Python, month 1..=12, a day of that month, hour < 24,
+    /// minute < 60, second < 60).
+    pub fn new(
+        year: i32,
+        month: u32,
+        day: u32,
+        hour: u32,
+        minute: u32,
+        second: u32,
+    ) -> Option<Self> {
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let days_in_month = match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            1..=12 => 31,
+            _ => return None,
+        };
+        let valid = (1..=9999).contains(&year)
+            && (1..=days_in_month).contains(&day)
+            && hour < 24
+            && minute < 60
+            && second < 60;
+        valid.then_some(Self {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        })
+    }
+
+    /// The current time in UTC, from the system clock (transformers uses the local
+    /// time; the two agree on machines whose time zone is UTC).
+    pub fn now_utc() -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        let s = secs.rem_euclid(86_400) as u32;
+        Self {
+            year,
+            month,
+            day,
+            hour: s / 3600,
+            minute: s / 60 % 60,
+            second: s % 60,
+        }
+    }
+
+    /// Days since 1970-01-01.
+    fn days(&self) -> i64 {
+        days_from_civil(self.year, self.month, self.day)
+    }
+
+    /// 0 = Monday ... 6 = Sunday.
+    fn weekday(&self) -> u32 {
+        (self.days() + 3).rem_euclid(7) as u32 // 1970-01-01 was a Thursday
+    }
+
+    /// 1 = January 1st.
+    fn day_of_year(&self) -> u32 {
+        (self.days() - days_from_civil(self.year, 1, 1) + 1) as u32
+    }
+
+    /// ISO 8601 year and week (weeks start on Monday; week 1 holds the year's
+    /// first Thursday).
+    fn iso_week(&self) -> (i32, u32) {
+        let thursday = self.days() - i64::from(self.weekday()) + 3;
+        let (year, _, _) = civil_from_days(thursday);
+        let week = (thursday - days_from_civil(year, 1, 1)) / 7 + 1;
+        (year, week as u32)
+    }
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date.
+fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400; // 0..=399
+    let mp = i64::from((month + 9) % 12); // March = 0
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date `days` after 1970-01-01: (year, month, day).
+fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097; // 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year as i32, month, day)
+}
+
+/// The message of a template's `raise_exception(message)`, the source of the
+/// render error it causes (so it is told apart from every other error).
+#[derive(Debug)]
+struct Raised(String);
+
+impl std::fmt::Display for Raised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Raised {}
+
+/// Python's `str.strip` / `lstrip` / `rstrip` (whitespace as Python defines it),
+/// then minijinja-contrib's other Python methods.
+fn python_methods(
+    state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, minijinja::Error> {
+    if let Some(s) = value.as_str() {
+        let ends = match method {
+            "strip" => Some(python::Ends::Both),
+            "lstrip" => Some(python::Ends::Start),
+            "rstrip" => Some(python::Ends::End),
+            _ => None,
+        };
+        if let Some(ends) = ends {
+            let (chars,): (Option<&str>,) = from_args(args)?;
+            return Ok(Value::from(python::strip(s, chars, ends)));
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// The environment transformers compiles chat templates in (see the module
+/// documentation), with `strftime_now` reading `now`.
+fn environment(now: DateTime) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(python_methods);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(
+                minijinja::Error::new(ErrorKind::InvalidOperation, "raise_exception")
+                    .with_source(Raised(msg)),
+            )
+        },
+    );
+    env.add_function("strftime_now", move |format: &str| {
+        python::strftime(&now, format)
+    });
+    env.add_filter("tojson", python::tojson);
+    env.add_filter("trim", |s: &str, chars: Option<&str>| {
+        python::strip(s, chars, python::Ends::Both)
+    });
+    env
+}
+
 /// Renders `template` for `messages` as transformers' `apply_chat_template` does
 /// (see the module documentation), with `bos_token` / `eos_token` as the texts of
-/// the model's BOS / EOS tokens (empty when it has none).
+/// the model's BOS / EOS tokens (empty when it has none) and `strftime_now`
+/// reading the current time in UTC.
 pub fn render(
     template: &str,
     messages: &[Message],
@@ -101,40 +290,47 @@ pub fn render(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, ChatError> {
-    let mut env = Environment::new();
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        },
-    );
+    render_at(
+        template,
+        messages,
+        add_generation_prompt,
+        bos_token,
+        eos_token,
+        DateTime::now_utc(),
+    )
+}
+
+/// [`render`] with `strftime_now` formatting `now` instead of the current time
+/// (reproducible prompts, tests).
+pub fn render_at(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+    now: DateTime,
+) -> Result<String, ChatError> {
+    let mut env = environment(now);
     env.add_template("chat", template)
         .map_err(ChatError::Syntax)?;
     let tmpl = env.get_template("chat").map_err(ChatError::Syntax)?;
     tmpl.render(context! {
         messages => messages,
+        tools => (),
+        documents => (),
         add_generation_prompt => add_generation_prompt,
         bos_token => bos_token,
         eos_token => eos_token,
     })
     .map_err(|e| {
-        // raise_exception's message is the innermost error's detail.
-        let mut inner: &dyn std::error::Error = &e;
-        while let Some(src) = inner.source() {
-            inner = src;
-        }
-        match inner.downcast_ref::<minijinja::Error>() {
-            Some(m) if m.kind() == ErrorKind::InvalidOperation && m.detail().is_some() => {
-                ChatError::Rejected(m.detail().unwrap_or_default().to_string())
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = src {
+            if let Some(Raised(msg)) = err.downcast_ref::<Raised>() {
+                return ChatError::Rejected(msg.clone());
             }
-            _ if e.kind() == ErrorKind::InvalidOperation && e.detail().is_some() => {
-                ChatError::Rejected(e.detail().unwrap_or_default().to_string())
-            }
-            _ => ChatError::Render(e),
+            src = err.source();
         }
+        ChatError::Render(e)
     })
 }
 
@@ -185,10 +381,57 @@ mod tests {
             render(BuiltinTemplate::Llama2.source(), &two_users, true, "<s>", "</s>"),
             Err(ChatError::Rejected(m)) if m.contains("alternate")
         ));
-        assert!(matches!(
-            render("{{ nope() }}", &[], true, "", ""),
-            Err(ChatError::Render(_))
-        ));
+        // Other failures, minijinja's or the Python helpers', are render errors.
+        for t in [
+            "{{ nope() }}",
+            "{{ [1][::0] }}",
+            "{{ strftime_now('%Q') }}",
+            "{{ x | tojson }}",
+        ] {
+            assert!(
+                matches!(render(t, &[], true, "", ""), Err(ChatError::Render(_))),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn transformers_globals() {
+        let now = DateTime::new(2024, 2, 29, 23, 59, 58).unwrap();
+        let t = "{{ strftime_now('%d %b %Y') }}|{{ tools is none }}|{{ documents is none }}|\
+                 {{ {'a': '<\\u00e9>\\n', 'b': [1, 2.5, none, true]} | tojson }}|\
+                 {{ [] | tojson(indent=2) }}{{ {'k': [1]} | tojson(indent=2) }}|\
+                 {{ {'b': 1, 'a': 2} | tojson(sort_keys=true, separators=[',', ':']) }}";
+        let out = render_at(t, &[], false, "", "", now).unwrap();
+        assert_eq!(
+            out,
+            "29 Feb 2024|True|True|{\"a\": \"<\u{e9}>\\n\", \"b\": [1, 2.5, null, true]}|\
+             []{\n  \"k\": [\n    1\n  ]\n}|{\"a\":2,\"b\":1}"
+        );
+        // A message's keys in Python's order (the fields' order).
+        let m = render_at(
+            "{{ messages[0] | tojson }}",
+            &[user("x")],
+            false,
+            "",
+            "",
+            now,
+        );
+        assert_eq!(m.unwrap(), r#"{"role": "user", "content": "x"}"#);
+        assert!(DateTime::new(2023, 2, 29, 0, 0, 0).is_none());
+        assert!(DateTime::new(2024, 13, 1, 0, 0, 0).is_none());
+        let today = DateTime::now_utc();
+        assert!(
+            today.year >= 2024
+                && DateTime::new(
+                    today.year,
+                    today.month,
+                    today.day,
+                    today.hour,
+                    today.minute,
+                    today.second
+                ) == Some(today)
+        );
     }
 
     #[test]

@@ -92,94 +92,114 @@ fn parse_byte_piece(piece: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
-impl Tokenizer {
-    /// Validates `spec` for a model with `vocab_size` embedding rows and builds the
-    /// lookup tables.
-    ///
-    /// Checks: `schema == TOKENIZER_SCHEMA`; `1 <= tokens.len() <= vocab_size`; one
-    /// token type per token; SentencePiece needs one score per token and no pre-split,
-    /// byte-level allows no scores or one per token; every special id (bos, eos, unk,
-    /// pad, eog) names a token; `add_bos`/`add_eos` have their token; Byte tokens are
-    /// spelled `<0xNN>`; every merge names two tokens whose concatenation is a token.
-    /// Returns `Error::Tokenizer` naming the first problem; never panics.
-    pub fn new(spec: TokenizerSpec, vocab_size: u32) -> crate::Result<Self> {
-        if spec.schema != TOKENIZER_SCHEMA {
-            return Err(err(format!(
-                "schema {} is not the supported {}",
-                spec.schema, TOKENIZER_SCHEMA
-            )));
-        }
-        let n = spec.tokens.len();
-        if n == 0 {
-            return Err(err("the vocabulary is empty"));
-        }
-        if n as u64 > u64::from(vocab_size) {
-            return Err(err(format!(
-                "{n} tokens but the model's vocabulary size is {vocab_size}"
-            )));
-        }
-        if spec.token_types.len() != n {
-            return Err(err(format!(
-                "{} token types for {n} tokens",
-                spec.token_types.len()
-            )));
-        }
-        match spec.kind {
-            TokenizerKind::SentencePieceBpe => {
-                if spec.scores.len() != n {
-                    return Err(err(format!(
-                        "{} scores for {n} SentencePiece tokens",
-                        spec.scores.len()
-                    )));
-                }
-                if spec.pre_split != PreSplit::None {
-                    return Err(err("SentencePiece BPE does not take a pre-split"));
-                }
-            }
-            TokenizerKind::ByteLevelBpe => {
-                if !spec.scores.is_empty() && spec.scores.len() != n {
-                    return Err(err(format!("{} scores for {n} tokens", spec.scores.len())));
-                }
-                if spec.pre_split == PreSplit::Bert {
-                    return Err(err("byte-level BPE does not take the BERT pre-split"));
-                }
-            }
-            TokenizerKind::WordPiece(_) => {
-                if spec.pre_split != PreSplit::Bert {
-                    return Err(err("WordPiece needs the BERT pre-split"));
-                }
-                if !spec.merges.is_empty() || !spec.scores.is_empty() {
-                    return Err(err("WordPiece takes no merges or scores"));
-                }
-            }
-        }
-        let check_id = |what: &str, id: u32| {
-            if (id as usize) < n {
-                Ok(())
-            } else {
-                Err(err(format!("{what} id {id} is out of range ({n} tokens)")))
-            }
-        };
-        for (what, id) in [
-            ("bos", spec.bos),
-            ("eos", spec.eos),
-            ("unk", spec.unk),
-            ("pad", spec.pad),
-        ] {
-            if let Some(id) = id {
-                check_id(what, id)?;
-            }
-        }
-        for &id in &spec.eog {
-            check_id("end-of-generation", id)?;
-        }
-        if spec.add_bos && spec.bos.is_none() {
-            return Err(err("add_bos is set but there is no bos token"));
-        }
-        if spec.add_eos && spec.eos.is_none() {
-            return Err(err("add_eos is set but there is no eos token"));
-        }
+/// Checks the schema version, the token count against `vocab_size` and one type per token.
+fn validate_shape(spec: &TokenizerSpec, vocab_size: u32) -> crate::Result<()> {
+    if spec.schema != TOKENIZER_SCHEMA {
+        return Err(err(format!(
+            "schema {} is not the supported {}",
+            spec.schema, TOKENIZER_SCHEMA
+        )));
+    }
+    let n = spec.tokens.len();
+    if n == 0 {
+        return Err(err("the vocabulary is empty"));
+    }
+    if n as u64 > u64::from(vocab_size) {
+        return Err(err(format!(
+            "{n} tokens but the model's vocabulary size is {vocab_size}"
+        )));
+    }
+    if spec.token_types.len() != n {
+        return Err(err(format!(
+            "{} token types for {n} tokens",
+            spec.token_types.len()
+        )));
+    }
+    Ok(())
+}
 
+/// Checks the scores, pre-split and merges each tokenizer kind allows.
+fn validate_kind_fields(spec: &TokenizerSpec) -> crate::Result<()> {
+    let n = spec.tokens.len();
+    match spec.kind {
+        TokenizerKind::SentencePieceBpe => {
+            if spec.scores.len() != n {
+                return Err(err(format!(
+                    "{} scores for {n} SentencePiece tokens",
+                    spec.scores.len()
+                )));
+            }
+            if spec.pre_split != PreSplit::None {
+                return Err(err("SentencePiece BPE does not take a pre-split"));
+            }
+        }
+        TokenizerKind::ByteLevelBpe => {
+            if !spec.scores.is_empty() && spec.scores.len() != n {
+                return Err(err(format!("{} scores for {n} tokens", spec.scores.len())));
+            }
+            if spec.pre_split == PreSplit::Bert {
+                return Err(err("byte-level BPE does not take the BERT pre-split"));
+            }
+        }
+        TokenizerKind::WordPiece(_) => {
+            if spec.pre_split != PreSplit::Bert {
+                return Err(err("WordPiece needs the BERT pre-split"));
+            }
+            if !spec.merges.is_empty() || !spec.scores.is_empty() {
+                return Err(err("WordPiece takes no merges or scores"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that bos, eos, unk, pad and every end-of-generation id name a token, and
+/// that `add_bos` / `add_eos` have their token.
+fn validate_special_ids(spec: &TokenizerSpec) -> crate::Result<()> {
+    let n = spec.tokens.len();
+    let check_id = |what: &str, id: u32| {
+        if (id as usize) < n {
+            Ok(())
+        } else {
+            Err(err(format!("{what} id {id} is out of range ({n} tokens)")))
+        }
+    };
+    for (what, id) in [
+        ("bos", spec.bos),
+        ("eos", spec.eos),
+        ("unk", spec.unk),
+        ("pad", spec.pad),
+    ] {
+        if let Some(id) = id {
+            check_id(what, id)?;
+        }
+    }
+    for &id in &spec.eog {
+        check_id("end-of-generation", id)?;
+    }
+    if spec.add_bos && spec.bos.is_none() {
+        return Err(err("add_bos is set but there is no bos token"));
+    }
+    if spec.add_eos && spec.eos.is_none() {
+        return Err(err("add_eos is set but there is no eos token"));
+    }
+    Ok(())
+}
+
+/// Piece lookups built in one pass over the vocabulary.
+struct PieceIndex {
+    /// Piece text -> id (lowest id wins; empty pieces excluded).
+    piece_to_id: HashMap<Box<str>, u32>,
+    /// Byte -> its `<0xNN>` token (lowest id wins).
+    byte_tokens: [Option<u32>; 256],
+    /// True for tokens of type `Byte`.
+    is_byte: Vec<bool>,
+}
+
+impl PieceIndex {
+    /// Indexes every piece; fails on a Byte token not spelled `<0xNN>`.
+    fn build(spec: &TokenizerSpec) -> crate::Result<Self> {
+        let n = spec.tokens.len();
         let mut piece_to_id = HashMap::with_capacity(n);
         let mut byte_tokens = [None; 256];
         let mut is_byte = vec![false; n];
@@ -198,136 +218,204 @@ impl Tokenizer {
                 is_byte[i] = true;
             }
         }
+        Ok(Self {
+            piece_to_id,
+            byte_tokens,
+            is_byte,
+        })
+    }
+}
 
-        let mut merges = HashMap::new();
-        let mut concat = String::new();
-        for (rank, &(a, b)) in spec.merges.iter().enumerate() {
-            let (Some(pa), Some(pb)) = (spec.tokens.get(a as usize), spec.tokens.get(b as usize))
-            else {
-                return Err(err(format!(
-                    "merge {rank} ({a}, {b}) names a token out of range ({n} tokens)"
-                )));
-            };
-            concat.clear();
-            concat.push_str(pa);
-            concat.push_str(pb);
-            let Some(&merged) = piece_to_id.get(concat.as_str()) else {
-                return Err(err(format!(
-                    "merge {rank} ({pa:?} + {pb:?}) makes {concat:?}, which is not a token"
-                )));
-            };
-            merges.entry((a, b)).or_insert((rank as u32, merged));
-        }
-
-        let sp_keys = match spec.kind {
-            TokenizerKind::SentencePieceBpe => {
-                spec.scores.iter().map(|&s| bpe::score_key(s)).collect()
-            }
-            _ => Vec::new(),
+/// (left, right) -> (rank, merged id) for every merge, first rank winning for
+/// duplicates; fails on a merge naming an unknown token or making a non-token.
+fn merge_table(
+    spec: &TokenizerSpec,
+    piece_to_id: &HashMap<Box<str>, u32>,
+) -> crate::Result<HashMap<(u32, u32), (u32, u32)>> {
+    let n = spec.tokens.len();
+    let mut merges = HashMap::new();
+    let mut concat = String::new();
+    for (rank, &(a, b)) in spec.merges.iter().enumerate() {
+        let (Some(pa), Some(pb)) = (spec.tokens.get(a as usize), spec.tokens.get(b as usize))
+        else {
+            return Err(err(format!(
+                "merge {rank} ({a}, {b}) names a token out of range ({n} tokens)"
+            )));
         };
-        let mut byte_level_tokens = [None; 256];
-        if spec.kind == TokenizerKind::ByteLevelBpe {
-            for (b, slot) in byte_level_tokens.iter_mut().enumerate() {
-                let mut buf = [0u8; 4];
-                *slot = piece_to_id
-                    .get(&*byte_level::BYTE_TO_CHAR[b].encode_utf8(&mut buf))
-                    .copied();
-            }
-        }
+        concat.clear();
+        concat.push_str(pa);
+        concat.push_str(pb);
+        let Some(&merged) = piece_to_id.get(concat.as_str()) else {
+            return Err(err(format!(
+                "merge {rank} ({pa:?} + {pb:?}) makes {concat:?}, which is not a token"
+            )));
+        };
+        merges.entry((a, b)).or_insert((rank as u32, merged));
+    }
+    Ok(merges)
+}
 
-        // Decoded bytes of every token.
+/// Byte-level BPE: byte -> token of its GPT-2 alphabet character; all `None` for
+/// other kinds.
+fn byte_level_alphabet_tokens(
+    spec: &TokenizerSpec,
+    piece_to_id: &HashMap<Box<str>, u32>,
+) -> [Option<u32>; 256] {
+    let mut byte_level_tokens = [None; 256];
+    if spec.kind == TokenizerKind::ByteLevelBpe {
+        for (b, slot) in byte_level_tokens.iter_mut().enumerate() {
+            let mut buf = [0u8; 4];
+            *slot = piece_to_id
+                .get(&*byte_level::BYTE_TO_CHAR[b].encode_utf8(&mut buf))
+                .copied();
+        }
+    }
+    byte_level_tokens
+}
+
+/// The decoded bytes of every token, concatenated.
+struct DecodedTexts {
+    /// Token `i` is `decoded[offsets[i]..offsets[i + 1]]`.
+    decoded: Vec<u8>,
+    offsets: Vec<u32>,
+    max_token_bytes: usize,
+}
+
+impl DecodedTexts {
+    /// Decodes every token; fails when the total exceeds 4 GiB (u32 offsets).
+    fn build(spec: &TokenizerSpec) -> crate::Result<Self> {
+        let n = spec.tokens.len();
         let mut decoded = Vec::new();
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0u32);
         let mut max_token_bytes = 0;
         for (i, (piece, ty)) in spec.tokens.iter().zip(&spec.token_types).enumerate() {
             let start = decoded.len();
-            match (ty, spec.kind) {
-                (TokenType::Control, _) => {}
-                (TokenType::Unknown, TokenizerKind::WordPiece(_)) => {}
-                (_, TokenizerKind::WordPiece(o)) => {
-                    match piece.strip_prefix(wordpiece::CONTINUATION) {
-                        Some(rest) => decoded.extend_from_slice(rest.as_bytes()),
-                        None => {
-                            let glued =
-                                o.cleanup && matches!(piece.as_str(), "." | "?" | "!" | ",");
-                            if !glued {
-                                decoded.push(b' ');
-                            }
-                            decoded.extend_from_slice(piece.as_bytes());
-                        }
-                    }
-                }
-                (TokenType::Byte, _) => decoded.extend(parse_byte_piece(piece)),
-                (_, TokenizerKind::SentencePieceBpe) => {
-                    for c in piece.chars() {
-                        let c = if c == SPACE_MARK { ' ' } else { c };
-                        decoded.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes());
-                    }
-                }
-                (TokenType::UserDefined, TokenizerKind::ByteLevelBpe) => {
-                    decoded.extend_from_slice(piece.as_bytes())
-                }
-                (_, TokenizerKind::ByteLevelBpe) => {
-                    for c in piece.chars() {
-                        match byte_level::char_to_byte(c) {
-                            Some(b) => decoded.push(b),
-                            None => {
-                                decoded.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes())
-                            }
-                        }
-                    }
-                }
-            }
+            push_decoded_token(piece, *ty, spec.kind, &mut decoded);
             max_token_bytes = max_token_bytes.max(decoded.len() - start);
             let end = u32::try_from(decoded.len())
                 .map_err(|_| err(format!("token {i}: the vocabulary text exceeds 4 GiB")))?;
             offsets.push(end);
         }
-
-        // Special tokens matched in text, grouped by first byte, longest first.
-        let mut specials: Vec<(Box<str>, u32)> = spec
-            .tokens
-            .iter()
-            .zip(&spec.token_types)
-            .enumerate()
-            .filter(|(_, (piece, ty))| {
-                !piece.is_empty()
-                    && matches!(
-                        ty,
-                        TokenType::Control | TokenType::UserDefined | TokenType::Unknown
-                    )
-            })
-            .map(|(i, (piece, _))| (piece.as_str().into(), i as u32))
-            .collect();
-        specials.sort_by(|(a, ia), (b, ib)| {
-            (a.as_bytes()[0], std::cmp::Reverse(a.len()), ia).cmp(&(
-                b.as_bytes()[0],
-                std::cmp::Reverse(b.len()),
-                ib,
-            ))
-        });
-        let mut special_groups = vec![0u32; 257];
-        for (text, _) in &specials {
-            special_groups[text.as_bytes()[0] as usize + 1] += 1;
-        }
-        for b in 0..256 {
-            special_groups[b + 1] += special_groups[b];
-        }
-
         Ok(Self {
-            spec,
-            piece_to_id,
-            sp_keys,
-            merges,
-            byte_tokens,
-            byte_level_tokens,
             decoded,
             offsets,
-            is_byte,
+            max_token_bytes,
+        })
+    }
+}
+
+/// Appends the bytes one token decodes to: nothing for Control tokens (and WordPiece's
+/// Unknown), WordPiece words with their leading space, a Byte token's byte,
+/// SentencePiece pieces with `▁` as space, byte-level pieces mapped back through
+/// GPT-2's alphabet (UserDefined ones verbatim).
+fn push_decoded_token(piece: &str, ty: TokenType, kind: TokenizerKind, decoded: &mut Vec<u8>) {
+    match (ty, kind) {
+        (TokenType::Control, _) => {}
+        (TokenType::Unknown, TokenizerKind::WordPiece(_)) => {}
+        (_, TokenizerKind::WordPiece(o)) => match piece.strip_prefix(wordpiece::CONTINUATION) {
+            Some(rest) => decoded.extend_from_slice(rest.as_bytes()),
+            None => {
+                let glued = o.cleanup && matches!(piece, "." | "?" | "!" | ",");
+                if !glued {
+                    decoded.push(b' ');
+                }
+                decoded.extend_from_slice(piece.as_bytes());
+            }
+        },
+        (TokenType::Byte, _) => decoded.extend(parse_byte_piece(piece)),
+        (_, TokenizerKind::SentencePieceBpe) => {
+            for c in piece.chars() {
+                let c = if c == SPACE_MARK { ' ' } else { c };
+                decoded.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes());
+            }
+        }
+        (TokenType::UserDefined, TokenizerKind::ByteLevelBpe) => {
+            decoded.extend_from_slice(piece.as_bytes())
+        }
+        (_, TokenizerKind::ByteLevelBpe) => {
+            for c in piece.chars() {
+                match byte_level::char_to_byte(c) {
+                    Some(b) => decoded.push(b),
+                    None => decoded.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes()),
+                }
+            }
+        }
+    }
+}
+
+/// The Control / UserDefined / Unknown tokens matched in text, sorted by first byte,
+/// longest first, then by id; and the 257 group starts indexing them by first byte.
+fn special_token_index(spec: &TokenizerSpec) -> (Vec<(Box<str>, u32)>, Vec<u32>) {
+    let mut specials: Vec<(Box<str>, u32)> = spec
+        .tokens
+        .iter()
+        .zip(&spec.token_types)
+        .enumerate()
+        .filter(|(_, (piece, ty))| {
+            !piece.is_empty()
+                && matches!(
+                    ty,
+                    TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+                )
+        })
+        .map(|(i, (piece, _))| (piece.as_str().into(), i as u32))
+        .collect();
+    specials.sort_by(|(a, ia), (b, ib)| {
+        (a.as_bytes()[0], std::cmp::Reverse(a.len()), ia).cmp(&(
+            b.as_bytes()[0],
+            std::cmp::Reverse(b.len()),
+            ib,
+        ))
+    });
+    let mut special_groups = vec![0u32; 257];
+    for (text, _) in &specials {
+        special_groups[text.as_bytes()[0] as usize + 1] += 1;
+    }
+    for b in 0..256 {
+        special_groups[b + 1] += special_groups[b];
+    }
+    (specials, special_groups)
+}
+
+impl Tokenizer {
+    /// Validates `spec` for a model with `vocab_size` embedding rows and builds the
+    /// lookup tables.
+    ///
+    /// Checks: `schema == TOKENIZER_SCHEMA`; `1 <= tokens.len() <= vocab_size`; one
+    /// token type per token; SentencePiece needs one score per token and no pre-split,
+    /// byte-level allows no scores or one per token; every special id (bos, eos, unk,
+    /// pad, eog) names a token; `add_bos`/`add_eos` have their token; Byte tokens are
+    /// spelled `<0xNN>`; every merge names two tokens whose concatenation is a token.
+    /// Returns `Error::Tokenizer` naming the first problem; never panics.
+    pub fn new(spec: TokenizerSpec, vocab_size: u32) -> crate::Result<Self> {
+        validate_shape(&spec, vocab_size)?;
+        validate_kind_fields(&spec)?;
+        validate_special_ids(&spec)?;
+        let pieces = PieceIndex::build(&spec)?;
+        let merges = merge_table(&spec, &pieces.piece_to_id)?;
+        let sp_keys = match spec.kind {
+            TokenizerKind::SentencePieceBpe => {
+                spec.scores.iter().map(|&s| bpe::score_key(s)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let byte_level_tokens = byte_level_alphabet_tokens(&spec, &pieces.piece_to_id);
+        let texts = DecodedTexts::build(&spec)?;
+        let (specials, special_groups) = special_token_index(&spec);
+        Ok(Self {
+            spec,
+            piece_to_id: pieces.piece_to_id,
+            sp_keys,
+            merges,
+            byte_tokens: pieces.byte_tokens,
+            byte_level_tokens,
+            decoded: texts.decoded,
+            offsets: texts.offsets,
+            is_byte: pieces.is_byte,
             specials,
             special_groups,
-            max_token_bytes,
+            max_token_bytes: texts.max_token_bytes,
         })
     }
 

@@ -7,13 +7,17 @@
 //! `y = W x + scale * B (A x)`.
 //!
 //! This module holds the in-memory adapter and its validation against a model;
-//! reading and writing PEFT files lives in the `ember-train` crate (it needs
-//! JSON and safetensors, which the runtime core does not depend on).
+//! [`peft`] reads PEFT adapter directories (the `peft` feature: JSON and
+//! safetensors stay out of a build without it). Writing them belongs to
+//! training (`ember-train`).
 
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::HyperParams;
+
+#[cfg(feature = "peft")]
+pub mod peft;
 
 /// A projection matrix of a decoder layer that an adapter may target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
