@@ -198,7 +198,8 @@ typedef struct ember_chat_message {
 /* Renders `messages` with a Jinja chat template as Hugging Face transformers'
  * apply_chat_template does. `template_source` NULL = the model's own template
  * (EMBER_ERR_TEMPLATE if it has none). add_generation_prompt != 0 appends the
- * assistant opener. Buffer convention above. */
+ * assistant opener. Buffer convention above. Tokenize the text with
+ * EMBER_TOKENIZE_NO_BOS, as transformers does: a template writes its own BOS. */
 ember_status ember_chat_render(const ember_model *model, const char *template_source,
                                const ember_chat_message *messages, size_t n_messages,
                                int add_generation_prompt, char *buf, size_t capacity,

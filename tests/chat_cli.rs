@@ -337,6 +337,44 @@ fn dropping_old_turns_keeps_role_alternation() {
     );
 }
 
+/// Chat prompts are encoded as transformers' apply_chat_template does: no BOS
+/// is added, so a template that writes `bos_token` (llama2, gemma) gives one BOS
+/// and one that does not (chatml) none, although stories260K's tokenizer adds
+/// BOS to plain text.
+#[test]
+fn chat_prompts_get_only_the_bos_their_template_writes() {
+    let dir = common::scratch();
+    let Some(m) = stories(dir.path()) else { return };
+    let m = m.to_str().unwrap();
+    let bos = 1u64;
+    let plain = ember(&["tokenize", "-m", m, "--json", "Hi"], "");
+    let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(plain["ids"][0], bos, "stories260K adds BOS to plain text");
+    let messages = r#"[{"role": "user", "content": "Hi"}]"#;
+    for (template, want_bos) in [("llama2", 1), ("gemma", 1), ("chatml", 0)] {
+        let out = ember(
+            &[
+                "chat-template",
+                "-m",
+                m,
+                "--template",
+                template,
+                "--ids",
+                "--messages",
+                "-",
+            ],
+            messages,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let ids: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+        let n_bos = ids.iter().filter(|&&t| t == bos).count();
+        assert_eq!(n_bos, want_bos, "{template}: {ids:?}");
+        if want_bos == 1 {
+            assert_eq!(ids[0], bos, "{template}: {ids:?}");
+        }
+    }
+}
+
 /// A real checkpoint of `scripts/fetch_models.sh` converted into `dir`, or `None`
 /// (after saying why) when it has not been fetched.
 fn real_model(dir: &Path, gguf: &str, fetch_flag: &str) -> Option<PathBuf> {

@@ -311,41 +311,50 @@ fn prefill_applies_the_adapter_like_single_steps() {
     }
 }
 
+/// Saves `adapter` (for the hf-tiny base `base`) into `dir` and checks both
+/// files equal the committed fixture `name` byte for byte; with
+/// `EMBER_WRITE_LORA_GOLDENS` set, rewrites the fixture first.
+fn save_matching_fixture(
+    dir: &Path,
+    name: &str,
+    adapter: &LoraAdapter,
+    hp: &HyperParams,
+    layout: ModuleLayout,
+    base: &str,
+) {
+    let base_dir = format!("tests/fixtures/hf-tiny/{base}");
+    let fixture = lora_fixture(name);
+    if std::env::var_os("EMBER_WRITE_LORA_GOLDENS").is_some() {
+        std::fs::create_dir_all(&fixture).unwrap();
+        save_peft(&fixture, adapter, hp, layout, &base_dir).unwrap();
+    }
+    save_peft(dir, adapter, hp, layout, &base_dir).unwrap();
+    for f in [WEIGHTS_FILE, CONFIG_FILE] {
+        assert_eq!(
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(fixture.join(f)).unwrap(),
+            "{name}/{f} differs from the committed one (rewrite it with \
+             EMBER_WRITE_LORA_GOLDENS=1 and re-run scripts/make_peft_goldens.py --check \
+             tests/fixtures/lora/{name} --base {base})"
+        );
+    }
+}
+
 #[test]
 fn ember_saved_adapter_is_stable_and_loads_in_peft() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_llama(tmp.path());
     let hp = model.hparams();
     let adapter = ember_saved_adapter(hp);
-    let fixture = lora_fixture("ember-saved");
-    if std::env::var_os("EMBER_WRITE_LORA_GOLDENS").is_some() {
-        std::fs::create_dir_all(&fixture).unwrap();
-        save_peft(
-            &fixture,
-            &adapter,
-            hp,
-            ModuleLayout::Separate,
-            "tests/fixtures/hf-tiny/llama",
-        )
-        .unwrap();
-    }
     let dir = tmp.path().join("saved");
-    save_peft(
+    save_matching_fixture(
         &dir,
+        "ember-saved",
         &adapter,
         hp,
         ModuleLayout::Separate,
-        "tests/fixtures/hf-tiny/llama",
-    )
-    .unwrap();
-    for f in [WEIGHTS_FILE, CONFIG_FILE] {
-        assert_eq!(
-            std::fs::read(dir.join(f)).unwrap(),
-            std::fs::read(fixture.join(f)).unwrap(),
-            "{f} differs from the committed one (rewrite it with EMBER_WRITE_LORA_GOLDENS=1 \
-             and re-run scripts/make_peft_goldens.py --check on it)"
-        );
-    }
+        "llama",
+    );
     let config: Value =
         serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(config["peft_type"], "LORA");
@@ -377,28 +386,8 @@ fn phi3_adapters_are_saved_with_the_fused_modules() {
     assert_eq!(layout, ModuleLayout::FusedPhi3);
     let hp = model.hparams();
     let adapter = ember_saved_adapter(hp);
-    let fixture = lora_fixture("ember-saved-phi3");
-    if std::env::var_os("EMBER_WRITE_LORA_GOLDENS").is_some() {
-        std::fs::create_dir_all(&fixture).unwrap();
-        save_peft(
-            &fixture,
-            &adapter,
-            hp,
-            layout,
-            "tests/fixtures/hf-tiny/phi3",
-        )
-        .unwrap();
-    }
     let dir = tmp.path().join("saved");
-    save_peft(&dir, &adapter, hp, layout, "tests/fixtures/hf-tiny/phi3").unwrap();
-    for f in [WEIGHTS_FILE, CONFIG_FILE] {
-        assert_eq!(
-            std::fs::read(dir.join(f)).unwrap(),
-            std::fs::read(fixture.join(f)).unwrap(),
-            "{f} differs from the committed one (rewrite it with EMBER_WRITE_LORA_GOLDENS=1 \
-             and re-run scripts/make_peft_goldens.py --check DIR --base phi3 on it)"
-        );
-    }
+    save_matching_fixture(&dir, "ember-saved-phi3", &adapter, hp, layout, "phi3");
     let config: Value =
         serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(config["rank_pattern"]["qkv_proj"], 9);

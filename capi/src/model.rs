@@ -385,14 +385,6 @@ pub struct ember_chat_message {
     pub content: *const c_char,
 }
 
-/// The text of a special token for the template's `bos_token` / `eos_token`.
-fn special_text(model: &Model, id: Option<u32>) -> String {
-    let tok = model.tokenizer();
-    id.and_then(|i| tok.spec().tokens.get(i as usize))
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Renders a chat template.
 ///
 /// # Safety
@@ -435,15 +427,9 @@ pub unsafe extern "C" fn ember_chat_render(
             let content = unsafe { ptr::text(msg.content, &format!("messages[{i}].content"))? };
             msgs.push(Message::new(role, content));
         }
-        let tok = m.model.tokenizer();
-        let text = chat::render(
-            template,
-            &msgs,
-            add_generation_prompt != 0,
-            &special_text(&m.model, tok.bos()),
-            &special_text(&m.model, tok.eos()),
-        )
-        .map_err(|e| CError::new(EMBER_ERR_TEMPLATE, e.to_string()))?;
+        let (bos, eos) = chat::special_texts(m.model.tokenizer());
+        let text = chat::render(template, &msgs, add_generation_prompt != 0, &bos, &eos)
+            .map_err(|e| CError::new(EMBER_ERR_TEMPLATE, e.to_string()))?;
         // SAFETY: the function's contract.
         unsafe {
             ptr::write_bytes(

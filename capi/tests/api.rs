@@ -2,11 +2,14 @@
 //! loading, arenas, cancellation from another thread, struct-size rules.
 //! The C programs themselves run in `scripts/test_capi.sh`.
 
+mod common;
+
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
 use std::sync::Arc;
 
+use common::{check, last_error};
 use ember::*;
 use ember_converter::{convert, ConvertOptions};
 use ember_runtime::generate::generate_greedy;
@@ -28,17 +31,6 @@ fn stories() -> Option<(tempfile::TempDir, PathBuf)> {
     };
     convert(&bin, &out, &opts).expect("convert stories260K");
     Some((dir, out))
-}
-
-fn last_error() -> String {
-    // SAFETY: ember_last_error never returns NULL and the string is NUL-terminated.
-    unsafe { CStr::from_ptr(ember_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn check(st: ember_status) {
-    assert_eq!(st, EMBER_OK, "{}", last_error());
 }
 
 /// Greedy text from the runtime directly, as `ember run` does it.

@@ -2,10 +2,13 @@
 //! (tests/fixtures/lora/peft-tiny, made by scripts/make_peft_goldens.py),
 //! detaching restores the base model, and misuse is an error code.
 
-use std::ffi::{c_char, CStr, CString};
+mod common;
+
+use std::ffi::{c_char, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
 
+use common::{check, last_error};
 use ember::*;
 use ember_converter::{convert, ConvertOptions};
 
@@ -15,17 +18,6 @@ const MAX_NMSE: f64 = 1e-8;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn last_error() -> String {
-    // SAFETY: ember_last_error never returns NULL and the string is NUL-terminated.
-    unsafe { CStr::from_ptr(ember_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn check(st: ember_status) {
-    assert_eq!(st, EMBER_OK, "{}", last_error());
 }
 
 fn c_path(p: &Path) -> CString {

@@ -61,13 +61,13 @@ static ember_status encode(chat *c) {
                                &len);
     }
     if (st != EMBER_OK) return st;
-    st = ember_tokenize(c->model, c->text, 0, c->ids, c->ids_cap, &c->n_ids);
+    st = ember_tokenize(c->model, c->text, EMBER_TOKENIZE_NO_BOS, c->ids, c->ids_cap, &c->n_ids);
     if (st == EMBER_ERR_BUFFER_TOO_SMALL) {
         ember_token *t = realloc(c->ids, c->n_ids * sizeof *t);
         if (!t) return EMBER_ERR_INTERNAL;
         c->ids = t;
         c->ids_cap = c->n_ids;
-        st = ember_tokenize(c->model, c->text, 0, c->ids, c->ids_cap, &c->n_ids);
+        st = ember_tokenize(c->model, c->text, EMBER_TOKENIZE_NO_BOS, c->ids, c->ids_cap, &c->n_ids);
     }
     return st;
 }
@@ -204,13 +204,28 @@ int main(int argc, char **argv) {
             st = ember_chat_render(c.model, c.tmpl, c.msgs, 1, 0, c.text, c.text_cap, &len);
         }
         if (st != EMBER_OK) { rc = fail("rendering the system prompt", st); goto out; }
-        st = ember_tokenize(c.model, c.text, 0, NULL, 0, &keep);
+        st = ember_tokenize(c.model, c.text, EMBER_TOKENIZE_NO_BOS, NULL, 0, &keep);
     } else {
-        st = ember_tokenize(c.model, "", 0, NULL, 0, &keep); /* 1 if the model adds BOS */
+        /* 1 if the template writes BOS: its rendering of one message starts with it. */
+        ember_chat_message probe = {"user", "x"};
+        ember_token bos = EMBER_TOKEN_NONE, first[1] = {EMBER_TOKEN_NONE};
+        size_t len = 0, n_first = 0;
+        st = ember_chat_render(c.model, c.tmpl, &probe, 1, 0, NULL, 0, &len);
+        if (st == EMBER_ERR_BUFFER_TOO_SMALL) {
+            c.text = malloc(len + 1);
+            c.text_cap = len + 1;
+            st = ember_chat_render(c.model, c.tmpl, &probe, 1, 0, c.text, c.text_cap, &len);
+        }
+        if (st == EMBER_OK)
+            st = ember_tokenize(c.model, c.text, EMBER_TOKENIZE_NO_BOS, first, 1, &n_first);
+        if (st == EMBER_OK || st == EMBER_ERR_BUFFER_TOO_SMALL)
+            st = ember_model_special_token(c.model, EMBER_SPECIAL_BOS, &bos);
+        keep = st == EMBER_OK && bos != EMBER_TOKEN_NONE && first[0] == bos;
+        st = EMBER_OK; /* a template that cannot render the probe keeps nothing */
     }
     if (st != EMBER_OK && st != EMBER_ERR_BUFFER_TOO_SMALL) { rc = fail("tokenize", st); goto out; }
 
-    ctx = ctx_arg ? ctx_arg : (info.max_context < 2048 ? info.max_context : 2048);
+    ctx = ctx_arg ? ctx_arg : (info.max_context < 4096 ? info.max_context : 4096);
     ember_session_config_default(&scfg, sizeof scfg);
     scfg.context = (uint32_t)ctx;
     scfg.context_policy = EMBER_CONTEXT_SHIFT;

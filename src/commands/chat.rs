@@ -81,8 +81,10 @@ impl Chat {
 
     fn encode(&self) -> Result<Vec<u32>, Box<dyn std::error::Error + Send + Sync>> {
         let text = chat::render(&self.template, &self.messages, true, &self.bos, &self.eos)?;
-        let tok = self.model.tokenizer();
-        Ok(tok.encode(&text, tok.default_encode_options()))
+        Ok(self
+            .model
+            .tokenizer()
+            .encode(&text, chat::RENDERED_ENCODE_OPTIONS))
     }
 
     /// Runs one user turn: streams the reply to `out`.
@@ -237,20 +239,16 @@ pub fn run(args: Args) -> CliResult {
             .ok_or("this model has no chat template; choose one with --template")?
             .to_string(),
     };
-    let name = |id: Option<u32>| {
-        id.and_then(|i| tok.spec().tokens.get(i as usize))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let (bos, eos) = (name(tok.bos()), name(tok.eos()));
+    let (bos, eos) = chat::special_texts(tok);
     let max_ctx = model.hparams().max_context as usize;
     let ctx = match args.ctx {
         None => max_ctx.min(DEFAULT_CONTEXT),
         Some(0) => max_ctx,
         Some(n) => n,
     };
-    // A shift keeps the system prompt (or BOS): the tokens of the conversation
-    // with only the system message, without the assistant opener.
+    // A shift keeps the system prompt (or the BOS the template writes): the
+    // tokens of the conversation with only the system message, without the
+    // assistant opener.
     let keep = match &args.system {
         Some(s) => {
             let text = chat::render(
@@ -260,9 +258,9 @@ pub fn run(args: Args) -> CliResult {
                 &bos,
                 &eos,
             )?;
-            tok.encode(&text, tok.default_encode_options()).len()
+            tok.encode(&text, chat::RENDERED_ENCODE_OPTIONS).len()
         }
-        None => usize::from(tok.bos().is_some() && tok.spec().add_bos),
+        None => usize::from(!bos.is_empty() && template_writes_bos(&template, &bos, &eos)),
     };
     let s = &args.sampling;
     let policy = s.policy(true, keep, ctx);
@@ -326,4 +324,11 @@ pub fn run(args: Args) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Whether `template`'s rendering of a one-message conversation starts with the
+/// BOS text (the token a context shift should keep).
+fn template_writes_bos(template: &str, bos: &str, eos: &str) -> bool {
+    chat::render(template, &[Message::new("user", "x")], false, bos, eos)
+        .is_ok_and(|text| text.starts_with(bos))
 }

@@ -24,6 +24,10 @@ pub struct Args {
     /// Use a built-in template instead of the model's.
     #[arg(long, value_parser = ["chatml", "llama2", "llama3", "gemma"])]
     template: Option<String>,
+    /// Print the token ids `ember chat` feeds for this prompt (JSON list)
+    /// instead of the text: no BOS added, as transformers' apply_chat_template.
+    #[arg(long)]
+    ids: bool,
 }
 
 /// Reads and checks the messages file; errors name the file and the message.
@@ -70,20 +74,15 @@ pub fn run(args: Args) -> CliResult {
             "this model has no chat template: choose one with --template chatml|llama2|llama3|gemma",
         )?,
     };
-    let text_of = |id: Option<u32>| {
-        id.and_then(|i| tok.spec().tokens.get(i as usize))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let prompt = chat::render(
-        template,
-        &messages,
-        !args.no_generation_prompt,
-        &text_of(tok.bos()),
-        &text_of(tok.eos()),
-    )?;
+    let (bos, eos) = chat::special_texts(tok);
+    let prompt = chat::render(template, &messages, !args.no_generation_prompt, &bos, &eos)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(prompt.as_bytes())?;
+    if args.ids {
+        let ids = tok.encode(&prompt, chat::RENDERED_ENCODE_OPTIONS);
+        writeln!(out, "{}", serde_json::to_string(&ids)?)?;
+    } else {
+        out.write_all(prompt.as_bytes())?;
+    }
     out.flush()?;
     Ok(())
 }

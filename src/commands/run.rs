@@ -279,13 +279,16 @@ pub fn run(args: Args) -> CliResult {
     Ok(())
 }
 
-/// The prompt's token ids: `--prompt`, rendered with the model's chat template
-/// under `--chat`; an empty prompt is BOS alone (as llama2.c).
+/// The prompt's token ids: `--prompt`, or under `--chat` the conversation
+/// rendered with the model's chat template and encoded as transformers does
+/// (no BOS added: the template writes its own); an empty prompt is BOS alone
+/// (as llama2.c).
 fn prompt_tokens(
     args: &Args,
     model: &Model,
 ) -> Result<Vec<u32>, Box<dyn std::error::Error + Send + Sync>> {
     let tok = model.tokenizer();
+    let mut opts: EncodeOptions = tok.default_encode_options();
     let prompt_text = if args.chat {
         let template = model.chat_template().ok_or(
             "this model has no chat template; run without --chat and format the prompt yourself",
@@ -295,22 +298,12 @@ fn prompt_tokens(
             messages.push(Message::new("system", s.clone()));
         }
         messages.push(Message::new("user", args.prompt.clone()));
-        let name = |id: Option<u32>| {
-            id.and_then(|i| tok.spec().tokens.get(i as usize))
-                .cloned()
-                .unwrap_or_default()
-        };
-        chat::render(
-            template,
-            &messages,
-            true,
-            &name(tok.bos()),
-            &name(tok.eos()),
-        )?
+        let (bos, eos) = chat::special_texts(tok);
+        opts = chat::RENDERED_ENCODE_OPTIONS;
+        chat::render(template, &messages, true, &bos, &eos)?
     } else {
         args.prompt.clone()
     };
-    let mut opts: EncodeOptions = tok.default_encode_options();
     opts.parse_special = !args.no_special;
     let mut prompt = tok.encode(&prompt_text, opts);
     if prompt.is_empty() {

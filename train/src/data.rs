@@ -271,16 +271,11 @@ impl<'a> ChatRenderer<'a> {
                 })?
                 .to_string(),
         };
-        let tok = model.tokenizer();
-        let name = |id: Option<u32>| {
-            id.and_then(|i| tok.spec().tokens.get(i as usize))
-                .cloned()
-                .unwrap_or_default()
-        };
+        let (bos, eos) = chat::special_texts(model.tokenizer());
         Ok(Self {
             model,
-            bos: name(tok.bos()),
-            eos: name(tok.eos()),
+            bos,
+            eos,
             template,
         })
     }
@@ -321,7 +316,7 @@ impl<'a> ChatRenderer<'a> {
         // they agree with the tokens of the whole text (a token merging across the
         // edge counts as after it).
         let tok = self.model.tokenizer();
-        let opts = tok.default_encode_options();
+        let opts = chat::RENDERED_ENCODE_OPTIONS;
         let ids = tok.encode(&all, opts);
         let edge = |b: usize| -> usize {
             let before = tok.encode(&all[..b], opts);

@@ -23,6 +23,8 @@ use minijinja::value::{from_args, Value};
 use minijinja::{context, Environment, ErrorKind, State};
 use serde::{Deserialize, Serialize};
 
+use crate::tokenizer::{EncodeOptions, Tokenizer};
+
 /// One chat message: a role (`system`, `user`, `assistant`, ...) and its text.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -278,6 +280,25 @@ fn environment(now: DateTime) -> Environment<'static> {
     });
     env
 }
+
+/// The texts a template sees as `bos_token` / `eos_token`: the pieces of the
+/// tokenizer's BOS / EOS tokens (empty when it has none).
+pub fn special_texts(tok: &Tokenizer) -> (String, String) {
+    let text = |id: Option<u32>| {
+        id.and_then(|i| tok.spec().tokens.get(i as usize))
+            .cloned()
+            .unwrap_or_default()
+    };
+    (text(tok.bos()), text(tok.eos()))
+}
+
+/// How a rendered conversation becomes token ids, as transformers'
+/// `apply_chat_template(tokenize=True)` encodes it: no BOS is added (a template
+/// that wants one writes `bos_token` itself) and special-token texts are tokens.
+pub const RENDERED_ENCODE_OPTIONS: EncodeOptions = EncodeOptions {
+    add_bos: false,
+    parse_special: true,
+};
 
 /// Renders `template` for `messages` as transformers' `apply_chat_template` does
 /// (see the module documentation), with `bos_token` / `eos_token` as the texts of
