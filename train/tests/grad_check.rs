@@ -112,13 +112,60 @@ fn gradients_match_on_gemma_style_blocks() {
     check_model(&model, None, 80);
 }
 
+/// With a zero adapter, the summed cross-entropy of a sequence from the
+/// training forward pass equals the one computed from a session's logits
+/// (f64 training against f32 inference: 1e-5 relative).
+fn assert_training_matches_inference(model: std::sync::Arc<ember_runtime::Model>, what: &str) {
+    let hp = *model.hparams();
+    let base = Base::new(&model).unwrap();
+    let (_, layout, _) = adapter(&model, 2, 8);
+    let zeros = vec![0.0f64; layout.len];
+    let ex = example(hp.vocab_size, 10, 11, 0);
+    let train = sequence_loss(
+        &base,
+        &layout,
+        &zeros,
+        &ex,
+        None,
+        None,
+        &mut Workspace::new(&base, &layout, ex.len()),
+    );
+    let mut s = ember_runtime::Session::new(
+        model.clone(),
+        ember_runtime::SessionConfig {
+            context: 32,
+            kv_type: ember_runtime::KvType::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut infer = 0.0f64;
+    for t in 0..ex.len() {
+        let logits = s.step(ex.tokens[t]).unwrap();
+        let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = m + logits
+            .iter()
+            .map(|&v| (v as f64 - m).exp())
+            .sum::<f64>()
+            .ln();
+        infer += lse - logits[ex.tokens[t + 1] as usize] as f64;
+    }
+    let rel = (train.sum - infer).abs() / infer;
+    eprintln!(
+        "{what}: training {} inference {infer} ({rel:.1e})",
+        train.sum
+    );
+    assert!(
+        rel < 1e-5,
+        "{what}: training {} vs inference {infer}",
+        train.sum
+    );
+}
+
 /// The training forward pass and the inference forward pass are the same
-/// function of the weights: with a zero adapter, the summed cross-entropy
-/// of a sequence equals the one computed from a session's logits, for every
-/// block variant (f64 training against f32 inference: 1e-5 relative).
+/// function of the weights, for every block variant.
 #[test]
 fn training_forward_matches_inference() {
-    use std::sync::Arc;
     let dir = util::scratch();
     for (i, hp) in [
         util::tiny_hparams(),
@@ -128,50 +175,36 @@ fn training_forward_matches_inference() {
     .into_iter()
     .enumerate()
     {
-        let model = Arc::new(util::tiny_model(dir.path(), hp, None, 20 + i as u64));
-        let base = Base::new(&model).unwrap();
-        let (_, layout, _) = adapter(&model, 2, 8);
-        let zeros = vec![0.0f64; layout.len];
-        let ex = example(hp.vocab_size, 10, 11, 0);
-        let train = sequence_loss(
-            &base,
-            &layout,
-            &zeros,
-            &ex,
-            None,
-            None,
-            &mut Workspace::new(&base, &layout, ex.len()),
-        );
-        let mut s = ember_runtime::Session::new(
-            model.clone(),
-            ember_runtime::SessionConfig {
-                context: 32,
-                kv_type: ember_runtime::KvType::F32,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut infer = 0.0f64;
-        for t in 0..ex.len() {
-            let logits = s.step(ex.tokens[t]).unwrap();
-            let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = m + logits
-                .iter()
-                .map(|&v| (v as f64 - m).exp())
-                .sum::<f64>()
-                .ln();
-            infer += lse - logits[ex.tokens[t + 1] as usize] as f64;
-        }
-        let rel = (train.sum - infer).abs() / infer;
-        eprintln!(
-            "variant {i}: training {} inference {infer} ({rel:.1e})",
-            train.sum
-        );
-        assert!(
-            rel < 1e-5,
-            "variant {i}: training {} vs inference {infer}",
-            train.sum
-        );
+        let model = util::tiny_model(dir.path(), hp, None, 20 + i as u64);
+        assert_training_matches_inference(std::sync::Arc::new(model), &format!("variant {i}"));
+    }
+}
+
+/// The same on every family fine-tuning supports, as converted from the tiny
+/// transformers checkpoints of tests/fixtures/hf-tiny (RoPE scalings, QK norms,
+/// fused Phi-3 projections, sliding windows, Gemma 3's block).
+#[test]
+fn training_forward_matches_inference_on_every_family() {
+    let dir = util::scratch();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf-tiny");
+    for family in [
+        "llama",
+        "llama-gelu",
+        "llama-rope-linear",
+        "llama-rope-llama3",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "qwen3-yarn",
+        "phi3",
+        "gemma3",
+    ] {
+        let out = dir.path().join(format!("{family}.ember"));
+        ember_converter::convert(&fixtures.join(family), &out, &Default::default())
+            .unwrap_or_else(|e| panic!("convert {family}: {e}"));
+        let model = ember_runtime::Model::load(&out).unwrap();
+        assert_training_matches_inference(std::sync::Arc::new(model), family);
     }
 }
 
