@@ -8,7 +8,8 @@
  * -----------
  * - Every function that can fail returns an ember_status; EMBER_OK is 0. On
  *   failure ember_last_error() gives a readable message (thread-local). No Rust
- *   panic crosses into C: an internal error returns EMBER_ERR_INTERNAL.
+ *   panic crosses into C: an internal error returns EMBER_ERR_INTERNAL. Codes
+ *   are only ever appended: treat a code you do not know as a failure.
  * - Every pointer argument is checked: NULL where one is required returns
  *   EMBER_ERR_INVALID_ARGUMENT. Out-parameters are written only on success,
  *   except the required sizes reported with EMBER_ERR_BUFFER_TOO_SMALL and
@@ -38,6 +39,11 @@
  *   (Concurrent calls on one session are serialised internally, never corrupt
  *   it, but their order is unspecified.)
  * - ember_last_error() is per thread.
+ * - Reentrancy: inside ember_generate's callback, every call on the same
+ *   session returns EMBER_ERR_STATE without touching it, except
+ *   ember_session_cancel (allowed) and ember_session_free (ignored, with a
+ *   message: free the session after ember_generate returns). Other sessions,
+ *   models and samplers may be used there.
  * - Stack: prefill and decode run kernels on the calling thread (worker
  *   threads for threads > 1 are Ember's own, with 2 MiB stacks). Give a
  *   calling thread at least 256 KiB of stack: the batched prefill kernels keep
@@ -46,8 +52,17 @@
  *   leaves little margin; glibc's default is 8 MiB).
  *
  * Memory: a session sizes every buffer at creation (optionally inside a caller
- * arena); generating a token allocates nothing. Allocation failure aborts the
- * process (as in Rust's standard library).
+ * arena); generating a token allocates nothing. Allocations whose size the
+ * caller or a file decides (a session's buffers and worker threads, a state's
+ * application data, a LoRA adapter, copies of the arrays passed in) return
+ * EMBER_ERR_OUT_OF_MEMORY when the system refuses them, and a session larger
+ * than the address space is refused before anything is allocated. Small
+ * fixed-size allocations and the working memory of ember_tokenize and
+ * ember_chat_render (a few times the text) still abort on failure, as in
+ * Rust's standard library. An OS that overcommits (Linux
+ * vm.overcommit_memory=1) may grant a session that does not fit and kill the
+ * process once it is used: compare ember_session_memory_required with the
+ * memory at hand.
  */
 #ifndef EMBER_H
 #define EMBER_H
@@ -88,7 +103,12 @@ typedef enum ember_status {
     /* Not supported by this build (e.g. a struct from a newer ember.h). */
     EMBER_ERR_UNSUPPORTED = 9,
     /* A bug in Ember (a caught panic); the session, if any, is unusable. */
-    EMBER_ERR_INTERNAL = 10
+    EMBER_ERR_INTERNAL = 10,
+    /* The system refused memory (or threads) the call needed, e.g. a session
+     * for a context that does not fit; the message names the size, the buffer
+     * and the setting to lower. Objects are unchanged (ember_session_load and
+     * ember_session_state_read reset the session, as on any failure). */
+    EMBER_ERR_OUT_OF_MEMORY = 11
 } ember_status;
 
 /* ---------------------------------------------------------------- library */
@@ -238,13 +258,16 @@ ember_status ember_session_config_default(ember_session_config *config, size_t s
  * heap_bytes   - what ember_session_new allocates in total;
  * arena_bytes  - the arena size ember_session_new_in requires;
  * arena_heap_bytes - what ember_session_new_in takes from the heap besides the
- *                    arena: 0 (worker threads for threads > 1 are not counted). */
+ *                    arena: 0 (worker threads for threads > 1 are not counted).
+ * SIZE_MAX when the size does not fit a size_t (no such session can be made). */
 ember_status ember_session_memory_required(const ember_model *model,
                                            const ember_session_config *config,
                                            size_t *heap_bytes, size_t *arena_bytes,
                                            size_t *arena_heap_bytes);
 
-/* Creates a session (every buffer allocated now). `config` NULL = defaults. */
+/* Creates a session (every buffer allocated now). `config` NULL = defaults.
+ * EMBER_ERR_OUT_OF_MEMORY when the buffers (heap_bytes above) or the worker
+ * threads cannot be had: lower the context, the batch or the threads. */
 ember_status ember_session_new(const ember_model *model, const ember_session_config *config,
                                ember_session **out);
 
@@ -255,7 +278,8 @@ ember_status ember_session_new(const ember_model *model, const ember_session_con
 ember_status ember_session_new_in(const ember_model *model, const ember_session_config *config,
                                   void *arena, size_t arena_len, ember_session **out);
 
-/* Frees the session (not the arena). NULL: no-op. */
+/* Frees the session (not the arena). NULL: no-op. Ignored when called from
+ * inside the session's own ember_generate callback (see Reentrancy). */
 void ember_session_free(ember_session *session);
 
 /* Forgets every token. */
@@ -368,7 +392,9 @@ ember_status ember_sampler_reset(ember_sampler *sampler);
  * NUL-terminated; possibly empty: an incomplete UTF-8 character, or text held
  * back because it may start a stop sequence). A final call with token
  * EMBER_TOKEN_NONE carries remaining text. Return 0 to go on, non-zero to
- * stop (stop reason EMBER_STOP_CALLBACK). `text` is valid during the call only. */
+ * stop (stop reason EMBER_STOP_CALLBACK). `text` is valid during the call only.
+ * The session is busy meanwhile: calls on it from the callback return
+ * EMBER_ERR_STATE, except ember_session_cancel (see Reentrancy). */
 typedef int (*ember_token_callback)(void *user_data, ember_token token, const char *text,
                                     size_t len);
 

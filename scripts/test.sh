@@ -6,6 +6,9 @@
 # $EMBER_MODELS (default ~/.cache/ember/models),
 # then runs every test of the workspace.
 #
+# Last, the README's `cargo install --path .` into a scratch root under target/
+# (dev profile, reusing the test build), and the installed binary runs.
+#
 # Tests that need ../shared or a model that is not there skip with a message.
 # Set EMBER_OFFLINE=1 to skip the downloads.
 set -euo pipefail
@@ -16,3 +19,8 @@ if [[ "${EMBER_OFFLINE:-0}" != 1 ]]; then
     scripts/fetch_tokenizers.sh
 fi
 cargo test --workspace "$@"
+
+echo "== cargo install --path . (README), into target/install-check"
+root=target/install-check
+cargo install --path . --debug --locked --root "$root" --target-dir target --quiet
+"$root/bin/ember" --version

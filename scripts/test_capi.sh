@@ -10,8 +10,13 @@
 #  6. runs all three under valgrind (no errors, no leaks);
 #  7. reports the size of libember.a and of a stripped, statically linked generate;
 #  8. if the aarch64 toolchain is installed (see ../shared/docs/AARCH64.md):
-#     cross-builds libember.a, cross-compiles the examples and runs them under
-#     qemu-aarch64, expecting the same text as on x86.
+#     builds the Raspberry Pi artefacts with scripts/build_aarch64.sh (the
+#     `ember` CLI and libember.a + ember.h + ember.pc in one prefix); under
+#     qemu-aarch64 runs `ember --version`, converts stories260K (the same bytes
+#     as the x86 conversion) and generates 200 greedy tokens on a Cortex-A72
+#     (llama2.c's text, expected_greedy_t0_n200.txt); links the examples
+#     against that libember.a through its ember.pc with aarch64-linux-gnu-gcc
+#     and runs them, expecting the same text as on x86.
 # Needs: cargo, cc, c++, pkg-config, cmake, valgrind (steps are skipped with a
 # message when cmake / valgrind / the aarch64 toolchain are missing, unless
 # EMBER_CAPI_STRICT=1). Models: ../shared/models/stories260K (or EMBER_SHARED).
@@ -143,21 +148,57 @@ echo "generate, static libember, -Wl,--gc-sections, stripped: $gc_bytes bytes ($
 [ "$g_bytes" -lt $((5 * 1024 * 1024)) ] && ok "stripped generate < 5 MB" || bad "stripped generate >= 5 MB"
 
 step "aarch64 (cross-compiled, qemu)"
-aarch64_std=""
-[ -x /usr/bin/rustc ] && aarch64_std=$(/usr/bin/rustc --print sysroot)/lib/rustlib/aarch64-unknown-linux-gnu
-if have aarch64-linux-gnu-gcc && have qemu-aarch64 && [ -d "$aarch64_std" ]; then
-    xprefix=$(scripts/build_capi.sh --cross-aarch64 | tail -n 1)
-    xbin=$work/bin-aarch64 && mkdir -p "$xbin"
+# aarch64_checks PREFIX: the artefacts scripts/build_aarch64.sh installed there.
+aarch64_checks() {
+    local xprefix=$1 xember=$1/bin/ember xbin=$work/bin-aarch64 ex t0=$SECONDS
+    if qemu-aarch64 "$xember" --version >"$work/out.txt" 2>"$work/err.txt"; then
+        ok "qemu-aarch64 bin/ember --version: $(cat "$work/out.txt")"
+    else bad "qemu-aarch64 bin/ember --version"; cat "$work/err.txt"; fi
+    local xmodel=$work/stories-aarch64.ember expected=$stories/expected_greedy_t0_n200.txt
+    if QEMU_CPU=cortex-a72 qemu-aarch64 "$xember" convert "$stories/stories260K.bin" \
+        --tokenizer "$stories/tok512.bin" -o "$xmodel" >"$work/err.txt" 2>&1; then
+        cmp -s "$xmodel" "$model" && ok "aarch64 ember convert == x86 ember convert (bytes)" ||
+            bad "stories260K converted by the aarch64 ember differs from the x86 conversion"
+        if [ ! -f "$expected" ]; then
+            skip "$expected not found: no aarch64 greedy check"
+        # `ember run` ends the text with a newline, as llama2.c does.
+        elif QEMU_CPU=cortex-a72 qemu-aarch64 "$xember" run -m "$xmodel" -n 200 \
+            >"$work/out.txt" 2>"$work/err.txt" &&
+            { cat "$expected"; echo; } | cmp -s - "$work/out.txt"; then
+            ok "qemu-aarch64 (cortex-a72) ember run -n 200 == llama2.c greedy text"
+        else
+            bad "qemu-aarch64 (cortex-a72) ember run -n 200 differs from $expected"
+            { cat "$expected"; echo; } | diff - "$work/out.txt" | head -5 || true
+            cat "$work/err.txt"
+        fi
+    else bad "qemu-aarch64 bin/ember convert stories260K"; cat "$work/err.txt"; fi
+    echo "time: aarch64 ember checks $((SECONDS - t0)) s"
+    t0=$SECONDS
+    mkdir -p "$xbin"
     for ex in generate chat misuse; do
         # shellcheck disable=SC2046
         aarch64-linux-gnu-gcc -std=c99 -O2 -Wall -Wextra -Werror -o "$xbin/$ex" "examples/c/$ex.c" \
-            $(PKG_CONFIG_PATH=$xprefix/lib/pkgconfig pkg-config --cflags --libs --static ember)
+            $(PKG_CONFIG_PATH=$xprefix/lib/pkgconfig pkg-config --cflags --libs --static ember) ||
+            { bad "aarch64-linux-gnu-gcc examples/c/$ex.c + $xprefix/lib/libember.a"; return; }
     done
     ok "aarch64-linux-gnu-gcc + $xprefix/lib/libember.a ($(stat -c %s "$xprefix/lib/libember.a") bytes)"
     for cpu in cortex-a53 cortex-a72 cortex-a76; do
         QEMU_CPU=$cpu run_checks "qemu-aarch64 ($cpu)" "qemu-aarch64 -cpu $cpu" "$xbin"
     done
-else skip "aarch64 toolchain (gcc-aarch64-linux-gnu, qemu-user, rustc-web + libstd-rust-web-dev:arm64)"; fi
+    echo "time: aarch64 C examples $((SECONDS - t0)) s"
+}
+if ! have qemu-aarch64; then
+    skip "qemu-aarch64 not installed (qemu-user)"
+elif ! scripts/build_aarch64.sh --check 2>"$work/err.txt"; then
+    skip "$(cat "$work/err.txt")"
+else
+    t0=$SECONDS
+    if xprefix=$(scripts/build_aarch64.sh --prefix "$work/aarch64" | tail -n 1); then
+        ok "scripts/build_aarch64.sh into $xprefix"
+        echo "time: scripts/build_aarch64.sh $((SECONDS - t0)) s"
+        aarch64_checks "$xprefix"
+    else bad "scripts/build_aarch64.sh"; fi
+fi
 
 echo
 if [ "$fails" = 0 ]; then echo "test_capi: all checks passed"; else echo "test_capi: $fails failure(s)"; exit 1; fi

@@ -7,7 +7,7 @@ mod report;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Ember: an embedded-friendly inference runtime for transformer language models.
 #[derive(Parser, Debug)]
@@ -48,7 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     let result = match cli.command {
         Command::Convert(a) => commands::convert::run(a),
         Command::Run(a) => commands::run::run(a),
@@ -71,4 +71,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line. Every flag value may be a negative number
+/// (`-n -1`, `--temp -1`, `--top-p -1`): clap would otherwise take it for a
+/// flag, and the value's own check gives the clearer message.
+fn parse_command_line() -> Cli {
+    let command = Cli::command().mut_subcommands(|sub| {
+        sub.mut_args(|arg| {
+            if arg.get_action().takes_values() {
+                arg.allow_negative_numbers(true)
+            } else {
+                arg
+            }
+        })
+    });
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }

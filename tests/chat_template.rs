@@ -4,10 +4,15 @@
 //! Llama 3.1 / 3.2; `tests/fixtures/chat_template/goldens.json`, regenerate with
 //! `scripts/make_chat_template_goldens.py`), including the cases where the template
 //! rejects the conversation. `strftime_now` reads the clock the goldens pin.
+//! Also the rendering limits (`chat::limits`): hostile templates end in an error,
+//! whatever the caller's stack, and every real template stays within them.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use ember_runtime::chat::{render_at, BuiltinTemplate, ChatError, DateTime, Message};
+use ember_runtime::chat::{
+    check, limits, render_at, BuiltinTemplate, ChatError, DateTime, Message,
+};
 use serde_json::Value;
 
 fn goldens() -> Value {
@@ -57,6 +62,7 @@ fn templates_match_transformers() {
             t["bos_token"].as_str().unwrap(),
             t["eos_token"].as_str().unwrap(),
         );
+        check(&source, bos, eos).unwrap_or_else(|e| panic!("{name}: {e}"));
         for case in t["cases"].as_array().unwrap() {
             let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
             let gen = case["add_generation_prompt"].as_bool().unwrap();
@@ -146,5 +152,145 @@ fn smollm2_template_in_shared_is_the_golden_one() {
     assert_eq!(
         smol["template"].as_str().unwrap().trim_end(),
         shared.trim_end()
+    );
+}
+
+/// A thread's stack the size of a typical main thread's.
+const MAIN_STACK: usize = 8 << 20;
+
+/// A small thread's stack, as a C caller may render from.
+const SMALL_STACK: usize = 256 << 10;
+
+/// Bound on the time a hostile template takes to fail: each fails within
+/// milliseconds; the bound only tells "ends" from "runs away" on a loaded machine.
+const QUICKLY: Duration = Duration::from_secs(30);
+
+/// `render_at` of `template` with `messages` (pinned clock, no BOS / EOS) on a new
+/// thread with a `stack`-byte stack.
+fn render_on(stack: usize, template: String, messages: Vec<Message>) -> Result<String, ChatError> {
+    let now = DateTime::new(2025, 3, 9, 14, 5, 6).unwrap();
+    std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(move || render_at(&template, &messages, true, "", "", now))
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Expressions of about 40,000 characters that chain one construct minijinja's
+/// parser or compiler recurses on once per link.
+fn long_chains() -> Vec<(&'static str, String)> {
+    const CHARS: usize = 40_000;
+    let chain = |head: &str, link: &str, tail: &str| {
+        format!("{{{{ {head}{}{tail} }}}}", link.repeat(CHARS / link.len()))
+    };
+    vec![
+        ("unary minus", chain("", "-", "1")),
+        ("plus", chain("1", " + 1", "")),
+        ("filters", chain("1", " | abs", "")),
+        ("attributes", chain("messages", ".a", "")),
+        ("not", chain("", "not ", "1")),
+        ("items", chain("messages", "[0]", "")),
+        ("calls", chain("range", "()", "")),
+        ("conditionals", chain("1", " if 1 else 1", "")),
+        ("unterminated tag", format!("{{{{ {}1", "-".repeat(CHARS))),
+    ]
+}
+
+#[test]
+fn long_expression_chains_fail_on_any_stack() {
+    for stack in [MAIN_STACK, SMALL_STACK] {
+        for (what, template) in long_chains() {
+            let got = render_on(stack, template, vec![]);
+            assert!(
+                matches!(&got, Err(ChatError::TooDeep { line: 1, .. })),
+                "{what} on a {stack}-byte stack: {got:?}"
+            );
+        }
+    }
+    // Chains at the limit render, from a small stack too.
+    let n = limits::MAX_TAG_LINKS;
+    let at_limit = format!(
+        "{{{{ {}1 }}}}|{{{{ 1{} }}}}",
+        "-".repeat(n),
+        " + 1".repeat(n)
+    );
+    let got = render_on(SMALL_STACK, at_limit, vec![]).unwrap();
+    assert_eq!(
+        got,
+        format!("{}|{}", if n.is_multiple_of(2) { 1 } else { -1 }, n + 1)
+    );
+}
+
+#[test]
+fn endless_loops_run_out_of_fuel() {
+    let loops = "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+    let messages = vec![Message::new("user", "hi")];
+    let start = Instant::now();
+    let got = render_on(SMALL_STACK, loops.into(), messages);
+    assert!(
+        matches!(got, Err(ChatError::OutOfFuel(f)) if f == limits::fuel(1)),
+        "{got:?}"
+    );
+    assert!(start.elapsed() < QUICKLY, "{:?}", start.elapsed());
+    assert_eq!(
+        ChatError::OutOfFuel(limits::fuel(1)).to_string(),
+        format!(
+            "chat template: rendering exceeded its fuel of {} steps (a loop that does not end?)",
+            limits::fuel(1)
+        )
+    );
+}
+
+#[test]
+fn huge_output_is_refused() {
+    let big = "{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}";
+    let messages = vec![Message::new("user", "hi")];
+    let limit = limits::max_output("user".len() + "hi".len());
+    let got = render_on(SMALL_STACK, big.into(), messages);
+    assert!(
+        matches!(got, Err(ChatError::OutputTooLarge(n)) if n == limit),
+        "{got:?}"
+    );
+    assert_eq!(
+        ChatError::OutputTooLarge(limit).to_string(),
+        format!("chat template output larger than {limit} bytes")
+    );
+}
+
+#[test]
+fn recursion_is_limited_on_any_stack() {
+    for t in [
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "x{% include 'chat' %}",
+        "{% for m in [[1]] recursive %}{{ loop([m]) }}{% endfor %}",
+    ] {
+        let Err(ChatError::Render(e)) = render_on(SMALL_STACK, t.into(), vec![]) else {
+            panic!("{t}: not a render error");
+        };
+        // An include's error wraps the one of the template it includes.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause.and_then(|c| c.source()) {
+            cause = Some(c);
+        }
+        let cause = cause.unwrap().to_string();
+        assert!(cause.contains("recursion limit exceeded"), "{t}: {cause}");
+    }
+}
+
+#[test]
+fn deep_values_fit_the_render_stack() {
+    // Lists nested 32,000 deep, about as deep as the fuel of one message lets a
+    // template build them, printed and compared (both recurse per level) and
+    // dropped, from a small stack.
+    let deep = "{% set ns = namespace(x=0, y=0) %}{% for i in range(2000) %}\
+                {% set ns.x = [[[[[[[[[[[[[[[[ns.x]]]]]]]]]]]]]]]] %}\
+                {% set ns.y = [[[[[[[[[[[[[[[[ns.y]]]]]]]]]]]]]]]] %}\
+                {% endfor %}{{ ns.x == ns.y }}{{ ns.x }}";
+    let got = render_on(SMALL_STACK, deep.into(), vec![Message::new("user", "hi")]).unwrap();
+    let levels = 2000 * 16;
+    assert_eq!(
+        got,
+        format!("True{}0{}", "[".repeat(levels), "]".repeat(levels))
     );
 }

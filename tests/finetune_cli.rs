@@ -1,7 +1,8 @@
 //! `ember finetune` end to end on stories260K (llama2.c, from `../shared`):
 //! learning on tiny-shakespeare, chat data with assistant-only loss, a run
 //! killed with SIGKILL and resumed giving the same adapter bytes as an
-//! uninterrupted one, and clear errors (with nothing written) for bad input.
+//! uninterrupted one, a finished run extended with --resume and a larger
+//! --steps, and clear errors (with nothing written) for bad input.
 
 mod common;
 
@@ -500,4 +501,118 @@ fn bad_input_gives_clear_errors_and_writes_nothing() {
         &out,
     );
     assert!(e.contains("another configuration"), "{e}");
+    assert!(e.contains("\n  --rank: checkpoint 8, now 4"), "{e}");
+    assert!(!e.contains("TrainConfig {"), "{e}");
+}
+
+#[test]
+fn resume_with_a_larger_total_extends_a_finished_run() {
+    let dir = common::scratch();
+    let (Some(model), Some(data)) = (stories(dir.path(), None), shakespeare(dir.path(), 3_000))
+    else {
+        return;
+    };
+    // The constant schedule's rate does not depend on the total, so extending
+    // a run gives the bits of a run started with the longer total.
+    let run_args = |out: &Path, steps: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "finetune",
+            "-m",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rank",
+            "4",
+            "--dropout",
+            "0.1",
+            "--warmup",
+            "2",
+            "--schedule",
+            "constant",
+            "--lr",
+            "2e-3",
+            "--seq-len",
+            "16",
+            "--batch",
+            "2",
+            "--grad-accum",
+            "2",
+            "--steps",
+            steps,
+            "--save-every",
+            "2",
+            "--seed",
+            "5",
+            "--threads",
+            "2",
+            "--quiet",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| ember(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_fails = |args: Vec<String>, out: &Path| {
+        fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), out)
+    };
+
+    let short = dir.path().join("short");
+    let s = summary(&run(run_args(&short, "4", &[])));
+    assert_eq!(s["steps"], 4);
+    assert!(
+        short.join("checkpoint-00000004").is_dir(),
+        "no final checkpoint"
+    );
+
+    let resume = ["--resume", short.to_str().unwrap()];
+    let s = summary(&run(run_args(&short, "8", &resume)));
+    assert_eq!(
+        (s["steps"].as_u64(), s["resumed_from_step"].as_u64()),
+        (Some(8), Some(4))
+    );
+    let loss = s["last_train_loss"].as_f64().expect("a training loss");
+    assert!(loss.is_finite(), "last training loss {loss}");
+    assert!(short.join("checkpoint-00000008").is_dir());
+
+    let whole = dir.path().join("whole");
+    summary(&run(run_args(&whole, "8", &[])));
+    assert!(
+        adapter_bytes(&short) == adapter_bytes(&whole),
+        "the extended adapter differs from an uninterrupted 8-step run"
+    );
+
+    // The run now ends at step 8: a total at or before it has nothing to do.
+    let never = dir.path().join("never");
+    for steps in ["8", "6"] {
+        let e = run_fails(run_args(&never, steps, &resume), &never);
+        let want = format!(
+            "the checkpoint is at step 8, and --steps {steps} ends the run at step {steps}: \
+             nothing to do"
+        );
+        assert!(e.contains(&want), "{e}");
+    }
+    // Other settings are named as flags, one per line, with both values.
+    let mut changed = run_args(
+        &never,
+        "12",
+        &[&resume[..], &["--targets", "q,k,v"]].concat(),
+    );
+    for (flag, value) in [("--rank", "8"), ("--schedule", "cosine")] {
+        let i = changed.iter().position(|a| a == flag).unwrap();
+        changed[i + 1] = value.into();
+    }
+    let e = run_fails(changed, &never);
+    for line in [
+        "\n  --rank: checkpoint 4, now 8",
+        "\n  --targets: checkpoint q,v, now q,k,v",
+        "\n  --schedule: checkpoint constant, now cosine",
+    ] {
+        assert!(e.contains(line), "{e}");
+    }
+    assert!(!e.contains("TrainConfig {"), "{e}");
 }

@@ -202,6 +202,43 @@ fn trailing_garbage_is_rejected() {
     assert!(matches!(load_err(&bytes), Error::BadHeader(_)));
 }
 
+/// FORMAT.md's MUST rules on filler: reserved header bytes, the padding
+/// between the header's sections and before the data, and a tensor name's NUL
+/// padding are all zero; a byte hidden there (with a valid checksum) is refused.
+#[test]
+fn non_zero_filler_is_rejected() {
+    let clean = common::tiny_model_bytes();
+    let h = header(&clean);
+
+    let mut bytes = clean.clone();
+    let mut bad = h;
+    bad.reserved[17] = 1;
+    put_header(&mut bytes, &bad);
+    reseal(&mut bytes);
+    let e = load_err(&bytes);
+    assert!(e.to_string().contains("reserved"), "{e}");
+
+    // The padding between the last section and the data section.
+    let last_end = (h.metadata.offset + h.metadata.len) as usize;
+    assert!(
+        last_end < h.data.offset as usize,
+        "the tiny file has padding"
+    );
+    let mut bytes = clean.clone();
+    bytes[h.data.offset as usize - 1] = 0xAA;
+    reseal(&mut bytes);
+    let e = load_err(&bytes);
+    assert!(e.to_string().contains("non-zero byte at offset"), "{e}");
+
+    let mut bytes = clean.clone();
+    let mut e0 = entry(&bytes, 0);
+    let end = e0.name.iter().position(|&b| b == 0).unwrap();
+    e0.name[end + 1] = b'x';
+    put_entry(&mut bytes, 0, &e0);
+    reseal(&mut bytes);
+    assert!(matches!(load_err(&bytes), Error::BadTensorName));
+}
+
 #[test]
 fn corrupted_header_checksum() {
     let mut bytes = common::tiny_model_bytes();

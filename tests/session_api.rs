@@ -159,6 +159,64 @@ fn truncate_then_refeed_equals_a_fresh_prefill() {
     assert!(s.truncate(s.pos() + 1).is_err());
 }
 
+/// `prefill_with_logits` (evaluation) gives every position the logits that
+/// feeding the tokens one by one gives, across passes and logit-row chunks,
+/// for f32 and q8_0 weights, and leaves the session as `prefill` does.
+#[test]
+fn prefill_with_logits_matches_step_by_step() {
+    let mut models = vec![("tiny", tiny())];
+    if let Some(m) = stories() {
+        models.push(("stories260K f32", m));
+    }
+    if let (Some(bin), Some(tok)) = (
+        common::shared_file("models/stories260K/stories260K.bin"),
+        common::shared_file("models/stories260K/tok512.bin"),
+    ) {
+        let dir = common::scratch();
+        let out = dir.path().join("q8.ember");
+        let opts = ember_converter::ConvertOptions {
+            tokenizer: Some(tok),
+            dtype: ember_converter::DTypeChoice::Fixed(ember_runtime::format::DType::Q8_0),
+            ..Default::default()
+        };
+        ember_converter::convert(&bin, &out, &opts).unwrap();
+        models.push(("stories260K q8_0", Arc::new(Model::load(&out).unwrap())));
+    }
+    for (name, model) in models {
+        let vocab = model.hparams().vocab_size as usize;
+        let n = 150.min(model.hparams().max_context as usize - 1);
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % vocab as u32).collect();
+        let config = SessionConfig {
+            context: n + 1,
+            batch: 64,
+            threads: 2,
+            ..Default::default()
+        };
+        let mut one = Session::new(model.clone(), config).unwrap();
+        let want: Vec<Vec<f32>> = ids.iter().map(|&t| one.step(t).unwrap().to_vec()).collect();
+        let mut all = Session::new(model.clone(), config).unwrap();
+        let mut got = vec![Vec::new(); n];
+        all.prefill_with_logits(&ids, &mut |i, l| {
+            assert!(got[i].is_empty(), "{name}: position {i} twice");
+            got[i] = l.to_vec();
+        })
+        .unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.len(), vocab, "{name}: position {i} missing");
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+            let err = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 1e-4 * scale, "{name}: position {i}: max error {err}");
+        }
+        assert_eq!(all.pos(), n);
+        assert_eq!(all.logits(), got[n - 1].as_slice());
+        assert_eq!(
+            all.step(ids[0]).unwrap(),
+            one.step(ids[0]).unwrap(),
+            "{name}"
+        );
+    }
+}
+
 /// The generator's prefill with `reuse_cached` (chat turns, prompt caches)
 /// keeps the cached tokens up to the first difference and gives the logits of
 /// a fresh prefill bit for bit; a full hit feeds nothing; a raised cancel flag

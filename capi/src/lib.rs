@@ -41,6 +41,7 @@ pub const EMBER_ERR_TEMPLATE: ember_status = 7;
 pub const EMBER_ERR_STATE: ember_status = 8;
 pub const EMBER_ERR_UNSUPPORTED: ember_status = 9;
 pub const EMBER_ERR_INTERNAL: ember_status = 10;
+pub const EMBER_ERR_OUT_OF_MEMORY: ember_status = 11;
 
 /// `EMBER_ABI_VERSION` in the header.
 pub const ABI_VERSION: u32 = 1;
@@ -66,15 +67,43 @@ impl CError {
     }
 }
 
+/// `EMBER_ERR_OUT_OF_MEMORY` for `n` elements of `T` of `what`.
+fn out_of_memory<T>(n: usize, what: &str) -> CError {
+    let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+    ember_runtime::Error::out_of_memory(what, bytes, "").into()
+}
+
+/// An empty vector with room for `n` elements, or `EMBER_ERR_OUT_OF_MEMORY`
+/// naming `what`: for copies whose size the caller decides.
+pub(crate) fn try_vec<T>(n: usize, what: &str) -> CResult<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| out_of_memory::<T>(n, what))?;
+    Ok(v)
+}
+
+/// A copy of the caller's `text`, or `EMBER_ERR_OUT_OF_MEMORY` naming `what`.
+pub(crate) fn try_string(text: &str, what: &str) -> CResult<String> {
+    let mut s = String::new();
+    s.try_reserve_exact(text.len())
+        .map_err(|_| out_of_memory::<u8>(text.len(), what))?;
+    s.push_str(text);
+    Ok(s)
+}
+
 impl From<ember_runtime::Error> for CError {
     fn from(e: ember_runtime::Error) -> Self {
         use ember_runtime::Error as E;
         let status = match &e {
+            E::Io { source, .. } if source.kind() == std::io::ErrorKind::OutOfMemory => {
+                EMBER_ERR_OUT_OF_MEMORY
+            }
             E::Io { .. } => EMBER_ERR_IO,
             E::TokenOutOfRange { .. } => EMBER_ERR_TOKEN_OUT_OF_RANGE,
             E::ContextFull { .. } => EMBER_ERR_CONTEXT_FULL,
             E::InvalidArgument(_) => EMBER_ERR_INVALID_ARGUMENT,
             E::BigEndianHost => EMBER_ERR_UNSUPPORTED,
+            E::OutOfMemory { .. } => EMBER_ERR_OUT_OF_MEMORY,
             // Everything else describes a bad or unsupported file.
             _ => EMBER_ERR_FORMAT,
         };
@@ -160,6 +189,7 @@ pub extern "C" fn ember_status_name(status: ember_status) -> *const c_char {
         EMBER_ERR_STATE => c"EMBER_ERR_STATE",
         EMBER_ERR_UNSUPPORTED => c"EMBER_ERR_UNSUPPORTED",
         EMBER_ERR_INTERNAL => c"EMBER_ERR_INTERNAL",
+        EMBER_ERR_OUT_OF_MEMORY => c"EMBER_ERR_OUT_OF_MEMORY",
         _ => c"unknown status",
     };
     name.as_ptr()
@@ -181,6 +211,30 @@ mod tests {
         let st = boundary(|| panic!("kaboom {}", 42));
         assert_eq!(st, EMBER_ERR_INTERNAL);
         assert!(last().contains("kaboom 42"), "{}", last());
+    }
+
+    #[test]
+    fn allocation_failures_map_to_out_of_memory() {
+        let e = CError::from(ember_runtime::Error::out_of_memory("x", 1, ""));
+        assert_eq!(e.status, EMBER_ERR_OUT_OF_MEMORY);
+        let io = ember_runtime::Error::Io {
+            path: "adapter_model.safetensors".into(),
+            source: std::io::ErrorKind::OutOfMemory.into(),
+        };
+        assert_eq!(CError::from(io).status, EMBER_ERR_OUT_OF_MEMORY);
+        let io = ember_runtime::Error::Io {
+            path: "x".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert_eq!(CError::from(io).status, EMBER_ERR_IO);
+        let e = try_vec::<u64>(usize::MAX / 4, "the stop strings").unwrap_err();
+        assert_eq!(e.status, EMBER_ERR_OUT_OF_MEMORY);
+        assert!(
+            e.message.starts_with("cannot allocate") && e.message.contains("the stop strings"),
+            "{}",
+            e.message
+        );
+        assert_eq!(try_vec::<u8>(10, "x").unwrap().capacity(), 10);
     }
 
     #[test]

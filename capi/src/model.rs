@@ -4,11 +4,11 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::{Arc, OnceLock};
 
 use ember_runtime::chat::{self, BuiltinTemplate, Message};
-use ember_runtime::tokenizer::EncodeOptions;
+use ember_runtime::tokenizer::{EncodeOptions, StreamDecoder};
 use ember_runtime::Model;
 
 use crate::ptr::{self, Versioned};
-use crate::{boundary, boundary_void, ember_status, CError, CResult, EMBER_ERR_TEMPLATE};
+use crate::{boundary, boundary_void, ember_status, try_vec, CError, CResult, EMBER_ERR_TEMPLATE};
 
 /// `ember_model`: a shared, immutable model.
 pub struct ember_model {
@@ -282,18 +282,26 @@ pub unsafe extern "C" fn ember_detokenize(
         // SAFETY: the function's contract.
         let ids = unsafe { ptr::slice(tokens, n, "the tokens")? };
         check_ids(m, ids)?;
-        let text = m.model.tokenizer().decode(ids);
-        // SAFETY: the function's contract.
-        unsafe {
-            ptr::write_bytes(
-                text.as_bytes(),
-                true,
-                buf.cast(),
-                capacity,
-                len,
-                "the text buffer",
-            )
+        // Two passes of the streaming decoder (its text equals `decode`'s):
+        // the length, then the text straight into `buf`, so nothing the size
+        // of the caller's `n` tokens is allocated.
+        let tok = m.model.tokenizer();
+        let mut dec = StreamDecoder::for_tokenizer(tok);
+        let mut size = 0usize;
+        for &id in ids {
+            size = size.saturating_add(dec.push(tok, id).len());
         }
+        size = size.saturating_add(dec.finish().len());
+        // SAFETY: the function's contract.
+        let mut out =
+            unsafe { ptr::out_text(size, true, buf.cast(), capacity, len, "the text buffer")? };
+        dec.reset();
+        for &id in ids {
+            out.push(dec.push(tok, id).as_bytes());
+        }
+        out.push(dec.finish().as_bytes());
+        out.finish();
+        Ok(())
     })
 }
 
@@ -419,7 +427,7 @@ pub unsafe extern "C" fn ember_chat_render(
         };
         // SAFETY: the function's contract.
         let raw = unsafe { ptr::slice(messages, n_messages, "the messages")? };
-        let mut msgs = Vec::with_capacity(raw.len());
+        let mut msgs = try_vec(raw.len(), "the messages")?;
         for (i, msg) in raw.iter().enumerate() {
             // SAFETY: the function's contract.
             let role = unsafe { ptr::text(msg.role, &format!("messages[{i}].role"))? };

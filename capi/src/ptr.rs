@@ -102,6 +102,67 @@ pub unsafe fn write_bytes(
     len: *mut usize,
     what: &str,
 ) -> CResult {
+    // SAFETY: forwarded contract.
+    let mut out = unsafe { out_text(bytes.len(), nul, buf, capacity, len, what)? };
+    out.push(bytes);
+    out.finish();
+    Ok(())
+}
+
+/// A caller's text buffer checked for `size` bytes of text (+ a NUL when
+/// `nul`), to be filled piece by piece: the text of the buffer convention
+/// produced without a copy of it on the Rust side.
+pub struct OutText {
+    buf: *mut u8,
+    /// Bytes written so far, at most `size`.
+    at: usize,
+    size: usize,
+    nul: bool,
+}
+
+impl OutText {
+    /// Appends `piece`. Panics (a bug: the size was measured wrong) past `size`.
+    pub fn push(&mut self, piece: &[u8]) {
+        assert!(
+            piece.len() <= self.size - self.at,
+            "text longer than measured"
+        );
+        // SAFETY: `buf` has `size + nul` writable bytes (checked by `out_text`),
+        // of which `at..at + piece.len()` are in bounds (asserted); a caller
+        // buffer cannot overlap the Rust-owned `piece`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(piece.as_ptr(), self.buf.add(self.at), piece.len())
+        };
+        self.at += piece.len();
+    }
+
+    /// Writes the NUL (when asked for). Panics unless exactly `size` bytes
+    /// were pushed.
+    pub fn finish(self) {
+        assert_eq!(self.at, self.size, "text shorter than measured");
+        if self.nul {
+            // SAFETY: `buf` has `size + 1` writable bytes (checked by `out_text`).
+            unsafe { *self.buf.add(self.size) = 0 };
+        }
+    }
+}
+
+/// Checks `buf` of `capacity` bytes for `size` bytes of text + a NUL (when
+/// `nul`) and reports `size` in `*len` (if `len` is not NULL). Too small:
+/// `EMBER_ERR_BUFFER_TOO_SMALL` (with `*len` set); nothing is written to `buf`
+/// until the returned [`OutText`] is filled.
+///
+/// # Safety
+/// See the module contract (`buf` has `capacity` writable bytes, not used
+/// otherwise until the `OutText` is finished).
+pub unsafe fn out_text(
+    size: usize,
+    nul: bool,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+    what: &str,
+) -> CResult<OutText> {
     if capacity > 0 && buf.is_null() {
         return Err(null(what));
     }
@@ -111,26 +172,23 @@ pub unsafe fn write_bytes(
         // SAFETY: per the module contract.
         Some(unsafe { as_mut(len, "the length pointer")? })
     };
-    let need = bytes.len() + usize::from(nul);
     if let Some(l) = len {
-        *l = bytes.len();
+        *l = size;
     }
+    let need = size.saturating_add(usize::from(nul));
     if capacity < need {
         return Err(CError::new(
             EMBER_ERR_BUFFER_TOO_SMALL,
             format!("{what} holds {capacity} bytes but {need} are needed"),
         ));
     }
-    // SAFETY: `buf` is non-NULL (capacity >= need > 0, or need == 0 and nothing is
-    // copied; checked above) with `capacity >= need` writable bytes per the
-    // contract; a caller buffer cannot overlap our Rust-owned `bytes`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len());
-        if nul {
-            *buf.add(bytes.len()) = 0;
-        }
-    }
-    Ok(())
+    // `buf` is non-NULL whenever a byte is written: need > 0 implies capacity > 0.
+    Ok(OutText {
+        buf,
+        at: 0,
+        size,
+        nul,
+    })
 }
 
 /// A `#[repr(C)]` struct of plain data (integers, floats, raw pointers: every

@@ -1,7 +1,7 @@
 //! Sessions, samplers and generation.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use ember_runtime::generate::{GenerateConfig, Generator, PrefillOptions, StopReason};
@@ -10,8 +10,8 @@ use ember_runtime::{ContextPolicy, KvType, Sampler, SamplerConfig, Session, Sess
 use crate::model::{ember_model, ember_token, model_ref, out_handle, EMBER_TOKEN_NONE};
 use crate::ptr::{self, Versioned};
 use crate::{
-    boundary, boundary_void, ember_status, CError, CResult, EMBER_ERR_BUFFER_TOO_SMALL,
-    EMBER_ERR_CONTEXT_FULL, EMBER_ERR_FORMAT, EMBER_ERR_STATE,
+    boundary, boundary_void, ember_status, try_string, try_vec, CError, CResult,
+    EMBER_ERR_BUFFER_TOO_SMALL, EMBER_ERR_CONTEXT_FULL, EMBER_ERR_FORMAT, EMBER_ERR_STATE,
 };
 
 // ------------------------------------------------------------------ config
@@ -165,20 +165,81 @@ pub unsafe extern "C" fn ember_session_memory_required(
 // ------------------------------------------------------------------ session
 
 /// `ember_session`: a session behind a lock (calls from one thread at a time
-/// by contract; the lock makes a violation serialise instead of corrupt) and
-/// the cancel flag, which other threads may set without the lock.
+/// by contract; the lock makes a violation serialise instead of corrupt), the
+/// cancel flag, which other threads may set without the lock, and the thread
+/// holding the lock, so that a call from inside that thread's own
+/// `ember_generate` callback fails instead of deadlocking on the lock.
 pub struct ember_session {
     cancel: AtomicBool,
+    /// [`thread_token`] of the thread holding `inner`, 0 when none. Only the
+    /// holder writes its own token, so a thread reads its own token exactly
+    /// when it holds the lock (Relaxed suffices: it is its own write).
+    owner: AtomicUsize,
     inner: Mutex<Session<'static>>,
 }
 
+/// A number for the calling thread, unique among the running threads and never
+/// 0: the address of a thread-local.
+fn thread_token() -> usize {
+    thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    TOKEN.with(|t| std::ptr::from_ref(t) as usize)
+}
+
+/// The locked session; clears the owner before the lock is released.
+pub(crate) struct SessionGuard<'a> {
+    owner: &'a AtomicUsize,
+    session: MutexGuard<'a, Session<'static>>,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.owner.store(0, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for SessionGuard<'_> {
+    type Target = Session<'static>;
+    fn deref(&self) -> &Session<'static> {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for SessionGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Session<'static> {
+        &mut self.session
+    }
+}
+
 impl ember_session {
-    fn lock(&self) -> CResult<MutexGuard<'_, Session<'static>>> {
-        self.inner.lock().map_err(|_| {
+    /// Whether the calling thread is inside a call on this session (its
+    /// `ember_generate` callback is running).
+    fn held_by_this_thread(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == thread_token()
+    }
+
+    /// Locks the session; `EMBER_ERR_STATE` on a call from inside this
+    /// thread's own call on it (the lock is not reentrant) and after a panic.
+    fn lock(&self) -> CResult<SessionGuard<'_>> {
+        if self.held_by_this_thread() {
+            return Err(CError::new(
+                EMBER_ERR_STATE,
+                "the session is busy: this call came from inside its own ember_generate \
+                 callback (only ember_session_cancel may be called there; return from the \
+                 callback first)",
+            ));
+        }
+        let session = self.inner.lock().map_err(|_| {
             CError::new(
                 EMBER_ERR_STATE,
                 "the session is unusable after an internal error; free it",
             )
+        })?;
+        self.owner.store(thread_token(), Ordering::Relaxed);
+        Ok(SessionGuard {
+            owner: &self.owner,
+            session,
         })
     }
 }
@@ -195,6 +256,7 @@ unsafe fn session_ref<'a>(p: *const ember_session) -> CResult<&'a ember_session>
 fn publish_session(out: &mut *mut ember_session, session: Session<'static>) {
     *out = Box::into_raw(Box::new(ember_session {
         cancel: AtomicBool::new(false),
+        owner: AtomicUsize::new(0),
         inner: Mutex::new(session),
     }));
 }
@@ -263,18 +325,30 @@ pub unsafe extern "C" fn ember_session_new_in(
     })
 }
 
-/// Frees a session; NULL is a no-op.
+/// Frees a session; NULL is a no-op. From inside the session's own
+/// `ember_generate` callback it is ignored (with a message): the running call
+/// still uses the session.
 ///
 /// # Safety
 /// `session` is NULL or a live handle, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn ember_session_free(session: *mut ember_session) {
-    boundary_void(|| {
-        if !session.is_null() {
-            // SAFETY: a live handle made by `Box::into_raw` (the contract), freed once.
-            drop(unsafe { Box::from_raw(session) });
+    let _ = boundary(|| {
+        if session.is_null() {
+            return Ok(());
         }
-    })
+        // SAFETY: a live handle (the contract); only the owner atomic is read.
+        if unsafe { session_ref(session)? }.held_by_this_thread() {
+            return Err(CError::new(
+                EMBER_ERR_STATE,
+                "ember_session_free was called from inside the session's own ember_generate \
+                 callback and was ignored; free the session after ember_generate returns",
+            ));
+        }
+        // SAFETY: a live handle made by `Box::into_raw` (the contract), freed once.
+        drop(unsafe { Box::from_raw(session) });
+        Ok(())
+    });
 }
 
 /// Runs `f` on the locked session.
@@ -595,6 +669,8 @@ unsafe fn make_sampler(p: *const ember_sampler_config, vocab: u32) -> CResult<Sa
     };
     // SAFETY: forwarded contract.
     let bias = unsafe { ptr::slice(c.logit_bias, c.n_logit_bias, "the logit bias")? };
+    let mut logit_bias = try_vec(bias.len(), "the logit bias")?;
+    logit_bias.extend(bias.iter().map(|b| (b.token, b.bias)));
     let config = SamplerConfig {
         temperature: c.temperature,
         top_k: c.top_k as usize,
@@ -604,7 +680,7 @@ unsafe fn make_sampler(p: *const ember_sampler_config, vocab: u32) -> CResult<Sa
         repeat_last_n: c.repeat_last_n as usize,
         presence_penalty: c.presence_penalty,
         frequency_penalty: c.frequency_penalty,
-        logit_bias: bias.iter().map(|b| (b.token, b.bias)).collect(),
+        logit_bias,
         seed: c.seed,
     };
     Ok(Sampler::new(vocab as usize, &config)?)
@@ -837,10 +913,12 @@ unsafe fn generate_config(options: *const ember_generate_options) -> CResult<Gen
     };
     // SAFETY: the function's contract.
     let stop_ptrs = unsafe { ptr::slice(opts.stop, opts.n_stop, "the stop strings")? };
-    let mut stop = Vec::with_capacity(stop_ptrs.len());
+    let mut stop = try_vec(stop_ptrs.len(), "the stop strings")?;
     for (i, &p) in stop_ptrs.iter().enumerate() {
+        let what = format!("stop[{i}]");
         // SAFETY: the function's contract.
-        stop.push(unsafe { ptr::text(p, &format!("stop[{i}]"))? }.to_string());
+        let text = unsafe { ptr::text(p, &what)? };
+        stop.push(try_string(text, &what)?);
     }
     Ok(GenerateConfig {
         max_tokens: opts.max_tokens as usize,
@@ -933,9 +1011,11 @@ pub unsafe extern "C" fn ember_generate(
     boundary(|| {
         // SAFETY: the function's contract.
         let handle = unsafe { session_ref(session)? };
+        // Locked first: a refused call (e.g. from this session's own callback)
+        // must not clear the running generation's cancel request.
+        let mut guard = handle.lock()?;
         handle.cancel.store(false, Ordering::SeqCst);
         let cancelled = || handle.cancel.load(Ordering::SeqCst);
-        let mut guard = handle.lock()?;
         let s: &mut Session<'static> = &mut guard;
         let model = s.model().clone();
         let hp = *model.hparams();

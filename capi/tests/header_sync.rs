@@ -140,6 +140,10 @@ fn header_constants_match_the_rust_values() {
         ("EMBER_ERR_STATE", ember::EMBER_ERR_STATE as i64),
         ("EMBER_ERR_UNSUPPORTED", ember::EMBER_ERR_UNSUPPORTED as i64),
         ("EMBER_ERR_INTERNAL", ember::EMBER_ERR_INTERNAL as i64),
+        (
+            "EMBER_ERR_OUT_OF_MEMORY",
+            ember::EMBER_ERR_OUT_OF_MEMORY as i64,
+        ),
         ("EMBER_BUFFER_COPY", ember::EMBER_BUFFER_COPY as i64),
         ("EMBER_STORAGE_MAPPED", ember::EMBER_STORAGE_MAPPED as i64),
         ("EMBER_STORAGE_COPY", ember::EMBER_STORAGE_COPY as i64),

@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use ember_progress::{Progress, Unit};
 use ember_runtime::format::{names, DType, NormKind};
 use ember_runtime::lora::{InputObserver, LoraTarget};
 use ember_runtime::tokenizer::EncodeOptions;
@@ -125,7 +126,12 @@ impl InputObserver for Collector {
 
 /// Runs `ir` over the calibration text and returns per-layer statistics. The
 /// model is written once at f16 to a temporary file for the run.
-fn collect(ir: &ModelIr, opts: &CalibrateOptions) -> Result<(Vec<LayerStats>, usize)> {
+/// Reports progress on stderr when `progress` is set.
+fn collect(
+    ir: &ModelIr,
+    opts: &CalibrateOptions,
+    progress: bool,
+) -> Result<(Vec<LayerStats>, usize)> {
     let dir = tempfile::tempdir().map_err(|e| ConvertError::Io {
         path: std::env::temp_dir(),
         source: e,
@@ -170,10 +176,18 @@ fn collect(ir: &ModelIr, opts: &CalibrateOptions) -> Result<(Vec<LayerStats>, us
         },
     )?;
     session.set_observer(Some(Box::new(Collector(layers.clone()))));
+    let report = Progress::new(
+        "calibrate",
+        ids.len() as u64,
+        Unit::Items("tokens"),
+        !progress,
+    );
     for chunk in ids.chunks(window) {
         session.reset();
         session.prefill(chunk)?;
+        report.inc(chunk.len() as u64);
     }
+    report.finish();
     drop(session);
     let stats = std::mem::take(&mut *layers.lock().unwrap_or_else(|e| e.into_inner()));
     Ok((stats, ids.len()))
@@ -272,15 +286,16 @@ fn rescale(ir: &mut ModelIr, name: &str, rows: Option<&[f32]>, cols: Option<&[f3
 }
 
 /// Calibrates `ir` in place (smoothing when the architecture allows it and
-/// `opts.alpha > 0`) and returns the importance of every matrix with statistics.
-pub fn calibrate(ir: &mut ModelIr, opts: &CalibrateOptions) -> Result<Calibration> {
+/// `opts.alpha > 0`) and returns the importance of every matrix with
+/// statistics; reports progress on stderr when `progress` is set.
+pub fn calibrate(ir: &mut ModelIr, opts: &CalibrateOptions, progress: bool) -> Result<Calibration> {
     if !(0.0..=1.0).contains(&opts.alpha) {
         return Err(ConvertError::Unsupported(format!(
             "--smooth-alpha {} is outside 0..=1",
             opts.alpha
         )));
     }
-    let (stats, tokens) = collect(ir, opts)?;
+    let (stats, tokens) = collect(ir, opts, progress)?;
     let hp = ir.hparams;
     // Smoothing folds 1/s into an RMSNorm weight or the up projection's rows.
     let smooth = opts.alpha > 0.0 && NormKind::from_u32(hp.norm) == Some(NormKind::RmsNorm);

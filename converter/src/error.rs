@@ -32,6 +32,15 @@ pub enum ConvertError {
     Tensor { name: String, reason: String },
     #[error("interrupted: no output written")]
     Interrupted,
+    /// The model's chat template fails `ember_runtime::chat::check` (it does not
+    /// parse, breaks a rendering limit, or cannot render a plain conversation);
+    /// `origin` names where it came from.
+    #[error("{origin}: the chat template cannot be used: {source}")]
+    ChatTemplate {
+        origin: String,
+        #[source]
+        source: ember_runtime::chat::ChatError,
+    },
     #[error(transparent)]
     Runtime(#[from] ember_runtime::Error),
 }

@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod hf;
 pub mod ir;
 pub mod llama2c;
+pub mod output;
 pub mod quantize;
 pub mod rope;
 pub mod tokenizer_import;
@@ -54,7 +55,7 @@ pub struct ConvertOptions<'a> {
     pub embed_dtype: Option<ember_runtime::format::DType>,
     /// Tokenizer file for inputs that do not carry one (llama2.c `.bin`).
     pub tokenizer: Option<PathBuf>,
-    /// Show a progress bar for large outputs.
+    /// Report progress on stderr (see `writer::WriteOptions::progress`).
     pub progress: bool,
     /// Abort flag (e.g. set by a Ctrl-C handler).
     pub interrupt: Option<&'a AtomicBool>,
@@ -82,6 +83,13 @@ pub fn detect(path: &Path) -> Result<InputKind> {
             return Ok(InputKind::HuggingFace);
         }
         return Err(ConvertError::UnknownInput(path.to_path_buf()));
+    }
+    if !meta.is_file() {
+        // A FIFO or a device would block or never end.
+        return Err(ConvertError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
     }
     let mut head = [0u8; 32];
     let mut f = std::fs::File::open(path).map_err(|e| ConvertError::io(path, e))?;
@@ -140,12 +148,17 @@ pub fn read_input(input: &Path, opts: &ConvertOptions) -> Result<(InputKind, ir:
 }
 
 /// Converts `input` to an `.ember` file at `output`, atomically.
+/// Refuses an `output` that would replace `input` or the tokenizer file.
 pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertSummary> {
+    let target = output::resolve_symlinks(output)?;
+    let mut inputs = vec![input];
+    inputs.extend(opts.tokenizer.as_deref());
+    output::check_not_an_input(&target, &inputs)?;
     let (input_kind, mut ir) = read_input(input, opts)?;
     ir.metadata
         .push(("converter.version".into(), env!("CARGO_PKG_VERSION").into()));
     let calibration = match &opts.calibrate {
-        Some(c) => Some(calibrate::calibrate(&mut ir, c)?),
+        Some(c) => Some(calibrate::calibrate(&mut ir, c, opts.progress)?),
         None => None,
     };
     let write = writer::write_model(

@@ -12,17 +12,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytemuck::Zeroable;
+use ember_progress::{Progress, Unit};
 use ember_runtime::format::{
     self, align_up, names, tensor_flags, DType, DirEntry, Header, HyperParams, Section,
     DATA_ALIGNMENT, DIR_ENTRY_SIZE, HEADER_SIZE, MAGIC, MAX_DIMS, MIN_TENSOR_ALIGNMENT,
     VERSION_MAJOR, VERSION_MINOR,
 };
 use half::{bf16, f16};
-use indicatif::{ProgressBar, ProgressStyle};
 use tempfile::NamedTempFile;
 
 use crate::error::{ConvertError, Result};
 use crate::ir::{IrTensor, ModelIr};
+use crate::output;
 
 /// Which dtype the matrices are stored in. Vectors (norms, biases) are always f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -64,7 +65,8 @@ pub struct WriteOptions<'a> {
     /// Dtype of the token embeddings and output matrix (default: see
     /// `mixed_policy`). Ignored with `DTypeChoice::Auto`.
     pub embed_dtype: Option<DType>,
-    /// Show a progress bar on stderr (hidden automatically when not a terminal).
+    /// Report progress on stderr (`ember_progress`: a bar on a terminal, a line
+    /// every few seconds otherwise).
     pub progress: bool,
     /// Set from another thread (e.g. a Ctrl-C handler) to abort; checked between
     /// tensors and while converting large tensors.
@@ -192,20 +194,31 @@ fn too_large() -> ConvertError {
     ConvertError::Unsupported("model too large for the format".into())
 }
 
-/// Validates `ir` against its hyperparameters and writes it to `out` atomically.
+/// Validates `ir` against its hyperparameters and writes it to `out`
+/// atomically (see `output`: through symlinks, a temporary file beside the
+/// target, renamed into place, the directory synced).
 pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<WriteSummary> {
     let start = Instant::now();
+    let out = &output::resolve_symlinks(out)?;
     let hp = ir.hparams.with_extended_flag();
     hp.validate()?;
+    // The loader builds the tokenizer against the vocabulary: a file it would
+    // refuse is never written.
+    ember_runtime::tokenizer::Tokenizer::new(ir.tokenizer.clone(), hp.vocab_size)?;
     let expected = format::expected_tensors(&hp);
     let by_name = index_tensors(ir, &expected)?;
     let layout = PrefixLayout::new(ir, expected.len())?;
     let (planned, file_size) = plan_tensors(&expected, &by_name, layout.data_offset, opts)?;
 
     // Write into a temporary file next to the output, then rename.
-    let tmp = temp_file_beside(out)?;
+    let tmp = output::temp_file_beside(out)?;
     let mut data = DataWriter::new(&tmp, layout.data_offset)?;
-    let bar = progress_bar(opts.progress, planned.iter().map(|p| p.nbytes).sum());
+    let bar = Progress::new(
+        "convert",
+        planned.iter().map(|p| p.nbytes).sum(),
+        Unit::Bytes,
+        !opts.progress,
+    );
     let rotated = rotation_plan(&planned, hp.n_layers as usize, opts.rotation);
     let (entries, raw_copies) = write_tensor_data(&mut data, &planned, &rotated, opts, &bar)?;
     if opts.interrupted() {
@@ -213,7 +226,7 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
     }
     let prefix = layout.encode(&entries, hp, file_size);
     data.finish(&prefix, file_size)?;
-    bar.finish_and_clear();
+    bar.finish();
 
     // Check what we wrote with the runtime's own validator before publishing it.
     ember_runtime::loader::parse_prefix(&prefix, file_size)?;
@@ -221,8 +234,7 @@ pub fn write_model(ir: &ModelIr, out: &Path, opts: &WriteOptions) -> Result<Writ
     if opts.interrupted() {
         return Err(ConvertError::Interrupted);
     }
-    tmp.persist(out)
-        .map_err(|e| ConvertError::io(out, e.error))?;
+    output::publish(tmp, out)?;
     Ok(summarize(
         out, &planned, &rotated, raw_copies, file_size, start,
     ))
@@ -404,36 +416,6 @@ fn stored_dtype(name: &str, shape: &[u64], t: &IrTensor, opts: &WriteOptions) ->
     }
 }
 
-/// A new temporary file in `out`'s directory, deleted unless persisted.
-/// Errors: `Io`.
-fn temp_file_beside(out: &Path) -> Result<NamedTempFile> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".ember-convert-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| ConvertError::io(&dir, e))
-}
-
-/// A byte-count progress bar for `total_bytes` on stderr, hidden unless `show`
-/// is set and the output exceeds 32 MiB.
-fn progress_bar(show: bool, total_bytes: u64) -> ProgressBar {
-    if !(show && total_bytes > (32 << 20)) {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total_bytes);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-        )
-        .expect("static template is valid"),
-    );
-    bar
-}
-
 /// The temporary output file, written from `data_offset` on while the
 /// tensors are encoded; the prefix goes in last (`finish`).
 struct DataWriter<'a> {
@@ -491,7 +473,7 @@ fn write_tensor_data(
     planned: &[Planned],
     rotated: &[bool],
     opts: &WriteOptions,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<(Vec<DirEntry>, usize)> {
     let mut entries = Vec::with_capacity(planned.len());
     let mut raw_copies = 0;

@@ -527,3 +527,39 @@ fn expect_map_gguf(b: &Builder, needle: &str) {
         ),
     }
 }
+
+#[test]
+fn chat_template_that_cannot_render_is_refused() {
+    // The fixture with its template replaced by one of the same length (so every
+    // offset after it stays put) that never finishes.
+    let mut b = tiny();
+    let at = after_string(&b, "tokenizer.chat_template");
+    assert_eq!(
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap()),
+        8,
+        "a string"
+    );
+    let len = u64::from_le_bytes(b[at + 4..at + 12].try_into().unwrap()) as usize;
+    let endless =
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+    let template = format!("{endless:len$}");
+    assert_eq!(template.len(), len, "the fixture's template is long enough");
+    b[at + 12..at + 12 + len].copy_from_slice(template.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("endless.gguf");
+    std::fs::write(&path, &b).unwrap();
+    match gguf::load(&path) {
+        Err(e @ ConvertError::ChatTemplate { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(
+                    "endless.gguf: tokenizer.chat_template: the chat template cannot be used: \
+                              chat template: rendering exceeded its fuel"
+                ),
+                "{msg}"
+            );
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("the endless template was accepted"),
+    }
+}

@@ -471,6 +471,16 @@ fn garbage_header() {
     bytes.extend_from_slice(&[0; 12]);
     std::fs::write(&path, &bytes).unwrap();
     assert_contains(&tensors_err(dir.path()).to_string(), "bad header JSON");
+    // A tensor named twice (serde_json would keep only the second).
+    let header = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 8]);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_contains(
+        &tensors_err(dir.path()).to_string(),
+        "appears twice in the header: \"x\"",
+    );
 }
 
 #[test]
@@ -679,5 +689,63 @@ fn chat_template_sources() {
             .unwrap()
             .as_deref(),
         Some("J")
+    );
+}
+
+#[test]
+fn templates_that_cannot_render_are_refused() {
+    // The tiny Llama fixture, with its chat template replaced.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf-tiny/llama");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let from = entry.unwrap().path();
+        std::fs::copy(&from, dir.path().join(from.file_name().unwrap())).unwrap();
+    }
+    hf::load(dir.path()).unwrap();
+    let jinja = dir.path().join("chat_template.jinja");
+    let cases = [
+        (
+            format!("{{{{ {}1 }}}}", "-".repeat(40_000)),
+            "chat template: expression nested deeper than 256 (line 1: 40000 operators",
+        ),
+        (
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+                .to_string(),
+            "chat template: rendering exceeded its fuel of",
+        ),
+        (
+            "{{ 'x' * 10000000 }}".to_string(),
+            "chat template output larger than",
+        ),
+        (
+            "{% for m in messages %}".to_string(),
+            "chat template syntax error",
+        ),
+        (
+            "{{ raise_exception('no conversation is good enough') }}".to_string(),
+            "rejected the messages: no conversation is good enough",
+        ),
+    ];
+    for (template, needle) in cases {
+        std::fs::write(&jinja, &template).unwrap();
+        let e = hf::load(dir.path()).err().expect("refused");
+        assert!(matches!(e, ConvertError::ChatTemplate { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert_contains(
+            &msg,
+            "chat_template.jinja: the chat template cannot be used: ",
+        );
+        assert_contains(&msg, needle);
+    }
+    // The same check applies to a template in tokenizer_config.json.
+    std::fs::remove_file(&jinja).unwrap();
+    let tc = dir.path().join("tokenizer_config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&tc).unwrap()).unwrap();
+    config["chat_template"] = json!("{{ 'x' * 10000000 }}");
+    write_json(&tc, &config);
+    let msg = hf::load(dir.path()).err().expect("refused").to_string();
+    assert_contains(
+        &msg,
+        "tokenizer_config.json: the chat template cannot be used: ",
     );
 }

@@ -1,9 +1,10 @@
 /*
  * misuse.c - the C API under misuse: NULL handles and pointers, zero sizes,
  * too-small buffers and arenas, bad struct sizes, unknown paths, corrupt
- * files, out-of-range tokens, a full context, cancellation, double
- * free(NULL). Every call must fail cleanly with the documented status and a
- * message; run under valgrind it must show no errors and no leaks.
+ * files, out-of-range tokens, a full context, cancellation, calls on a
+ * session from its own callback, double free(NULL). Every call must fail
+ * cleanly with the documented status and a message; run under valgrind it
+ * must show no errors and no leaks.
  *
  *   misuse MODEL.ember SCRATCH_DIR
  * Exit status 0 when every check passes.
@@ -69,6 +70,21 @@ static int stop_after_first(void *user_data, ember_token token, const char *text
 static int cancel_from_callback(void *user_data, ember_token token, const char *text, size_t len) {
     (void)token; (void)text; (void)len;
     ember_session_cancel((ember_session *)user_data);
+    return 0;
+}
+
+/* Calls on the generating session from its own callback: EMBER_ERR_STATE, not
+ * a deadlock; free is ignored; cancel works. */
+static int reenter_from_callback(void *user_data, ember_token token, const char *text, size_t len) {
+    ember_session *s = user_data;
+    ember_token t = token == EMBER_TOKEN_NONE ? 1 : token;
+    (void)text; (void)len;
+    EXPECT(ember_session_eval(s, &t, 1), EMBER_ERR_STATE);
+    EXPECT(ember_generate(s, &t, 1, NULL, NULL, NULL, NULL, NULL), EMBER_ERR_STATE);
+    EXPECT(ember_session_reset(s), EMBER_ERR_STATE);
+    ember_session_free(s);
+    CHECK(strstr(ember_last_error(), "ignored") != NULL);
+    EXPECT(ember_session_cancel(s), EMBER_OK);
     return 0;
 }
 
@@ -317,6 +333,9 @@ int main(int argc, char **argv) {
     EXPECT(ember_generate(session, toks, n, NULL, &opts, stop_after_first, &calls, &res), EMBER_OK);
     CHECK(calls == 1 && res.stop_reason == EMBER_STOP_CALLBACK && res.generated_tokens == 1);
     EXPECT(ember_generate(session, NULL, 0, NULL, &opts, cancel_from_callback, session, &res), EMBER_OK);
+    CHECK(res.stop_reason == EMBER_STOP_CANCELLED && res.generated_tokens == 1);
+    EXPECT(ember_generate(session, NULL, 0, NULL, &opts, reenter_from_callback, session, &res),
+           EMBER_OK);
     CHECK(res.stop_reason == EMBER_STOP_CANCELLED && res.generated_tokens == 1);
     /* A cancel with no generation running is forgotten by the next one. */
     EXPECT(ember_session_cancel(session), EMBER_OK);

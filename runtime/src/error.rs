@@ -97,6 +97,84 @@ pub enum Error {
     Adapter(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A buffer whose size the caller or a file decides could not be
+    /// allocated: the allocator refused it, or the size does not fit the
+    /// address space. `what` names the buffer and the setting that sized it,
+    /// `hint` (may be empty) what to change.
+    #[error("{}", out_of_memory_message(what, *bytes, hint))]
+    OutOfMemory {
+        what: String,
+        bytes: u64,
+        hint: String,
+    },
     #[error("this build supports little-endian hosts only")]
     BigEndianHost,
+}
+
+impl Error {
+    /// [`Error::OutOfMemory`] for `bytes` (saturated to `u64::MAX` when the size
+    /// itself overflows) of `what`, with an optional `hint`.
+    pub fn out_of_memory(what: impl Into<String>, bytes: u64, hint: impl Into<String>) -> Self {
+        Self::OutOfMemory {
+            what: what.into(),
+            bytes,
+            hint: hint.into(),
+        }
+    }
+}
+
+/// `cannot allocate 19.5 GiB for the KV cache (context 16777216): lower the context`.
+fn out_of_memory_message(what: &str, bytes: u64, hint: &str) -> String {
+    let size = if bytes == u64::MAX {
+        "more than the address space".to_string()
+    } else {
+        human_bytes(bytes)
+    };
+    let mut m = format!("cannot allocate {size} for {what}");
+    if !hint.is_empty() {
+        m.push_str(": ");
+        m.push_str(hint);
+    }
+    m
+}
+
+/// `512 B`, `1.5 MiB`, `19.5 GiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_names_the_size_the_buffer_and_the_fix() {
+        let e = Error::out_of_memory(
+            "the KV cache (context 16777216)",
+            19_500 << 20,
+            "lower the context",
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot allocate 19.0 GiB for the KV cache (context 16777216): lower the context"
+        );
+        let e = Error::out_of_memory("a session (context 7)", u64::MAX, "");
+        assert_eq!(
+            e.to_string(),
+            "cannot allocate more than the address space for a session (context 7)"
+        );
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 19), "1.5 MiB");
+    }
 }

@@ -23,8 +23,23 @@ pub fn negative_log_likelihood(logits: &[f32], target: u32) -> f64 {
 
 /// Perplexity of `tokens` split into consecutive, non-overlapping windows of at
 /// most `window` tokens (the session's context bounds it); each window starts
-/// from an empty cache and predicts its tokens 1.. from their prefixes.
+/// from an empty cache and predicts its tokens 1.. from their prefixes. Each
+/// window runs as one prefill ([`Session::prefill_with_logits`]): batched
+/// passes on the session's threads, the logits of every position from
+/// matrix-matrix products.
 pub fn perplexity(session: &mut Session, tokens: &[u32], window: usize) -> Result<Perplexity> {
+    perplexity_with_progress(session, tokens, window, &mut |_| {})
+}
+
+/// [`perplexity`], calling `progress(tokens_done)` as positions are scored,
+/// with the number of tokens of `tokens` evaluated so far (each window's last
+/// token counts when the window is done).
+pub fn perplexity_with_progress(
+    session: &mut Session,
+    tokens: &[u32],
+    window: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Perplexity> {
     if window < 2 || window > session.config().context {
         return Err(Error::InvalidArgument(format!(
             "window {window} must be in 2..={} (the session context)",
@@ -33,16 +48,18 @@ pub fn perplexity(session: &mut Session, tokens: &[u32], window: usize) -> Resul
     }
     let mut nll = 0.0;
     let mut n = 0usize;
+    let mut done = 0usize;
     for chunk in tokens.chunks(window) {
-        if chunk.len() < 2 {
-            continue;
+        if chunk.len() >= 2 {
+            session.reset();
+            session.prefill_with_logits(&chunk[..chunk.len() - 1], &mut |i, logits| {
+                nll += negative_log_likelihood(logits, chunk[i + 1]);
+                n += 1;
+                progress(done + i + 1);
+            })?;
         }
-        session.reset();
-        for (i, &t) in chunk[..chunk.len() - 1].iter().enumerate() {
-            let logits = session.forward(t)?;
-            nll += negative_log_likelihood(logits, chunk[i + 1]);
-            n += 1;
-        }
+        done += chunk.len();
+        progress(done);
     }
     if n == 0 {
         return Err(Error::InvalidArgument("need at least 2 tokens".into()));

@@ -583,8 +583,12 @@ const _: () = assert!(core::mem::size_of::<DirEntry>() == DIR_ENTRY_SIZE);
 
 impl DirEntry {
     /// The name as text (without padding), or an error if it is not valid UTF-8.
+    /// The padding after the first NUL must be NUL too (FORMAT.md).
     pub fn name_str(&self) -> Result<&str> {
         let end = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        if self.name[end..].iter().any(|&b| b != 0) {
+            return Err(Error::BadTensorName);
+        }
         core::str::from_utf8(&self.name[..end]).map_err(|_| Error::BadTensorName)
     }
     /// Shape as a slice of its `n_dims` leading entries (caller checked n_dims).

@@ -202,6 +202,7 @@ fn layer_rows(
 
 impl<'a> KvCache<'a> {
     /// Buffer sizes in bytes, in allocation order (for exact memory accounting).
+    /// A size past `usize::MAX` (a context no machine holds) saturates there.
     pub(crate) fn buffer_sizes(
         cfg: &ModelConfig,
         context: usize,
@@ -209,8 +210,8 @@ impl<'a> KvCache<'a> {
         kv_type: KvType,
     ) -> [usize; 6] {
         let kv_dim = cfg.kv_dim();
-        let rows: usize = layer_rows(cfg, context, window_rows).sum();
-        let store = rows * kv_type.row_bytes(kv_dim);
+        let rows = layer_rows(cfg, context, window_rows).fold(0, usize::saturating_add);
+        let store = rows.saturating_mul(kv_type.row_bytes(kv_dim));
         let stage = if kv_type == KvType::F32 {
             0
         } else {
@@ -227,7 +228,8 @@ impl<'a> KvCache<'a> {
     }
 
     /// Bytes a heap-allocated cache of `context` positions needs (sliding
-    /// layers holding `window_rows`, see [`window_rows`]).
+    /// layers holding `window_rows`, see [`window_rows`]); saturates at
+    /// `usize::MAX`.
     pub fn bytes_required(
         cfg: &ModelConfig,
         context: usize,
@@ -235,12 +237,14 @@ impl<'a> KvCache<'a> {
         kv_type: KvType,
     ) -> usize {
         Self::buffer_sizes(cfg, context, window_rows, kv_type)
-            .iter()
-            .sum()
+            .into_iter()
+            .fold(0, usize::saturating_add)
     }
 
     /// A zeroed cache for `context` positions of a model with `cfg`, its
     /// sliding layers holding `window_rows` positions (see [`window_rows`]).
+    /// A heap allocation that fails (or would not fit the address space) is
+    /// `Error::OutOfMemory`; the caller names the setting to lower.
     pub(crate) fn new_with(
         cfg: &ModelConfig,
         context: usize,
@@ -257,24 +261,25 @@ impl<'a> KvCache<'a> {
             .zip(layer_rows(cfg, context, window_rows))
         {
             *f = total;
-            total += rows as u64;
+            total = total.saturating_add(rows as u64);
         }
         first_row[n_layers] = total;
-        let rows = total as usize;
+        // Saturating: an element count past `usize::MAX` fails to allocate.
+        let rows = usize::try_from(total).unwrap_or(usize::MAX);
         let (row, store) = match kv_type {
             KvType::F32 => {
-                let n = rows * kv_dim;
+                let n = rows.saturating_mul(kv_dim);
                 let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
                 (kv_dim, Store::F32 { k, v })
             }
             KvType::F16 => {
-                let n = rows * kv_dim;
+                let n = rows.saturating_mul(kv_dim);
                 let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
                 (kv_dim, Store::F16 { k, v })
             }
             KvType::Q8_0 => {
                 let row = kv_dim.div_ceil(Q8_0_BLOCK);
-                let n = rows * row;
+                let n = rows.saturating_mul(row);
                 let (k, v) = (alloc.zeroed(n)?, alloc.zeroed(n)?);
                 (row, Store::Q8_0 { k, v })
             }
@@ -914,6 +919,45 @@ mod tests {
                         "{what}: head {h} against the composition"
                     );
                 }
+            }
+        }
+    }
+
+    /// A cache too large for the address space is `Error::OutOfMemory`
+    /// (checked before any allocation is tried), for every KV type; its
+    /// size saturates instead of wrapping to something small.
+    #[test]
+    fn an_impossible_context_is_out_of_memory() {
+        use crate::session::arena::Alloc;
+        let cfg = ModelConfig::decode(&crate::format::HyperParams {
+            architecture: 1,
+            activation: 1,
+            dim: 64,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            ffn_dim: 64,
+            vocab_size: 8,
+            max_context: 64,
+            rope_pairing: 1,
+            rope_dim: 16,
+            rope_theta: 10000.0,
+            norm: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        for kv_type in KvType::ALL {
+            for context in [usize::MAX / 8, usize::MAX] {
+                let r = KvCache::new_with(&cfg, context, context, kv_type, &mut Alloc::Heap);
+                assert!(
+                    matches!(r, Err(Error::OutOfMemory { .. })),
+                    "{kv_type:?} context {context}"
+                );
+                assert_eq!(
+                    KvCache::bytes_required(&cfg, context, context, kv_type),
+                    usize::MAX
+                );
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod loader;
 pub mod lora;
 pub mod model;
 pub mod pool;
+pub mod read_file;
 mod rope;
 pub mod sampler;
 pub mod session;

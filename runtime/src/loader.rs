@@ -134,6 +134,45 @@ fn check_sections(h: &Header, file_len: u64) -> Result<()> {
     Ok(())
 }
 
+/// FORMAT.md: the header's reserved bytes and every byte between the header
+/// and the data section that no section covers are zero (so nothing can hide
+/// there, and a file has one byte image per content). Sections were checked to
+/// be in order and inside `..data.offset`.
+fn check_zero_filler(bytes: &[u8], h: &Header) -> Result<()> {
+    if h.reserved.iter().any(|&b| b != 0) {
+        return Err(Error::BadHeader(
+            "reserved header bytes are not zero".into(),
+        ));
+    }
+    let mut cursor = HEADER_SIZE as u64;
+    for (name, s) in [
+        ("directory", h.directory),
+        ("tokenizer", h.tokenizer),
+        ("chat_template", h.chat_template),
+        ("metadata", h.metadata),
+        (
+            "data",
+            Section {
+                offset: h.data.offset,
+                len: 0,
+            },
+        ),
+    ] {
+        let gap = &bytes[cursor as usize..s.offset as usize];
+        if let Some(i) = gap.iter().position(|&b| b != 0) {
+            return Err(Error::BadSection {
+                section: name,
+                reason: format!(
+                    "non-zero byte at offset {} in the padding before it",
+                    cursor + i as u64
+                ),
+            });
+        }
+        cursor = s.offset + s.len;
+    }
+    Ok(())
+}
+
 /// Parses and validates a whole file image. `bytes` must be the complete file.
 pub fn parse(bytes: &[u8]) -> Result<ParsedFile> {
     parse_prefix(bytes, bytes.len() as u64)
@@ -191,6 +230,7 @@ pub fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<ParsedFile> {
             h.flags
         )));
     }
+    check_zero_filler(bytes, &h)?;
     if !h.tensor_alignment.is_power_of_two() || h.tensor_alignment < MIN_TENSOR_ALIGNMENT {
         return Err(Error::BadHeader(format!(
             "tensor_alignment {} is not a power of two >= {MIN_TENSOR_ALIGNMENT}",
@@ -444,6 +484,16 @@ fn check_tensor_set(tensors: &[TensorInfo], hp: &HyperParams) -> Result<HashMap<
 /// Recomputes every tensor's CRC-32 and compares it with the directory.
 /// Returns the first mismatch as an error.
 pub fn verify_tensor_checksums(bytes: &[u8], parsed: &ParsedFile) -> Result<()> {
+    verify_tensor_checksums_with_progress(bytes, parsed, &mut |_| {})
+}
+
+/// [`verify_tensor_checksums`], calling `progress(bytes_checked)` after each tensor.
+pub fn verify_tensor_checksums_with_progress(
+    bytes: &[u8],
+    parsed: &ParsedFile,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut checked = 0;
     for t in &parsed.tensors {
         let data = &bytes[t.offset as usize..(t.offset + t.nbytes) as usize];
         let computed = format::tensor_checksum(data);
@@ -454,6 +504,8 @@ pub fn verify_tensor_checksums(bytes: &[u8], parsed: &ParsedFile) -> Result<()> 
                 computed,
             });
         }
+        checked += t.nbytes;
+        progress(checked);
     }
     Ok(())
 }

@@ -627,6 +627,17 @@ impl Model {
         loader::verify_tensor_checksums(self.storage.bytes(), &self.parsed)
     }
 
+    /// [`Model::verify_checksums`], calling `progress(bytes_checked)` after
+    /// each tensor (out of [`Model::tensor_data_bytes`]).
+    pub fn verify_checksums_with_progress(&self, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        loader::verify_tensor_checksums_with_progress(self.storage.bytes(), &self.parsed, progress)
+    }
+
+    /// Bytes of tensor data (the sum of every tensor's size).
+    pub fn tensor_data_bytes(&self) -> u64 {
+        self.parsed.tensors.iter().map(|t| t.nbytes).sum()
+    }
+
     /// Raw bytes of tensor `i`.
     pub fn tensor_bytes(&self, i: usize) -> &[u8] {
         let t = &self.parsed.tensors[i];

@@ -72,6 +72,10 @@ const SPIN: u32 = 4096;
 /// `yield_now` rounds a worker tries after spinning, before it parks.
 const YIELDS: u32 = 64;
 
+/// Stack size of each worker thread (ember.h documents it): the kernels a
+/// worker runs need well under 1 MiB.
+pub const WORKER_STACK: usize = 2 << 20;
+
 /// `claim` word layout.
 const NEXT_BITS: u32 = 16;
 const MASK: u64 = (1 << NEXT_BITS) - 1;
@@ -170,8 +174,10 @@ pub struct Pool {
 
 impl Pool {
     /// A pool that runs jobs on `threads` threads (the caller and
-    /// `threads - 1` workers started now). `threads <= 1`: no workers, no
-    /// allocation.
+    /// `threads - 1` workers started now, [`WORKER_STACK`] bytes of stack
+    /// each). `threads <= 1`: no workers, no allocation. A thread the system
+    /// cannot start (memory or thread limits) is the spawn's error, and the
+    /// workers started so far are stopped.
     pub fn new(threads: usize) -> std::io::Result<Self> {
         let n = threads.saturating_sub(1);
         let mut pool = Self {
@@ -194,13 +200,16 @@ impl Pool {
             chunk: AtomicUsize::new(0),
         });
         pool.shared = Some(shared.clone());
-        pool.workers.reserve_exact(n);
+        pool.workers
+            .try_reserve_exact(n)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
         for index in 0..n {
             let parked = Arc::new(AtomicBool::new(false));
             let (s, p) = (shared.clone(), parked.clone());
             // On error, dropping `pool` stops the workers started so far.
             let handle = thread::Builder::new()
                 .name(format!("ember-pool-{}", index + 1))
+                .stack_size(WORKER_STACK)
                 .spawn(move || worker_loop(&s, &p))?;
             pool.workers.push(Worker {
                 handle: Some(handle),

@@ -108,10 +108,53 @@ impl Default for SamplerConfig {
     }
 }
 
+/// The largest penalty window [`Sampler::new`] accepts, in tokens: the window
+/// is allocated up front, so a larger request is refused rather than attempted.
+pub const MAX_PENALTY_WINDOW: usize = 1 << 20;
+
 impl SamplerConfig {
     /// Greedy decoding with no penalties.
     pub fn greedy() -> Self {
         Self::default()
+    }
+
+    /// Checks every setting, whether or not the chain would use it (a greedy
+    /// config with top-p 2 is as wrong as a sampled one): temperature finite
+    /// and >= 0, top-p in (0, 1], min-p in [0, 1], a finite positive repeat
+    /// penalty, finite presence and frequency penalties, the window at most
+    /// [`MAX_PENALTY_WINDOW`]. Errors: `InvalidArgument` naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let t = self.temperature;
+        check(t.is_finite() && t >= 0.0, || {
+            format!("temperature {t} must be a finite number >= 0")
+        })?;
+        let p = self.top_p;
+        check(p > 0.0 && p <= 1.0, || {
+            format!("top-p {p} must be in (0, 1]")
+        })?;
+        let m = self.min_p;
+        check((0.0..=1.0).contains(&m), || {
+            format!("min-p {m} must be in [0, 1]")
+        })?;
+        let r = self.repeat_penalty;
+        check(r.is_finite() && r > 0.0, || {
+            format!("repeat penalty {r} must be a finite number > 0")
+        })?;
+        check(self.presence_penalty.is_finite(), || {
+            format!("presence penalty {} must be finite", self.presence_penalty)
+        })?;
+        check(self.frequency_penalty.is_finite(), || {
+            format!(
+                "frequency penalty {} must be finite",
+                self.frequency_penalty
+            )
+        })?;
+        check(self.repeat_last_n <= MAX_PENALTY_WINDOW, || {
+            format!(
+                "penalty window {} is more than the limit of {MAX_PENALTY_WINDOW} tokens",
+                self.repeat_last_n
+            )
+        })
     }
 
     /// The chain for these settings (stages that would do nothing are left out).
@@ -177,14 +220,25 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
     }
 }
 
+/// Whether `bias` (ids checked in range) gives -inf to all `vocab` tokens.
+fn bans_every_token(bias: &[(u32, f32)], vocab: usize) -> bool {
+    if bias.len() < vocab {
+        return false;
+    }
+    let mut banned = vec![false; vocab];
+    for &(id, b) in bias {
+        if b == f32::NEG_INFINITY {
+            banned[id as usize] = true;
+        }
+    }
+    banned.iter().all(|&b| b)
+}
+
 impl Sampler {
     /// The chain of `config` for a vocabulary of `vocab` tokens. Validates the
     /// settings (ranges as documented on [`Stage`], finite values, bias ids in range).
     pub fn new(vocab: usize, config: &SamplerConfig) -> Result<Self> {
-        check(
-            config.temperature.is_finite() && config.temperature >= 0.0,
-            || format!("temperature {} must be >= 0", config.temperature),
-        )?;
+        config.validate()?;
         let (stages, pick) = config.stages();
         Self::from_stages(vocab, stages, pick, config.seed)
     }
@@ -210,6 +264,10 @@ impl Sampler {
                             format!("logit bias {bias} for token {id} must be finite or -inf")
                         })?;
                     }
+                    check(!bans_every_token(b, vocab), || {
+                        "the logit bias bans every token (-inf for all of them): nothing can be generated"
+                            .into()
+                    })?;
                 }
                 Stage::Penalties(p) => {
                     check(!truncated, || {
@@ -220,6 +278,12 @@ impl Sampler {
                     })?;
                     check(p.presence.is_finite() && p.frequency.is_finite(), || {
                         "presence and frequency penalties must be finite".into()
+                    })?;
+                    check(p.last_n <= MAX_PENALTY_WINDOW, || {
+                        format!(
+                            "penalty window {} is more than the limit of {MAX_PENALTY_WINDOW} tokens",
+                            p.last_n
+                        )
                     })?;
                     window = window.max(p.last_n);
                 }
@@ -513,6 +577,39 @@ mod tests {
         let mut s = Sampler::new(6, &SamplerConfig::greedy()).unwrap();
         assert_eq!(s.sample(&logits()), 1);
         assert_eq!(crate::session::argmax(&logits()), 1);
+    }
+
+    #[test]
+    fn every_setting_is_range_checked_even_when_unused() {
+        let bad = |f: fn(&mut SamplerConfig), what: &str| {
+            let mut c = SamplerConfig::greedy();
+            f(&mut c);
+            let e = Sampler::new(6, &c).unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        };
+        bad(|c| c.temperature = f32::NAN, "temperature");
+        bad(|c| c.temperature = -1.0, "temperature");
+        bad(|c| c.top_p = 2.0, "top-p 2");
+        bad(|c| c.top_p = f32::NAN, "top-p NaN");
+        bad(|c| c.top_p = 0.0, "top-p 0");
+        bad(|c| c.min_p = f32::NAN, "min-p NaN");
+        bad(|c| c.min_p = -1.0, "min-p -1");
+        bad(|c| c.repeat_penalty = 0.0, "repeat penalty");
+        bad(|c| c.presence_penalty = f32::INFINITY, "presence penalty");
+        bad(|c| c.frequency_penalty = f32::NAN, "frequency penalty");
+        // Refused before its window is allocated (u32::MAX tokens = 17 GB).
+        bad(|c| c.repeat_last_n = u32::MAX as usize, "limit");
+        // Banning every token leaves nothing to generate.
+        let mut c = SamplerConfig::greedy();
+        c.logit_bias = (0..6).map(|id| (id, f32::NEG_INFINITY)).collect();
+        let e = Sampler::new(6, &c).unwrap_err().to_string();
+        assert!(e.contains("bans every token"), "{e}");
+        c.logit_bias[3].1 = -1e9;
+        assert!(Sampler::new(6, &c).is_ok(), "one token left is enough");
+        let mut penalised = SamplerConfig::greedy();
+        penalised.repeat_penalty = 1.1;
+        penalised.repeat_last_n = MAX_PENALTY_WINDOW;
+        assert!(Sampler::new(6, &penalised).is_ok());
     }
 
     #[test]

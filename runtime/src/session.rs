@@ -178,17 +178,36 @@ impl<'a> Session<'a> {
         Session::create(model, config, &mut Alloc::Arena(&mut arena))
     }
 
+    /// Allocates every buffer. A heap allocation the system refuses is
+    /// `Error::OutOfMemory` naming the buffer and the setting to lower; a
+    /// heap session larger than the address space is refused before anything
+    /// is allocated.
     fn create(model: Arc<Model>, config: SessionConfig, alloc: &mut Alloc<'_, 'a>) -> Result<Self> {
         let cfg = model.config();
         config.validate(cfg)?;
-        let kv = KvCache::new_with(
-            cfg,
-            config.context,
-            Self::window_rows(cfg, &config),
-            config.kv_type,
-            alloc,
+        let context = config.context;
+        if matches!(alloc, Alloc::Heap) {
+            Self::check_addressable(cfg, &config)?;
+        }
+        let window_rows = Self::window_rows(cfg, &config);
+        let kv_bytes = KvCache::bytes_required(cfg, context, window_rows, config.kv_type);
+        let kv_hint = if config.kv_type == KvType::Q8_0 {
+            "lower the context"
+        } else {
+            "lower the context or use a smaller KV type (q8_0)"
+        };
+        let kv = KvCache::new_with(cfg, context, window_rows, config.kv_type, alloc).map_err(
+            relabel_oom(
+                format!("the KV cache (context {context})"),
+                kv_bytes,
+                kv_hint,
+            ),
         )?;
-        let mut tokens = alloc.zeroed(config.context)?;
+        let mut tokens: Slab<'a, u32> = alloc.zeroed(context).map_err(relabel_oom(
+            format!("the token history (context {context})"),
+            context.saturating_mul(4),
+            "lower the context",
+        ))?;
         tokens.fill(0);
         let inv = inverse_frequencies(&model);
         let mut neg_inv_freq: Slab<'a, f32> = alloc.zeroed(cfg.ropes.len() * cfg.rope_pairs())?;
@@ -196,11 +215,17 @@ impl<'a> Session<'a> {
             *d = -s;
         }
         let cap = Activations::capacity(config.batch);
-        let buffers = Activations::new_with(cfg, cap, config.context, &inv, alloc)?;
+        let act_bytes = Activations::buffer_sizes(cfg, cap, context)
+            .into_iter()
+            .fold(0, usize::saturating_add);
+        let buffers =
+            Activations::new_with(cfg, cap, context, &inv, alloc).map_err(relabel_oom(
+                format!("the activations (context {context}, batch {cap})"),
+                act_bytes,
+                "lower the context or the batch",
+            ))?;
         drop(inv);
-        let pool = Pool::new(config.threads).map_err(|e| {
-            Error::InvalidArgument(format!("cannot start {} threads: {e}", config.threads))
-        })?;
+        let pool = Pool::new(config.threads).map_err(|e| pool_error(config.threads, e))?;
         Ok(Self {
             config,
             pos: 0,
@@ -213,6 +238,21 @@ impl<'a> Session<'a> {
             shifts: 0,
             model,
         })
+    }
+
+    /// Refuses a heap session whose buffers add up to more than `isize::MAX`
+    /// bytes (the most one allocation, and in practice one process, can
+    /// address), before anything is allocated.
+    fn check_addressable(cfg: &ModelConfig, config: &SessionConfig) -> Result<()> {
+        let total = Self::memory_required(cfg, config);
+        if total > isize::MAX as usize {
+            return Err(Error::out_of_memory(
+                format!("a session (context {})", config.context),
+                saturated_u64(total),
+                "lower the context",
+            ));
+        }
+        Ok(())
     }
 
     /// Rows the KV cache keeps for each sliding-window layer: its window and a
@@ -228,7 +268,8 @@ impl<'a> Session<'a> {
         )
     }
 
-    /// Sizes in bytes of the buffers `create` takes from its allocator, in order.
+    /// Sizes in bytes of the buffers `create` takes from its allocator, in
+    /// order (each saturating at `usize::MAX`).
     fn own_buffer_sizes(cfg: &ModelConfig, config: &SessionConfig) -> Vec<usize> {
         let mut sizes = KvCache::buffer_sizes(
             cfg,
@@ -237,7 +278,7 @@ impl<'a> Session<'a> {
             config.kv_type,
         )
         .to_vec();
-        sizes.push(4 * config.context);
+        sizes.push(config.context.saturating_mul(4));
         sizes.push(4 * cfg.ropes.len() * cfg.rope_pairs());
         sizes.extend(Activations::buffer_sizes(
             cfg,
@@ -249,14 +290,17 @@ impl<'a> Session<'a> {
 
     /// Bytes a heap session ([`Session::new`]) for `hp` and `config` keeps
     /// allocated: exactly the sum of its buffers (KV cache, token history, RoPE
-    /// tables, activations, logits). Does not validate `config`.
+    /// tables, activations, logits); `usize::MAX` when that does not fit a
+    /// `usize` (such a session cannot be created). Does not validate `config`.
     pub fn memory_required(cfg: &ModelConfig, config: &SessionConfig) -> usize {
-        Self::own_buffer_sizes(cfg, config).iter().sum::<usize>()
+        Self::own_buffer_sizes(cfg, config)
+            .into_iter()
+            .fold(0, usize::saturating_add)
     }
 
     /// Bytes [`Session::new_in`] needs in its arena: every buffer of
     /// [`Session::memory_required`], each padded to 64 bytes, plus 63 for
-    /// aligning the start.
+    /// aligning the start (saturating at `usize::MAX`).
     pub fn arena_bytes_required(cfg: &ModelConfig, config: &SessionConfig) -> usize {
         arena_size(&Self::own_buffer_sizes(cfg, config))
     }
@@ -469,6 +513,38 @@ impl<'a> Session<'a> {
     /// logits after the last. Validates every token and, under the error policy,
     /// the capacity before changing any state.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.prefill_passes(tokens, None)?;
+        Ok(self.buffers.logits())
+    }
+
+    /// [`prefill`](Self::prefill), also passing the logits after every token to
+    /// `on_logits(i, logits)` in order (`i` indexes `tokens`), as evaluation
+    /// needs (perplexity, KL divergence): the same passes, with the output
+    /// matrix applied to every row by matrix-matrix products. Allocates a
+    /// scratch of `forward::LOGIT_ROWS` rows of the vocabulary per call.
+    pub fn prefill_with_logits(
+        &mut self,
+        tokens: &[u32],
+        on_logits: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let rows = crate::forward::LOGIT_ROWS.min(tokens.len());
+        let mut scratch = Vec::new();
+        let len = rows * self.model.config().vocab_size;
+        scratch
+            .try_reserve_exact(len)
+            .map_err(|_| Error::out_of_memory("the logits of a pass", (len * 4) as u64, ""))?;
+        scratch.resize(len, 0.0);
+        self.prefill_passes(tokens, Some((&mut scratch, on_logits)))
+    }
+
+    /// The passes of [`prefill`](Self::prefill); with `all_logits`, every
+    /// token's logits go to its callback (indexes into `tokens`).
+    #[allow(clippy::type_complexity)] // a scratch and a callback, used once
+    fn prefill_passes(
+        &mut self,
+        tokens: &[u32],
+        mut all_logits: Option<(&mut [f32], &mut dyn FnMut(usize, &[f32]))>,
+    ) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument(
                 "prefill needs at least one token".into(),
@@ -496,20 +572,33 @@ impl<'a> Session<'a> {
                 .min(self.buffers.cap())
                 .min(self.config.context - self.pos);
             let (now, later) = rest.split_at(n);
-            forward_rows(
-                &self.model,
-                &mut self.buffers,
-                &mut self.kv,
-                &mut self.pool,
-                now,
-                self.pos,
-            );
+            let done = tokens.len() - rest.len();
+            match &mut all_logits {
+                None => forward_rows(
+                    &self.model,
+                    &mut self.buffers,
+                    &mut self.kv,
+                    &mut self.pool,
+                    now,
+                    self.pos,
+                ),
+                Some((scratch, on_logits)) => crate::forward::forward_rows_with_logits(
+                    &self.model,
+                    &mut self.buffers,
+                    &mut self.kv,
+                    &mut self.pool,
+                    now,
+                    self.pos,
+                    scratch,
+                    &mut |i, row| on_logits(done + i, row),
+                ),
+            }
             self.tokens[self.pos..self.pos + n].copy_from_slice(now);
             self.pos += n;
             self.has_logits = true;
             rest = later;
         }
-        Ok(self.buffers.logits())
+        Ok(())
     }
 
     /// Writes the state (tokens, last logits, KV rows `0..pos`) and `app_data`
@@ -710,8 +799,20 @@ impl<'a> Session<'a> {
             let (_, v) = self.kv.layer_bytes_mut(l, from, pos);
             r.read_exact(v).map_err(io)?;
         }
-        let mut app = vec![0u8; h.app_data_len as usize];
-        r.read_exact(&mut app).map_err(io)?;
+        // Reserved fallibly: the length comes from the file (bounded above).
+        let mut app = Vec::new();
+        app.try_reserve_exact(h.app_data_len as usize)
+            .map_err(|_| {
+                Error::out_of_memory("the application data of a prompt cache", h.app_data_len, "")
+            })?;
+        let got = r
+            .by_ref()
+            .take(h.app_data_len)
+            .read_to_end(&mut app)
+            .map_err(io)?;
+        if got as u64 != h.app_data_len {
+            return Err(bad("the prompt cache is truncated".into()));
+        }
         let computed = r.crc.clone().finalize();
         let mut stored = [0u8; 4];
         r.inner.read_exact(&mut stored).map_err(io)?;
@@ -728,6 +829,41 @@ impl<'a> Session<'a> {
         self.pos = pos;
         self.has_logits = has_logits;
         Ok(app)
+    }
+}
+
+/// `n` as a byte count for `Error::OutOfMemory`: `usize::MAX` is a saturated
+/// size, shown as "more than the address space".
+fn saturated_u64(n: usize) -> u64 {
+    if n == usize::MAX {
+        u64::MAX
+    } else {
+        n as u64
+    }
+}
+
+/// Renames the "a session buffer" of an allocation failure (`arena::Alloc`)
+/// to `what`, the whole component of `bytes`, with `hint`; other errors pass.
+fn relabel_oom(what: String, bytes: usize, hint: &'static str) -> impl FnOnce(Error) -> Error {
+    move |e| match e {
+        Error::OutOfMemory { .. } => Error::out_of_memory(what, saturated_u64(bytes), hint),
+        e => e,
+    }
+}
+
+/// The error of a worker pool that could not start: a thread the system had
+/// no memory (or thread quota, which reports the same EAGAIN) for is
+/// `Error::OutOfMemory` for its stack.
+fn pool_error(threads: usize, e: std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    let workers = threads.saturating_sub(1);
+    match e.kind() {
+        ErrorKind::OutOfMemory | ErrorKind::WouldBlock => Error::out_of_memory(
+            format!("the stacks of {workers} worker threads (threads {threads})"),
+            (workers as u64).saturating_mul(crate::pool::WORKER_STACK as u64),
+            format!("lower the threads ({e})"),
+        ),
+        _ => Error::InvalidArgument(format!("cannot start {threads} threads: {e}")),
     }
 }
 
@@ -799,4 +935,94 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest model sizes a file may declare (`config.rs` limits): at
+    /// its largest context an f32 KV cache needs 2^63 bytes, past what a
+    /// 64-bit process can address.
+    fn widest() -> ModelConfig {
+        ModelConfig::decode(&HyperParams {
+            architecture: 1,
+            activation: 1,
+            dim: 64,
+            n_layers: 4096,
+            n_heads: 4096,
+            n_kv_heads: 4096,
+            head_dim: 4096,
+            ffn_dim: 64,
+            vocab_size: 8,
+            max_context: 1 << 24,
+            rope_pairing: 1,
+            rope_dim: 64,
+            rope_theta: 10000.0,
+            norm: 1,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Sizes saturate instead of wrapping, and a heap session that large is
+    /// `Error::OutOfMemory` naming the context, before any allocation.
+    #[test]
+    fn an_unaddressable_session_is_out_of_memory() {
+        let cfg = widest();
+        let config = SessionConfig {
+            kv_type: KvType::F32,
+            ..SessionConfig::new(1 << 24)
+        };
+        config.validate(&cfg).unwrap();
+        let total = Session::memory_required(&cfg, &config);
+        assert!(total > isize::MAX as usize, "{total}");
+        assert!(Session::arena_bytes_required(&cfg, &config) >= total);
+        match Session::check_addressable(&cfg, &config) {
+            Err(e @ Error::OutOfMemory { .. }) => assert_eq!(
+                e.to_string(),
+                "cannot allocate 8.0 EiB for a session (context 16777216): lower the context"
+            ),
+            r => panic!("{r:?}"),
+        }
+        let small = SessionConfig::new(64);
+        Session::check_addressable(&cfg, &small).unwrap();
+    }
+
+    /// A worker thread the system has no memory (or quota) for is
+    /// `Error::OutOfMemory` for the stacks; other spawn errors stay arguments.
+    #[test]
+    fn a_pool_that_cannot_start_names_its_stacks() {
+        use std::io::{Error as IoError, ErrorKind};
+        for kind in [ErrorKind::WouldBlock, ErrorKind::OutOfMemory] {
+            match pool_error(4, IoError::from(kind)) {
+                Error::OutOfMemory { what, bytes, hint } => {
+                    assert_eq!(what, "the stacks of 3 worker threads (threads 4)");
+                    assert_eq!(bytes, 3 * crate::pool::WORKER_STACK as u64);
+                    assert!(hint.starts_with("lower the threads"), "{hint}");
+                }
+                e => panic!("{kind:?}: {e}"),
+            }
+        }
+        assert!(matches!(
+            pool_error(2, IoError::from(ErrorKind::InvalidInput)),
+            Error::InvalidArgument(_)
+        ));
+    }
+
+    /// `relabel_oom` names the component and keeps other errors.
+    #[test]
+    fn allocation_failures_are_relabelled_with_the_setting_to_lower() {
+        let e = relabel_oom(
+            "the KV cache (context 9)".into(),
+            1 << 30,
+            "lower the context",
+        )(Error::out_of_memory("a session buffer", 4, ""));
+        assert_eq!(
+            e.to_string(),
+            "cannot allocate 1.0 GiB for the KV cache (context 9): lower the context"
+        );
+        let e = relabel_oom("x".into(), 1, "y")(Error::BigEndianHost);
+        assert!(matches!(e, Error::BigEndianHost));
+    }
 }

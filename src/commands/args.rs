@@ -16,6 +16,78 @@ pub fn parse_threads(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// `-n/--max-tokens`: a count, or `-1` for no limit (until the end of text, a
+/// stop string or a full context), as in llama.cpp.
+pub fn parse_max_tokens(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "-1" => Ok(usize::MAX),
+        t => t
+            .parse::<usize>()
+            .map_err(|_| format!("{s:?} is not a token count (a number >= 0, or -1 for no limit)")),
+    }
+}
+
+/// `--temp`: a finite number; 0 or below means greedy, as in llama.cpp.
+pub fn parse_temperature(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(t) if t.is_finite() => Ok(t.max(0.0)),
+        _ => Err(format!(
+            "{s:?} is not a temperature (a finite number; 0 or below = greedy)"
+        )),
+    }
+}
+
+/// `--seed`: a number, or `-1` for a seed from the clock (the default).
+pub fn parse_seed(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "-1" => Ok(clock_seed()),
+        t => t
+            .parse::<u64>()
+            .map_err(|_| format!("{s:?} is not a seed (a number >= 0, or -1 for a random one)")),
+    }
+}
+
+/// A seed from the clock.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A token count where `-1` means "all" (`--repeat-last-n -1`: the whole
+/// context; `--keep -1`: the whole prompt), as in llama.cpp. `-1` parses to
+/// `usize::MAX`, which the command resolves.
+pub fn parse_count_or_all(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "-1" => Ok(usize::MAX),
+        t => t
+            .parse::<usize>()
+            .map_err(|_| format!("{s:?} is not a token count (a number >= 0, or -1 for all)")),
+    }
+}
+
+/// `-q/--quiet`: no progress on stderr (commands that can run for more than a
+/// second report it: a bar on a terminal, a line every few seconds otherwise).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct QuietArg {
+    /// No progress output on stderr (otherwise: a bar on a terminal, a line
+    /// every few seconds in a log).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `--ctx` of `perplexity` and `kld`: a window reads one token to predict the
+/// next, so it holds at least 2.
+pub fn check_window(ctx: usize) -> Result<(), String> {
+    if ctx < 2 {
+        return Err(format!(
+            "--ctx {ctx}: a window must hold at least 2 tokens (one read, one predicted)"
+        ));
+    }
+    Ok(())
+}
+
 /// The default thread count: one per physical core this process may run on.
 pub fn default_threads() -> usize {
     ember_runtime::cpus::default_threads()
@@ -78,6 +150,23 @@ mod tests {
         assert!(parse_threads("many").is_err());
         assert!(parse_threads("100000").unwrap_err().contains("limit"));
         assert!(default_threads() >= 1 && default_threads() <= all);
+    }
+
+    #[test]
+    fn negative_values_mean_what_they_mean_in_llama_cpp() {
+        assert_eq!(parse_max_tokens("-1"), Ok(usize::MAX));
+        assert_eq!(parse_max_tokens("7"), Ok(7));
+        assert!(parse_max_tokens("-2").is_err());
+        assert_eq!(parse_temperature("-1"), Ok(0.0));
+        assert_eq!(parse_temperature("0.7"), Ok(0.7));
+        assert!(parse_temperature("nan").is_err());
+        assert!(parse_temperature("inf").is_err());
+        assert_eq!(parse_seed("42"), Ok(42));
+        assert!(parse_seed("-1").is_ok());
+        assert!(parse_seed("-2").is_err());
+        assert_eq!(parse_count_or_all("-1"), Ok(usize::MAX));
+        assert_eq!(parse_count_or_all("64"), Ok(64));
+        assert!(parse_count_or_all("-3").is_err());
     }
 
     #[test]

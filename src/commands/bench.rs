@@ -12,6 +12,7 @@ use std::time::Instant;
 use ember_converter::ir::{IrTensor, ModelIr, TensorSource};
 use ember_converter::writer::{write_model, WriteOptions};
 use ember_converter::DTypeChoice;
+use ember_progress::{Progress, Unit};
 use ember_runtime::format::{
     expected_tensors, flags, Activation, Architecture, DType, HyperParams, NormKind, RopePairing,
 };
@@ -67,6 +68,8 @@ pub struct Args {
     /// cache, within 256..=1024 MiB]. Smaller than the L3 measures the cache.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     bandwidth_mib: Option<u64>,
+    #[command(flatten)]
+    quiet: super::args::QuietArg,
 }
 
 /// The error type of [`CliResult`].
@@ -202,10 +205,16 @@ pub fn run(args: Args) -> CliResult {
         .map(|i| ((i * 2_654_435_761 + 12_345) % hp.vocab_size as u64) as u32)
         .collect();
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let phases = usize::from(args.prompt > 0) + usize::from(args.gen > 0);
+    let runs = args.threads.len() * args.reps.max(1) * phases;
+    let progress = Progress::new("bench", runs as u64, Unit::Items("runs"), args.quiet.quiet);
     let mut rows = Vec::new();
     for &threads in &args.threads {
-        rows.push(measure_speed(&model, &args, ctx, threads, &tokens)?);
+        rows.push(measure_speed(
+            &model, &args, ctx, threads, &tokens, &progress,
+        )?);
     }
+    progress.finish();
     // Before the bandwidth buffer exists: the peak is the model's.
     let rss = peak_rss_bytes();
     let weight_bytes = model.decode_weight_bytes();
@@ -250,7 +259,7 @@ fn model_path(args: &Args) -> Result<PathBuf, BoxError> {
                     .join(format!("{shape}-{}.ember", dtype.name()))
             });
             if !path.is_file() {
-                generate(shape, dtype, &path)?;
+                generate(shape, dtype, &path, args.quiet.quiet)?;
             }
             Ok(path)
         }
@@ -296,6 +305,7 @@ fn measure_speed(
     ctx: usize,
     threads: usize,
     tokens: &[u32],
+    progress: &Progress,
 ) -> Result<Row, BoxError> {
     let (depth, tokens) = tokens.split_at(args.depth);
     let config = SessionConfig {
@@ -319,6 +329,7 @@ fn measure_speed(
             let t = Instant::now();
             session.prefill(&tokens[..args.prompt])?;
             pp.push(args.prompt as f64 / t.elapsed().as_secs_f64());
+            progress.inc(1);
         }
         if args.gen > 0 {
             start(&mut session)?;
@@ -329,6 +340,7 @@ fn measure_speed(
                 tok = ember_runtime::argmax(logits);
             }
             tg.push(args.gen as f64 / t.elapsed().as_secs_f64());
+            progress.inc(1);
         }
     }
     Ok(Row {
@@ -531,8 +543,9 @@ impl TensorSource for RandomSource {
 }
 
 /// Writes a random-weight model of `shape` with matrices in `dtype` to `path`
-/// (never committed: it lives in a cache directory).
-fn generate(shape: &str, dtype: DType, path: &Path) -> CliResult {
+/// (never committed: it lives in a cache directory), with progress on stderr
+/// unless `quiet`.
+fn generate(shape: &str, dtype: DType, path: &Path, quiet: bool) -> CliResult {
     let hp = shape_hparams(shape);
     let tensors = expected_tensors(&hp)
         .into_iter()
@@ -596,7 +609,7 @@ fn generate(shape: &str, dtype: DType, path: &Path) -> CliResult {
         path,
         &WriteOptions {
             dtype: DTypeChoice::Fixed(dtype),
-            progress: true,
+            progress: !quiet,
             ..Default::default()
         },
     )?;

@@ -22,7 +22,7 @@ use crate::report::CliResult;
 
 /// The default context: room for a long conversation without sizing the KV
 /// cache for a 128k-token model.
-const DEFAULT_CONTEXT: usize = 4096;
+pub const DEFAULT_CONTEXT: usize = 4096;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,8 +36,9 @@ pub struct Args {
     /// without one).
     #[arg(long, value_parser = ["chatml", "llama2", "llama3", "gemma"])]
     template: Option<String>,
-    /// Maximum tokens per reply.
-    #[arg(short = 'n', long, default_value_t = 512)]
+    /// Maximum tokens per reply (-1 = no limit: until the end of the reply or
+    /// a full context).
+    #[arg(short = 'n', long, default_value_t = 512, value_parser = super::args::parse_max_tokens)]
     max_tokens: usize,
     /// Context length [default: the model's maximum, at most 4096; 0 = the
     /// model's maximum].
@@ -263,10 +264,10 @@ pub fn run(args: Args) -> CliResult {
         None => usize::from(!bos.is_empty() && template_writes_bos(&template, &bos, &eos)),
     };
     let s = &args.sampling;
-    let policy = s.policy(true, keep, ctx);
+    let policy = s.policy(true, keep, keep, ctx)?;
     let mut session = Session::new(model.clone(), s.session_config(ctx, policy))?;
     args.lora.attach(&mut session)?;
-    let sampler = Sampler::new(model.hparams().vocab_size as usize, &s.sampler_config())?;
+    let sampler = Sampler::new(model.hparams().vocab_size as usize, &s.sampler_config(ctx)?)?;
     let generator = Generator::new(
         tok,
         sampler,

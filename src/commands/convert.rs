@@ -1,6 +1,4 @@
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use ember_converter::writer::Rotation;
 use ember_converter::{ConvertOptions, DTypeChoice};
@@ -54,6 +52,8 @@ pub struct Args {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    quiet: super::args::QuietArg,
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -61,15 +61,11 @@ pub fn run(args: Args) -> CliResult {
         "auto" => DTypeChoice::Auto,
         other => DTypeChoice::Fixed(DType::parse(other).ok_or("unknown dtype")?),
     };
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupt.clone();
-        // A second handler registration (only possible in tests) is harmless to skip.
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
-    }
+    let interrupt = super::signals::interrupt_flag();
     let calibrate = match &args.calibrate {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = ember_runtime::read_file::read_file(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             let text = String::from_utf8(bytes)
                 .map_err(|e| format!("{}: not UTF-8 text ({e})", path.display()))?;
             Some(ember_converter::calibrate::CalibrateOptions {
@@ -84,7 +80,7 @@ pub fn run(args: Args) -> CliResult {
         dtype,
         embed_dtype: args.embed_dtype.as_deref().and_then(DType::parse),
         tokenizer: args.tokenizer,
-        progress: !args.json,
+        progress: !args.quiet.quiet,
         interrupt: Some(&interrupt),
         calibrate,
         rotation: if args.no_rotate {

@@ -89,13 +89,15 @@ pub struct Args {
     #[arg(short = 't', long, value_parser = super::args::parse_threads,
           default_value_t = super::args::default_threads(), hide_default_value = true)]
     threads: usize,
-    /// Checkpoint every N optimizer steps (0 = none).
+    /// Checkpoint every N optimizer steps and after the last one (0 = none).
     #[arg(long, default_value_t = 0)]
     save_every: u64,
     /// Validate every N steps (0 = after each epoch and at the end).
     #[arg(long, default_value_t = 0)]
     eval_every: u64,
     /// Resume from a checkpoint directory (or the newest checkpoint in an --out directory).
+    /// Every setting must match the checkpoint's but --steps / --epochs, which may
+    /// extend the run (the learning rate then follows the new length's schedule).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// No progress output.

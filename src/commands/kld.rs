@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ember_progress::{Progress, Unit};
 use ember_runtime::{Session, SessionConfig};
 
 use crate::report::CliResult;
@@ -36,6 +37,11 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    // --lora applies to the model under test, not the reference.
+    #[command(flatten)]
+    lora: super::merge::LoraArgs,
+    #[command(flatten)]
+    quiet: super::args::QuietArg,
 }
 
 /// `log_softmax(logits)` into `out`, computed in f64.
@@ -58,9 +64,71 @@ fn argmax(v: &[f64]) -> usize {
     best
 }
 
+/// Positions per batched prefill of each model (the reference's logits of a
+/// slice are kept while the model runs it).
+const SLICE: usize = 64;
+
+/// Running totals over the scored positions.
+struct Sums {
+    lp: Vec<f64>,
+    lq: Vec<f64>,
+    kl_sum: f64,
+    kl_max: f64,
+    /// The model's negative log-likelihood of the text.
+    nll: f64,
+    /// Positions where both models rank the same token first.
+    same: usize,
+    n: usize,
+}
+
+impl Sums {
+    fn new(vocab: usize) -> Self {
+        Self {
+            lp: vec![0.0; vocab],
+            lq: vec![0.0; vocab],
+            kl_sum: 0.0,
+            kl_max: 0.0,
+            nll: 0.0,
+            same: 0,
+            n: 0,
+        }
+    }
+
+    /// Scores one position: the reference's and the model's logits, and the
+    /// token that follows.
+    fn add(&mut self, reference: &[f32], model: &[f32], next: u32) {
+        log_softmax(reference, &mut self.lp);
+        log_softmax(model, &mut self.lq);
+        // KL(P_ref || Q_model) = sum p (log p - log q).
+        let kl: f64 = self
+            .lp
+            .iter()
+            .zip(&self.lq)
+            .map(|(&a, &b)| if a > -745.0 { a.exp() * (a - b) } else { 0.0 })
+            .sum();
+        self.kl_sum += kl;
+        self.kl_max = self.kl_max.max(kl);
+        self.nll -= self.lq[next as usize];
+        self.same += usize::from(argmax(&self.lp) == argmax(&self.lq));
+        self.n += 1;
+    }
+
+    fn mean_kld(&self) -> f64 {
+        self.kl_sum / self.n.max(1) as f64
+    }
+}
+
 pub fn run(args: Args) -> CliResult {
-    let text = std::fs::read_to_string(&args.file)
+    super::args::check_window(args.ctx)?;
+    let bytes = ember_runtime::read_file::read_file(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{} is not valid UTF-8 (first bad byte at offset {})",
+            args.file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     let text: &str = match args.max_chars {
         Some(n) => text
             .char_indices()
@@ -78,40 +146,59 @@ pub fn run(args: Args) -> CliResult {
     opts.add_bos = false;
     opts.parse_special = false;
     let ids = tok.encode(text, opts);
-    let ctx = args.ctx.min(model.hparams().max_context as usize).max(2);
+    let ctx = args.ctx.min(model.hparams().max_context as usize);
     let config = SessionConfig {
         threads: args.threads,
         ..SessionConfig::new(ctx)
     };
     let mut sm = Session::new(model.clone(), config)?;
+    args.lora.attach(&mut sm)?;
     let mut sr = Session::new(reference.clone(), config)?;
     let vocab = model.hparams().vocab_size as usize;
-    let (mut lp, mut lq) = (vec![0.0f64; vocab], vec![0.0f64; vocab]);
-    let (mut kl_sum, mut kl_max, mut nll, mut same, mut n) =
-        (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+    let mut sums = Sums::new(vocab);
     let t0 = Instant::now();
+    let progress = Progress::new(
+        "kld",
+        ids.len() as u64,
+        Unit::Items("tokens"),
+        args.quiet.quiet,
+    );
+    // The reference's logits of one slice of a window, then the model's, so
+    // both run as batched prefills.
+    let mut ref_logits = vec![0.0f32; SLICE.min(ctx) * vocab];
     for chunk in ids.chunks(ctx) {
-        if chunk.len() < 2 {
-            continue;
+        if chunk.len() >= 2 {
+            sm.reset();
+            sr.reset();
+            let inputs = &chunk[..chunk.len() - 1];
+            for (s, slice) in inputs.chunks(SLICE).enumerate() {
+                sr.prefill_with_logits(slice, &mut |i, l| {
+                    ref_logits[i * vocab..(i + 1) * vocab].copy_from_slice(l)
+                })?;
+                sm.prefill_with_logits(slice, &mut |i, l| {
+                    let r = &ref_logits[i * vocab..(i + 1) * vocab];
+                    sums.add(r, l, chunk[s * SLICE + i + 1]);
+                    progress.inc(1);
+                })?;
+            }
+            progress.set_message(format!("mean KLD {:.6}", sums.mean_kld()));
         }
-        sm.reset();
-        sr.reset();
-        for (i, &t) in chunk[..chunk.len() - 1].iter().enumerate() {
-            log_softmax(sr.forward(t)?, &mut lp);
-            log_softmax(sm.forward(t)?, &mut lq);
-            // KL(P_ref || Q_model) = sum p (log p - log q).
-            let kl: f64 = lp
-                .iter()
-                .zip(&lq)
-                .map(|(&a, &b)| if a > -745.0 { a.exp() * (a - b) } else { 0.0 })
-                .sum();
-            kl_sum += kl;
-            kl_max = kl_max.max(kl);
-            nll -= lq[chunk[i + 1] as usize];
-            same += usize::from(argmax(&lp) == argmax(&lq));
-            n += 1;
-        }
+        // A window's last token predicts nothing; it is done with the window.
+        progress.inc(if chunk.len() >= 2 {
+            1
+        } else {
+            chunk.len() as u64
+        });
     }
+    progress.finish();
+    let Sums {
+        kl_sum,
+        kl_max,
+        nll,
+        same,
+        n,
+        ..
+    } = sums;
     if n == 0 {
         return Err("need at least 2 tokens of text".into());
     }

@@ -2,7 +2,6 @@
 //! `--lora DIR --lora-scale S` flags `run` and `chat` share.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ember_converter::writer::{Rotation, WriteOptions};
@@ -13,7 +12,8 @@ use ember_runtime::{Model, Session};
 
 use crate::report::{human_bytes, CliResult};
 
-/// Applying a LoRA adapter at inference (`run`, `chat`).
+/// Applying a LoRA adapter at inference (`run`, `chat`, `perplexity`, and the
+/// model under test of `kld`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoraArgs {
     /// LoRA adapter directory in PEFT layout (adapter_model.safetensors +
@@ -68,6 +68,8 @@ pub struct Args {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    quiet: super::args::QuietArg,
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -75,18 +77,15 @@ pub fn run(args: Args) -> CliResult {
         "auto" => DTypeChoice::Auto,
         other => DTypeChoice::Fixed(DType::parse(other).ok_or("unknown dtype")?),
     };
+    let target = ember_converter::output::resolve_symlinks(&args.output)?;
+    ember_converter::output::check_not_an_input(&target, &[&args.model, &args.lora])?;
     let model = Arc::new(super::args::load_model(&args.model)?);
     let adapter = Arc::new(load_adapter(&args.lora, &model)?);
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupt.clone();
-        // A second handler registration (only possible in tests) is harmless to skip.
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
-    }
+    let interrupt = super::signals::interrupt_flag();
     let opts = WriteOptions {
         dtype,
         embed_dtype: None,
-        progress: !args.json,
+        progress: !args.quiet.quiet,
         interrupt: Some(&interrupt),
         importance: None,
         rotation: Rotation::FollowCopies,

@@ -12,5 +12,6 @@ pub mod kld;
 pub mod merge;
 pub mod perplexity;
 pub mod run;
+pub mod signals;
 pub mod tokenize;
 pub mod verify;

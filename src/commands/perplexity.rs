@@ -2,7 +2,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ember_runtime::eval::perplexity;
+use ember_progress::{Progress, Unit};
+use ember_runtime::eval::perplexity_with_progress;
 use ember_runtime::{Session, SessionConfig};
 
 use crate::report::CliResult;
@@ -37,10 +38,15 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    lora: super::merge::LoraArgs,
+    #[command(flatten)]
+    quiet: super::args::QuietArg,
 }
 
 pub fn run(args: Args) -> CliResult {
-    let bytes = std::fs::read(&args.file)
+    super::args::check_window(args.ctx)?;
+    let bytes = ember_runtime::read_file::read_file(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         format!(
@@ -73,8 +79,18 @@ pub fn run(args: Args) -> CliResult {
             ..SessionConfig::new(ctx)
         },
     )?;
+    args.lora.attach(&mut session)?;
     let t0 = Instant::now();
-    let r = perplexity(&mut session, &ids, ctx)?;
+    let progress = Progress::new(
+        "perplexity",
+        ids.len() as u64,
+        Unit::Items("tokens"),
+        args.quiet.quiet,
+    );
+    let r = perplexity_with_progress(&mut session, &ids, ctx, &mut |done| {
+        progress.set_position(done as u64)
+    })?;
+    progress.finish();
     let secs = t0.elapsed().as_secs_f64();
     if args.json {
         let v = serde_json::json!({

@@ -16,8 +16,8 @@ use crate::report::{peak_rss_bytes, CliResult};
 /// Sampling and session flags shared by `run` and `chat`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Temperature; 0 = greedy (the default: no randomness).
-    #[arg(long = "temp", default_value_t = 0.0)]
+    /// Temperature; 0 or below = greedy (the default: no randomness).
+    #[arg(long = "temp", default_value_t = 0.0, value_parser = super::args::parse_temperature)]
     pub temperature: f32,
     /// Keep the K most likely tokens (0 = off; applies with --temp > 0).
     #[arg(long, default_value_t = 40)]
@@ -28,11 +28,12 @@ pub struct SamplingArgs {
     /// Drop tokens less likely than P times the best one (0 = off; with --temp > 0).
     #[arg(long, default_value_t = 0.05)]
     pub min_p: f32,
-    /// Repetition penalty over the last --repeat-last-n tokens (1 = off).
+    /// Repetition penalty over the last --repeat-last-n tokens, > 0 (1 = off).
     #[arg(long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
-    /// Window of the penalties in tokens.
-    #[arg(long, default_value_t = 64)]
+    /// Window of the penalties in tokens (0 = off; -1 or more than the context
+    /// = the whole context).
+    #[arg(long, default_value_t = 64, value_parser = super::args::parse_count_or_all)]
     pub repeat_last_n: usize,
     /// Subtracted from the logit of every token in the window (0 = off).
     #[arg(long, default_value_t = 0.0)]
@@ -40,8 +41,8 @@ pub struct SamplingArgs {
     /// Subtracted once per occurrence in the window (0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub frequency_penalty: f32,
-    /// Random seed (default: from the clock; printed with --verbose / --json).
-    #[arg(long)]
+    /// Random seed (default or -1: from the clock; printed with --verbose / --json).
+    #[arg(long, value_parser = super::args::parse_seed)]
     pub seed: Option<u64>,
     /// Stop when the output contains this text (repeatable; not printed).
     #[arg(long = "stop")]
@@ -53,9 +54,10 @@ pub struct SamplingArgs {
     /// tokens after --keep and go on (shift).
     #[arg(long, value_parser = ["error", "shift"])]
     pub context_policy: Option<String>,
-    /// Tokens at the start that a context shift keeps (default: the BOS token or
-    /// the system prompt).
-    #[arg(long)]
+    /// Tokens at the start that a context shift keeps, less than the context
+    /// minus 1 (default: the BOS token or the system prompt; -1 = the whole
+    /// prompt).
+    #[arg(long, value_parser = super::args::parse_count_or_all)]
     pub keep: Option<usize>,
     /// Worker threads (results do not depend on it): a count, or 0 / auto for
     /// every CPU [default: one per physical core].
@@ -72,44 +74,64 @@ pub(crate) fn parse_kv_type(s: &str) -> Result<KvType, String> {
 }
 
 impl SamplingArgs {
-    /// The sampler settings and the seed actually used.
-    pub fn sampler_config(&self) -> SamplerConfig {
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-        SamplerConfig {
+    /// The sampler settings for a context of `ctx` tokens and the seed actually
+    /// used, checked (every range, whether the chain uses the setting or not).
+    pub fn sampler_config(&self, ctx: usize) -> Result<SamplerConfig, ember_runtime::Error> {
+        let seed = self.seed.unwrap_or_else(super::args::clock_seed);
+        let config = SamplerConfig {
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
+            // The window holds at most the context (and -1 means all of it).
+            repeat_last_n: self.repeat_last_n.min(ctx),
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             logit_bias: Vec::new(),
             seed,
-        }
+        };
+        config.validate()?;
+        Ok(config)
     }
 
-    /// The context policy, `default_policy` unless given, with `keep` tokens
-    /// (unless --keep) kept on a shift; clamped so the shift stays possible.
-    pub fn policy(&self, default_shift: bool, keep: usize, ctx: usize) -> ContextPolicy {
+    /// The context policy, `default_shift` unless given. A shift keeps
+    /// `default_keep` tokens (clamped so the shift stays possible) unless
+    /// --keep says how many (-1: `whole_prompt`); an explicit count that
+    /// leaves nothing to shift is an error.
+    pub fn policy(
+        &self,
+        default_shift: bool,
+        default_keep: usize,
+        whole_prompt: usize,
+        ctx: usize,
+    ) -> Result<ContextPolicy, String> {
         let shift = match self.context_policy.as_deref() {
             Some("shift") => true,
             Some(_) => false,
             None => default_shift,
         };
-        if shift {
-            let keep = self.keep.unwrap_or(keep);
-            ContextPolicy::Shift {
-                keep: keep.min(ctx.saturating_sub(2)),
-            }
-        } else {
-            ContextPolicy::Error
+        if !shift {
+            return Ok(ContextPolicy::Error);
         }
+        let most = ctx.saturating_sub(2);
+        let keep = match self.keep {
+            None => default_keep.min(most),
+            Some(usize::MAX) if whole_prompt <= most => whole_prompt,
+            Some(usize::MAX) => {
+                return Err(format!(
+                    "--keep -1 keeps the whole prompt ({whole_prompt} tokens), but a shift \
+                     in a context of {ctx} can keep at most {most}"
+                ))
+            }
+            Some(k) if k <= most => k,
+            Some(k) => {
+                return Err(format!(
+                    "--keep {k} leaves nothing to shift: a context of {ctx} can keep at most {most}"
+                ))
+            }
+        };
+        Ok(ContextPolicy::Shift { keep })
     }
 
     /// The session config for `ctx` positions and `policy`.
@@ -133,11 +155,12 @@ pub struct Args {
     /// recognised unless --no-special is given.
     #[arg(short, long, default_value = "")]
     prompt: String,
-    /// Maximum number of tokens to generate.
-    #[arg(short = 'n', long, default_value_t = 256)]
+    /// Maximum number of tokens to generate (-1 = no limit: until the end of
+    /// text, a stop string or a full context).
+    #[arg(short = 'n', long, default_value_t = 256, value_parser = super::args::parse_max_tokens)]
     max_tokens: usize,
     /// Context length (KV cache size) [default: prompt + max tokens, capped at
-    /// the model's maximum; 0 = the model's maximum].
+    /// the model's maximum and, with -n -1, at 4096; 0 = the model's maximum].
     #[arg(long)]
     ctx: Option<usize>,
     /// Wrap the prompt as a user message in the model's chat template.
@@ -174,13 +197,16 @@ pub fn run(args: Args) -> CliResult {
     let prompt = prompt_tokens(&args, &model)?;
     let max_ctx = model.hparams().max_context as usize;
     let ctx = match args.ctx {
-        None => (prompt.len() + args.max_tokens).min(max_ctx),
+        None if args.max_tokens == usize::MAX => {
+            max_ctx.min(super::chat::DEFAULT_CONTEXT.max(prompt.len()))
+        }
+        None => prompt.len().saturating_add(args.max_tokens).min(max_ctx),
         Some(0) => max_ctx,
         Some(n) => n,
     };
     let bos_keep = usize::from(tok.bos().is_some() && tok.bos() == prompt.first().copied());
     let s = &args.sampling;
-    let policy = s.policy(false, bos_keep, ctx);
+    let policy = s.policy(false, bos_keep, prompt.len(), ctx)?;
     let session_config = s.session_config(ctx, policy);
     session_config.validate(model.config())?;
     if prompt.len() > ctx && policy == ContextPolicy::Error {
@@ -198,7 +224,7 @@ pub fn run(args: Args) -> CliResult {
     }
     let mut session = Session::new(model.clone(), session_config)?;
     args.lora.attach(&mut session)?;
-    let sampler_config = s.sampler_config();
+    let sampler_config = s.sampler_config(ctx)?;
     let sampler = Sampler::new(model.hparams().vocab_size as usize, &sampler_config)?;
     let mut generator = Generator::new(
         tok,
@@ -274,7 +300,11 @@ pub fn run(args: Args) -> CliResult {
         std::fs::write(path, &snapshot)
             .map_err(|e| format!("cannot write the prompt cache {}: {e}", path.display()))?;
     }
-    let timings = Timings { load, prefill };
+    let timings = Timings {
+        load,
+        prefill,
+        seed: sampler_config.seed,
+    };
     report(&args, &model, &session, &prompt, &stats, &text, timings);
     Ok(())
 }
@@ -345,10 +375,11 @@ fn print_setup(
     );
 }
 
-/// Wall-clock phases of one `run` before decoding.
+/// Wall-clock phases of one `run` before decoding, and the seed it drew with.
 struct Timings {
     load: Duration,
     prefill: Duration,
+    seed: u64,
 }
 
 /// The closing report: JSON on stdout under `--json`, else a summary on stderr.
@@ -359,7 +390,11 @@ fn report(
     prompt: &[u32],
     stats: &GenerationStats,
     text: &str,
-    Timings { load, prefill }: Timings,
+    Timings {
+        load,
+        prefill,
+        seed,
+    }: Timings,
 ) {
     let reused = stats.reused_tokens;
     let ctx = session.config().context;
@@ -372,7 +407,7 @@ fn report(
             "prompt_cache_tokens": reused,
             "generated_tokens": stats.generated_tokens,
             "stop": stats.stop.name(),
-            "seed": args.sampling.sampler_config().seed,
+            "seed": seed,
             "context": ctx,
             "threads": session.config().threads,
             "kv_type": args.sampling.kv_type.name(),

@@ -10,6 +10,8 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    quiet: super::args::QuietArg,
 }
 
 /// Loads (which validates the header, directory and checksum) and then checks
@@ -17,7 +19,14 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult {
     let t0 = Instant::now();
     let model = super::args::load_model(&args.model)?;
-    model.verify_checksums()?;
+    let progress = ember_progress::Progress::new(
+        "verify",
+        model.tensor_data_bytes(),
+        ember_progress::Unit::Bytes,
+        args.quiet.quiet,
+    );
+    model.verify_checksums_with_progress(&mut |done| progress.set_position(done))?;
+    progress.finish();
     let secs = t0.elapsed().as_secs_f64();
     if args.json {
         let v = serde_json::json!({

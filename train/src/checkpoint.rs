@@ -15,7 +15,8 @@
 //! synced). A run killed at any moment leaves either a complete checkpoint or
 //! only a `.checkpoint-*` temporary directory, which is ignored and removed by
 //! the next save. Older checkpoints beyond the last [`KEEP`] are removed after
-//! a new one is in place.
+//! a new one is in place, each renamed to a `.checkpoint-*` name first, so a
+//! kill during the removal never leaves a half-deleted checkpoint.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -177,7 +178,7 @@ pub fn save(
             }
         }
     }
-    let tmp = tempfile::Builder::new()
+    let tmp = crate::peft::new_file_builder(0o777)
         .prefix(".checkpoint-")
         .tempdir_in(out)
         .map_err(|e| TrainError::io(out, e))?;
@@ -206,7 +207,7 @@ pub fn save(
     sync_dir(tmp.path())?;
     let final_dir = out.join(dir_name(state.step));
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        retire(&final_dir, out)?;
     }
     let staged = tmp.keep();
     std::fs::rename(&staged, &final_dir).map_err(|e| {
@@ -216,12 +217,28 @@ pub fn save(
     sync_dir(out)?;
     let all = list(out)?;
     for (_, old) in all.iter().take(all.len().saturating_sub(KEEP)) {
-        let _ = std::fs::remove_dir_all(old);
+        let _ = retire(old, out);
     }
     Ok(final_dir)
 }
 
-/// Reads a checkpoint directory.
+/// Removes checkpoint `dir` of `out` so that a kill at any moment leaves it
+/// either whole or gone: it is first renamed to a `.checkpoint-*` name (which
+/// [`list`] ignores and the next save removes), then deleted.
+fn retire(dir: &Path, out: &Path) -> Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let doomed = out.join(format!(".checkpoint-retired-{name}"));
+    if doomed.exists() {
+        std::fs::remove_dir_all(&doomed).map_err(|e| TrainError::io(&doomed, e))?;
+    }
+    std::fs::rename(dir, &doomed).map_err(|e| TrainError::io(dir, e))?;
+    sync_dir(out)?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| TrainError::io(&doomed, e))
+}
+
+/// Reads a checkpoint directory. Refuses a state that no run writes: a step
+/// beyond the run's total, or a data position other than `step * batch *
+/// grad_accum`.
 pub fn load(dir: &Path) -> Result<(TrainerState, StateTensors)> {
     let bad = |msg: String| TrainError::Checkpoint(format!("checkpoint {}: {msg}", dir.display()));
     let jp = dir.join(STATE_JSON);
@@ -232,6 +249,19 @@ pub fn load(dir: &Path) -> Result<(TrainerState, StateTensors)> {
         return Err(bad(format!(
             "format {} (this build reads {FORMAT_VERSION})",
             state.format
+        )));
+    }
+    if state.step > state.total_steps {
+        return Err(bad(format!(
+            "{STATE_JSON}: step {} is beyond the run's total of {} steps",
+            state.step, state.total_steps
+        )));
+    }
+    let per_step = (state.config.batch as u64).saturating_mul(state.config.grad_accum as u64);
+    if state.step.checked_mul(per_step) != Some(state.position) {
+        return Err(bad(format!(
+            "{STATE_JSON}: data position {} is not step {} times {per_step} sequences per step",
+            state.position, state.step
         )));
     }
     let tp = dir.join(STATE_TENSORS);

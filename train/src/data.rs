@@ -127,7 +127,7 @@ pub fn fingerprint(examples: &[Example]) -> u64 {
 /// Reads `path` and checks it is non-empty UTF-8; returns its lines (without
 /// terminators). Errors name the file and the 1-based line.
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let bytes = ember_runtime::read_file::read_file(path).map_err(|e| TrainError::io(path, e))?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(TrainError::Data(format!(
             "{}: the file is empty (nothing to train on)",

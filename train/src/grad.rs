@@ -341,8 +341,17 @@ pub struct Workspace<F> {
 }
 
 impl<F: Float> Workspace<F> {
-    /// Buffers for sequences of at most `t_max` positions on `base` with `layout`.
+    /// Buffers for sequences of at most `t_max` positions on `base` with
+    /// `layout`. Panics when memory runs out ([`Workspace::try_new`] does not).
     pub fn new(base: &Base, layout: &Layout, t_max: usize) -> Self {
+        Self::try_new(base, layout, t_max)
+            .unwrap_or_else(|bytes| panic!("cannot allocate a {bytes}-byte training workspace"))
+    }
+
+    /// [`Workspace::new`], or the bytes it asked for when an allocation
+    /// failed (sizes come from the data and --seq-len: a request beyond the
+    /// memory is an error, not an abort).
+    pub fn try_new(base: &Base, layout: &Layout, t_max: usize) -> Result<Self, usize> {
         let hp = &base.hp;
         let (dim, qd, kvd, ffn) = (
             hp.dim as usize,
@@ -354,14 +363,31 @@ impl<F: Float> Workspace<F> {
         let nh = hp.n_heads as usize;
         let rank = layout.rank;
         let widest = dim.max(qd).max(ffn).max(vocab);
-        let z = |n: usize| vec![F::ZERO; n];
+        // Every buffer is requested even after a failure, so the error can
+        // report the whole size; failed ones are empty.
+        let requested = std::cell::Cell::new(0usize);
+        let failed = std::cell::Cell::new(false);
+        let z = |n: usize| -> Vec<F> {
+            requested.set(
+                requested
+                    .get()
+                    .saturating_add(n.saturating_mul(size_of::<F>())),
+            );
+            let mut v = Vec::new();
+            if failed.get() || v.try_reserve_exact(n).is_err() {
+                failed.set(true);
+                return v;
+            }
+            v.resize(n, F::ZERO);
+            v
+        };
         let adapted = |t: LoraTarget| layout.slots.iter().any(|s| s.target == t);
         let lora = |f: &dyn Fn(LoraTarget) -> usize| -> [Vec<F>; 7] {
             LoraTarget::ALL.map(|t| if adapted(t) { z(f(t)) } else { Vec::new() })
         };
         let half = base.cfg.rope_pairs() * base.inv_freq.len();
         let cfg = &base.cfg;
-        Self {
+        let ws = Self {
             t_max,
             resid: z((hp.n_layers as usize + 1) * t_max * dim),
             c: LayerCache {
@@ -418,7 +444,11 @@ impl<F: Float> Workspace<F> {
             row32: vec![0.0; widest.max(ROW_BLOCK_BYTES / 4)],
             rowf: z(widest.max(ROW_BLOCK_BYTES / 4)),
             tmp: z(t_max * dim.max(qd).max(ffn)),
+        };
+        if failed.get() {
+            return Err(requested.get());
         }
+        Ok(ws)
     }
 
     /// Longest sequence (positions) this workspace takes.

@@ -244,6 +244,18 @@ fn encode(
     Ok((weights, config))
 }
 
+/// A `tempfile` builder whose files or directories get `mode & ~umask`, as any
+/// new file does (`tempfile` alone makes them owner-only, which other accounts,
+/// e.g. a service user, could not read once renamed into place).
+pub(crate) fn new_file_builder<'a, 'b>(mode: u32) -> tempfile::Builder<'a, 'b> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+    #[cfg(not(unix))]
+    let _ = mode;
+    builder
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |e| TrainError::io(path, e);
     let mut f = std::fs::File::create(path).map_err(io)?;
@@ -271,7 +283,7 @@ pub fn save_peft(
     let (weights, config) = encode(adapter, hp, layout, base_model_name)?;
     if dir.is_dir() {
         for (name, bytes) in [(WEIGHTS_FILE, &weights), (CONFIG_FILE, &config)] {
-            let tmp = tempfile::Builder::new()
+            let tmp = new_file_builder(0o666)
                 .prefix(&format!(".{name}."))
                 .suffix(".tmp")
                 .tempfile_in(dir)
@@ -289,7 +301,7 @@ pub fn save_peft(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
+    let tmp = new_file_builder(0o777)
         .prefix(".ember-peft-")
         .tempdir_in(&parent)
         .map_err(|e| TrainError::io(&parent, e))?;

@@ -8,15 +8,25 @@
 //! result does not depend on the thread count, and a run resumed from a
 //! checkpoint takes exactly the steps of an uninterrupted run.
 //!
+//! **Resuming.** A checkpoint continues its own run or a longer or shorter one:
+//! every setting but the length (`epochs`, `steps`) must match, and the run must
+//! end after the checkpoint's step. The learning rate of step `s` is always the
+//! schedule over the run's current total at `s`: warmup already done stays done,
+//! and after a change of length the remaining steps follow the curve of a run of
+//! the new length (with the constant schedule an extended run therefore equals
+//! one started with the new length; with cosine the rate moves to the new curve
+//! at the resume step). Parameters, optimizer moments, dropout RNG and data
+//! position continue exactly.
+//!
 //! **Loss.** The loss of an optimizer step is the mean cross-entropy over every
 //! counted prediction of its `batch * grad_accum` sequences (token-weighted);
 //! its gradient is clipped to global norm `clip`, then AdamW updates the
 //! parameters.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ember_progress::{Progress, Unit};
 use ember_runtime::format::HyperParams;
 use ember_runtime::lora::peft::ModuleLayout;
 use ember_runtime::lora::{LoraAdapter, LoraTarget};
@@ -32,7 +42,8 @@ use crate::params::{init_peft_default, Layout};
 use crate::schedule::{Schedule, ScheduleKind};
 use ember_runtime::sampler::{mix64, Rng};
 
-/// Everything that defines a run (stored in checkpoints; a resume must match).
+/// Everything that defines a run (stored in checkpoints). A resume must match in
+/// every field but the length (`epochs`, `steps`); see the module documentation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub rank: usize,
@@ -101,6 +112,84 @@ impl TrainConfig {
         }
         Ok(())
     }
+
+    /// The settings other than the run's length (`epochs`, `steps`) in which
+    /// `now` differs from `self` (a checkpoint's), one `--flag: checkpoint A,
+    /// now B` line each, in the order of the fields, values written as they are
+    /// typed on the command line. Targets compare as sets (`q,v` is `v,q`).
+    fn resume_mismatches(&self, now: &TrainConfig) -> Vec<String> {
+        // Destructured so that a new field has to be classified here.
+        let TrainConfig {
+            rank,
+            alpha,
+            dropout,
+            targets,
+            lr,
+            weight_decay,
+            warmup,
+            schedule,
+            epochs: _,
+            steps: _,
+            batch,
+            grad_accum,
+            seq_len,
+            seed,
+            clip,
+        } = now;
+        let was = self;
+        let mut lines = Vec::new();
+        differ(&mut lines, "--rank", was.rank, *rank);
+        differ(&mut lines, "--alpha", was.alpha, *alpha);
+        differ(&mut lines, "--dropout", was.dropout, *dropout);
+        let target_set = |c: &TrainConfig| c.lora_targets().map_err(|_| c.targets.clone());
+        if target_set(was) != target_set(now) {
+            let list = |t: &[String]| match t.join(",") {
+                s if s.is_empty() => "none".to_string(),
+                s => s,
+            };
+            let (t0, t1) = (list(&was.targets), list(targets));
+            lines.push(format!("--targets: checkpoint {t0}, now {t1}"));
+        }
+        differ(&mut lines, "--lr", was.lr, *lr);
+        differ(
+            &mut lines,
+            "--weight-decay",
+            was.weight_decay,
+            *weight_decay,
+        );
+        differ(&mut lines, "--warmup", was.warmup, *warmup);
+        let sched = |k: ScheduleKind| match k {
+            ScheduleKind::Cosine => "cosine",
+            ScheduleKind::Constant => "constant",
+        };
+        differ(
+            &mut lines,
+            "--schedule",
+            sched(was.schedule),
+            sched(*schedule),
+        );
+        differ(&mut lines, "--batch", was.batch, *batch);
+        differ(&mut lines, "--grad-accum", was.grad_accum, *grad_accum);
+        differ(&mut lines, "--seq-len", was.seq_len, *seq_len);
+        differ(&mut lines, "--seed", was.seed, *seed);
+        differ(&mut lines, "--clip", was.clip, *clip);
+        lines
+    }
+
+    /// The flag that sets the run's length, as typed: `--steps N` or `--epochs N`.
+    fn length_flag(&self) -> String {
+        match self.steps {
+            Some(n) => format!("--steps {n}"),
+            None => format!("--epochs {}", self.epochs),
+        }
+    }
+}
+
+/// Adds `flag: checkpoint was, now is` to `lines` when the values differ.
+fn differ<T: PartialEq + std::fmt::Display>(lines: &mut Vec<String>, flag: &str, was: T, is: T) {
+    if was != is {
+        lines.push(format!("{flag}: checkpoint {was}, now {is}"));
+    }
 }
 
 /// How the run is carried out (not part of its identity).
@@ -109,7 +198,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Worker threads (results do not depend on it).
     pub threads: usize,
-    /// Write a checkpoint every N optimizer steps (0 = none).
+    /// Write a checkpoint every N optimizer steps and after the last one, so a
+    /// finished run can be extended (0 = none).
     pub save_every: u64,
     /// Validate every N steps (0 = at the end of each epoch).
     pub eval_every: u64,
@@ -246,42 +336,6 @@ fn stream_index(pos: u64, n: usize, seed: u64, cache: &mut (u64, Vec<usize>)) ->
     cache.1[(pos % n as u64) as usize]
 }
 
-fn check_resume(
-    state: &TrainerState,
-    tensors: &StateTensors,
-    config: &TrainConfig,
-    base_fp: &str,
-    data_fp: &str,
-    n_params: usize,
-    dir: &Path,
-) -> Result<()> {
-    let bad = |m: String| {
-        Err(TrainError::Checkpoint(format!(
-            "--resume {}: {m}",
-            dir.display()
-        )))
-    };
-    if state.base_fingerprint != base_fp {
-        return bad("the checkpoint was made with another base model".into());
-    }
-    if &state.config != config {
-        return bad(format!(
-            "the checkpoint was made with another configuration:\n  checkpoint: {:?}\n  now:        {:?}",
-            state.config, config
-        ));
-    }
-    if state.data_fingerprint != data_fp {
-        return bad("the checkpoint was made with other training data".into());
-    }
-    if tensors.params.len() != n_params {
-        return bad(format!(
-            "{} parameters in the checkpoint, {n_params} expected",
-            tensors.params.len()
-        ));
-    }
-    Ok(())
-}
-
 /// Trains an adapter on `data`, writing checkpoints and the final adapter (PEFT
 /// layout) into `opts.out`.
 pub fn train(
@@ -291,16 +345,24 @@ pub fn train(
     opts: &RunOptions,
 ) -> Result<Summary> {
     let (ctx, mut adapter) = RunContext::new(model, data, config, opts)?;
-    let mut state = ctx.initial_state()?;
+    let (mut state, checkpoint_total) = ctx.initial_state()?;
     let resumed_from = state.step;
-    let mut buffers = Buffers::new(&ctx);
+    let mut buffers = Buffers::new(&ctx)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| TrainError::io(&opts.out, e))?;
-    let progress = Progress::new(opts.quiet, ctx.total, state.step);
+    let progress = Progress::new("finetune", ctx.total, Unit::Items("steps"), opts.quiet)
+        .starting_at(state.step);
+    if let Some(was) = checkpoint_total.filter(|&t| t != ctx.total) {
+        progress.println(format!(
+            "step {}: the run now ends at step {} instead of {was}; from here the \
+             learning rate follows the schedule over {} steps",
+            state.step, ctx.total, ctx.total
+        ));
+    }
 
     if state.val_before.is_none() && !data.val.is_empty() {
         state.val_before = ctx.validate(&state.params, &mut buffers);
         if let Some(v) = state.val_before {
-            progress.say(format!(
+            progress.println(format!(
                 "step {}: val loss {v:.4}, perplexity {:.3}",
                 state.step,
                 v.exp()
@@ -314,7 +376,11 @@ pub fn train(
         let (loss, lr) = ctx.optimizer_step(&mut state, &mut buffers, &mut log.tokens_done)?;
         log.last_train_loss = Some(loss);
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        progress.step_done(state.step, loss, lr, log.tokens_done as f64 / secs);
+        let tokens_per_second = log.tokens_done as f64 / secs;
+        progress.set_message(format!(
+            "loss {loss:.4}  lr {lr:.2e}  {tokens_per_second:.0} tok/s"
+        ));
+        progress.set_position(state.step);
         if ctx.eval_due(state.step, state.position) && !data.val.is_empty() {
             if let Some(v) = ctx.validate(&state.params, &mut buffers) {
                 let step = state.step;
@@ -323,15 +389,14 @@ pub fn train(
                     loss: v,
                     perplexity: v.exp(),
                 });
-                progress.say(format!(
+                progress.println(format!(
                     "step {step}: train loss {loss:.4}, val loss {v:.4}, perplexity {:.3}",
                     v.exp()
                 ));
             }
         }
         if opts.save_every > 0
-            && state.step.is_multiple_of(opts.save_every)
-            && state.step < ctx.total
+            && (state.step.is_multiple_of(opts.save_every) || state.step == ctx.total)
         {
             ctx.save_checkpoint(&state, &mut adapter)?;
         }
@@ -414,58 +479,6 @@ struct TrainLog {
     tokens_done: usize,
 }
 
-/// The progress bar and messages on stderr; a hidden bar and plain lines when
-/// stderr is not a terminal, nothing when quiet.
-struct Progress {
-    bar: indicatif::ProgressBar,
-    show: bool,
-    quiet: bool,
-}
-
-impl Progress {
-    /// A bar over `total` steps starting at `step` (hidden unless shown).
-    fn new(quiet: bool, total: u64, step: u64) -> Self {
-        let show = !quiet && std::io::stderr().is_terminal();
-        let bar = if show {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_position(step);
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        Self { bar, show, quiet }
-    }
-
-    /// Prints one line above the bar, or on stderr without one.
-    fn say(&self, s: String) {
-        if self.quiet {
-        } else if self.show {
-            self.bar.println(s);
-        } else {
-            eprintln!("{s}");
-        }
-    }
-
-    /// Moves the bar to `step` with the step's loss, learning rate and throughput.
-    fn step_done(&self, step: u64, loss: f64, lr: f64, tokens_per_second: f64) {
-        self.bar.set_message(format!(
-            "loss {loss:.4}  lr {lr:.2e}  {tokens_per_second:.0} tok/s"
-        ));
-        self.bar.set_position(step);
-    }
-
-    /// Removes the bar from the terminal.
-    fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
 impl<'a> RunContext<'a> {
     /// Validates the configuration against the model and derives the run's plan;
     /// also returns the zero adapter the parameters unflatten into.
@@ -516,8 +529,9 @@ impl<'a> RunContext<'a> {
     }
 
     /// Fresh parameters (PEFT's default init) and optimizer, or the state of the
-    /// checkpoint `opts.resume` names, which must match this run.
-    fn initial_state(&self) -> Result<TrainState> {
+    /// checkpoint `opts.resume` names, which must be able to continue this run
+    /// ([`Self::check_resume`]); with it, the total steps of the checkpoint's run.
+    fn initial_state(&self) -> Result<(TrainState, Option<u64>)> {
         let n = self.layout.len;
         let adam_cfg = AdamWConfig {
             weight_decay: self.config.weight_decay,
@@ -528,7 +542,7 @@ impl<'a> RunContext<'a> {
             let mut params = vec![0.0f32; n];
             let mut init = Rng::seed(mix64(self.config.seed ^ 0x1A17));
             init_peft_default(&self.layout, &mut params, &mut init);
-            return Ok(TrainState {
+            let fresh = TrainState {
                 params,
                 adam,
                 rng: Rng::seed(self.config.seed),
@@ -536,23 +550,16 @@ impl<'a> RunContext<'a> {
                 position: 0,
                 val_before: None,
                 first_train_loss: None,
-            });
+            };
+            return Ok((fresh, None));
         };
         let ck = checkpoint::resolve(dir)?;
         let (state, tensors) = checkpoint::load(&ck)?;
-        check_resume(
-            &state,
-            &tensors,
-            self.config,
-            &self.base_fp,
-            &self.data_fp,
-            n,
-            &ck,
-        )?;
+        self.check_resume(&state, &tensors, &ck)?;
         adam.m = tensors.adam_m;
         adam.v = tensors.adam_v;
         adam.step = state.step;
-        Ok(TrainState {
+        let restored = TrainState {
             params: tensors.params,
             adam,
             rng: state.rng,
@@ -560,7 +567,50 @@ impl<'a> RunContext<'a> {
             position: state.position,
             val_before: state.val_loss_before,
             first_train_loss: state.first_train_loss,
-        })
+        };
+        Ok((restored, Some(state.total_steps)))
+    }
+
+    /// Whether the checkpoint `state` (read from `dir`) can continue this run:
+    /// the same base model, configuration (but for the length), data and
+    /// parameter count, and a step before this run's end.
+    fn check_resume(&self, state: &TrainerState, tensors: &StateTensors, dir: &Path) -> Result<()> {
+        let bad = |m: String| {
+            Err(TrainError::Checkpoint(format!(
+                "--resume {}: {m}",
+                dir.display()
+            )))
+        };
+        if state.base_fingerprint != self.base_fp {
+            return bad("the checkpoint was made with another base model".into());
+        }
+        let mismatches = state.config.resume_mismatches(self.config);
+        if !mismatches.is_empty() {
+            return bad(format!(
+                "the checkpoint was made with another configuration:\n  {}",
+                mismatches.join("\n  ")
+            ));
+        }
+        if state.data_fingerprint != self.data_fp {
+            return bad("the checkpoint was made with other training data".into());
+        }
+        if tensors.params.len() != self.layout.len {
+            return bad(format!(
+                "{} parameters in the checkpoint, {} expected",
+                tensors.params.len(),
+                self.layout.len
+            ));
+        }
+        if state.step >= self.total {
+            return bad(format!(
+                "the checkpoint is at step {}, and {} ends the run at step {}: nothing to do \
+                 (a larger --steps or --epochs extends the run)",
+                state.step,
+                self.config.length_flag(),
+                self.total
+            ));
+        }
+        Ok(())
     }
 
     /// One optimizer step: the mean gradient of `batch * grad_accum` sequences,
@@ -742,7 +792,9 @@ impl<'a> RunContext<'a> {
 impl Buffers {
     /// Workspaces for `min(threads, batch)` workers sized for the longest training
     /// or validation sequence, and zeroed gradient buffers.
-    fn new(ctx: &RunContext) -> Self {
+    /// Errors: `Config` when the workspaces (sized by the longest sequence and
+    /// the threads) or the gradient buffers cannot be allocated.
+    fn new(ctx: &RunContext) -> Result<Self> {
         let (config, data, len) = (ctx.config, ctx.data, ctx.layout.len);
         let threads = ctx.opts.threads.max(1).min(config.batch.max(1));
         let t_max = data
@@ -753,16 +805,115 @@ impl Buffers {
             .max()
             .unwrap_or(1)
             .max(1);
-        let workspaces: Vec<Workspace<f32>> = (0..threads)
-            .map(|_| Workspace::new(&ctx.base, &ctx.layout, t_max))
-            .collect();
+        let too_big = |bytes: usize| {
+            TrainError::Config(format!(
+                "cannot allocate {:.1} GiB of activations per thread for sequences of {t_max} \
+                 tokens ({threads} threads): lower --seq-len or --threads",
+                bytes as f64 / (1u64 << 30) as f64
+            ))
+        };
+        let workspaces = (0..threads)
+            .map(|_| Workspace::try_new(&ctx.base, &ctx.layout, t_max).map_err(too_big))
+            .collect::<Result<Vec<Workspace<f32>>>>()?;
         let ws_bytes = workspaces[0].bytes();
-        Self {
+        let gradient = || -> Result<Vec<f32>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| {
+                TrainError::Config(format!("cannot allocate gradients of {len} parameters"))
+            })?;
+            v.resize(len, 0.0);
+            Ok(v)
+        };
+        Ok(Self {
             workspaces,
             ws_bytes,
-            slots: (0..config.batch).map(|_| vec![0.0; len]).collect(),
-            grads: vec![0.0f32; len],
+            slots: (0..config.batch)
+                .map(|_| gradient())
+                .collect::<Result<_>>()?,
+            grads: gradient()?,
             order_cache: (u64::MAX, Vec::new()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            targets: vec!["q".into(), "v".into()],
+            lr: 1e-3,
+            weight_decay: 0.0,
+            warmup: 0,
+            schedule: ScheduleKind::Cosine,
+            epochs: 1,
+            steps: Some(40),
+            batch: 4,
+            grad_accum: 1,
+            seq_len: 256,
+            seed: 0,
+            clip: 1.0,
         }
+    }
+
+    #[test]
+    fn the_length_of_a_run_may_change_on_resume() {
+        let was = config();
+        for now in [
+            TrainConfig {
+                steps: Some(80),
+                ..config()
+            },
+            TrainConfig {
+                steps: None,
+                epochs: 3,
+                ..config()
+            },
+            TrainConfig {
+                targets: vec!["v".into(), "q".into(), "q".into()],
+                ..config()
+            },
+        ] {
+            assert_eq!(was.resume_mismatches(&now), Vec::<String>::new(), "{now:?}");
+        }
+    }
+
+    #[test]
+    fn mismatches_name_each_flag_with_both_values() {
+        let was = config();
+        let now = TrainConfig {
+            rank: 16,
+            lr: 3e-3,
+            targets: vec!["q".into(), "k".into(), "v".into()],
+            schedule: ScheduleKind::Constant,
+            grad_accum: 2,
+            steps: Some(80),
+            ..config()
+        };
+        assert_eq!(
+            was.resume_mismatches(&now),
+            [
+                "--rank: checkpoint 8, now 16",
+                "--targets: checkpoint q,v, now q,k,v",
+                "--lr: checkpoint 0.001, now 0.003",
+                "--schedule: checkpoint cosine, now constant",
+                "--grad-accum: checkpoint 1, now 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn length_flag_is_the_one_that_was_typed() {
+        assert_eq!(config().length_flag(), "--steps 40");
+        let epochs = TrainConfig {
+            steps: None,
+            epochs: 2,
+            ..config()
+        };
+        assert_eq!(epochs.length_flag(), "--epochs 2");
     }
 }

@@ -44,6 +44,12 @@ fn save_load_resolve_and_prune() {
     let mut saved = Vec::new();
     // A leftover of a save killed half-way: ignored, then removed.
     std::fs::create_dir_all(out.join(".checkpoint-killed")).unwrap();
+    // A checkpoint whose removal was killed half-way: rotation renames it to a
+    // hidden name before deleting, so it is never listed, then swept.
+    let half = out.join(".checkpoint-retired-checkpoint-00000001");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join(checkpoint::STATE_JSON), b"{}").unwrap();
+    assert!(checkpoint::list(&out).unwrap().is_empty());
     for step in [2u64, 4, 6] {
         let vals: Vec<f32> = util::random_values(layout.len, step, 1.0);
         layout.unflatten(&vals, &mut adapter);
@@ -79,6 +85,13 @@ fn save_load_resolve_and_prune() {
         rng.next_u64();
     }
     assert!(!out.join(".checkpoint-killed").exists());
+    let hidden: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(hidden.is_empty(), "left behind by rotation: {hidden:?}");
     let names: Vec<u64> = checkpoint::list(&out)
         .unwrap()
         .into_iter()

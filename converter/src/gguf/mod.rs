@@ -104,7 +104,8 @@ pub(crate) fn align_up_checked(v: u64, align: u64) -> Option<u64> {
 /// Tensor data is not read here: each `IrTensor` decodes its bytes from the file
 /// when asked. Errors: `Io` for unreadable files, `Gguf` for malformed content,
 /// `Unsupported` for valid files this converter cannot represent (other
-/// architectures, MoE, llama3 RoPE factors, undecodable quant types, …).
+/// architectures, MoE, llama3 RoPE factors, undecodable quant types, …),
+/// `ChatTemplate` for a chat template that fails `ember_runtime::chat::check`.
 pub fn load(path: &Path) -> Result<ModelIr> {
     let file = GgufFile::open(path)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -119,6 +120,12 @@ pub fn load(path: &Path) -> Result<ModelIr> {
             ))
         }
     };
+    if let Some(t) = &chat_template {
+        ember_runtime::chat::check(t, "", "").map_err(|source| ConvertError::ChatTemplate {
+            origin: format!("{}: tokenizer.chat_template", path.display()),
+            source,
+        })?;
+    }
     Ok(ModelIr {
         hparams: weights.hparams,
         tensors: weights.tensors,

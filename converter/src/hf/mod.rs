@@ -46,7 +46,11 @@ pub fn load(dir: &Path) -> Result<ModelIr> {
 
     let tokenizer_config = dir.join("tokenizer_config.json");
     let tokenizer_config = tokenizer_config.is_file().then_some(tokenizer_config);
-    let tokenizer = hf_json::from_hf_files(&tokenizer_json, tokenizer_config.as_deref())?;
+    let tokenizer = hf_json::from_hf_files_for_model(
+        &tokenizer_json,
+        tokenizer_config.as_deref(),
+        u64::from(cfg.hparams.vocab_size),
+    )?;
     let chat_template = read_chat_template(dir, tokenizer_config.as_deref())?;
 
     let mut metadata = vec![
@@ -75,11 +79,12 @@ pub fn load(dir: &Path) -> Result<ModelIr> {
 /// The chat template: `chat_template.jinja` if present (transformers >= 4.43 saves
 /// it there), else `chat_template` in `tokenizer_config.json`, which is a string or
 /// a list of `{name, template}` of which the one named `default` is taken.
+/// Errors: `ChatTemplate` if the template fails `ember_runtime::chat::check`.
 pub fn read_chat_template(dir: &Path, tokenizer_config: Option<&Path>) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
         let text = std::fs::read_to_string(&jinja).map_err(|e| ConvertError::io(&jinja, e))?;
-        return Ok(Some(text));
+        return checked(text, &jinja);
     }
     let Some(path) = tokenizer_config else {
         return Ok(None);
@@ -91,13 +96,13 @@ pub fn read_chat_template(dir: &Path, tokenizer_config: Option<&Path>) -> Result
         |what: &str| ConvertError::Tokenizer(format!("{}: `chat_template` {what}", path.display()));
     match root.get("chat_template") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => checked(s.clone(), path),
         Some(Value::Array(list)) => {
             for entry in list {
                 let name = entry.get("name").and_then(Value::as_str);
                 let template = entry.get("template").and_then(Value::as_str);
                 match (name, template) {
-                    (Some("default"), Some(t)) => return Ok(Some(t.to_string())),
+                    (Some("default"), Some(t)) => return checked(t.to_string(), path),
                     (Some(_), Some(_)) => {}
                     _ => {
                         return Err(bad(
@@ -109,5 +114,16 @@ pub fn read_chat_template(dir: &Path, tokenizer_config: Option<&Path>) -> Result
             Ok(None)
         }
         Some(_) => Err(bad("must be a string or a list of named templates")),
+    }
+}
+
+/// `template`, read from `origin`, if it passes `ember_runtime::chat::check`.
+fn checked(template: String, origin: &Path) -> Result<Option<String>> {
+    match ember_runtime::chat::check(&template, "", "") {
+        Ok(()) => Ok(Some(template)),
+        Err(source) => Err(ConvertError::ChatTemplate {
+            origin: origin.display().to_string(),
+            source,
+        }),
     }
 }

@@ -75,6 +75,8 @@ fn read_shard(path: &Path) -> Result<Vec<(String, Located)>> {
         .map_err(|e| ConvertError::io(path, e))?;
     let text = std::str::from_utf8(&header)
         .map_err(|e| st_err(path, format!("header is not UTF-8: {e}")))?;
+    ember_runtime::lora::safetensors_names::check_unique_names(text)
+        .map_err(|e| st_err(path, e))?;
     let meta: Metadata =
         serde_json::from_str(text).map_err(|e| st_err(path, format!("bad header JSON: {e}")))?;
     let expected_len = 8 + header_len + meta.data_len() as u64;

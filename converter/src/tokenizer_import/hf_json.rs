@@ -97,9 +97,19 @@ pub fn from_hf_files(
     tokenizer_json: &Path,
     tokenizer_config: Option<&Path>,
 ) -> Result<TokenizerSpec> {
+    from_hf_files_for_model(tokenizer_json, tokenizer_config, MAX_TOKEN_ID)
+}
+
+/// [`from_hf_files`] for a model of `vocab_size` tokens: an id at or beyond it
+/// is an error (found before any table is sized by it).
+pub fn from_hf_files_for_model(
+    tokenizer_json: &Path,
+    tokenizer_config: Option<&Path>,
+    vocab_size: u64,
+) -> Result<TokenizerSpec> {
     let json = read_json(tokenizer_json)?;
     let config = tokenizer_config.map(read_json).transpose()?;
-    build(&json, config.as_ref()).map_err(|e| match e {
+    build(&json, config.as_ref(), vocab_size).map_err(|e| match e {
         ConvertError::Tokenizer(msg) => {
             ConvertError::Tokenizer(format!("{}: {msg}", tokenizer_json.display()))
         }
@@ -315,15 +325,16 @@ fn lookup(id_of: &HashMap<String, u32>, what: &str, text: &str) -> Result<u32> {
 /// The tokenizer of `json` (`config`: tokenizer_config.json), BPE or
 /// WordPiece. Errors: `Unsupported` for other models and options,
 /// `Tokenizer` for malformed content.
-fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
+/// `max_tokens`: ids must be below it (the model's vocabulary size when known).
+fn build(json: &Value, config: Option<&Value>, max_tokens: u64) -> Result<TokenizerSpec> {
     let model = json
         .get("model")
         .ok_or_else(|| bad("no \"model\" object"))?;
     match model.get("type").and_then(Value::as_str) {
-        Some("BPE") => build_bpe(json, model, config),
-        Some("WordPiece") => build_wordpiece(json, model, config),
+        Some("BPE") => build_bpe(json, model, config, max_tokens),
+        Some("WordPiece") => build_wordpiece(json, model, config, max_tokens),
         // Old files omit the type; BPE is recognised by its merges.
-        None if model.get("merges").is_some() => build_bpe(json, model, config),
+        None if model.get("merges").is_some() => build_bpe(json, model, config, max_tokens),
         Some(other) => Err(unsupported(format!(
             "tokenizer model type {other} (supported: BPE, WordPiece)"
         ))),
@@ -336,7 +347,12 @@ fn build(json: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
 /// A BPE tokenizer, byte-level or SentencePiece-style (see the module
 /// documentation). Errors: `Unsupported` for options Ember does not model,
 /// `Tokenizer` for pieces missing from the vocabulary.
-fn build_bpe(json: &Value, model: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
+fn build_bpe(
+    json: &Value,
+    model: &Value,
+    config: Option<&Value>,
+    max_tokens: u64,
+) -> Result<TokenizerSpec> {
     check_bpe_options(model)?;
     let fl = flavour(json)?;
     check_ignore_merges(model, fl.pre_split)?;
@@ -344,7 +360,7 @@ fn build_bpe(json: &Value, model: &Value, config: Option<&Value>) -> Result<Toke
         tokens,
         mut types,
         id_of,
-    } = vocabulary(json, model)?;
+    } = vocabulary(json, model, max_tokens)?;
     let mut merges = bpe_merges(model, &id_of)?;
     let byte_fallback = model
         .get("byte_fallback")
@@ -501,7 +517,12 @@ fn finish(mut spec: TokenizerSpec) -> Result<TokenizerSpec> {
 }
 
 /// A WordPiece tokenizer (BERT): see the module documentation.
-fn build_wordpiece(json: &Value, model: &Value, config: Option<&Value>) -> Result<TokenizerSpec> {
+fn build_wordpiece(
+    json: &Value,
+    model: &Value,
+    config: Option<&Value>,
+    max_tokens: u64,
+) -> Result<TokenizerSpec> {
     let null = Value::Null;
     let normalizer = json.get("normalizer").unwrap_or(&null);
     let flag = |v: &Value, key: &str, default: bool| {
@@ -564,7 +585,7 @@ fn build_wordpiece(json: &Value, model: &Value, config: Option<&Value>) -> Resul
         tokens,
         mut types,
         id_of,
-    } = vocabulary(json, model)?;
+    } = vocabulary(json, model, max_tokens)?;
     let mut unk = None;
     if let Some(t) = model.get("unk_token").and_then(Value::as_str) {
         let id = *id_of
@@ -653,7 +674,19 @@ struct Vocab {
 }
 
 /// Vocabulary: model.vocab plus added_tokens (special: Control, else UserDefined).
-fn vocabulary(json: &Value, model: &Value) -> Result<Vocab> {
+/// Ids at or beyond `max_tokens` are refused before anything is sized by them.
+fn vocabulary(json: &Value, model: &Value, max_tokens: u64) -> Result<Vocab> {
+    let limit = max_tokens.min(MAX_TOKEN_ID);
+    let beyond = |what: String, id: u64| {
+        bad(format!(
+            "{what} has id {id}, beyond the vocabulary of {limit} tokens{}",
+            if max_tokens <= MAX_TOKEN_ID {
+                " (the model's vocab_size)"
+            } else {
+                ""
+            }
+        ))
+    };
     let vocab = model
         .get("vocab")
         .and_then(Value::as_object)
@@ -662,8 +695,10 @@ fn vocabulary(json: &Value, model: &Value) -> Result<Vocab> {
     for (text, id) in vocab {
         let id = id
             .as_u64()
-            .filter(|&i| i < MAX_TOKEN_ID)
             .ok_or_else(|| bad(format!("vocab entry {text:?} has bad id {id}")))?;
+        if id >= limit {
+            return Err(beyond(format!("vocab entry {text:?}"), id));
+        }
         entries.push((id, text));
     }
     let mut added: Vec<(u64, &str, bool)> = Vec::new();
@@ -673,14 +708,14 @@ fn vocabulary(json: &Value, model: &Value) -> Result<Vocab> {
         .map(Vec::as_slice)
         .unwrap_or_default()
     {
-        let id = a
-            .get("id")
-            .and_then(Value::as_u64)
-            .filter(|&i| i < MAX_TOKEN_ID);
+        let id = a.get("id").and_then(Value::as_u64);
         let content = a.get("content").and_then(Value::as_str);
         let (Some(id), Some(content)) = (id, content) else {
             return Err(bad(format!("added token {a} lacks a valid id or content")));
         };
+        if id >= limit {
+            return Err(beyond(format!("added token {content:?}"), id));
+        }
         added.push((
             id,
             content,
@@ -795,7 +830,7 @@ mod tests {
 
     #[test]
     fn sentencepiece_style_scores_follow_merge_ranks() {
-        let spec = build(&llama_like(), None).unwrap();
+        let spec = build(&llama_like(), None, MAX_TOKEN_ID).unwrap();
         assert_eq!(spec.kind, TokenizerKind::SentencePieceBpe);
         assert!(spec.add_space_prefix && spec.byte_fallback && spec.add_bos);
         assert_eq!((spec.bos, spec.eos, spec.unk), (Some(1), None, Some(0)));
@@ -807,18 +842,36 @@ mod tests {
         assert_eq!(t.encode("hi", t.default_encode_options()), [1, 9]);
     }
 
+    /// An id beyond the model's vocabulary is refused before any table is
+    /// sized by it (one id of 2^24 - 1 used to cost about 1 GB).
+    #[test]
+    fn ids_beyond_the_vocabulary_are_refused() {
+        let mut j = llama_like();
+        j["added_tokens"] = json!([{"id": 16_777_215u64, "content": "<big>", "special": true}]);
+        let e = build(&j, None, 10).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            e.contains("added token \"<big>\" has id 16777215, beyond the vocabulary of 10"),
+            "{e}"
+        );
+        let mut j = llama_like();
+        j["model"]["vocab"]["far"] = json!(12);
+        let e = build(&j, None, 10).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("vocab entry \"far\" has id 12"), "{e}");
+        assert!(build(&llama_like(), None, 10).is_ok());
+    }
+
     #[test]
     fn config_overrides_bos_eos() {
         let cfg =
             json!({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": false});
-        let spec = build(&llama_like(), Some(&cfg)).unwrap();
+        let spec = build(&llama_like(), Some(&cfg), MAX_TOKEN_ID).unwrap();
         assert_eq!(
             (spec.bos, spec.eos, spec.add_bos),
             (Some(1), Some(2), false)
         );
         let cfg = json!({"eos_token": "<nope>"});
         assert!(matches!(
-            build(&llama_like(), Some(&cfg)),
+            build(&llama_like(), Some(&cfg), MAX_TOKEN_ID),
             Err(ConvertError::Tokenizer(_))
         ));
     }
@@ -828,14 +881,18 @@ mod tests {
         let mut j = llama_like();
         j["model"]["type"] = json!("Unigram");
         assert!(
-            matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("Unigram"))
+            matches!(build(&j, None, MAX_TOKEN_ID), Err(ConvertError::Unsupported(m)) if m.contains("Unigram"))
         );
         let mut j = llama_like();
         j["normalizer"] = json!({"type": "NFKC"});
-        assert!(matches!(build(&j, None), Err(ConvertError::Unsupported(m)) if m.contains("NFKC")));
+        assert!(
+            matches!(build(&j, None, MAX_TOKEN_ID), Err(ConvertError::Unsupported(m)) if m.contains("NFKC"))
+        );
         let mut j = llama_like();
         j["model"]["merges"] = json!(["▁ x"]);
-        assert!(matches!(build(&j, None), Err(ConvertError::Tokenizer(m)) if m.contains("\"x\"")));
+        assert!(
+            matches!(build(&j, None, MAX_TOKEN_ID), Err(ConvertError::Tokenizer(m)) if m.contains("\"x\""))
+        );
     }
 
     #[test]
@@ -861,7 +918,7 @@ mod tests {
                 "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
                 "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hi": 4, "##s": 5}}
         });
-        let spec = build(&j, None).unwrap();
+        let spec = build(&j, None, MAX_TOKEN_ID).unwrap();
         let TokenizerKind::WordPiece(o) = spec.kind else {
             panic!("{:?}", spec.kind)
         };
@@ -885,11 +942,13 @@ mod tests {
         );
         let mut bad = j.clone();
         bad["model"]["continuing_subword_prefix"] = json!("@@");
-        assert!(matches!(build(&bad, None), Err(ConvertError::Unsupported(m)) if m.contains("@@")));
+        assert!(
+            matches!(build(&bad, None, MAX_TOKEN_ID), Err(ConvertError::Unsupported(m)) if m.contains("@@"))
+        );
         let mut bad = j.clone();
         bad["pre_tokenizer"] = json!({"type": "Whitespace"});
         assert!(matches!(
-            build(&bad, None),
+            build(&bad, None, MAX_TOKEN_ID),
             Err(ConvertError::Unsupported(_))
         ));
     }

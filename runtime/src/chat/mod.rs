@@ -16,10 +16,21 @@
 //! Messages carry text content only (no tool calls, no content parts). Known
 //! difference: dict literals written in a template (`{'b': 1, 'a': 2}`) iterate
 //! and serialize in key order, not Python's insertion order.
+//!
+//! Templates come from model files anyone can write, so rendering is bounded
+//! ([`limits`]): the expressions of a tag are measured before minijinja parses them,
+//! rendering spends fuel that grows with the conversation, the output is capped,
+//! macro and include recursion is limited, and templates are compiled and rendered
+//! on a thread of their own whose stack does not depend on the caller's. Each bound
+//! that trips is an error ([`ChatError::TooDeep`], [`ChatError::OutOfFuel`],
+//! [`ChatError::OutputTooLarge`]), never a crash or a hang. Not bounded: the memory
+//! a template's own values take (a string doubled in a loop), and values nested
+//! deeper than the render stack holds ([`limits::RENDER_STACK`]).
 
+pub mod limits;
 mod python;
 
-use minijinja::value::{from_args, Value};
+use minijinja::value::{from_args, Kwargs, Value};
 use minijinja::{context, Environment, ErrorKind, State};
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +62,28 @@ pub enum ChatError {
     /// The template called `raise_exception(message)` (e.g. roles not alternating).
     #[error("the chat template rejected the messages: {0}")]
     Rejected(String),
-    /// Rendering failed (unknown function or filter, type error, ...).
+    /// Rendering failed (unknown function or filter, type error, recursion deeper
+    /// than [`limits::MAX_RECURSION`], ...).
     #[error("chat template error: {0:#}")]
     Render(minijinja::Error),
+    /// A tag holds more than [`limits::MAX_TAG_LINKS`] operators, filters, accesses
+    /// and brackets, or brackets nested deeper than [`limits::MAX_BRACKET_DEPTH`]
+    /// (checked before parsing). `found` says which, and how many.
+    #[error("chat template: expression nested deeper than {limit} (line {line}: {found})")]
+    TooDeep {
+        line: usize,
+        limit: usize,
+        found: String,
+    },
+    /// Rendering spent all its fuel ([`limits::fuel`]): the number of steps it had.
+    #[error("chat template: rendering exceeded its fuel of {0} steps (a loop that does not end?)")]
+    OutOfFuel(u64),
+    /// The output would be longer than [`limits::max_output`] allows: that many bytes.
+    #[error("chat template output larger than {0} bytes")]
+    OutputTooLarge(usize),
+    /// The thread templates render on could not be started.
+    #[error("chat template: cannot start the rendering thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Chat templates built into Ember, for models that carry none.
@@ -256,9 +286,12 @@ fn python_methods(
 }
 
 /// The environment transformers compiles chat templates in (see the module
-/// documentation), with `strftime_now` reading `now`.
-fn environment(now: DateTime) -> Environment<'static> {
+/// documentation), with `strftime_now` reading `now`, `fuel` to spend and
+/// `tojson` writing at most `max_output` bytes.
+fn environment(now: DateTime, fuel: u64, max_output: usize) -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(fuel));
+    env.set_recursion_limit(limits::MAX_RECURSION);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(python_methods);
@@ -274,7 +307,9 @@ fn environment(now: DateTime) -> Environment<'static> {
     env.add_function("strftime_now", move |format: &str| {
         python::strftime(&now, format)
     });
-    env.add_filter("tojson", python::tojson);
+    env.add_filter("tojson", move |value: &Value, kwargs: Kwargs| {
+        python::tojson(value, kwargs, max_output)
+    });
     env.add_filter("trim", |s: &str, chars: Option<&str>| {
         python::strip(s, chars, python::Ends::Both)
     });
@@ -331,28 +366,134 @@ pub fn render_at(
     eos_token: &str,
     now: DateTime,
 ) -> Result<String, ChatError> {
-    let mut env = environment(now);
-    env.add_template("chat", template)
-        .map_err(ChatError::Syntax)?;
-    let tmpl = env.get_template("chat").map_err(ChatError::Syntax)?;
-    tmpl.render(context! {
-        messages => messages,
-        tools => (),
-        documents => (),
-        add_generation_prompt => add_generation_prompt,
-        bos_token => bos_token,
-        eos_token => eos_token,
-    })
-    .map_err(|e| {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = src {
-            if let Some(Raised(msg)) = err.downcast_ref::<Raised>() {
-                return ChatError::Rejected(msg.clone());
-            }
-            src = err.source();
+    check_expressions(template)?;
+    let input_bytes = messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .fold(bos_token.len() + eos_token.len(), usize::saturating_add);
+    let max_output = limits::max_output(input_bytes);
+    let fuel = limits::fuel(messages.len());
+    // Compiling recurses per nesting level and rendering per value level: both run
+    // on a stack of known size, whatever thread (a small one, from C) calls.
+    limits::on_render_thread(|| {
+        let mut env = environment(now, fuel, max_output);
+        env.add_template("chat", template)
+            .map_err(ChatError::Syntax)?;
+        let tmpl = env.get_template("chat").map_err(ChatError::Syntax)?;
+        let mut out = limits::CappedOutput::new(max_output);
+        let rendered = tmpl.render_captured_to(
+            context! {
+                messages => messages,
+                tools => (),
+                documents => (),
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos_token,
+                eos_token => eos_token,
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.bytes).map_err(|_| {
+                ChatError::Render(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "the output is not UTF-8",
+                ))
+            }),
+            Err(e) => Err(render_error(e, fuel, &out)),
         }
-        ChatError::Render(e)
     })
+    .map_err(ChatError::Thread)?
+}
+
+/// Errors unless every tag of `template` is within [`limits::MAX_TAG_LINKS`] and
+/// [`limits::MAX_BRACKET_DEPTH`].
+fn check_expressions(template: &str) -> Result<(), ChatError> {
+    let worst = limits::measure(template);
+    let (links, at) = worst.links;
+    if links > limits::MAX_TAG_LINKS {
+        return Err(ChatError::TooDeep {
+            line: limits::line_of(template, at),
+            limit: limits::MAX_TAG_LINKS,
+            found: format!("{links} operators, filters, accesses and brackets in one tag"),
+        });
+    }
+    let (depth, at) = worst.depth;
+    if depth > limits::MAX_BRACKET_DEPTH {
+        return Err(ChatError::TooDeep {
+            line: limits::line_of(template, at),
+            limit: limits::MAX_BRACKET_DEPTH,
+            found: format!("brackets nested {depth} deep"),
+        });
+    }
+    Ok(())
+}
+
+/// What a failed render of a template that had `fuel` and wrote `out` means:
+/// `raise_exception`, a limit, or any other error.
+fn render_error(e: minijinja::Error, fuel: u64, out: &limits::CappedOutput) -> ChatError {
+    if out.exceeded {
+        return ChatError::OutputTooLarge(out.limit);
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = src {
+        if let Some(Raised(msg)) = err.downcast_ref::<Raised>() {
+            return ChatError::Rejected(msg.clone());
+        }
+        if let Some(&limits::OutputLimit(n)) = err.downcast_ref::<limits::OutputLimit>() {
+            return ChatError::OutputTooLarge(n);
+        }
+        if err
+            .downcast_ref::<minijinja::Error>()
+            .is_some_and(|m| m.kind() == ErrorKind::OutOfFuel)
+        {
+            return ChatError::OutOfFuel(fuel);
+        }
+        src = err.source();
+    }
+    ChatError::Render(e)
+}
+
+/// Checks that `template` is usable, as the converter does before storing one:
+/// it renders, under the limits of [`render`], a one-message conversation, a
+/// system + user + assistant + user one and a user + assistant one. A conversation
+/// the template rejects with `raise_exception` (a role it does not support) is
+/// fine if another renders. Errors: the first failure other than a rejection, or
+/// the one-message conversation's rejection when none renders.
+pub fn check(template: &str, bos_token: &str, eos_token: &str) -> Result<(), ChatError> {
+    let samples: [(&[Message], bool); 3] = [
+        (&[Message::new("user", "Hello.")], true),
+        (
+            &[
+                Message::new("system", "You are a helpful assistant."),
+                Message::new("user", "Hello."),
+                Message::new("assistant", "Hi! How can I help?"),
+                Message::new("user", "Tell me a joke."),
+            ],
+            true,
+        ),
+        (
+            &[
+                Message::new("user", "Hello."),
+                Message::new("assistant", "Hi! How can I help?"),
+            ],
+            false,
+        ),
+    ];
+    let mut first_rejection = None;
+    let mut rendered = false;
+    for (messages, gen) in samples {
+        match render(template, messages, gen, bos_token, eos_token) {
+            Ok(_) => rendered = true,
+            Err(ChatError::Rejected(msg)) => {
+                first_rejection.get_or_insert(ChatError::Rejected(msg));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match first_rejection {
+        Some(e) if !rendered => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -453,6 +594,101 @@ mod tests {
                     today.second
                 ) == Some(today)
         );
+    }
+
+    #[test]
+    fn limits_end_rendering_with_an_error() {
+        let loops =
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+        assert!(matches!(
+            render(loops, &[user("x")], true, "", ""),
+            Err(ChatError::OutOfFuel(f)) if f == limits::fuel(1)
+        ));
+        let limit = limits::max_output(0);
+        for t in [
+            "{{ 'x' * 10000000 }}",
+            "{% for i in range(100) %}{{ 'x' * 100000 }}{% endfor %}",
+            "{{ [1] | tojson(indent=100000000) }}",
+            "{{ [[[1]]] | tojson(indent=' ' * 300000) }}",
+        ] {
+            assert!(
+                matches!(render(t, &[], true, "", ""), Err(ChatError::OutputTooLarge(n)) if n == limit),
+                "{t}"
+            );
+        }
+        // The output limit grows with the input: a long message may be printed twice.
+        let long = "y".repeat(limits::OUTPUT_BASE);
+        let twice = "{{ messages[0].content }}{{ messages[0].content | upper }}";
+        assert_eq!(
+            render(twice, &[user(&long)], false, "", "").unwrap().len(),
+            2 * long.len()
+        );
+        let recurse = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+        assert!(matches!(
+            render(recurse, &[], true, "", ""),
+            Err(ChatError::Render(e)) if e.to_string().contains("recursion limit")
+        ));
+        let deep_json = "{% set ns = namespace(v=1) %}{% for i in range(1001) %}\
+                         {% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | tojson }}";
+        assert!(matches!(
+            render(deep_json, &[], true, "", ""),
+            Err(ChatError::Render(e)) if e.to_string().contains("nested deeper than 1000")
+        ));
+    }
+
+    #[test]
+    fn expressions_are_measured_before_parsing() {
+        let chain = format!("a\n{{{{ x{} }}}}", " + x".repeat(limits::MAX_TAG_LINKS + 1));
+        match render(&chain, &[], true, "", "") {
+            Err(e @ ChatError::TooDeep { line: 2, .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "chat template: expression nested deeper than {} (line 2: {} operators, \
+                     filters, accesses and brackets in one tag)",
+                    limits::MAX_TAG_LINKS,
+                    limits::MAX_TAG_LINKS + 1
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        let n = limits::MAX_BRACKET_DEPTH + 1;
+        let nested = format!("{{{{ {}1{} }}}}", "[".repeat(n), "]".repeat(n));
+        assert!(matches!(
+            render(&nested, &[], true, "", ""),
+            Err(ChatError::TooDeep { line: 1, found, .. }) if found == format!("brackets nested {n} deep")
+        ));
+        // At the limits, minijinja parses and renders.
+        let chain = format!("{{{{ 1{} }}}}", " + 1".repeat(limits::MAX_TAG_LINKS));
+        assert_eq!(render(&chain, &[], true, "", "").unwrap(), "257");
+    }
+
+    #[test]
+    fn check_wants_a_template_that_renders() {
+        for t in BuiltinTemplate::ALL {
+            check(t.source(), "<s>", "</s>").unwrap();
+        }
+        // Rejecting some conversations is fine; rejecting all of them is not.
+        let no_system =
+            "{% if messages[0].role == 'system' %}{{ raise_exception('no system') }}{% endif %}ok";
+        check(no_system, "", "").unwrap();
+        assert!(matches!(
+            check("{{ raise_exception('never') }}", "", ""),
+            Err(ChatError::Rejected(m)) if m == "never"
+        ));
+        assert!(matches!(
+            check("{% if %}", "", ""),
+            Err(ChatError::Syntax(_))
+        ));
+        assert!(matches!(
+            check("{{ nope() }}", "", ""),
+            Err(ChatError::Render(_))
+        ));
+        let endless =
+            "{% for m in range(100000) %}{% for n in range(100000) %}{% endfor %}{% endfor %}";
+        assert!(matches!(
+            check(endless, "", ""),
+            Err(ChatError::OutOfFuel(_))
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Error, ErrorKind, Value};
 
+use super::limits::{OutputLimit, MAX_JSON_DEPTH};
 use super::DateTime;
 
 /// Python's `str.isspace()` for one character: Unicode White_Space plus the
@@ -50,13 +51,16 @@ struct JsonStyle {
     key_sep: String,
     ensure_ascii: bool,
     sort_keys: bool,
+    /// Longest output allowed, in bytes.
+    max_len: usize,
 }
 
 /// transformers' `tojson` filter: `json.dumps(value, ensure_ascii=False,
 /// indent=None, separators=None, sort_keys=False)` with those keywords accepted.
 /// Unlike minijinja's own filter it escapes no HTML characters, puts a space after
-/// `,` and `:` and writes floats as Python's `repr` does.
-pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+/// `,` and `:` and writes floats as Python's `repr` does. Errors past
+/// [`MAX_JSON_DEPTH`] levels (Python's recursion limit) or `max_len` bytes.
+pub(super) fn tojson(value: &Value, kwargs: Kwargs, max_len: usize) -> Result<String, Error> {
     let indent = match kwargs.get::<Option<Value>>("indent")? {
         None => None,
         Some(v) if v.is_none() => None,
@@ -66,7 +70,11 @@ pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
                 let n = v
                     .as_i64()
                     .ok_or_else(|| invalid("tojson: indent must be an int or a string"))?;
-                " ".repeat(n.max(0) as usize)
+                let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+                if n > max_len {
+                    return Err(too_long(max_len));
+                }
+                " ".repeat(n)
             }
         }),
     };
@@ -82,6 +90,7 @@ pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
         key_sep,
         ensure_ascii: kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false),
         sort_keys: kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false),
+        max_len,
     };
     kwargs.assert_all_used()?;
     let mut out = String::new();
@@ -89,16 +98,35 @@ pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     Ok(out)
 }
 
-fn newline(out: &mut String, style: &JsonStyle, level: usize) {
+/// The error of a `tojson` result longer than `max_len` bytes.
+fn too_long(max_len: usize) -> Error {
+    invalid(format!("tojson: output larger than {max_len} bytes")).with_source(OutputLimit(max_len))
+}
+
+/// A line break and `level` indents, if the style has them.
+fn newline(out: &mut String, style: &JsonStyle, level: usize) -> Result<(), Error> {
     if let Some(ind) = &style.indent {
+        let len = ind.len().saturating_mul(level).saturating_add(1);
+        if len > style.max_len.saturating_sub(out.len()) {
+            return Err(too_long(style.max_len));
+        }
         out.push('\n');
         for _ in 0..level {
             out.push_str(ind);
         }
     }
+    Ok(())
 }
 
 fn write_json(out: &mut String, v: &Value, style: &JsonStyle, level: usize) -> Result<(), Error> {
+    if level > MAX_JSON_DEPTH {
+        return Err(invalid(format!(
+            "tojson: value nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
+    if out.len() > style.max_len {
+        return Err(too_long(style.max_len));
+    }
     match v.kind() {
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
@@ -122,12 +150,12 @@ fn write_json(out: &mut String, v: &Value, style: &JsonStyle, level: usize) -> R
                 if i > 0 {
                     out.push_str(&style.item_sep);
                 }
-                newline(out, style, level + 1);
+                newline(out, style, level + 1)?;
                 write_str(out, k, style.ensure_ascii);
                 out.push_str(&style.key_sep);
                 write_json(out, val, style, level + 1)?;
             }
-            newline(out, style, level);
+            newline(out, style, level)?;
             out.push('}');
         }
         ValueKind::Seq | ValueKind::Iterable => {
@@ -141,10 +169,10 @@ fn write_json(out: &mut String, v: &Value, style: &JsonStyle, level: usize) -> R
                 if i > 0 {
                     out.push_str(&style.item_sep);
                 }
-                newline(out, style, level + 1);
+                newline(out, style, level + 1)?;
                 write_json(out, item, style, level + 1)?;
             }
-            newline(out, style, level);
+            newline(out, style, level)?;
             out.push(']');
         }
         kind => {

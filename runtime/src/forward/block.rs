@@ -287,6 +287,39 @@ pub(super) fn logits(model: &Model, act: &mut Activations<'_>, pool: &mut Pool, 
     }
 }
 
+/// The logits after rows `first..first + k` of the pass into `out`
+/// (`[k, vocab]`): the final norm of each row, then one matrix-matrix product
+/// with the output matrix (soft-capped when the model asks).
+pub(super) fn logits_rows(
+    model: &Model,
+    act: &mut Activations<'_>,
+    pool: &mut Pool,
+    first: usize,
+    k: usize,
+    out: &mut [f32],
+) {
+    let dim = model.config().dim;
+    let rows = &act.x[first * dim..(first + k) * dim];
+    let xn = &mut act.xn[..k * dim];
+    Norm::new(model, model.norm).rows(model, pool, xn, rows);
+    let mats = [model.weights(model.output)];
+    ops::products(
+        model,
+        &mats,
+        model.rotate_output,
+        xn,
+        k,
+        &mut act.xq,
+        out,
+        pool,
+    );
+    if let Some(c) = model.config().logit_softcap {
+        for row in out.chunks_exact_mut(model.config().vocab_size) {
+            ops::softcap(row, c);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::zigzag;

@@ -235,6 +235,55 @@ pub fn forward_rows(
     tokens: &[u32],
     pos: usize,
 ) {
+    run_layers(model, act, kv, pool, tokens, pos);
+    block::logits(model, act, pool, tokens.len());
+}
+
+/// Rows of logits one product computes in [`forward_rows_with_logits`]: its
+/// scratch holds this many rows of the vocabulary.
+pub const LOGIT_ROWS: usize = 16;
+
+/// [`forward_rows`], also passing the logits after every token to
+/// `on_logits(i, logits)`, in order (`i` indexes `tokens`), for evaluation.
+/// They are computed [`LOGIT_ROWS`] at a time by matrix-matrix products into
+/// `scratch` (at least `LOGIT_ROWS.min(n) * vocab` floats); `act.logits` ends
+/// as [`forward_rows`] leaves it.
+#[allow(clippy::too_many_arguments)] // forward_rows' arguments plus the output
+pub fn forward_rows_with_logits(
+    model: &Model,
+    act: &mut Activations<'_>,
+    kv: &mut KvCache,
+    pool: &mut Pool,
+    tokens: &[u32],
+    pos: usize,
+    scratch: &mut [f32],
+    on_logits: &mut dyn FnMut(usize, &[f32]),
+) {
+    run_layers(model, act, kv, pool, tokens, pos);
+    let (n, vocab) = (tokens.len(), model.config().vocab_size);
+    for first in (0..n).step_by(LOGIT_ROWS) {
+        let k = LOGIT_ROWS.min(n - first);
+        let out = &mut scratch[..k * vocab];
+        block::logits_rows(model, act, pool, first, k, out);
+        for (r, row) in out.chunks_exact(vocab).enumerate() {
+            on_logits(first + r, row);
+        }
+        if first + k == n {
+            act.logits.copy_from_slice(&out[(k - 1) * vocab..]);
+        }
+    }
+}
+
+/// Embeds `tokens` and runs them through every layer (the body of
+/// [`forward_rows`] before the logits).
+fn run_layers(
+    model: &Model,
+    act: &mut Activations<'_>,
+    kv: &mut KvCache,
+    pool: &mut Pool,
+    tokens: &[u32],
+    pos: usize,
+) {
     let n = tokens.len();
     assert!(
         n >= 1 && n <= act.cap,
@@ -251,7 +300,6 @@ pub fn forward_rows(
     for (l, li) in model.layers.iter().enumerate() {
         block::layer(model, l, li, act, kv, pool, n, pos);
     }
-    block::logits(model, act, pool, n);
 }
 
 /// [`forward_rows`] for one token.

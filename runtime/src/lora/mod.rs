@@ -18,6 +18,8 @@ use crate::format::HyperParams;
 
 #[cfg(feature = "peft")]
 pub mod peft;
+#[cfg(feature = "peft")]
+pub mod safetensors_names;
 
 /// A projection matrix of a decoder layer that an adapter may target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

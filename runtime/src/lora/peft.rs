@@ -336,26 +336,28 @@ pub fn read_config(dir: &Path) -> Result<PeftConfig> {
 
 /// Decodes a little-endian f32, f16 or bf16 tensor to f32.
 fn to_f32(dir: &Path, name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
         d => {
             return Err(bad(
                 dir,
                 format!("tensor {name} has dtype {d:?}; only F32, F16 and BF16 are supported"),
             ))
         }
-    })
+    };
+    // Reserved fallibly: the size comes from the file.
+    let n = data.len() / width;
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)
+        .map_err(|_| Error::out_of_memory(format!("LoRA tensor {name}"), 4 * n as u64, ""))?;
+    let chunks = data.chunks_exact(width);
+    match dtype {
+        Dtype::F32 => out.extend(chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        Dtype::F16 => out.extend(chunks.map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        _ => out.extend(chunks.map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+    }
+    Ok(out)
 }
 
 /// A module a PEFT tensor belongs to: one target, or a fused group of targets.
@@ -609,6 +611,8 @@ pub fn load_peft(dir: &Path, hp: &HyperParams) -> Result<LoraAdapter> {
     }
     let config = read_config(dir)?;
     let bytes = std::fs::read(&weights_path).map_err(|e| io_error(&weights_path, e))?;
+    super::safetensors_names::check_unique_names_in_file(&bytes)
+        .map_err(|e| bad(dir, format!("{WEIGHTS_FILE}: {e}")))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         bad(
             dir,

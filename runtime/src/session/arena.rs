@@ -48,13 +48,28 @@ pub enum Alloc<'r, 'a> {
 }
 
 impl<'a> Alloc<'_, 'a> {
-    /// A zeroed buffer of `n` elements.
+    /// A zeroed buffer of `n` elements. On the heap a refused allocation (or
+    /// a size past `isize::MAX`) is `Error::OutOfMemory` naming "a session
+    /// buffer" (callers relabel it), never an abort; in an arena, too little
+    /// room is `Error::InvalidArgument`.
     pub fn zeroed<T: Pod>(&mut self, n: usize) -> Result<Slab<'a, T>> {
         match self {
-            Self::Heap => Ok(Slab::Heap(vec![T::zeroed(); n])),
+            Self::Heap => try_zeroed_vec(n).map(Slab::Heap),
             Self::Arena(a) => a.take(n).map(Slab::Arena),
         }
     }
+}
+
+/// `n` zeroed elements on the heap, or `Error::OutOfMemory`. The memory comes
+/// from `alloc_zeroed` (calloc) as with `vec![0; n]`, so large buffers are
+/// committed lazily as they are written, not at creation.
+pub fn try_zeroed_vec<T: Pod>(n: usize) -> Result<Vec<T>> {
+    bytemuck::allocation::try_zeroed_slice_box(n)
+        .map(Vec::from)
+        .map_err(|()| {
+            let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+            Error::out_of_memory("a session buffer", bytes, "")
+        })
 }
 
 /// A bump allocator over a caller's byte slice: each `take` returns the next
@@ -71,13 +86,12 @@ pub const ARENA_ALIGN: usize = 64;
 /// Bytes an arena needs for buffers of the given byte sizes taken in order:
 /// each rounded up to [`ARENA_ALIGN`], plus `ARENA_ALIGN - 1` for aligning the
 /// start of an arbitrary slice.
+/// Saturates at `usize::MAX` (a size no arena has) instead of wrapping.
 pub fn arena_size(sizes: &[usize]) -> usize {
     sizes
         .iter()
-        .map(|s| s.div_ceil(ARENA_ALIGN) * ARENA_ALIGN)
-        .sum::<usize>()
-        + ARENA_ALIGN
-        - 1
+        .map(|s| s.div_ceil(ARENA_ALIGN).saturating_mul(ARENA_ALIGN))
+        .fold(ARENA_ALIGN - 1, usize::saturating_add)
 }
 
 impl<'a> Arena<'a> {
@@ -89,10 +103,11 @@ impl<'a> Arena<'a> {
     /// the buffer's end is padded to the next boundary too.
     pub fn take<T: Pod>(&mut self, n: usize) -> Result<&'a mut [T]> {
         debug_assert!(std::mem::align_of::<T>() <= ARENA_ALIGN);
-        let bytes = n * std::mem::size_of::<T>();
         let rest = std::mem::take(&mut self.rest);
         let pad = rest.as_ptr().align_offset(ARENA_ALIGN);
-        let need = pad + bytes.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+        // Saturating: a size past the address space is "too small", not a wrap.
+        let bytes = n.saturating_mul(std::mem::size_of::<T>());
+        let need = pad.saturating_add(bytes.div_ceil(ARENA_ALIGN).saturating_mul(ARENA_ALIGN));
         if pad == usize::MAX || need > rest.len() {
             let available = rest.len();
             self.rest = rest;
@@ -106,5 +121,41 @@ impl<'a> Arena<'a> {
         let buf = &mut buf[..bytes];
         buf.fill(0);
         Ok(bytemuck::cast_slice_mut(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heap buffer past what the allocator can give is an error, not an
+    /// abort: `isize::MAX` bytes and more fail before any allocation is tried.
+    #[test]
+    fn an_impossible_heap_buffer_is_out_of_memory() {
+        for n in [usize::MAX, usize::MAX / 4, isize::MAX as usize / 4 + 1] {
+            match Alloc::Heap.zeroed::<f32>(n) {
+                Err(Error::OutOfMemory { bytes, .. }) => {
+                    assert_eq!(bytes, (n as u64).saturating_mul(4), "n {n}")
+                }
+                Err(e) => panic!("n {n}: {e}"),
+                Ok(_) => panic!("n {n}: allocated"),
+            }
+        }
+        let ok: Slab<'_, f32> = Alloc::Heap.zeroed(1000).unwrap();
+        assert!(ok.len() == 1000 && ok.iter().all(|&x| x == 0.0));
+        let empty: Slab<'_, u64> = Alloc::Heap.zeroed(0).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn impossible_arena_sizes_saturate() {
+        assert_eq!(arena_size(&[usize::MAX - 10, 100]), usize::MAX);
+        let mut bytes = [0u8; 256];
+        let mut arena = Arena::new(&mut bytes);
+        assert!(matches!(
+            arena.take::<f32>(usize::MAX / 2),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(arena.take::<f32>(8).unwrap().len(), 8);
     }
 }
