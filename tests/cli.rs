@@ -613,7 +613,12 @@ fn long_commands_report_progress_unless_quiet() {
     let out_path = dir.path().join("c.ember");
     let hf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-tiny/llama");
     let adapter = dir.path().join("adapter").to_string_lossy().into_owned();
+    let prompt = "he said she said ".repeat(3);
     let commands: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "prefill",
+            vec!["run", "-m", &m, "-p", &prompt, "-n", "1", "--batch", "2"],
+        ),
         (
             "perplexity",
             vec!["perplexity", "-m", &m, "-f", t, "--ctx", "16"],

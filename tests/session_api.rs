@@ -239,7 +239,7 @@ fn generator_prefill_reuses_the_cached_prefix_and_can_be_cancelled() {
     let second: Vec<u32> = (1..9).chain([20, 21, 22]).collect();
     let reuse = PrefillOptions {
         reuse_cached: true,
-        cancel: None,
+        ..Default::default()
     };
     let mut g = generator();
     let mut s = Session::new(model.clone(), config).unwrap();
@@ -259,8 +259,8 @@ fn generator_prefill_reuses_the_cached_prefix_and_can_be_cancelled() {
 
     let flag = AtomicBool::new(true);
     let cancel = PrefillOptions {
-        reuse_cached: false,
         cancel: Some(&flag),
+        ..Default::default()
     };
     let mut s = Session::new(model.clone(), config).unwrap();
     let p = g.prefill(&mut s, &first, &cancel).unwrap();

@@ -1043,6 +1043,7 @@ pub unsafe extern "C" fn ember_generate(
             &PrefillOptions {
                 reuse_cached: false,
                 cancel: Some(&handle.cancel),
+                ..Default::default()
             },
         )?;
         // The text handed to C: the piece plus a NUL, in a buffer reused per token.

@@ -262,17 +262,25 @@ impl Generator {
             ));
         }
         let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::SeqCst));
-        let chunk = match opts.cancel {
-            Some(_) => PREFILL_CANCEL_CHUNK.min(session.config().batch).max(1),
-            None => rest.len().max(1),
+        let chunk = match (opts.cancel, opts.progress) {
+            (Some(_), _) => PREFILL_CANCEL_CHUNK.min(session.config().batch).max(1),
+            (None, Some(_)) => session.config().batch.max(1),
+            (None, None) => rest.len().max(1),
+        };
+        let report = |fed: usize| {
+            if let Some(p) = opts.progress {
+                p(fed, rest.len());
+            }
         };
         let mut fed = 0;
+        report(0);
         for part in rest.chunks(chunk) {
             if cancelled() {
                 break;
             }
             session.prefill(part)?;
             fed += part.len();
+            report(fed);
         }
         for &t in prompt {
             self.sampler.accept(t);
@@ -370,13 +378,26 @@ impl Generator {
 const PREFILL_CANCEL_CHUNK: usize = 32;
 
 /// How [`Generator::prefill`] feeds a prompt.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct PrefillOptions<'a> {
     /// The prompt is the whole context: keep the session's tokens up to the
     /// first difference and feed only the rest (chat turns, prompt caches).
     pub reuse_cached: bool,
     /// Set by another thread to stop the prefill early (checked every 32 tokens).
     pub cancel: Option<&'a AtomicBool>,
+    /// Called as `progress(fed, to_feed)` after every batch of the session
+    /// (and once before the first), for a progress report on long prompts.
+    pub progress: Option<&'a dyn Fn(usize, usize)>,
+}
+
+impl std::fmt::Debug for PrefillOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefillOptions")
+            .field("reuse_cached", &self.reuse_cached)
+            .field("cancel", &self.cancel)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// What [`Generator::prefill`] did; [`Generator::decode`] continues from it.

@@ -126,6 +126,7 @@ impl Chat {
         let opts = PrefillOptions {
             reuse_cached: true,
             cancel: Some(&INTERRUPTED),
+            ..Default::default()
         };
         let result = self
             .generator

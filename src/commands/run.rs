@@ -12,6 +12,7 @@ use ember_runtime::tokenizer::EncodeOptions;
 use ember_runtime::{ContextPolicy, KvType, Model, Session, SessionConfig};
 
 use crate::report::{peak_rss_bytes, CliResult};
+use ember_progress::{Progress, Unit};
 
 /// Sampling and session flags shared by `run` and `chat`.
 #[derive(clap::Args, Debug, Clone)]
@@ -186,6 +187,8 @@ pub struct Args {
     /// Print the text and statistics as one JSON object instead of streaming.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    quiet: super::args::QuietArg,
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -257,14 +260,24 @@ pub fn run(args: Args) -> CliResult {
 
     // Prefill apart from decoding so the prompt cache can hold the state right
     // after the prompt, logits included: a full hit then needs no forward pass.
+    let progress = Progress::new(
+        "prefill",
+        prompt.len() as u64,
+        Unit::Items("tokens"),
+        args.quiet.quiet,
+    );
     let prefilled = generator.prefill(
         &mut session,
         &prompt,
         &PrefillOptions {
             reuse_cached: cached.is_some(),
-            cancel: None,
+            progress: Some(&|fed, total| {
+                progress.set_position((prompt.len() - total + fed) as u64)
+            }),
+            ..Default::default()
         },
     )?;
+    progress.finish();
     let reused = prefilled.reused_tokens;
     let prefill = t_prefill.elapsed();
     let mut snapshot = Vec::new();
