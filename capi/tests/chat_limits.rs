@@ -63,7 +63,7 @@ fn render_small(model: &Model, template: String) -> (ember_status, String) {
             if st != EMBER_OK {
                 return (st, last_error());
             }
-            let bytes: Vec<u8> = buf[..len].iter().map(|&c| c as u8).collect();
+            let bytes: Vec<u8> = buf[..len].iter().map(|&c| c.to_ne_bytes()[0]).collect();
             (st, String::from_utf8(bytes).unwrap())
         })
         .unwrap()
