@@ -4,8 +4,8 @@
 # Builds the seeds if missing (scripts/fuzz_seeds.sh), then runs libFuzzer on
 # one core with a 2 GiB RSS limit and a 10 s per-input timeout until RUNS
 # inputs (default 10,000,000) have run. New inputs go to
-# target/fuzz-corpus/TARGET, crashes to fuzz/artifacts/TARGET, the log to
-# target/fuzz-logs/TARGET.log. Scratch files go to $TMPDIR (default /dev/shm,
+# target/fuzz-corpus/TARGET (later runs continue from it), crashes to
+# fuzz/artifacts/TARGET, the log to target/fuzz-logs/TARGET-TIME.log. Scratch files go to $TMPDIR (default /dev/shm,
 # where the converter's fsync costs nothing).
 #
 # The targets that run the forward pass (SIMD kernels, the loader's memory
@@ -32,4 +32,4 @@ cd fuzz
 cargo +nightly fuzz run -s "$sanitizer" --target-dir "$target_dir" "$target" \
     "../target/fuzz-corpus/$target" "../target/fuzz-seeds/$target" -- \
     -runs="$runs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-    ${FUZZ_FLAGS:-} 2>&1 | tee "../target/fuzz-logs/$target.log"
+    ${FUZZ_FLAGS:-} 2>&1 | tee "../target/fuzz-logs/$target-$(date -u +%Y%m%dT%H%M%S).log"

@@ -69,11 +69,30 @@ fn oversized_requests_are_errors_not_signals() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A chat template that doubles a string until memory runs out.
+    let doubling = dir.path().join("doubling");
+    std::fs::create_dir(&doubling).unwrap();
+    for e in std::fs::read_dir(&hf).unwrap().flatten() {
+        std::fs::copy(e.path(), doubling.join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        doubling.join("chat_template.jinja"),
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}\
+         {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    )
+    .unwrap();
+
     // A 5 GiB text file (sparse: no disk used) and long training text.
     let big = p("big.txt");
     std::fs::File::create(&big)
         .unwrap()
         .set_len(5 << 30)
+        .unwrap();
+    // 200 MiB of text (NUL characters, sparse): readable, too long to tokenize.
+    let mid = p("mid.txt");
+    std::fs::File::create(&mid)
+        .unwrap()
+        .set_len(200 << 20)
         .unwrap();
     let long = p("long.txt");
     std::fs::write(&long, "the cat sat on the mat ".repeat(40_000)).unwrap();
@@ -141,6 +160,39 @@ fn oversized_requests_are_errors_not_signals() {
             "--val-split",
             "0",
         ],
+        &[
+            "finetune",
+            "-m",
+            &m,
+            "--data",
+            &long,
+            "--out",
+            &p("ft-batch"),
+            "--batch",
+            "1000000",
+            "--seq-len",
+            "64",
+            "--steps",
+            "1",
+            "--val-split",
+            "0",
+        ],
+        &["finetune", "-m", &m, "--data", &big, "--out", &p("ft-big")],
+        &[
+            "convert",
+            doubling.to_str().unwrap(),
+            "-o",
+            &p("d.ember"),
+            "-q",
+        ],
+        &["tokenize", "-m", &m, "-f", &big],
+        &["tokenize", "-m", &m, "-f", &mid],
+        &["perplexity", "-m", &m, "-f", &mid],
+        &["kld", "-m", &m, "--ref", &m, "-f", &mid],
+        &["chat-template", "-m", &m, "--messages", &big],
+        &["inspect", &big],
+        &["verify", &big],
+        &["run", "-m", &big, "-p", "hi"],
     ];
     for args in cases {
         let (status, err) = limited(args);

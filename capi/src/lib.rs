@@ -23,6 +23,12 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// Bounds the memory of chat-template rendering (`ember_runtime::memory_budget`):
+/// a template from a model file must not exhaust the host's memory.
+#[global_allocator]
+static ALLOCATOR: ember_runtime::memory_budget::BudgetAllocator =
+    ember_runtime::memory_budget::BudgetAllocator;
+
 pub use lora::*;
 pub use model::*;
 pub use session::*;

@@ -227,7 +227,7 @@ pub unsafe extern "C" fn ember_tokenize(
             add_bos: defaults.add_bos && flags & EMBER_TOKENIZE_NO_BOS == 0,
             parse_special: flags & EMBER_TOKENIZE_NO_SPECIAL == 0,
         };
-        let ids = tok.encode(text, opts);
+        let ids = tok.try_encode(text, opts)?;
         *n_out = ids.len();
         if ids.len() > capacity {
             return Err(CError::new(

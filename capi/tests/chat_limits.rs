@@ -97,6 +97,12 @@ fn hostile_templates_fail_from_a_small_stack() {
             "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}".to_string(),
             "recursion limit exceeded",
         ),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+                .to_string(),
+            "rendering needed more than",
+        ),
     ];
     for (template, needle) in cases {
         let (st, msg) = render_small(&model, template);

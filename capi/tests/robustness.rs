@@ -150,6 +150,45 @@ fn oom_child() {
         ember_session_free(s);
     }
 
+    // Text too long to tokenize within the limit (the encoder's peak is about
+    // 48 bytes per byte of text).
+    let text = CString::new("the cat sat ".repeat(3 << 20)).unwrap();
+    let mut n = 0usize;
+    // SAFETY: a live model, NUL-terminated text, no buffer (capacity 0).
+    let st = unsafe { ember_tokenize(model, text.as_ptr(), 0, null_mut(), 0, &mut n) };
+    let msg = last_error();
+    println!(
+        "ember_tokenize({} bytes): {st}: {msg}",
+        text.as_bytes().len()
+    );
+    assert_eq!(st, EMBER_ERR_OUT_OF_MEMORY, "{msg}");
+    drop(text);
+
+    // A model image to copy that the limit cannot hold twice: the largest
+    // buffer the limit leaves room for.
+    let mut image = Vec::new();
+    let mut mib = 1024usize;
+    while mib > 8 && image.try_reserve_exact(mib << 20).is_err() {
+        mib -= 8;
+    }
+    assert!(mib > 8, "no room for a model image under the limit");
+    image.resize(mib << 20, 0u8);
+    let mut copied = null_mut();
+    // SAFETY: `image.len()` readable bytes and a writable out-pointer.
+    let st = unsafe {
+        ember_model_from_buffer(
+            image.as_ptr().cast(),
+            image.len(),
+            EMBER_BUFFER_COPY,
+            &mut copied,
+        )
+    };
+    let msg = last_error();
+    println!("ember_model_from_buffer({mib} MiB, copy): {st}: {msg}");
+    assert_eq!(st, EMBER_ERR_OUT_OF_MEMORY, "{msg}");
+    assert!(copied.is_null());
+    drop(image);
+
     // The runtime itself, without the C API.
     let m = Arc::new(ember_runtime::Model::load(&path).unwrap());
     let config = ember_runtime::SessionConfig::new(HUGE_CONTEXT as usize);

@@ -7,3 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod harness;
+
+/// Chat templates render within their memory limit here as in `ember` and
+/// `libember.a` (`ember_runtime::memory_budget`).
+#[global_allocator]
+static ALLOCATOR: ember_runtime::memory_budget::BudgetAllocator =
+    ember_runtime::memory_budget::BudgetAllocator;

@@ -1,7 +1,8 @@
 //! Ember runtime: the `.ember` format, the memory-mapped loader with validation,
 //! tokenizers, the reference forward pass, sessions and generation.
 //!
-//! Unsafe code is confined to `storage` (the memory map) and `pool` (handing a
+//! Unsafe code is confined to `storage` (the memory map), `memory_budget` (an
+//! allocator wrapping the system one) and `pool` (handing a
 //! job on the caller's stack to the worker threads); everything else is safe.
 
 #![deny(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod loader;
 pub mod lora;
+pub mod memory_budget;
 pub mod model;
 pub mod pool;
 pub mod read_file;
@@ -26,6 +28,11 @@ pub mod sampler;
 pub mod session;
 mod storage;
 pub mod tokenizer;
+
+/// Unit tests count as the binaries do (the chat template memory limit).
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: memory_budget::BudgetAllocator = memory_budget::BudgetAllocator;
 
 pub use error::{Error, Result};
 pub use kv_cache::KvType;

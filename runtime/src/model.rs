@@ -486,7 +486,7 @@ impl Model {
     /// Validates a complete file image held in memory (copied once into an
     /// aligned buffer).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        Self::from_storage(Storage::copy_aligned(bytes))
+        Self::from_storage(Storage::copy_aligned(bytes)?)
     }
 
     fn from_storage(storage: Storage) -> Result<Self> {
@@ -750,6 +750,6 @@ impl Model {
     /// flash, a mapping the caller owns) and uses it in place when its start is
     /// 64-byte aligned; an unaligned image is copied, as by [`Model::from_bytes`].
     pub fn from_static_bytes(bytes: &'static [u8]) -> Result<Self> {
-        Self::from_storage(Storage::borrowed_or_copied(bytes))
+        Self::from_storage(Storage::borrowed_or_copied(bytes)?)
     }
 }

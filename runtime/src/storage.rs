@@ -42,7 +42,7 @@ impl Storage {
         let len = file.metadata().map_err(io)?.len();
         if len == 0 {
             // mmap of an empty file fails on some systems; report it as what it is.
-            return Ok(Self::copy_aligned(&[]));
+            return Self::copy_aligned(&[]);
         }
         // SAFETY: the map is read-only and private to this process. Ember never writes
         // to model files it has open; the contract documented on `Model::load` is that
@@ -55,26 +55,32 @@ impl Storage {
     }
 
     /// Copies `bytes` into a fresh buffer whose start is 64-byte aligned.
-    pub fn copy_aligned(bytes: &[u8]) -> Self {
-        let mut buf = vec![0u8; bytes.len() + OWNED_ALIGNMENT];
+    /// Errors: the buffer cannot be allocated ([`Error::OutOfMemory`]): the
+    /// size comes from the caller.
+    pub fn copy_aligned(bytes: &[u8]) -> Result<Self> {
+        let size = bytes.len().saturating_add(OWNED_ALIGNMENT);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(size)
+            .map_err(|_| Error::out_of_memory("a copy of the model image", size as u64, ""))?;
+        buf.resize(size, 0);
         let start = buf
             .as_ptr()
             .align_offset(OWNED_ALIGNMENT)
             .min(OWNED_ALIGNMENT);
         buf[start..start + bytes.len()].copy_from_slice(bytes);
-        Self::Owned {
+        Ok(Self::Owned {
             buf,
             start,
             len: bytes.len(),
-        }
+        })
     }
 
     /// Uses `bytes` in place when its start is 64-byte aligned (the alignment the
     /// format guarantees for tensors relative to the file start), otherwise copies
     /// it like [`copy_aligned`](Self::copy_aligned).
-    pub fn borrowed_or_copied(bytes: &'static [u8]) -> Self {
+    pub fn borrowed_or_copied(bytes: &'static [u8]) -> Result<Self> {
         if (bytes.as_ptr() as usize).is_multiple_of(OWNED_ALIGNMENT) {
-            Self::Borrowed(bytes)
+            Ok(Self::Borrowed(bytes))
         } else {
             Self::copy_aligned(bytes)
         }

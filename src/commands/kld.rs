@@ -145,7 +145,7 @@ pub fn run(args: Args) -> CliResult {
     let mut opts = tok.default_encode_options();
     opts.add_bos = false;
     opts.parse_special = false;
-    let ids = tok.encode(text, opts);
+    let ids = tok.try_encode(text, opts)?;
     let ctx = args.ctx.min(model.hparams().max_context as usize);
     let config = SessionConfig {
         threads: args.threads,

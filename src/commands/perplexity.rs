@@ -67,7 +67,7 @@ pub fn run(args: Args) -> CliResult {
     let mut opts = tok.default_encode_options();
     opts.add_bos = args.add_bos;
     opts.parse_special = false;
-    let mut ids = tok.encode(text, opts);
+    let mut ids = tok.try_encode(text, opts)?;
     if let Some(n) = args.max_tokens {
         ids.truncate(n);
     }

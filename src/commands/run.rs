@@ -348,7 +348,7 @@ fn prompt_tokens(
         args.prompt.clone()
     };
     opts.parse_special = !args.no_special;
-    let mut prompt = tok.encode(&prompt_text, opts);
+    let mut prompt = tok.try_encode(&prompt_text, opts)?;
     if prompt.is_empty() {
         prompt.push(
             tok.bos()

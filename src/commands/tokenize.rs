@@ -58,7 +58,10 @@ pub fn run(args: Args) -> CliResult {
     if let Some(n) = args.bench {
         return bench(tok, &inputs, opts, n.max(1));
     }
-    let encoded: Vec<Vec<u32>> = inputs.iter().map(|t| tok.encode(t, opts)).collect();
+    let encoded = inputs
+        .iter()
+        .map(|t| tok.try_encode(t, opts))
+        .collect::<Result<Vec<_>, _>>()?;
     let piece = |id: u32| {
         tok.spec()
             .tokens

@@ -411,7 +411,7 @@ fn load_items(
             report.documents += docs.len();
             let mut out = Vec::with_capacity(docs.len());
             for (line, d) in &docs {
-                let ids = tok.encode(d, tok.default_encode_options());
+                let ids = tok.try_encode(d, tok.default_encode_options())?;
                 check(&ids, *line)?;
                 out.push(ids);
             }

@@ -2,11 +2,11 @@
 //! the converter's inputs (GGUF, a Hugging Face directory, llama2.c).
 //!
 //! Each converter target runs the reader's parts on their own (so that a broken
-//! weights file still lets the tokenizer reader see its input), then the
-//! reader as `ember convert` calls it; an accepted input is checked (every
-//! tensor decodes to exactly its shape's element count, the tokenizer builds
-//! and encodes) and, when the mode byte's bit 0 is set, written as `.ember`,
-//! loaded and run ([`write_and_run`]).
+//! weights file still lets the tokenizer reader see its input; an imported
+//! tokenizer is built and used), then the reader as `ember convert` calls it;
+//! an accepted input is checked (every tensor decodes to exactly its shape's
+//! element count) and, when the mode byte's bit 0 is set, written as
+//! `.ember`, loaded and run ([`write_and_run`]).
 
 use std::sync::Arc;
 
@@ -58,7 +58,7 @@ fn fix_header_checksum(bytes: &mut [u8]) {
     let end = u64::from_le_bytes(field.try_into().expect("8 bytes"));
     let Some(end) = usize::try_from(end)
         .ok()
-        .filter(|&e| e <= bytes.len() && e >= 28)
+        .filter(|&e| e <= bytes.len() && e >= EMBER_CHECKSUM_AT + 4)
     else {
         return;
     };

@@ -1,13 +1,16 @@
 //! The bounds that keep a chat template from a model file (written by anyone) from
 //! crashing or hanging its host: expression size, checked on the source before
-//! minijinja parses it; fuel; output size; macro / include recursion; and the
-//! stack rendering runs on, which is the same whatever thread the caller is on.
+//! minijinja parses it; fuel; output size; macro / include recursion; the memory
+//! the rendering thread holds; and the stack rendering runs on, which is the same
+//! whatever thread the caller is on.
 //!
 //! Every limit was chosen against the real templates of about 80 model families
 //! (the goldens' and llama.cpp's `models/templates`): each is several times what the
 //! most demanding of them needs.
 
+use std::hash::{Hash, Hasher};
 use std::io;
+use std::sync::{Mutex, PoisonError};
 
 /// Most links one tag (`{{ ... }}` or `{% ... %}`) may hold: operators (`+`, `-`,
 /// `not`, `and`, `if`, `is`, `in`, ...), filters, attribute and item accesses,
@@ -74,19 +77,52 @@ pub fn max_output(input_bytes: usize) -> usize {
 /// to nest deeper, given the fuel of a longer conversation, can still overflow it.
 pub const RENDER_STACK: usize = 64 << 20;
 
-/// Runs `f` on a new thread with a [`RENDER_STACK`]-byte stack and returns its
-/// result (a panic in `f` resumes on the caller). Errors: the thread could not be
-/// started (out of memory or threads).
-pub(super) fn on_render_thread<T: Send>(f: impl FnOnce() -> T + Send) -> io::Result<T> {
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .name("ember-chat-template".into())
-            .stack_size(RENDER_STACK)
-            .spawn_scoped(s, f)?;
-        Ok(handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    })
+/// Memory a render may hold on top of [`MEMORY_PER_OUTPUT_BYTE`] times its
+/// output limit: the environment, the compiled template and its values. Real
+/// templates hold well under 1 MiB.
+pub const MEMORY_BASE: usize = 16 << 20;
+
+/// Memory allowed per byte of the output limit: a template may build its
+/// output in pieces, copy messages and keep strings it does not print.
+pub const MEMORY_PER_OUTPUT_BYTE: usize = 16;
+
+/// The most live bytes the rendering thread may allocate for an output limit
+/// of `max_output` bytes (counted when the program installs
+/// [`crate::memory_budget::BudgetAllocator`], as `ember` and `libember.a` do):
+/// a template that doubles a string in a loop fails instead of exhausting memory.
+pub fn max_memory(max_output: usize) -> usize {
+    MEMORY_BASE.saturating_add(MEMORY_PER_OUTPUT_BYTE.saturating_mul(max_output))
+}
+
+/// Hashes of the templates whose render ran out of memory: each left its
+/// rendering thread asleep holding up to its limit
+/// ([`crate::memory_budget::run_with_budget`]), so they are refused at once
+/// afterwards and a host that renders such a template again and again loses
+/// that memory once per template, not once per call.
+static OVER_MEMORY: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+fn template_hash(template: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    template.hash(&mut h);
+    h.finish()
+}
+
+/// Whether a render of `template` has run out of memory before.
+pub(super) fn known_over_memory(template: &str) -> bool {
+    let hash = template_hash(template);
+    OVER_MEMORY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&hash)
+}
+
+/// Records that a render of `template` ran out of memory.
+pub(super) fn remember_over_memory(template: &str) {
+    let hash = template_hash(template);
+    let mut known = OVER_MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+    if !known.contains(&hash) {
+        known.push(hash);
+    }
 }
 
 /// The source of an error a filter returns when its result would be longer than

@@ -21,11 +21,14 @@
 //! ([`limits`]): the expressions of a tag are measured before minijinja parses them,
 //! rendering spends fuel that grows with the conversation, the output is capped,
 //! macro and include recursion is limited, and templates are compiled and rendered
-//! on a thread of their own whose stack does not depend on the caller's. Each bound
-//! that trips is an error ([`ChatError::TooDeep`], [`ChatError::OutOfFuel`],
-//! [`ChatError::OutputTooLarge`]), never a crash or a hang. Not bounded: the memory
-//! a template's own values take (a string doubled in a loop), and values nested
-//! deeper than the render stack holds ([`limits::RENDER_STACK`]).
+//! on a thread of their own whose stack does not depend on the caller's and whose
+//! memory is limited (in programs that install
+//! [`crate::memory_budget::BudgetAllocator`], as `ember` and `libember.a` do). Each
+//! bound that trips is an error ([`ChatError::TooDeep`], [`ChatError::OutOfFuel`],
+//! [`ChatError::OutputTooLarge`], [`ChatError::OutOfMemory`]), never a crash or a
+//! hang. A render that runs out of memory leaves its thread asleep holding that
+//! memory (Rust cannot unwind an allocation), once per template. Not bounded:
+//! values nested deeper than the render stack holds ([`limits::RENDER_STACK`]).
 
 pub mod limits;
 mod python;
@@ -34,6 +37,7 @@ use minijinja::value::{from_args, Kwargs, Value};
 use minijinja::{context, Environment, ErrorKind, State};
 use serde::{Deserialize, Serialize};
 
+use crate::memory_budget::{self, BudgetError};
 use crate::tokenizer::{EncodeOptions, Tokenizer};
 
 /// One chat message: a role (`system`, `user`, `assistant`, ...) and its text.
@@ -81,6 +85,9 @@ pub enum ChatError {
     /// The output would be longer than [`limits::max_output`] allows: that many bytes.
     #[error("chat template output larger than {0} bytes")]
     OutputTooLarge(usize),
+    /// Rendering needed more memory than [`limits::max_memory`] allows: that many bytes.
+    #[error("chat template: rendering needed more than {0} bytes of memory (a value that keeps doubling?)")]
+    OutOfMemory(usize),
     /// The thread templates render on could not be started.
     #[error("chat template: cannot start the rendering thread: {0}")]
     Thread(std::io::Error),
@@ -373,27 +380,32 @@ pub fn render_at(
         .fold(bos_token.len() + eos_token.len(), usize::saturating_add);
     let max_output = limits::max_output(input_bytes);
     let fuel = limits::fuel(messages.len());
+    let memory = limits::max_memory(max_output);
+    if limits::known_over_memory(template) {
+        return Err(ChatError::OutOfMemory(memory));
+    }
     // Compiling recurses per nesting level and rendering per value level: both run
-    // on a stack of known size, whatever thread (a small one, from C) calls.
-    limits::on_render_thread(|| {
+    // on a stack of known size, whatever thread (a small one, from C) calls. The
+    // thread owns its inputs: one that exceeds its memory is left behind.
+    let source = template;
+    let template = template.to_owned();
+    let context = context! {
+        messages => messages,
+        tools => (),
+        documents => (),
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token,
+        eos_token => eos_token,
+    };
+    let rendered = memory_budget::run_with_budget(memory, limits::RENDER_STACK, move || {
         let mut env = environment(now, fuel, max_output);
-        env.add_template("chat", template)
+        env.add_template("chat", &template)
             .map_err(ChatError::Syntax)?;
         let tmpl = env.get_template("chat").map_err(ChatError::Syntax)?;
         let mut out = limits::CappedOutput::new(max_output);
-        let rendered = tmpl.render_captured_to(
-            context! {
-                messages => messages,
-                tools => (),
-                documents => (),
-                add_generation_prompt => add_generation_prompt,
-                bos_token => bos_token,
-                eos_token => eos_token,
-            },
-            &mut out,
-        );
+        let rendered = tmpl.render_captured_to(context, &mut out).map(drop);
         match rendered {
-            Ok(_) => String::from_utf8(out.bytes).map_err(|_| {
+            Ok(()) => String::from_utf8(out.bytes).map_err(|_| {
                 ChatError::Render(minijinja::Error::new(
                     ErrorKind::InvalidOperation,
                     "the output is not UTF-8",
@@ -401,8 +413,15 @@ pub fn render_at(
             }),
             Err(e) => Err(render_error(e, fuel, &out)),
         }
-    })
-    .map_err(ChatError::Thread)?
+    });
+    match rendered {
+        Ok(result) => result,
+        Err(BudgetError::Exceeded(n)) => {
+            limits::remember_over_memory(source);
+            Err(ChatError::OutOfMemory(n))
+        }
+        Err(BudgetError::Thread(e)) => Err(ChatError::Thread(e)),
+    }
 }
 
 /// Errors unless every tag of `template` is within [`limits::MAX_TAG_LINKS`] and
@@ -623,6 +642,28 @@ mod tests {
             render(twice, &[user(&long)], false, "", "").unwrap().len(),
             2 * long.len()
         );
+        // Values that double are bounded by the memory limit, printed or not.
+        let memory = limits::max_memory(limit);
+        for t in [
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s + ns.s %}{% endfor %}",
+            "{% macro f(s, n) %}{% if n %}{{ f(s ~ s, n - 1) }}{% endif %}{% endmacro %}\
+             {{ f('x' * 1000, 40) | length }}",
+            "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}\
+             {% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l | list | length }}",
+            "{% set ns = namespace(s='x' * 1000) %}{% for i in range(30) %}\
+             {% set ns.s = ns.s | replace('x', 'xx') %}{% endfor %}",
+        ] {
+            // The second time the template is refused without rendering.
+            for _ in 0..2 {
+                assert!(
+                    matches!(render(t, &[], true, "", ""), Err(ChatError::OutOfMemory(n)) if n == memory),
+                    "{t}"
+                );
+            }
+        }
         let recurse = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
         assert!(matches!(
             render(recurse, &[], true, "", ""),
