@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// Bounds the memory of chat-template rendering (`ember_runtime::memory_budget`):
+/// a template from a model file must not exhaust the host's memory.
+#[global_allocator]
+static ALLOCATOR: ember_runtime::memory_budget::BudgetAllocator =
+    ember_runtime::memory_budget::BudgetAllocator;
+
 /// Ember: an embedded-friendly inference runtime for transformer language models.
 #[derive(Parser, Debug)]
 #[command(name = "ember", version, about, long_about = None)]
@@ -45,6 +51,8 @@ enum Command {
     ChatTemplate(commands::chat_template::Args),
     /// Bake a LoRA adapter (PEFT directory) into a new model file.
     Merge(commands::merge::Args),
+    /// Score generated text against references: BLEU (sacreBLEU) or ROUGE (rouge-score).
+    Eval(commands::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +71,7 @@ fn main() -> ExitCode {
         Command::ChatTemplate(a) => commands::chat_template::run(a),
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Merge(a) => commands::merge::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod chat_template;
 pub mod convert;
 pub mod detokenize;
+pub mod eval;
 pub mod finetune;
 pub mod inspect;
 pub mod kld;
