@@ -54,12 +54,17 @@
  * Memory: a session sizes every buffer at creation (optionally inside a caller
  * arena); generating a token allocates nothing. Allocations whose size the
  * caller or a file decides (a session's buffers and worker threads, a state's
- * application data, a LoRA adapter, copies of the arrays passed in) return
- * EMBER_ERR_OUT_OF_MEMORY when the system refuses them, and a session larger
- * than the address space is refused before anything is allocated. Small
- * fixed-size allocations and the working memory of ember_tokenize and
- * ember_chat_render (a few times the text) still abort on failure, as in
- * Rust's standard library. An OS that overcommits (Linux
+ * application data, a LoRA adapter, copies of the arrays passed in or of a
+ * model buffer) return EMBER_ERR_OUT_OF_MEMORY when the system refuses them,
+ * and a session larger than the address space is refused before anything is
+ * allocated. ember_tokenize first reserves the encoder's peak (48 bytes per
+ * byte of text) and returns EMBER_ERR_OUT_OF_MEMORY if it cannot. A chat
+ * template renders within a memory limit (16 MiB + 16 bytes per byte of
+ * allowed output); past it, EMBER_ERR_TEMPLATE, and the rendering thread stays
+ * asleep holding that memory (it cannot be unwound); the same template is then
+ * refused at once, so this happens once per template. Small fixed-size
+ * allocations still abort on failure, as in Rust's standard library. An OS
+ * that overcommits (Linux
  * vm.overcommit_memory=1) may grant a session that does not fit and kill the
  * process once it is used: compare ember_session_memory_required with the
  * memory at hand.
