@@ -616,3 +616,97 @@ fn resume_with_a_larger_total_extends_a_finished_run() {
     }
     assert!(!e.contains("TrainConfig {"), "{e}");
 }
+
+/// `--eval-mc`: multiple-choice accuracy of the adapter before training and
+/// at every validation point; the last one is the saved adapter's, as
+/// `ember eval mc --lora` measures it. A bad task file fails before training.
+#[test]
+fn eval_mc_reports_the_adapter_accuracy_at_each_evaluation() {
+    let tmp = common::scratch();
+    let model = tmp.path().join("tiny.ember");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-tiny/llama");
+    convert(&src, &model, &ConvertOptions::default()).expect("convert the tiny model");
+    let data = tmp.path().join("train.txt");
+    std::fs::write(
+        &data,
+        "the cat sat on the mat. the dog ran in the park. ".repeat(40),
+    )
+    .unwrap();
+    let tasks = tmp.path().join("mc.jsonl");
+    std::fs::write(
+        &tasks,
+        concat!(
+            "{\"context\": \"the cat sat on the\", \"endings\": [\"mat\", \"moon\"], \"label\": 0}\n",
+            "{\"context\": \"the dog ran in the\", \"endings\": [\"sky\", \"park\"], \"label\": 1}\n",
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let (m, d, t, o) = (
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        tasks.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let s = summary(&ember(&[
+        "finetune",
+        "-m",
+        m,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--seq-len",
+        "32",
+        "--lr",
+        "1e-2",
+        "--eval-mc",
+        t,
+        "--json",
+        "-q",
+        "-t",
+        "1",
+    ]));
+    let points = s["mc_evals"].as_array().expect("mc_evals");
+    let steps: Vec<u64> = points.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 3, 6]);
+    let r = ember(&[
+        "eval", "mc", "-m", m, "--file", t, "--lora", o, "--json", "-q",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: Value = serde_json::from_slice(&r.stdout).unwrap();
+    let last = points.last().unwrap();
+    assert_eq!(last["acc"], v["acc"]["value"]);
+    assert_eq!(last["acc_norm"], v["acc_norm"]["value"]);
+
+    std::fs::write(
+        &tasks,
+        "{\"context\": \"a\", \"endings\": [\"b\"], \"label\": 3}\n",
+    )
+    .unwrap();
+    let out2 = tmp.path().join("run2");
+    let r = ember(&[
+        "finetune",
+        "-m",
+        m,
+        "--data",
+        d,
+        "--out",
+        out2.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seq-len",
+        "32",
+        "--eval-mc",
+        t,
+        "-q",
+    ]);
+    assert!(!r.status.success());
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.contains("mc.jsonl:1:") && e.contains("label 3"), "{e}");
+    assert!(!out2.exists(), "nothing written");
+}

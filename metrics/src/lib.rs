@@ -7,6 +7,8 @@
 //!   Google's `rouge-score` package computes them, with its default tokenizer.
 //! - [`porter`]: the Porter stemmer as NLTK's `PorterStemmer` runs it by default
 //!   (`NLTK_EXTENSIONS` mode), which `rouge-score` uses for `use_stemmer=True`.
+//! - [`outputs`]: BLEU, mean ROUGE and exact match of generated outputs
+//!   against per-output references in one call (`score_outputs`).
 //!
 //! Pure functions over `&str`; no model, runtime or I/O. Parity with the
 //! Python packages is checked by `tests/eval_metrics.rs` against goldens made
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bleu;
+pub mod outputs;
 pub mod porter;
 mod pystr;
 pub mod rouge;

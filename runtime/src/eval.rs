@@ -1,4 +1,7 @@
-//! Evaluation: perplexity of a model on a token sequence.
+//! Evaluation: perplexity of a model on a token sequence; multiple-choice
+//! scoring in [`choice`].
+
+pub mod choice;
 
 use crate::error::{Error, Result};
 use crate::session::Session;

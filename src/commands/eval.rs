@@ -1,6 +1,10 @@
 //! `ember eval bleu|rouge`: score hypotheses against references, one segment per
 //! line, with the measures of `ember-metrics` (sacreBLEU's corpus BLEU,
-//! rouge-score's ROUGE).
+//! rouge-score's ROUGE); `ember eval mc` ([`mc`]): multiple-choice accuracy;
+//! `ember eval generate` ([`generate`]): outputs of a prompt file, scored.
+
+pub mod generate;
+pub mod mc;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,12 @@ enum Metric {
     /// ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum (precision, recall, F1) as
     /// Google's rouge-score computes them: the mean over lines.
     Rouge(RougeArgs),
+    /// Multiple-choice accuracy (acc, acc_norm, acc_bytes) as lm-evaluation-harness
+    /// scores HellaSwag-style tasks: each ending's summed log-likelihood given the context.
+    Mc(mc::McArgs),
+    /// Generate an output for every prompt of a JSONL file, write them, and score
+    /// them against the items' references (BLEU, ROUGE F1, exact match).
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +82,8 @@ pub fn run(args: Args) -> CliResult {
     match args.metric {
         Metric::Bleu(a) => run_bleu(a),
         Metric::Rouge(a) => run_rouge(a),
+        Metric::Mc(a) => mc::run(a),
+        Metric::Generate(a) => generate::run(a),
     }
 }
 

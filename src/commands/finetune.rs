@@ -2,6 +2,12 @@
 //! `ember_train`): plain text or JSONL chat data, AdamW, checkpoints, resume.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use ember_runtime::eval::choice::{accuracy, score_choices, ChoiceItem, DEFAULT_DELIMITER};
+use ember_runtime::lora::LoraAdapter;
+use ember_runtime::{Model, Session, SessionConfig};
+use serde_json::{json, Value};
 
 use ember_train::data::{self, DataFormat, DataOptions};
 use ember_train::schedule::ScheduleKind;
@@ -95,6 +101,11 @@ pub struct Args {
     /// Validate every N steps (0 = after each epoch and at the end).
     #[arg(long, default_value_t = 0)]
     eval_every: u64,
+    /// Multiple-choice tasks (the JSONL of `ember eval mc`): the adapter's
+    /// accuracy (acc, acc_norm) on them before training and at every
+    /// validation point (--eval-every), reported with the validation loss.
+    #[arg(long, value_name = "FILE")]
+    eval_mc: Option<PathBuf>,
     /// Resume from a checkpoint directory (or the newest checkpoint in an --out directory).
     /// Every setting must match the checkpoint's but --steps / --epochs, which may
     /// extend the run (the learning rate then follows the new length's schedule).
@@ -108,8 +119,73 @@ pub struct Args {
     json: bool,
 }
 
+/// Multiple-choice accuracy of each adapter the trainer hands over, with the
+/// points measured so far (`--eval-mc`).
+struct McEval {
+    items: Vec<ChoiceItem>,
+    session: Session<'static>,
+    points: Vec<Value>,
+}
+
+impl McEval {
+    fn new(
+        model: &Arc<Model>,
+        path: &std::path::Path,
+        threads: usize,
+    ) -> Result<McEval, Box<dyn std::error::Error + Send + Sync>> {
+        let items = super::eval::mc::read_choice_items(path)?
+            .into_iter()
+            .map(|(_, item)| item)
+            .collect();
+        let ctx = 2048.min(model.hparams().max_context as usize);
+        let session = Session::new(
+            model.clone(),
+            SessionConfig {
+                threads,
+                ..SessionConfig::new(ctx)
+            },
+        )?;
+        Ok(McEval {
+            items,
+            session,
+            points: Vec::new(),
+        })
+    }
+
+    /// Scores every item with `adapter` applied; the line to report.
+    fn evaluate(&mut self, step: u64, adapter: &LoraAdapter) -> ember_runtime::Result<String> {
+        self.session
+            .set_lora(Some(Arc::new(adapter.clone())), 1.0)?;
+        let scores = self
+            .items
+            .iter()
+            .map(|item| score_choices(&mut self.session, item, DEFAULT_DELIMITER))
+            .collect::<ember_runtime::Result<Vec<_>>>()?;
+        let acc = accuracy(&self.items, &scores);
+        self.points.push(json!({
+            "step": step,
+            "acc": acc.acc.value,
+            "acc_stderr": acc.acc.stderr,
+            "acc_norm": acc.acc_norm.value,
+            "acc_norm_stderr": acc.acc_norm.stderr,
+        }));
+        Ok(format!(
+            "multiple choice acc {:.4} ± {:.4}, acc_norm {:.4} ± {:.4} ({} items)",
+            acc.acc.value,
+            acc.acc.stderr,
+            acc.acc_norm.value,
+            acc.acc_norm.stderr,
+            self.items.len()
+        ))
+    }
+}
+
 pub fn run(args: Args) -> CliResult {
-    let model = super::args::load_model(&args.model)?;
+    let model = Arc::new(super::args::load_model(&args.model)?);
+    let mut mc = match &args.eval_mc {
+        Some(path) => Some(McEval::new(&model, path, args.threads)?),
+        None => None,
+    };
     let format = match args.format.as_deref() {
         Some("jsonl") => Some(DataFormat::Jsonl),
         Some(_) => Some(DataFormat::Text),
@@ -191,9 +267,15 @@ pub fn run(args: Args) -> CliResult {
         quiet: args.quiet,
         base_name,
     };
-    let s = trainer::train(&model, &prepared, &config, &opts)?;
+    let s = trainer::train_with_eval(&model, &prepared, &config, &opts, &mut |step, adapter| {
+        mc.as_mut().map(|m| m.evaluate(step, adapter)).transpose()
+    })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(m) = &mc {
+            v["mc_evals"] = Value::Array(m.points.clone());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         println!(

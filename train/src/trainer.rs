@@ -344,6 +344,25 @@ pub fn train(
     config: &TrainConfig,
     opts: &RunOptions,
 ) -> Result<Summary> {
+    train_with_eval(model, data, config, opts, &mut |_, _| Ok(None))
+}
+
+/// A caller's evaluation of the adapter at every validation point:
+/// `on_eval(step, adapter)` returns a line to report (or `None`); an error
+/// stops the run.
+pub type EvalHook<'h> = dyn FnMut(u64, &LoraAdapter) -> ember_runtime::Result<Option<String>> + 'h;
+
+/// [`train`], also calling `on_eval` with the current adapter before the
+/// first step and at every validation point (`RunOptions::eval_every`, each
+/// epoch's end when 0, the last step), whether or not there is validation
+/// data: e.g. multiple-choice accuracy with an inference session.
+pub fn train_with_eval(
+    model: &Model,
+    data: &Prepared,
+    config: &TrainConfig,
+    opts: &RunOptions,
+    on_eval: &mut EvalHook<'_>,
+) -> Result<Summary> {
     let (ctx, mut adapter) = RunContext::new(model, data, config, opts)?;
     let (mut state, checkpoint_total) = ctx.initial_state()?;
     let resumed_from = state.step;
@@ -370,6 +389,15 @@ pub fn train(
         }
     }
 
+    let mut hook = |step: u64, params: &[f32], adapter: &mut LoraAdapter| -> Result<()> {
+        ctx.layout.unflatten(params, adapter);
+        if let Some(line) = on_eval(step, adapter)? {
+            progress.println(format!("step {step}: {line}"));
+        }
+        Ok(())
+    };
+    hook(state.step, &state.params, &mut adapter)?;
+
     let mut log = TrainLog::default();
     let started = Instant::now();
     while state.step < ctx.total {
@@ -381,7 +409,11 @@ pub fn train(
             "loss {loss:.4}  lr {lr:.2e}  {tokens_per_second:.0} tok/s"
         ));
         progress.set_position(state.step);
-        if ctx.eval_due(state.step, state.position) && !data.val.is_empty() {
+        let eval_due = ctx.eval_due(state.step, state.position);
+        if eval_due {
+            hook(state.step, &state.params, &mut adapter)?;
+        }
+        if eval_due && !data.val.is_empty() {
             if let Some(v) = ctx.validate(&state.params, &mut buffers) {
                 let step = state.step;
                 log.evals.push(EvalPoint {
