@@ -51,7 +51,7 @@ enum Command {
     ChatTemplate(commands::chat_template::Args),
     /// Bake a LoRA adapter (PEFT directory) into a new model file.
     Merge(commands::merge::Args),
-    /// Score generated text against references: BLEU (sacreBLEU) or ROUGE (rouge-score).
+    /// Evaluate: BLEU (sacreBLEU) and ROUGE (rouge-score) of texts, multiple-choice accuracy and generation benchmarks of a model.
     Eval(commands::eval::Args),
 }
 
