@@ -128,12 +128,14 @@ unsafe fn matvec_pairs(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
             } else {
                 _mm256_setzero_ps()
             };
-            for (k, ((x0, x1), act)) in g0
-                .chunks_exact(TILE_ROWS)
-                .zip(g1.chunks_exact(TILE_ROWS))
-                .zip(acts)
-                .enumerate()
-            {
+            // Tiles as arrays and equal lengths checked once: the loop below then
+            // indexes without bounds checks and keeps its state in registers
+            // (the iterator chain it replaces spilled to the stack).
+            let (t0, _) = g0.as_chunks::<TILE_ROWS>();
+            let (t1, _) = g1.as_chunks::<TILE_ROWS>();
+            assert!(t0.len() == kc && t1.len() == kc && acts.len() == kc);
+            for k in 0..kc {
+                let (x0, x1, act) = (&t0[k], &t1[k], &acts[k]);
                 prefetch_tile(x0.as_ptr());
                 prefetch_tile(x1.as_ptr());
                 // SAFETY: `qs` is 32 bytes; unaligned load.
