@@ -46,15 +46,19 @@ const TERM_BLOCKS: usize = 512;
 const PREFETCH_AHEAD: usize = 16 * 1024;
 
 /// Prefetches the two cache lines `PREFETCH_AHEAD` bytes past `p` (a tile is
-/// 72 bytes, so two lines cover it wherever it starts). Prefetches never
-/// fault, so addresses past the end of the matrix are harmless; the pointer is
-/// only formed, never dereferenced.
+/// 72 bytes, so two lines cover it wherever it starts) into L2
+/// (`_MM_HINT_T1`): a T0 prefetch holds one of the core's few L1 miss buffers
+/// until its line arrives, which capped decode reads well below the memory
+/// bandwidth on AMD hosts; T1 was faster on Zen 3 and Zen 5 and no slower on
+/// Intel (`benches/RESULTS.md`, "Decode kernels: loop state in registers, L2
+/// prefetch"). Prefetches never fault, so addresses past the end of the matrix
+/// are harmless; the pointer is only formed, never dereferenced.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn prefetch_far<T>(p: *const T) {
     let p = (p as *const i8).wrapping_add(PREFETCH_AHEAD);
-    _mm_prefetch::<_MM_HINT_T0>(p);
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+    _mm_prefetch::<_MM_HINT_T1>(p);
+    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64));
 }
 
 /// A 4-bit block type of `d` (f16 scale) + 16 bytes of nibbles, byte `j`

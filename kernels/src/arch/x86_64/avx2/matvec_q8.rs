@@ -35,8 +35,8 @@ const PAIR_ROWS: usize = 2 * TILE_ROWS;
 /// columns; wider matrices take several passes, resuming from `out`, an exact
 /// f32 store and reload).
 const TERM_BLOCKS: usize = 512;
-/// How far ahead (bytes) each weight stream is prefetched: as the 4-bit
-/// kernels (`matvec_nibble.rs`).
+/// How far ahead (bytes) each weight stream is prefetched, and into L2: as
+/// the 4-bit kernels (`matvec_nibble.rs`).
 const PREFETCH_AHEAD: usize = 16 * 1024;
 /// Bytes of one tile (four 34-byte blocks).
 const TILE_BYTES: usize = TILE_ROWS * core::mem::size_of::<BlockQ8_0>();
@@ -52,9 +52,9 @@ const TILE_BYTES: usize = TILE_ROWS * core::mem::size_of::<BlockQ8_0>();
 #[target_feature(enable = "avx2")]
 fn prefetch_tile(p: *const BlockQ8_0) {
     let p = (p as *const i8).wrapping_add(PREFETCH_AHEAD);
-    _mm_prefetch::<_MM_HINT_T0>(p);
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(TILE_BYTES / 2));
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(TILE_BYTES - 1));
+    _mm_prefetch::<_MM_HINT_T1>(p);
+    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(TILE_BYTES / 2));
+    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(TILE_BYTES - 1));
 }
 
 pub(super) fn matvec_q8_0x4_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
