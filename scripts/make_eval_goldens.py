@@ -4,9 +4,9 @@ the scores the reference tools give them, which tests/eval_metrics.rs compares
 with ember-metrics (metrics/) and `ember eval bleu|rouge`.
 
 Usage (from the workspace root; a small venv, no torch):
-    python3 -m venv /tmp/evalvenv
-    /tmp/evalvenv/bin/pip install -r scripts/requirements-eval.txt
-    /tmp/evalvenv/bin/python scripts/make_eval_goldens.py
+    python3 -m venv target/venv-eval
+    target/venv-eval/bin/pip install -r scripts/requirements-eval.txt
+    target/venv-eval/bin/python scripts/make_eval_goldens.py
 
 Versions the committed goldens were made with (scripts/requirements-eval.txt):
     sacrebleu 2.6.0, rouge-score 0.1.2, nltk 3.10.4, regex 2026.12.2, CPython 3.11.

@@ -6,8 +6,8 @@ ember_runtime::eval::choice and `ember eval mc`.
 
 Usage (from the workspace root; torch and transformers, scripts/requirements-ref.txt):
     scripts/fetch_models.sh --hf      # the float32 Hugging Face checkpoint
-    python3 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install -r scripts/requirements-ref.txt
-    /tmp/refvenv/bin/python scripts/make_mc_goldens.py [HF_DIR]
+    python3 -m venv target/venv-ref && target/venv-ref/bin/pip install -r scripts/requirements-ref.txt
+    target/venv-ref/bin/python scripts/make_mc_goldens.py [HF_DIR]
 HF_DIR defaults to $EMBER_MODELS/smollm2-hf ($EMBER_MODELS: ~/.cache/ember/models).
 
 The scoring is lm-evaluation-harness's for `output_type: multiple_choice`

@@ -87,19 +87,40 @@ pub fn run(args: Args) -> CliResult {
     }
 }
 
-/// The segments of a text file: its lines split at `\n` only (a final `\n`
-/// ends the last line; it does not start an empty one), as sacreBLEU reads them.
-fn read_segments(path: &Path) -> Result<Vec<String>, String> {
+/// A UTF-8 text file; errors name the file (and the line of a bad byte).
+fn read_text(path: &Path) -> Result<String, String> {
     let bytes = ember_runtime::read_file::read_file(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
         format!(
             "{} is not valid UTF-8 (line {line}, first bad byte at offset {at})",
             path.display()
         )
-    })?;
+    })
+}
+
+/// The JSON values of a JSONL file with their 1-based line numbers (blank
+/// lines skipped). Errors name the file and line.
+fn json_lines(path: &Path) -> Result<Vec<(usize, Value)>, String> {
+    let text = read_text(path)?;
+    let mut values = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(line)
+            .map_err(|e| format!("{}:{}: not valid JSON: {e}", path.display(), i + 1))?;
+        values.push((i + 1, v));
+    }
+    Ok(values)
+}
+
+/// The segments of a text file: its lines split at `\n` only (a final `\n`
+/// ends the last line; it does not start an empty one), as sacreBLEU reads them.
+fn read_segments(path: &Path) -> Result<Vec<String>, String> {
+    let text = read_text(path)?;
     if text.is_empty() {
         return Ok(Vec::new());
     }

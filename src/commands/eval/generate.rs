@@ -66,23 +66,9 @@ struct PromptItem {
 
 /// The items of a prompts file; errors name the file and line.
 fn read_prompts(path: &Path) -> Result<Vec<PromptItem>, String> {
-    let bytes = ember_runtime::read_file::read_file(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{} is not valid UTF-8 (first bad byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
     let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = |msg: &str| format!("{}:{}: {msg}", path.display(), i + 1);
-        let v: Value =
-            serde_json::from_str(line).map_err(|e| at(&format!("not valid JSON: {e}")))?;
+    for (line, v) in super::json_lines(path)? {
+        let at = |msg: &str| format!("{}:{line}: {msg}", path.display());
         let obj = v
             .as_object()
             .ok_or_else(|| at("expected a JSON object {\"prompt\", ...}"))?;
@@ -105,8 +91,8 @@ fn read_prompts(path: &Path) -> Result<Vec<PromptItem>, String> {
             }
         };
         items.push(PromptItem {
-            id: obj.get("id").cloned().unwrap_or(json!(i + 1)),
-            line: i + 1,
+            id: obj.get("id").cloned().unwrap_or(json!(line)),
+            line,
             prompt: prompt.to_string(),
             references,
         });

@@ -54,26 +54,12 @@ pub struct McArgs {
 /// and line: unreadable file, invalid UTF-8 or JSON, a field missing or of the
 /// wrong type, no endings, an empty ending, a label out of range, no item.
 pub fn read_choice_items(path: &Path) -> Result<Vec<(usize, ChoiceItem)>, String> {
-    let bytes = ember_runtime::read_file::read_file(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{} is not valid UTF-8 (first bad byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
     let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = |msg: String| format!("{}:{}: {msg}", path.display(), i + 1);
-        let v: Value =
-            serde_json::from_str(line).map_err(|e| at(format!("not valid JSON: {e}")))?;
+    for (line, v) in super::json_lines(path)? {
+        let at = |msg: String| format!("{}:{line}: {msg}", path.display());
         let item = choice_item(&v).map_err(at)?;
         item.validate().map_err(|e| at(e.to_string()))?;
-        items.push((i + 1, item));
+        items.push((line, item));
     }
     if items.is_empty() {
         return Err(format!("{} holds no item", path.display()));
